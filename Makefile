@@ -1,0 +1,60 @@
+# Two commands for a newcomer: `make demo` (set up + run all notebooks in quick mode) and
+# `make test` (the full test suite, notebooks included). Run `make help` for the rest.
+
+PY        ?= python3
+VENV      ?= .venv
+BIN       := $(VENV)/bin
+STAMP     := $(VENV)/.installed
+SHARED    := $(abspath $(CURDIR)/../shared/data)
+DEB_TOOLS := beagle minimac4 bcftools tabix plink1.9 macs chromimpute
+# Command each Debian package provides, in the same order as DEB_TOOLS.
+DEB_CMDS  := beagle minimac4 bcftools tabix plink1.9 macs2 ChromImpute
+
+export PIP_CONSTRAINT := $(CURDIR)/constraints/cpu.txt
+export MPLBACKEND := Agg
+# Use the project's offline data mirror when it sits beside the checkout.
+ifneq ($(wildcard $(SHARED)/SHA256SUMS),)
+export ANALYSISLIB_DATA_MIRROR ?= $(SHARED)
+endif
+
+.PHONY: help demo test test-fast tools lint notebooks-clean clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
+
+$(STAMP): pyproject.toml constraints/cpu.txt
+	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "analysislib needs Python >= 3.11 (set PY=python3.11)"; exit 1; }
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+tools:  ## install the Debian tools when root; otherwise list what is missing
+	@missing=""; set -- $(DEB_CMDS); for pkg in $(DEB_TOOLS); do \
+	  command -v $$1 >/dev/null 2>&1 || missing="$$missing $$pkg"; shift; done; \
+	if [ -z "$$missing" ]; then echo "external tools: all present"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "WARNING: missing Debian packages:$$missing"; \
+	  echo "  install them with: sudo apt-get install$$missing"; \
+	  echo "  (tests and notebook cells that need them are skipped)"; fi
+
+demo: $(STAMP) tools  ## set up, then run every notebook in quick mode into build/
+	$(BIN)/analysislib demo --out build/notebooks --figures build/figures
+
+test: $(STAMP) tools  ## run the test suite, notebooks included
+	$(BIN)/python -m pytest -m "not ui and not gpu"
+
+test-fast: $(STAMP)  ## unit tests only, no notebooks
+	$(BIN)/python -m pytest -m "not ui and not gpu and not notebook and not slow"
+
+lint: $(STAMP)  ## ruff
+	$(BIN)/ruff check analysislib tests benchmarks
+
+notebooks-clean:  ## strip outputs from committed notebooks
+	$(BIN)/analysislib notebooks strip notebooks/*.ipynb
+
+clean:  ## remove build outputs (keeps .venv)
+	rm -rf build .pytest_cache

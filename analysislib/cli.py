@@ -1,0 +1,95 @@
+"""The ``analysislib`` command line: run notebooks, run the demo, inspect the data catalog.
+
+Examples
+--------
+``analysislib demo``  runs every notebook in quick mode into ``build/notebooks``.
+``analysislib notebooks run --full --only 00_*``  runs one notebook at paper scale.
+``analysislib catalog list``  lists the datasets; ``analysislib catalog fetch NAME`` resolves one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    scale = parser.add_mutually_exclusive_group()
+    scale.add_argument("--quick", dest="quick", action="store_true", default=True,
+                       help="small presets that run in minutes on 2 cores (default)")
+    scale.add_argument("--full", dest="quick", action="store_false", help="paper-scale presets")
+    parser.add_argument("-p", "--parameter", action="append", default=[], metavar="NAME=VALUE",
+                        help="set a notebook parameter (value read as YAML); repeatable")
+    parser.add_argument("--only", metavar="PATTERN", help="run only notebooks matching PATTERN")
+    parser.add_argument("--notebooks", default="notebooks", help="folder of NN_*.ipynb")
+    parser.add_argument("--out", default="build/notebooks", help="folder for executed copies")
+    parser.add_argument("--figures", default="build/figures", help="folder for figures")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from analysislib.notebooks import NotebookError, format_runs, parse_parameter, run_notebooks
+
+    params = dict(parse_parameter(p) for p in args.parameter)
+    try:
+        runs = run_notebooks(args.notebooks, out_dir=args.out, figure_dir=args.figures,
+                             quick=args.quick, parameters=params, only=args.only)
+    except (NotebookError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(format_runs(runs))
+    return 0
+
+
+def _catalog(args: argparse.Namespace) -> int:
+    from analysislib.catalog import load_catalog
+
+    catalog = load_catalog()
+    if args.catalog_command == "list":
+        for name, entry in catalog.items():
+            origin = "simulated" if entry.simulated else f"{len(entry.files)} file(s)"
+            print(f"{name:<24} {entry.kind:<10} {origin}")
+        return 0
+    for rel, path in catalog.fetch(args.name).items():
+        print(f"{rel}\t{path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``analysislib`` command."""
+    parser = argparse.ArgumentParser(prog="analysislib", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="run all notebooks in quick mode")
+    _add_run_options(demo)
+    notebooks = commands.add_parser("notebooks", help="notebook batch execution")
+    nb_commands = notebooks.add_subparsers(dest="notebooks_command", required=True)
+    _add_run_options(nb_commands.add_parser("run", help="execute notebooks in order"))
+    strip = nb_commands.add_parser("strip", help="remove outputs from notebooks in place")
+    strip.add_argument("paths", nargs="+")
+    catalog = commands.add_parser("catalog", help="the data catalog")
+    cat_commands = catalog.add_subparsers(dest="catalog_command", required=True)
+    cat_commands.add_parser("list", help="list datasets")
+    fetch = cat_commands.add_parser("fetch", help="resolve a dataset's files")
+    fetch.add_argument("name")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``analysislib`` console script."""
+    args = build_parser().parse_args(argv)
+    if args.command == "notebooks" and args.notebooks_command == "strip":
+        from analysislib.notebooks import strip_outputs
+
+        for path in args.paths:
+            if strip_outputs(path):
+                print(f"stripped {path}")
+        return 0
+    if args.command in ("demo", "notebooks"):
+        return _run(args)
+    return _catalog(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

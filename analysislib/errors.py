@@ -1,0 +1,83 @@
+"""Exception types shared by every part of analysislib.
+
+Each error says what went wrong and where: the file, and the record inside it (``contig:position``
+or a line number) whenever there is one. Catch :class:`AnalysisLibError` to handle any of them.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+
+__all__ = [
+    "AnalysisLibError",
+    "CheckpointError",
+    "ChecksumError",
+    "ExternalToolError",
+    "InputFormatError",
+    "ToolNotFoundError",
+    "VariableSpecError",
+]
+
+
+class AnalysisLibError(Exception):
+    """Base class of every error raised on purpose by analysislib."""
+
+
+class InputFormatError(AnalysisLibError, ValueError):
+    """An input file is malformed or inconsistent.
+
+    Parameters
+    ----------
+    path
+        The offending file.
+    message
+        What is wrong.
+    record
+        Where in the file: ``"chr22:16050075"``, ``"line 12"``, or ``None`` for the whole file.
+    """
+
+    def __init__(
+        self, path: str | PathLike[str], message: str, record: str | None = None
+    ) -> None:
+        self.path = str(path)
+        self.record = record
+        self.message = message
+        where = f"{self.path} at {record}" if record else self.path
+        super().__init__(f"{where}: {message}")
+
+
+class VariableSpecError(AnalysisLibError, ValueError):
+    """A dataset variable is missing or has the wrong dtype or dimensions."""
+
+
+class ChecksumError(AnalysisLibError):
+    """A file's sha256 differs from the one the data catalog records."""
+
+    def __init__(self, path: str | PathLike[str], expected: str, actual: str) -> None:
+        self.path, self.expected, self.actual = str(path), expected, actual
+        super().__init__(
+            f"{self.path}: checksum mismatch: catalog expects sha256 {expected}, file has {actual}"
+        )
+
+
+class ToolNotFoundError(AnalysisLibError, FileNotFoundError):
+    """An external command-line tool (bcftools, beagle, plink, ...) is not installed."""
+
+    def __init__(self, tool: str, debian_package: str | None = None) -> None:
+        self.tool = tool
+        hint = f" Install it with `apt-get install {debian_package}`." if debian_package else ""
+        super().__init__(f"external tool {tool!r} was not found on PATH.{hint}")
+
+
+class ExternalToolError(AnalysisLibError, RuntimeError):
+    """An external tool exited with an error; the message quotes its last stderr lines."""
+
+    def __init__(self, command: list[str], returncode: int, stderr_tail: str) -> None:
+        self.command, self.returncode, self.stderr_tail = command, returncode, stderr_tail
+        super().__init__(
+            f"{' '.join(command)} exited with status {returncode}. Last stderr lines:\n{stderr_tail}"
+        )
+
+
+class CheckpointError(AnalysisLibError):
+    """A training checkpoint is unreadable, truncated or does not match the model."""

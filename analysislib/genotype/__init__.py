@@ -1,0 +1,1 @@
+"""Genotype data: the sgkit-style dataset model and, in later modules, imputers and metrics."""

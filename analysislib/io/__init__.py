@@ -1,0 +1,1 @@
+"""File input and output: VCF/BCF genotypes, epigenomic tracks, atomic writes."""

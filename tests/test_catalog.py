@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from analysislib.catalog import CACHE_ENV, MIRROR_ENV, load_catalog, sha256_of
+from analysislib.errors import ChecksumError
+
+
+def _sha256sums(shared: Path) -> dict[str, str]:
+    pairs = (line.split() for line in (shared / "SHA256SUMS").read_text().splitlines() if line)
+    return {path: digest for digest, path in pairs}
+
+
+def test_catalog_entries_are_complete():
+    catalog = load_catalog()
+    assert {"1kg_chr22_array500", "roadmap_pilot_arcsinh", "sim_genotypes_quick"} <= set(catalog)
+    for entry in catalog.values():
+        assert entry.description and entry.citation and entry.kind
+        if entry.simulated:
+            assert ":" in entry.generator and entry.parameters
+        else:
+            assert entry.license and entry.loader
+            for spec in entry.files.values():
+                assert spec["url"].startswith("https://")
+                assert len(spec["sha256"]) == 64
+
+
+def test_catalog_registers_every_shared_file_with_its_checksum(shared_data):
+    registered = {rel: spec["sha256"] for e in load_catalog().values() for rel, spec in e.files.items()}
+    assert registered == _sha256sums(shared_data)
+    assert sum(rel.startswith("epigenome/") for rel in registered) == 20
+
+
+def test_fetch_resolves_from_the_mirror(data_mirror):
+    paths = load_catalog().fetch("1kg_chr22_array500")
+    vcf = paths["genotypes/1kg_phase3_chr22_array500.vcf.gz"]
+    assert vcf == data_mirror / "genotypes/1kg_phase3_chr22_array500.vcf.gz"
+    assert hashlib.sha256(vcf.read_bytes()).hexdigest() == sha256_of(vcf)
+
+
+def test_checksum_mismatch_names_both_hashes(shared_data, tmp_path, monkeypatch):
+    rel = "epigenome/E003.H3K4me3.pilot.arcsinh.npz"
+    mirror = tmp_path / "mirror"
+    (mirror / "epigenome").mkdir(parents=True)
+    for track in (shared_data / "epigenome").iterdir():
+        (mirror / "epigenome" / track.name).symlink_to(track)
+    bad = mirror / rel
+    bad.unlink()
+    shutil.copy(shared_data / rel, bad)
+    with open(bad, "ab") as handle:
+        handle.write(b"tampered")
+    monkeypatch.setenv(MIRROR_ENV, str(tmp_path / "mirror"))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    expected = _sha256sums(shared_data)[rel]
+    actual = hashlib.sha256(bad.read_bytes()).hexdigest()
+    with pytest.raises(ChecksumError) as info:
+        load_catalog().fetch("roadmap_pilot_arcsinh")
+    assert expected in str(info.value) and actual in str(info.value)
+    assert str(bad) in str(info.value)
+
+
+def test_cached_file_is_used_without_network(shared_data, tmp_path, monkeypatch):
+    rel = "genotypes/1kg_phase3_chr22_array500.vcf.gz"
+    cache = tmp_path / "cache"
+    for name in (rel, rel + ".tbi"):
+        (cache / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shared_data / name, cache / name)
+    monkeypatch.delenv(MIRROR_ENV, raising=False)
+    monkeypatch.setenv(CACHE_ENV, str(cache))
+    assert load_catalog().fetch("1kg_chr22_array500")[rel] == cache / rel
+
+
+def test_missing_file_without_network_says_how_to_fix(tmp_path, monkeypatch):
+    monkeypatch.delenv(MIRROR_ENV, raising=False)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "empty-cache"))
+    with pytest.raises(FileNotFoundError, match=MIRROR_ENV):
+        load_catalog().fetch("1kg_chr22_array500")
+    assert not any((tmp_path / "empty-cache").rglob("*.vcf.gz"))
+
+
+def test_malformed_catalog_names_the_entry(tmp_path):
+    bad = tmp_path / "catalog.yaml"
+    bad.write_text(yaml.safe_dump({"version": 1, "datasets": {"x": {"kind": "genotypes"}}}))
+    with pytest.raises(ValueError, match="'x' lacks description"):
+        load_catalog(bad)
+
+
+def test_unknown_dataset_lists_known_names():
+    with pytest.raises(KeyError, match="roadmap_pilot_arcsinh"):
+        load_catalog()["no_such_dataset"]
