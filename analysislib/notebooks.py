@@ -131,7 +131,13 @@ def parse_parameter(text: str) -> tuple[str, Any]:
     name, sep, value = text.partition("=")
     if not sep or not name.isidentifier():
         raise ValueError(f"parameter {text!r} is not of the form name=value")
-    return name, yaml.safe_load(value)
+    parsed = yaml.safe_load(value)
+    if isinstance(parsed, str):  # YAML 1.1 reads "1e-3" as text
+        try:
+            parsed = float(parsed)
+        except ValueError:
+            pass
+    return name, parsed
 
 
 def format_runs(runs: Sequence[NotebookRun]) -> str:
