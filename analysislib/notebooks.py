@@ -9,6 +9,7 @@ inspection. papermill is imported only when a notebook runs.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import re
@@ -133,10 +134,8 @@ def parse_parameter(text: str) -> tuple[str, Any]:
         raise ValueError(f"parameter {text!r} is not of the form name=value")
     parsed = yaml.safe_load(value)
     if isinstance(parsed, str):  # YAML 1.1 reads "1e-3" as text
-        try:
+        with contextlib.suppress(ValueError):
             parsed = float(parsed)
-        except ValueError:
-            pass
     return name, parsed
 
 
