@@ -37,6 +37,9 @@ def atomic_output(path: str | os.PathLike[str], companions: tuple[str, ...] = ()
     suffix = "".join(final.suffixes)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{suffix}", dir=final.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp makes files owner-only; honour the umask instead
     tmp = Path(tmp_name)
     try:
         yield tmp
