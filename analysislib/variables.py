@@ -76,6 +76,9 @@ variant_contig = register_variable(
     "variant_contig", "iu", [("variants",)], "Index into the dataset attribute 'contigs'.")
 variant_allele = register_variable(
     "variant_allele", _STR, [("variants", "alleles")], "Reference then alternate alleles.")
+variant_genetic_position = register_variable(
+    "variant_genetic_position", "f", [("variants",)],
+    "Genetic map position in centimorgans (non-decreasing along the contig).")
 variant_id = register_variable("variant_id", _STR, [("variants",)], "Variant identifier ('.' if none).")
 sample_id = register_variable("sample_id", _STR, [("samples",)], "Sample identifier.")
 sample_population = register_variable(

@@ -20,23 +20,39 @@ __all__ = ["alt_allele_frequency", "genotype_pca", "maf_spectrum", "minor_allele
 
 
 def _alt_counts(ds: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]:
+    """Per-call alternate-allele and called-allele counts, dims (variants, samples)."""
     gt = ds["call_genotype"]
     called = gt >= 0
     return (gt > 0).where(called, False).sum("ploidy"), called.sum("ploidy")
 
 
 def _grouped_counts(ds: xr.Dataset, by: str | None) -> tuple[xr.DataArray, xr.DataArray]:
-    """Alternate-allele and called-allele counts per variant, with a ``group`` dim if ``by``."""
+    """Alternate-allele and called-allele counts per variant, with a ``group`` dim if ``by``.
+
+    One pass over the genotype array (NumPy or dask); dask inputs are computed here.
+    """
     variables.validate(ds, "call_genotype")
-    alt, n = _alt_counts(ds)
+    gt = ds["call_genotype"].data
     if by is None:
-        return alt.sum("samples"), n.sum("samples")
-    variables.validate(ds, by)
-    labels = ds[by].values
-    groups = list(dict.fromkeys(labels.tolist()))
-    index = pd.Index(groups, name="group")
-    return (xr.concat([alt.isel(samples=labels == g).sum("samples") for g in groups], dim=index),
-            xr.concat([n.isel(samples=labels == g).sum("samples") for g in groups], dim=index))
+        groups, selectors = ["all"], [slice(None)]
+    else:
+        variables.validate(ds, by)
+        labels = np.asarray(ds[by].values)
+        groups = list(dict.fromkeys(labels.tolist()))
+        selectors = [np.flatnonzero(labels == g) for g in groups]
+    alt = [(gt[:, sel] > 0).sum(axis=(1, 2)) for sel in selectors]
+    called = [(gt[:, sel] >= 0).sum(axis=(1, 2)) for sel in selectors]
+    if not isinstance(gt, np.ndarray):
+        import dask
+
+        alt, called = dask.compute(alt, called)
+    dims = ("group", "variants")
+    coords = {"group": groups}
+    alt_da = xr.DataArray(np.stack(alt).astype(np.int64), dims=dims, coords=coords)
+    called_da = xr.DataArray(np.stack(called).astype(np.int64), dims=dims, coords=coords)
+    if by is None:
+        return alt_da.isel(group=0, drop=True), called_da.isel(group=0, drop=True)
+    return alt_da, called_da
 
 
 def alt_allele_frequency(ds: xr.Dataset, *, by: str | None = None) -> xr.DataArray:

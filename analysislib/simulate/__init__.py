@@ -1,0 +1,1 @@
+"""Simulators: genotypes (coalescent), epigenomes (chromatin-state model) and GWAS traits."""
