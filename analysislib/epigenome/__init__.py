@@ -1,0 +1,1 @@
+"""Epigenomic signal tensors (cell × assay × bin) and the methods that impute them (eDICE)."""

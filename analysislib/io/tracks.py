@@ -1,0 +1,731 @@
+"""Reading and writing epigenomic tracks: Roadmap npz, bigWig, bedGraph and zarr.
+
+Every reader returns the signal layout of :mod:`analysislib.epigenome.tensor` (a track
+DataArray over ``bin``, or a full cell × assay signal Dataset); every writer is atomic (a temporary
+sibling renamed into place). The Roadmap npz layout is the one of the Avocado pilot-region files
+described in research/epigenomic_imputation.md §6 and ``shared/data/README.md``: one file per
+track named ``CELL.ASSAY.*.npz`` holding ``arr_0``, float32 arcsinh(−log10 p) at 25 bp.
+
+Malformed input raises :class:`analysislib.errors.InputFormatError` naming the file and the
+line or record.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from analysislib import variables
+from analysislib.epigenome.tensor import (
+    create_signal_dataset,
+    signal_scale,
+    to_arcsinh,
+    to_neglog10p,
+)
+from analysislib.errors import InputFormatError
+from analysislib.io.atomic import atomic_output
+
+__all__ = [
+    "parse_roadmap_name",
+    "read_bedgraph",
+    "read_bigwig",
+    "read_roadmap_npz",
+    "read_zarr",
+    "write_bedgraph",
+    "write_bigwig",
+    "write_roadmap_npz",
+    "write_zarr",
+]
+
+PathLike = str | os.PathLike[str]
+NPZ_KEY = "arr_0"
+
+
+# --------------------------------------------------------------------------- Roadmap npz
+
+
+def parse_roadmap_name(path: PathLike) -> tuple[str, str]:
+    """Return ``(cell, assay)`` from a file name of the form ``CELL.ASSAY.*.npz``.
+
+    Raises
+    ------
+    InputFormatError
+        If the name does not follow that layout.
+    """
+    name = Path(path).name
+    parts = name.split(".")
+    if not name.endswith(".npz") or len(parts) < 3 or not parts[0] or not parts[1]:
+        raise InputFormatError(path, "file name does not follow the Roadmap layout CELL.ASSAY.*.npz")
+    return parts[0], parts[1]
+
+
+def _load_npz_track(path: Path) -> np.ndarray:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = list(archive.files)
+            if NPZ_KEY not in keys:
+                raise InputFormatError(path, f"expected the array key {NPZ_KEY!r}, found {keys}",
+                                       record=f"key {NPZ_KEY}")
+            values = archive[NPZ_KEY]
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        if isinstance(err, InputFormatError):
+            raise
+        raise InputFormatError(path, f"not a readable npz archive ({err})") from err
+    if values.ndim != 1:
+        raise InputFormatError(path, f"expected a 1-D track, got shape {values.shape}",
+                               record=f"key {NPZ_KEY}")
+    if values.dtype.kind not in "fiu":
+        raise InputFormatError(path, f"expected numeric values, got dtype {values.dtype}",
+                               record=f"key {NPZ_KEY}")
+    return values
+
+
+def read_roadmap_npz(
+    paths_or_dir: PathLike | Iterable[PathLike],
+    *,
+    cells: Sequence[str] | None = None,
+    assays: Sequence[str] | None = None,
+    chrom: str = "pilot",
+    bin_size: int = 25,
+) -> xr.Dataset:
+    """Read per-track Roadmap npz files into a full cell × assay signal dataset (arcsinh scale).
+
+    Parameters
+    ----------
+    paths_or_dir
+        A directory (every ``*.npz`` in it is read) or an iterable of files named
+        ``CELL.ASSAY.*.npz``, each holding one track under the key ``arr_0``.
+    cells, assays
+        The grid, in order. By default the sorted cells and assays found in the files. Files of
+        other cells or assays are skipped; grid entries with no file are unobserved (NaN).
+    chrom
+        Value of ``bin_chrom`` (the pilot-region files carry no coordinates, so bins are indexed
+        by position and ``bin_start`` is ``bin * bin_size``).
+    bin_size
+        Bin width in bp.
+
+    Returns
+    -------
+    xarray.Dataset
+        Signal dataset with ``scale="arcsinh"``.
+
+    Raises
+    ------
+    InputFormatError
+        On a bad file name, a missing ``arr_0`` key, a non-1-D track, tracks of different lengths
+        or two files for the same track.
+    """
+    if isinstance(paths_or_dir, (str, os.PathLike)) and Path(paths_or_dir).is_dir():
+        paths = sorted(Path(paths_or_dir).glob("*.npz"))
+        if not paths:
+            raise FileNotFoundError(f"no .npz files in {paths_or_dir}")
+    elif isinstance(paths_or_dir, (str, os.PathLike)):
+        paths = [Path(paths_or_dir)]
+    else:
+        paths = [Path(p) for p in paths_or_dir]
+    named: dict[tuple[str, str], Path] = {}
+    for path in paths:
+        if not path.exists():
+            raise FileNotFoundError(path)
+        key = parse_roadmap_name(path)
+        if key in named:
+            raise InputFormatError(path, f"second file for track {key}; first was {named[key]}")
+        named[key] = path
+    cell_list = sorted({c for c, _ in named}) if cells is None else list(cells)
+    assay_list = sorted({a for _, a in named}) if assays is None else list(assays)
+    wanted = [(key, path) for key, path in named.items()
+              if key[0] in cell_list and key[1] in assay_list]
+
+    signal: np.ndarray | None = None
+    observed = np.zeros((len(cell_list), len(assay_list)), dtype=bool)
+    reference: Path | None = None
+    for (cell, assay), path in wanted:
+        values = _load_npz_track(path)
+        if signal is None:
+            signal = np.full((len(cell_list), len(assay_list), values.size), np.nan, np.float32)
+            reference = path
+        elif values.size != signal.shape[-1]:
+            raise InputFormatError(
+                path, f"track has {values.size} bins but {reference.name} has {signal.shape[-1]};"
+                " all tracks must cover the same bins", record=f"key {NPZ_KEY}")
+        i, j = cell_list.index(cell), assay_list.index(assay)
+        signal[i, j] = values
+        observed[i, j] = True
+    if signal is None:
+        raise FileNotFoundError(f"no track file matches cells={cell_list} assays={assay_list}")
+    return create_signal_dataset(
+        signal, cells=cell_list, assays=assay_list, observed=observed, chrom=chrom,
+        bin_size=bin_size, scale="arcsinh",
+        attrs={"source": "Roadmap npz (CELL.ASSAY.*.npz)"})
+
+
+def write_roadmap_npz(ds: xr.Dataset, directory: PathLike, *, label: str = "track") -> list[Path]:
+    """Write each observed track as ``CELL.ASSAY.<label>.arcsinh.npz`` (key ``arr_0``, float32).
+
+    The inverse of :func:`read_roadmap_npz` for datasets without an ``individual`` dimension.
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
+    variables.validate(ds, ["signal", "observed"])
+    if "individual" in ds["signal"].dims:
+        raise ValueError("the Roadmap npz layout has no individual dimension; select one first")
+    arcsinh = to_arcsinh(ds)["signal"]
+    out = []
+    for cell in ds["cell"].values:
+        for assay in ds["assay"].values:
+            if not bool(ds["observed"].sel(cell=cell, assay=assay)):
+                continue
+            path = Path(directory) / f"{cell}.{assay}.{label}.arcsinh.npz"
+            values = np.asarray(arcsinh.sel(cell=cell, assay=assay).values, dtype=np.float32)
+            with atomic_output(path) as tmp, open(tmp, "wb") as handle:
+                np.savez_compressed(handle, values)
+            out.append(path)
+    return out
+
+
+# --------------------------------------------------------------------------- single tracks
+
+
+def _track_array(
+    values: np.ndarray, chroms: np.ndarray, starts: np.ndarray, *, scale: str, bin_size: int,
+    source: PathLike,
+) -> xr.DataArray:
+    return xr.DataArray(
+        values.astype(np.float32), dims=("bin",), name="signal",
+        coords={"bin": np.arange(values.size), "bin_start": ("bin", starts.astype(np.int64)),
+                "bin_chrom": ("bin", chroms.astype(str))},
+        attrs={"scale": scale, "bin_size": int(bin_size), "source": str(source)})
+
+
+def _bin_edges(start: int, end: int, bin_size: int) -> np.ndarray:
+    if bin_size <= 0:
+        raise ValueError(f"bin_size must be positive, got {bin_size}")
+    if not 0 <= start < end:
+        raise ValueError(f"empty or negative region [{start}, {end})")
+    return np.append(np.arange(start, end, bin_size, dtype=np.int64), end)
+
+
+def _interval_bin_means(
+    starts: np.ndarray, ends: np.ndarray, values: np.ndarray, edges: np.ndarray, fill_value: float
+) -> np.ndarray:
+    """Base-weighted mean of interval values in each bin (intervals sorted, non-overlapping)."""
+    n_bins = edges.size - 1
+    keep = (ends > edges[0]) & (starts < edges[-1])
+    starts, ends, values = starts[keep], ends[keep], values[keep]
+    first = np.searchsorted(edges, starts, side="right") - 1
+    last = np.searchsorted(edges, ends, side="left") - 1
+    first = np.clip(first, 0, n_bins - 1)
+    last = np.clip(last, 0, n_bins - 1)
+    counts = last - first + 1
+    owner = np.repeat(np.arange(starts.size), counts)
+    offset = np.arange(owner.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    bins = first[owner] + offset
+    overlap = (np.minimum(ends[owner], edges[bins + 1])
+               - np.maximum(starts[owner], edges[bins])).astype(np.float64)
+    covered = np.bincount(bins, weights=overlap, minlength=n_bins)
+    total = np.bincount(bins, weights=overlap * values[owner], minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(covered > 0, total / np.where(covered > 0, covered, 1), fill_value)
+
+
+def _chrom_list(chrom: str | Sequence[str] | None, available: Sequence[str]) -> list[str]:
+    if chrom is None:
+        return list(available)
+    return [chrom] if isinstance(chrom, str) else list(chrom)
+
+
+def read_bigwig(
+    path: PathLike,
+    chrom: str | Sequence[str] | None = None,
+    start: int = 0,
+    end: int | None = None,
+    bin_size: int = 25,
+    *,
+    scale: str = "neglog10p",
+    fill_value: float = 0.0,
+    chunk_bases: int = 10_000_000,
+) -> xr.DataArray:
+    """Read a bigWig track averaged into fixed bins (uses pyBigWig).
+
+    Parameters
+    ----------
+    path
+        bigWig file.
+    chrom
+        One chromosome, several, or ``None`` for all chromosomes in the file's header order.
+    start, end
+        Region on a single chromosome, 0-based half-open; ``end`` defaults to the chromosome end.
+    bin_size
+        Bin width in bp. Each bin holds the base-weighted mean of the covered bases.
+    scale
+        What the file's values are (``"neglog10p"`` for Roadmap p-value tracks, or ``"arcsinh"``).
+    fill_value
+        Value of bins with no covered base.
+    chunk_bases
+        Bases read per call, to bound memory on whole chromosomes.
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims ``(bin,)`` with coordinates ``bin_start``, ``bin_chrom`` and attributes ``scale``,
+        ``bin_size``.
+    """
+    import pyBigWig
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(path)
+    try:
+        handle = pyBigWig.open(str(path))
+    except RuntimeError as err:
+        raise InputFormatError(path, f"not a readable bigWig file ({err})") from err
+    if handle is None or not handle.isBigWig():
+        raise InputFormatError(path, "not a bigWig file")
+    try:
+        sizes = handle.chroms()
+        chroms = _chrom_list(chrom, list(sizes))
+        if len(chroms) > 1 and (start != 0 or end is not None):
+            raise ValueError("start/end can only be given with a single chromosome")
+        pieces, chrom_labels, bin_starts = [], [], []
+        for name in chroms:
+            if name not in sizes:
+                raise InputFormatError(path, f"chromosome {name!r} is not in the file "
+                                             f"(it has {list(sizes)[:10]})", record=name)
+            region_end = sizes[name] if end is None else end
+            if region_end > sizes[name]:
+                raise ValueError(f"end {region_end} is beyond {name}'s length {sizes[name]}")
+            edges = _bin_edges(start, region_end, bin_size)
+            means = np.empty(edges.size - 1)
+            step = max(1, chunk_bases // bin_size) * bin_size
+            for lo in range(start, region_end, step):
+                hi = min(lo + step, region_end)
+                base = np.asarray(handle.values(name, lo, hi, numpy=True), dtype=np.float64)
+                n_chunk_bins = -(-(hi - lo) // bin_size)
+                padded = np.full(n_chunk_bins * bin_size, np.nan)
+                padded[: base.size] = base
+                padded = padded.reshape(n_chunk_bins, bin_size)
+                covered = np.isfinite(padded).sum(axis=1)
+                total = np.nansum(padded, axis=1)
+                first = (lo - start) // bin_size
+                means[first: first + n_chunk_bins] = np.where(
+                    covered > 0, total / np.maximum(covered, 1), fill_value)
+            pieces.append(means)
+            chrom_labels.append(np.full(means.size, name))
+            bin_starts.append(edges[:-1])
+    finally:
+        handle.close()
+    return _track_array(np.concatenate(pieces), np.concatenate(chrom_labels),
+                        np.concatenate(bin_starts), scale=scale, bin_size=bin_size, source=path)
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    with open(path, "rb") as probe:
+        magic = probe.read(2)
+    if magic == b"\x1f\x8b":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return open(path, encoding="utf-8")  # closed by the caller
+
+
+def _parse_bedgraph(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Parse and check a bedGraph: sorted, non-overlapping, numeric; returns per-chrom arrays."""
+    per_chrom: dict[str, tuple[list[int], list[int], list[float]]] = {}
+    current: str | None = None
+    prev_start = prev_end = -1
+    with _open_text(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            text = line.strip()
+            if not text or text.startswith(("#", "track", "browser")):
+                continue
+            fields = text.split()
+            record = f"line {number}"
+            if len(fields) < 4:
+                raise InputFormatError(path, f"expected 4 columns (chrom start end value), got "
+                                             f"{len(fields)}", record=record)
+            name = fields[0]
+            try:
+                begin, stop = int(fields[1]), int(fields[2])
+            except ValueError:
+                raise InputFormatError(path, f"start/end are not integers: {fields[1]!r} "
+                                             f"{fields[2]!r}", record=record) from None
+            try:
+                value = float(fields[3])
+            except ValueError:
+                raise InputFormatError(path, f"value {fields[3]!r} is not a number",
+                                       record=record) from None
+            if begin < 0 or stop <= begin:
+                raise InputFormatError(path, f"invalid interval [{begin}, {stop})", record=record)
+            if name != current:
+                if name in per_chrom:
+                    raise InputFormatError(path, f"unsorted: {name} appears again after "
+                                                 f"{current}", record=record)
+                per_chrom[name] = ([], [], [])
+                current, prev_start, prev_end = name, -1, -1
+            if begin < prev_start:
+                raise InputFormatError(path, f"unsorted: start {begin} is before the previous "
+                                             f"start {prev_start} on {name}", record=record)
+            if begin < prev_end:
+                raise InputFormatError(path, f"interval [{begin}, {stop}) overlaps the previous "
+                                             f"one ending at {prev_end}", record=record)
+            starts, ends, values = per_chrom[name]
+            starts.append(begin)
+            ends.append(stop)
+            values.append(value)
+            prev_start, prev_end = begin, stop
+    if not per_chrom:
+        raise InputFormatError(path, "no data lines")
+    return {name: (np.asarray(s, np.int64), np.asarray(e, np.int64), np.asarray(v, np.float64))
+            for name, (s, e, v) in per_chrom.items()}
+
+
+def read_bedgraph(
+    path: PathLike,
+    chrom: str | Sequence[str] | None = None,
+    start: int = 0,
+    end: int | None = None,
+    bin_size: int = 25,
+    *,
+    scale: str = "neglog10p",
+    fill_value: float = 0.0,
+) -> xr.DataArray:
+    """Read a bedGraph (plain or gzip) averaged into fixed bins.
+
+    Parameters
+    ----------
+    path
+        bedGraph file: ``chrom start end value`` per line; ``track``, ``browser`` and ``#``
+        lines are skipped. Lines must be sorted by start within contiguous chromosome blocks
+        and must not overlap.
+    chrom
+        One chromosome, several, or ``None`` for all, in file order.
+    start, end
+        Region on a single chromosome; ``end`` defaults to the last interval's end.
+    bin_size
+        Bin width in bp; each bin holds the base-weighted mean of covered bases.
+    scale
+        What the values are (``"neglog10p"`` or ``"arcsinh"``).
+    fill_value
+        Value of bins with no covered base.
+
+    Returns
+    -------
+    xarray.DataArray
+        Dims ``(bin,)``, as :func:`read_bigwig`.
+
+    Raises
+    ------
+    InputFormatError
+        Naming the line of an unsorted, overlapping, non-numeric or short record.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(path)
+    intervals = _parse_bedgraph(path)
+    chroms = _chrom_list(chrom, list(intervals))
+    if len(chroms) > 1 and (start != 0 or end is not None):
+        raise ValueError("start/end can only be given with a single chromosome")
+    pieces, chrom_labels, bin_starts = [], [], []
+    for name in chroms:
+        if name not in intervals:
+            raise InputFormatError(path, f"chromosome {name!r} has no intervals in the file",
+                                   record=name)
+        starts, ends, values = intervals[name]
+        edges = _bin_edges(start, int(ends[-1]) if end is None else end, bin_size)
+        pieces.append(_interval_bin_means(starts, ends, values, edges, fill_value))
+        chrom_labels.append(np.full(edges.size - 1, name))
+        bin_starts.append(edges[:-1])
+    return _track_array(np.concatenate(pieces), np.concatenate(chrom_labels),
+                        np.concatenate(bin_starts), scale=scale, bin_size=bin_size, source=path)
+
+
+def _select_track(
+    track: xr.Dataset | xr.DataArray,
+    cell: str | None,
+    assay: str | None,
+    individual: str | None,
+) -> tuple[xr.DataArray, int | None]:
+    """Reduce a dataset (with labels) or a DataArray to one track over ``bin``."""
+    bin_size = None
+    if isinstance(track, xr.Dataset):
+        variables.validate(track, ["signal", "observed"])
+        bin_size = track.attrs.get("bin_size")
+        selector = {k: v for k, v in (("cell", cell), ("assay", assay),
+                                      ("individual", individual)) if v is not None}
+        observed = track["observed"].sel(selector)
+        data = track["signal"].sel(selector).copy(deep=False)
+        data.attrs = {**data.attrs, "scale": signal_scale(track)}
+        if observed.ndim == 0 and not bool(observed):
+            raise ValueError(f"track {selector} is not observed; nothing to write")
+    else:
+        data = track
+        bin_size = track.attrs.get("bin_size")
+    if data.dims != ("bin",):
+        raise ValueError(f"expected one track over 'bin', got dims {data.dims}; "
+                         "pass cell=, assay= (and individual=) to pick one")
+    for coord in ("bin_start", "bin_chrom"):
+        if coord not in data.coords:
+            raise ValueError(f"track has no {coord!r} coordinate")
+    return data, bin_size
+
+
+def _track_for_writing(
+    track: xr.Dataset | xr.DataArray, cell: str | None, assay: str | None,
+    individual: str | None, scale: str, bin_size: int | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    data, found_size = _select_track(track, cell, assay, individual)
+    data = to_arcsinh(data) if scale == "arcsinh" else to_neglog10p(data)
+    size = bin_size or found_size
+    starts = np.asarray(data["bin_start"].values, dtype=np.int64)
+    if size is None:
+        gaps = np.diff(starts)
+        size = int(gaps[gaps > 0].min()) if np.any(gaps > 0) else 25
+    return (np.asarray(data.values, dtype=np.float64), np.asarray(data["bin_chrom"].values, str),
+            starts, int(size))
+
+
+def write_bigwig(
+    track: xr.Dataset | xr.DataArray,
+    path: PathLike,
+    chrom_sizes: Mapping[str, int],
+    *,
+    cell: str | None = None,
+    assay: str | None = None,
+    individual: str | None = None,
+    scale: str = "neglog10p",
+    bin_size: int | None = None,
+) -> Path:
+    """Write one track to a bigWig file (atomic). NaN bins are left out.
+
+    Parameters
+    ----------
+    track
+        A track DataArray over ``bin`` (with ``bin_start``, ``bin_chrom`` and ``scale``), or a
+        signal dataset together with ``cell``, ``assay`` (and ``individual``).
+    path
+        Destination ``.bw`` / ``.bigWig``.
+    chrom_sizes
+        Chromosome lengths, in the order written to the header; must cover every bin.
+    scale
+        Scale of the written values; the track is converted (once) if needed.
+    bin_size
+        Bin width; by default the dataset's or track's ``bin_size`` attribute.
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    import pyBigWig
+
+    values, chroms, starts, size = _track_for_writing(track, cell, assay, individual, scale,
+                                                      bin_size)
+    unknown = sorted(set(np.unique(chroms)) - set(chrom_sizes))
+    if unknown:
+        raise ValueError(f"chrom_sizes lacks chromosomes {unknown}")
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        handle = pyBigWig.open(str(tmp), "w")
+        try:
+            handle.addHeader([(str(c), int(n)) for c, n in chrom_sizes.items()])
+            for name, length in chrom_sizes.items():
+                on_chrom = np.flatnonzero((chroms == name) & np.isfinite(values))
+                if on_chrom.size == 0:
+                    continue
+                order = on_chrom[np.argsort(starts[on_chrom], kind="stable")]
+                bin_starts, bin_values = starts[order], values[order]
+                if bin_starts[-1] >= length:
+                    raise ValueError(f"bin at {name}:{bin_starts[-1]} is beyond its length {length}")
+                bin_ends = np.minimum(bin_starts + size, length)
+                if np.any(bin_starts[1:] < bin_ends[:-1]):
+                    raise ValueError(f"bins overlap on {name}; bin_start must step by {size}")
+                # Runs of adjacent full-width bins go in fixed-step blocks.
+                full = bin_ends - bin_starts == size
+                breaks = np.flatnonzero((np.diff(bin_starts) != size) | ~full[:-1] | ~full[1:]) + 1
+                for run in np.split(np.arange(bin_starts.size), breaks):
+                    if full[run[0]]:
+                        handle.addEntries(name, int(bin_starts[run[0]]), values=bin_values[run],
+                                          span=size, step=size)
+                    else:
+                        handle.addEntries([name] * run.size, bin_starts[run], ends=bin_ends[run],
+                                          values=bin_values[run])
+        finally:
+            handle.close()
+    return path
+
+
+def write_bedgraph(
+    track: xr.Dataset | xr.DataArray,
+    path: PathLike,
+    *,
+    cell: str | None = None,
+    assay: str | None = None,
+    individual: str | None = None,
+    scale: str = "neglog10p",
+    bin_size: int | None = None,
+    merge_equal: bool = True,
+) -> Path:
+    """Write one track as bedGraph (gzip if the path ends in ``.gz``), atomically.
+
+    Parameters
+    ----------
+    track
+        A track DataArray over ``bin`` or a signal dataset with ``cell``/``assay``
+        (/``individual``), as in :func:`write_bigwig`.
+    path
+        Destination.
+    scale
+        Scale of the written values.
+    bin_size
+        Bin width; by default the dataset's or track's ``bin_size``.
+    merge_equal
+        Merge adjacent bins with equal values into one line, as bedGraph tools do.
+
+    Returns
+    -------
+    Path
+        The written file. Values are written with 9 significant digits, enough to restore
+        float32 exactly. NaN bins are left out.
+    """
+    values, chroms, starts, size = _track_for_writing(track, cell, assay, individual, scale,
+                                                      bin_size)
+    path = Path(path)
+    chrom_order = list(dict.fromkeys(chroms.tolist()))
+    with atomic_output(path) as tmp:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(tmp, "wt", encoding="utf-8") as handle:
+            for name in chrom_order:
+                on_chrom = np.flatnonzero((chroms == name) & np.isfinite(values))
+                order = on_chrom[np.argsort(starts[on_chrom], kind="stable")]
+                bin_starts, bin_values = starts[order], values[order].astype(np.float32)
+                bin_ends = bin_starts + size
+                if order.size == 0:
+                    continue
+                if merge_equal:
+                    joins = (bin_starts[1:] == bin_ends[:-1]) & (bin_values[1:] == bin_values[:-1])
+                    heads = np.flatnonzero(np.r_[True, ~joins])
+                    tails = np.r_[heads[1:] - 1, order.size - 1]
+                    bin_starts, bin_ends, bin_values = (bin_starts[heads], bin_ends[tails],
+                                                        bin_values[heads])
+                handle.writelines(
+                    f"{name}\t{s}\t{e}\t{float(v):.9g}\n"
+                    for s, e, v in zip(bin_starts.tolist(), bin_ends.tolist(), bin_values.tolist(),
+                                       strict=True))
+    return path
+
+
+# --------------------------------------------------------------------------- zarr
+
+
+def _jsonable(value: Any) -> Any:
+    """Convert attribute values to JSON types (zarr stores attributes as JSON)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _plain_strings(ds: xr.Dataset) -> xr.Dataset:
+    """Store string coordinates as fixed-width unicode, which zarr format 2 round-trips."""
+    updates = {}
+    for name, coord in ds.coords.items():
+        if coord.dtype.kind in "OT" or (coord.dtype.kind == "U"):
+            updates[name] = coord.copy(data=np.asarray(coord.values).astype(str))
+    return ds.assign_coords(updates) if updates else ds
+
+
+def write_zarr(
+    ds: xr.Dataset,
+    path: PathLike,
+    *,
+    overwrite: bool = False,
+    chunks: Mapping[str, int] | None = None,
+) -> Path:
+    """Write a signal dataset to a zarr store (format 2, consolidated), atomically.
+
+    The store is written into a temporary sibling directory and renamed into place, so an
+    interrupted write leaves no partial store at ``path``.
+
+    Parameters
+    ----------
+    ds
+        A signal dataset (validated first).
+    path
+        Destination directory (conventionally ``*.zarr``).
+    overwrite
+        Replace an existing store; otherwise an existing ``path`` is an error.
+    chunks
+        Chunk sizes per dimension, for example ``{"bin": 100_000}``.
+
+    Returns
+    -------
+    Path
+        The store.
+    """
+    variables.validate(ds, ["signal", "observed"])
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = _plain_strings(ds.drop_encoding())
+    out.attrs = _jsonable(dict(out.attrs))
+    for name in out.variables:
+        out[name].attrs = _jsonable(dict(out[name].attrs))
+    if chunks:
+        out = out.chunk(dict(chunks))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        json.dumps(out.attrs)  # fail early if an attribute cannot be stored
+        out.to_zarr(tmp, mode="w", zarr_format=2, consolidated=True)
+        if path.exists():
+            backup = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, backup / "store")
+            os.replace(tmp, path)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def read_zarr(path: PathLike, *, load: bool = False) -> xr.Dataset:
+    """Open a signal dataset written by :func:`write_zarr` (lazy, dask-backed unless ``load``).
+
+    Raises
+    ------
+    InputFormatError
+        If ``path`` is not a zarr store holding a valid signal dataset.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(path)
+    try:
+        ds = xr.open_zarr(path, consolidated=None)
+    except Exception as err:
+        raise InputFormatError(path, f"not a readable zarr store ({err})") from err
+    ds = _plain_strings(ds)
+    try:
+        variables.validate(ds, ["signal", "observed", "bin_start", "bin_chrom"])
+        signal_scale(ds)
+    except ValueError as err:
+        raise InputFormatError(path, f"not a signal dataset: {err}") from err
+    return ds.load() if load else ds
