@@ -26,6 +26,16 @@ _EXPORTS: dict[str, str] = {
     "fetch": "analysislib.catalog",
     "validate": "analysislib.variables",
     "create_genotype_dataset": "analysislib.genotype.dataset",
+    "read_vcf": "analysislib.io.vcf",
+    "write_vcf": "analysislib.io.vcf",
+    "create_signal_dataset": "analysislib.epigenome.tensor",
+    "to_arcsinh": "analysislib.epigenome.tensor",
+    "to_neglog10p": "analysislib.epigenome.tensor",
+    "read_roadmap_npz": "analysislib.io.tracks",
+    "read_bigwig": "analysislib.io.tracks",
+    "read_bedgraph": "analysislib.io.tracks",
+    "simulate_genotypes": "analysislib.simulate.genotypes",
+    "simulate_epigenome": "analysislib.simulate.epigenome",
     "run_notebooks": "analysislib.notebooks",
 }
 

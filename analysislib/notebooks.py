@@ -9,8 +9,10 @@ inspection. papermill is imported only when a notebook runs.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import fnmatch
+import json
 import os
 import re
 import time
@@ -21,7 +23,14 @@ from typing import Any
 
 from analysislib.errors import AnalysisLibError
 
-__all__ = ["NotebookError", "NotebookRun", "find_notebooks", "run_notebooks", "strip_outputs"]
+__all__ = [
+    "NotebookError",
+    "NotebookRun",
+    "declared_parameters",
+    "find_notebooks",
+    "run_notebooks",
+    "strip_outputs",
+]
 
 _NUMBERED = re.compile(r"^\d\d_.+\.ipynb$")
 
@@ -52,10 +61,18 @@ def find_notebooks(directory: str | os.PathLike[str], only: str | None = None) -
     return found
 
 
-def _declared_parameters(notebook: Path) -> set[str]:
-    import papermill
-
-    return set(papermill.inspect_notebook(str(notebook)))
+def declared_parameters(notebook: str | os.PathLike[str]) -> set[str]:
+    """Names assigned in the notebook's cell tagged ``parameters`` (empty if there is none)."""
+    cells = json.loads(Path(notebook).read_text())["cells"]
+    for cell in cells:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            tree = ast.parse("".join(cell["source"]))
+            names = {node.target.id for node in tree.body
+                     if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)}
+            names |= {target.id for node in tree.body if isinstance(node, ast.Assign)
+                      for target in node.targets if isinstance(target, ast.Name)}
+            return names
+    return set()
 
 
 def run_notebooks(
@@ -106,7 +123,7 @@ def run_notebooks(
     os.environ.setdefault("MPLBACKEND", "Agg")
     runs = []
     for notebook in notebooks:
-        declared = _declared_parameters(notebook)
+        declared = declared_parameters(notebook)
         injected = {k: v for k, v in {"quick": quick, "figure_dir": str(figures)}.items() if k in declared}
         injected.update(parameters or {})
         target = out / notebook.name
@@ -151,8 +168,6 @@ def strip_outputs(path: str | os.PathLike[str]) -> bool:
 
     Notebooks are committed without outputs; executed copies live in ``build/notebooks``.
     """
-    import json
-
     from analysislib.io.atomic import atomic_output
 
     notebook_path = Path(path)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from analysislib.cli import main
-from analysislib.notebooks import find_notebooks, parse_parameter
+from analysislib.notebooks import declared_parameters, find_notebooks, parse_parameter
 
 
 def test_catalog_list_prints_every_dataset(capsys):
@@ -42,3 +42,14 @@ def test_find_notebooks_filters_and_orders(tmp_path):
     assert [p.name for p in find_notebooks(tmp_path)] == ["01_data_x.ipynb", "02_a.ipynb", "10_b.ipynb"]
     assert [p.name for p in find_notebooks(tmp_path, "data")] == ["01_data_x.ipynb"]
     assert [p.name for p in find_notebooks(tmp_path, "1?_*")] == ["10_b.ipynb"]
+
+
+def test_declared_parameters_reads_the_tagged_cell(tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("quick: bool = True\nseed = 3  # comment\nx, y = 1, 2")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_code_cell("z = 1"), params]
+    nbformat.write(nb, tmp_path / "01_p.ipynb")
+    assert declared_parameters(tmp_path / "01_p.ipynb") == {"quick", "seed"}

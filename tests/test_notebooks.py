@@ -46,6 +46,7 @@ def test_failure_names_notebook_and_cell(tmp_path):
     params = nbformat.v4.new_code_cell("quick: bool = True")
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("1 / 0")]
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
     nbformat.write(nb, tmp_path / "07_broken.ipynb")
     with pytest.raises(NotebookError, match=r"07_broken.ipynb failed in cell 3.*ZeroDivisionError"):
         run_notebooks(tmp_path, out_dir=tmp_path / "out", figure_dir=tmp_path / "fig", progress=False)
