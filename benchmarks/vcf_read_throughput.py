@@ -34,8 +34,14 @@ from analysislib.io.vcf import LAZY_THRESHOLD_BYTES, read_vcf, write_vcf
 
 __all__ = ["main"]
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_VCF = PROJECT_ROOT.parent / "shared" / "data" / "genotypes" / "1kg_phase3_chr22_array500.vcf.gz"
+DEFAULT_DATASET = "1kg_chr22_array500"
+
+
+def _catalog_vcf(name: str) -> Path:
+    """The VCF of a catalog dataset (resolved through the mirror, cache or origin)."""
+    from analysislib.catalog import fetch
+
+    return next(p for rel, p in fetch(name).items() if rel.endswith(".vcf.gz"))
 
 
 def best_time(action: Callable[[], object], repeats: int) -> float:
@@ -106,7 +112,8 @@ def measure(path: Path, repeats: int, chunk_variants: int | None) -> list[tuple[
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print calls per second and the ratio to bcftools."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--vcf", type=Path, default=DEFAULT_VCF, help="real VCF to read")
+    parser.add_argument("--vcf", type=Path, default=None,
+                        help=f"VCF to read (default: catalog dataset {DEFAULT_DATASET})")
     parser.add_argument("--repeats", type=int, default=3, help="runs per method; the best is kept")
     parser.add_argument("--chunk-variants", type=int, default=2000,
                         help="also time a lazy dask read with this chunk size (0 to skip)")
@@ -124,11 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{datetime.date.today()}  {platform.node()}  {platform.processor() or platform.machine()}"
           f"  {os.cpu_count()} CPUs  Python {platform.python_version()}  "
           f"{version.splitlines()[0]}")
-    files = []
-    if args.vcf.exists():
-        files.append(args.vcf)
-    else:
-        print(f"skipping the real file: {args.vcf} is absent", file=sys.stderr)
+    files = [args.vcf if args.vcf is not None else _catalog_vcf(DEFAULT_DATASET)]
     with tempfile.TemporaryDirectory() as scratch:
         if args.simulate_variants:
             for probabilities in (False, True):
