@@ -5,6 +5,8 @@ Examples
 ``analysislib demo``  runs every notebook in quick mode into ``build/notebooks``.
 ``analysislib notebooks run --full --only 00_*``  runs one notebook at paper scale.
 ``analysislib catalog list``  lists the datasets; ``analysislib catalog fetch NAME`` resolves one.
+``analysislib evaluate --method beagle --dataset 1kg_chr22_array500 --scenario typed_1in3``
+scores an imputer and appends the rows to the results store.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--notebooks", default="notebooks", help="folder of NN_*.ipynb")
     parser.add_argument("--out", default="build/notebooks", help="folder for executed copies")
     parser.add_argument("--figures", default="build/figures", help="folder for figures")
+    parser.add_argument("--results", default="results", help="results store folder")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -35,7 +38,8 @@ def _run(args: argparse.Namespace) -> int:
     params = dict(parse_parameter(p) for p in args.parameter)
     try:
         runs = run_notebooks(args.notebooks, out_dir=args.out, figure_dir=args.figures,
-                             quick=args.quick, parameters=params, only=args.only)
+                             results_dir=args.results, quick=args.quick, parameters=params,
+                             only=args.only)
     except (NotebookError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -57,6 +61,24 @@ def _catalog(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    import logging
+
+    from analysislib.evaluate import evaluate
+    from analysislib.notebooks import parse_parameter
+    from analysislib.results import ResultsStore
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    params = dict(parse_parameter(p) for p in args.parameter)
+    if args.threads is not None:
+        params["threads"] = args.threads
+    result = evaluate(args.method, args.dataset, args.scenario, target_fraction=args.target_fraction,
+                      seed=args.seed, method_parameters=params, store=ResultsStore(args.results))
+    print(f"run {result.run_id}: {len(result.rows)} rows in {result.store_path}")
+    print(result.summary(args.metric).to_string(index=False))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``analysislib`` command."""
     parser = argparse.ArgumentParser(prog="analysislib", description=__doc__.splitlines()[0])
@@ -73,6 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
     cat_commands.add_parser("list", help="list datasets")
     fetch = cat_commands.add_parser("fetch", help="resolve a dataset's files")
     fetch.add_argument("name")
+    evaluation = commands.add_parser("evaluate", help="score a genotype imputer, store the rows")
+    evaluation.add_argument("--method", required=True, help="beagle, minimac4, ...")
+    evaluation.add_argument("--dataset", required=True, help="catalog name or biallelic VCF path")
+    evaluation.add_argument("--scenario", required=True,
+                            help="array_<density>, typed_1in<k> or random_<pct>_seed<s>")
+    evaluation.add_argument("--target-fraction", type=float, default=0.1,
+                            help="share of samples held out as targets (default 0.1)")
+    evaluation.add_argument("--seed", type=int, default=0, help="seed of the sample split")
+    evaluation.add_argument("--threads", type=int, help="threads for the imputer")
+    evaluation.add_argument("-p", "--parameter", action="append", default=[],
+                            metavar="NAME=VALUE", help="imputer parameter; repeatable")
+    evaluation.add_argument("--results", default=None, help="results store folder")
+    evaluation.add_argument("--metric", default="r2", help="metric for the printed summary")
     return parser
 
 
@@ -88,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command in ("demo", "notebooks"):
         return _run(args)
+    if args.command == "evaluate":
+        return _evaluate(args)
     return _catalog(args)
 
 

@@ -1,8 +1,8 @@
 """Run the numbered notebooks (``notebooks/NN_topic.ipynb``) in order with papermill.
 
 Each notebook has a cell tagged ``parameters`` whose typed defaults are the quick settings
-(``quick: bool = True``). The runner injects ``quick`` and the figure folder, plus any
-user parameters, and writes executed copies to ``build/notebooks/``. A failure raises
+(``quick: bool = True``). The runner injects ``quick``, the figure folder and the results
+store folder (to notebooks that declare them), plus any user parameters, and writes executed copies to ``build/notebooks/``. A failure raises
 :class:`NotebookError` naming the notebook and the failing cell; the executed copy is kept for
 inspection. papermill is imported only when a notebook runs.
 """
@@ -80,6 +80,7 @@ def run_notebooks(
     *,
     out_dir: str | os.PathLike[str] = "build/notebooks",
     figure_dir: str | os.PathLike[str] = "build/figures",
+    results_dir: str | os.PathLike[str] = "results",
     quick: bool = True,
     parameters: Mapping[str, Any] | None = None,
     only: str | None = None,
@@ -95,6 +96,8 @@ def run_notebooks(
         Folder holding ``NN_*.ipynb``.
     out_dir, figure_dir
         Where executed copies and figures go (created if absent).
+    results_dir
+        The results store the notebooks append to and read from (:mod:`analysislib.results`).
     quick
         Injected as the ``quick`` parameter: small presets when True, paper scale when False.
     parameters
@@ -124,7 +127,9 @@ def run_notebooks(
     runs = []
     for notebook in notebooks:
         declared = declared_parameters(notebook)
-        injected = {k: v for k, v in {"quick": quick, "figure_dir": str(figures)}.items() if k in declared}
+        defaults = {"quick": quick, "figure_dir": str(figures),
+                    "results_dir": str(Path(results_dir).resolve())}
+        injected = {k: v for k, v in defaults.items() if k in declared}
         injected.update(parameters or {})
         target = out / notebook.name
         started = time.perf_counter()

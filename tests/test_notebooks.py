@@ -32,7 +32,8 @@ def test_notebook_is_committed_clean(notebook):
 def test_notebook_runs_in_quick_mode(notebook, data_mirror, tmp_path):
     out = PROJECT_ROOT / "build" / "test-notebooks"
     runs = run_notebooks(notebook.parent, out_dir=out, figure_dir=tmp_path / "figures",
-                         quick=True, only=notebook.name, progress=False)
+                         results_dir=tmp_path / "results", quick=True, only=notebook.name,
+                         progress=False)
     assert [r.status for r in runs] == ["ok"]
     executed = json.loads(runs[0].output.read_text())
     assert any(c.get("outputs") for c in executed["cells"])
