@@ -56,6 +56,7 @@ TASK = "genotype_imputation"
 
 # Method name -> "module:factory" (imported on first use) or a callable returning an imputer.
 IMPUTERS: dict[str, str | Callable[..., GenotypeImputer]] = {
+    "allele_frequency": "analysislib.genotype.imputer:AlleleFrequencyImputer",
     "beagle": "analysislib.genotype.hmm:BeagleImputer",
     "minimac4": "analysislib.genotype.hmm:Minimac4Imputer",
 }

@@ -20,7 +20,13 @@ import xarray as xr
 
 from analysislib import variables
 
-__all__ = ["GenotypeImputer", "ImputationRun", "check_imputed", "sites_key"]
+__all__ = [
+    "AlleleFrequencyImputer",
+    "GenotypeImputer",
+    "ImputationRun",
+    "check_imputed",
+    "sites_key",
+]
 
 
 @dataclass
@@ -104,3 +110,67 @@ def check_imputed(imputed: xr.Dataset, reference: xr.Dataset, target: xr.Dataset
     if not np.array_equal(got, want):
         raise ValueError("imputed samples differ from the target samples (order or identity)")
     return imputed
+
+
+def _genotypes_from_probabilities(gp: np.ndarray) -> np.ndarray:
+    """Best-guess diploid genotypes (variants, samples, 2) from probabilities of 0/1/2 alt alleles."""
+    best = gp.argmax(axis=-1)
+    return np.stack([(best == 2), (best >= 1)], axis=-1).astype(np.int8)
+
+
+class AlleleFrequencyImputer(GenotypeImputer):
+    """Imputes every hidden genotype from reference allele frequencies under Hardy-Weinberg.
+
+    The floor of every comparison: dosage 2p and probabilities ((1-p)^2, 2p(1-p), p^2) at
+    untyped sites and at missing typed entries; observed typed genotypes are kept.
+    """
+
+    name = "allele_frequency"
+
+    def fit(self, reference: xr.Dataset) -> AlleleFrequencyImputer:
+        """Remember the reference panel and its alternate-allele frequencies."""
+        from analysislib.genotype.stats import alt_allele_frequency
+
+        variables.validate(reference, ["call_genotype", "variant_position", "variant_allele"])
+        self.reference = reference
+        self._frequency = np.nan_to_num(alt_allele_frequency(reference).values, nan=0.0)
+        return self
+
+    def impute(self, target: xr.Dataset) -> xr.Dataset:
+        """Fill untyped sites and missing entries; see the class docstring."""
+        import time
+
+        from analysislib.genotype.dataset import create_genotype_dataset
+
+        if self.reference is None:
+            raise RuntimeError("call fit(reference) before impute(target)")
+        started = time.perf_counter()
+        reference = self.reference
+        ref_index = {key: i for i, key in enumerate(sites_key(reference))}
+        target_keys = sites_key(target)
+        unknown = [k for k in target_keys if k not in ref_index]
+        if unknown:
+            raise ValueError(f"{len(unknown)} target sites are not in the reference panel, e.g. {unknown[0]}")
+        rows = np.fromiter((ref_index[k] for k in target_keys), dtype=np.int64, count=len(target_keys))
+        p = self._frequency[:, None]
+        n_samples = target.sizes["samples"]
+        gp = np.broadcast_to(np.stack([(1 - p) ** 2, 2 * p * (1 - p), p**2], axis=-1),
+                             (len(p), n_samples, 3)).copy()
+        gt = np.asarray(target["call_genotype"].values)
+        called = (gt >= 0).all(axis=-1)
+        observed = np.eye(3)[np.clip((gt > 0).sum(axis=-1), 0, 2)]
+        gp[rows] = np.where(called[..., None], observed, gp[rows])
+        dosage = gp[..., 1] + 2 * gp[..., 2]
+        genotypes = _genotypes_from_probabilities(gp)
+        genotypes[rows] = np.where(called[..., None], gt, genotypes[rows])
+        imputed = create_genotype_dataset(
+            contigs=reference.attrs["contigs"], variant_contig=reference["variant_contig"].values,
+            variant_position=reference["variant_position"].values,
+            variant_allele=reference["variant_allele"].values,
+            variant_id=reference["variant_id"].values if "variant_id" in reference else None,
+            sample_id=target["sample_id"].values, call_genotype=genotypes,
+            call_genotype_phased=np.zeros(genotypes.shape[:2], dtype=bool),
+            sample_population=target["sample_population"].values if "sample_population" in target else None,
+            call_dosage=dosage, call_genotype_probability=gp)
+        self.last_run = ImputationRun(seconds=time.perf_counter() - started)
+        return imputed
