@@ -21,7 +21,6 @@ import datetime
 import importlib
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -48,7 +47,6 @@ __all__ = [
     "load_genotypes",
     "make_imputer",
     "register_imputer",
-    "scenario_from_name",
 ]
 
 log = logging.getLogger(__name__)
@@ -77,25 +75,6 @@ def make_imputer(name: str, **parameters: Any) -> GenotypeImputer:
         module, _, attr = factory.partition(":")
         factory = getattr(importlib.import_module(module), attr)
     return factory(**parameters)
-
-
-def scenario_from_name(name: str) -> Any:
-    """Build a masking scenario from its name.
-
-    ``array_<density>`` (``array_affy6``, ``array_ukb_axiom``, ``array_omni15``),
-    ``typed_1in<k>`` (keep every k-th SNP typed), ``random_<pct>_seed<s>`` (``random_05_seed1``:
-    5% of target genotypes hidden, replicate seed 1).
-    """
-    from analysislib.genotype import masking
-
-    if match := re.fullmatch(r"array_(\w+)", name):
-        return masking.array_scenario(match.group(1))
-    if match := re.fullmatch(r"typed_1in(\d+)", name):
-        return masking.typed_fraction_scenario(keep_every=int(match.group(1)))
-    if match := re.fullmatch(r"random_(\d+)_seed(\d+)", name):
-        return masking.random_missing_scenario(int(match.group(1)) / 100, seed=int(match.group(2)))
-    raise ValueError(
-        f"unknown scenario {name!r}: use array_<density>, typed_1in<k> or random_<pct>_seed<s>")
 
 
 def load_genotypes(dataset: str | os.PathLike[str]) -> tuple[xr.Dataset, str, str]:
@@ -165,7 +144,8 @@ def evaluate(
     dataset
         Catalog name, path of a biallelic VCF, or an in-memory genotype dataset.
     scenario
-        Scenario name (see :func:`scenario_from_name`) or a scenario object.
+        Scenario name (see :func:`analysislib.genotype.masking.parse_scenario`) or a
+        :class:`~analysislib.genotype.masking.Scenario`.
     target_fraction, seed
         Share of samples held out as targets and the seed of that split.
     method_parameters
@@ -182,7 +162,7 @@ def evaluate(
     -------
     EvaluationResult
     """
-    from analysislib.genotype.masking import apply_scenario, split_samples
+    from analysislib.genotype.masking import apply_scenario, parse_scenario, split_samples
     from analysislib.genotype.metrics import score_imputation
     from analysislib.genotype.stats import minor_allele_frequency
 
@@ -192,7 +172,7 @@ def evaluate(
         checksum = array_checksum(ds["call_genotype"].values, ds["variant_position"].values)
     else:
         ds, label, checksum = load_genotypes(dataset)
-    scenario_obj = scenario_from_name(scenario) if isinstance(scenario, str) else scenario
+    scenario_obj = parse_scenario(scenario) if isinstance(scenario, str) else scenario
     imputer = make_imputer(method, **(method_parameters or {})) if isinstance(method, str) else method
     log.info("%s on %s (%s): %d variants x %d samples", imputer.name, label, scenario_obj.name,
              ds.sizes["variants"], ds.sizes["samples"])

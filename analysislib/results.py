@@ -17,7 +17,7 @@ run_id         str      unique id of the run that wrote the row
 timestamp      str      ISO-8601 UTC time of the run
 task           str      ``genotype_imputation``, ``epigenome_imputation``, ``gwas_priors``...
 dataset        str      catalog name or file name of the data
-scenario       str      masking or hold-out scenario (``array_omni15``, ``missing_05_seed1``)
+scenario       str      masking or hold-out scenario (``array_omni15``, ``random_05_seed1``)
 method         str      imputer or model name (``beagle``, ``minimac4``, ``dae``)
 metric         str      ``r2``, ``aggregate_r2``, ``concordance``, ``iqs``, ``f1``...
 stratum_kind   str      what the stratum is: ``all``, ``maf_bin``, ``tile``, ``population``,
