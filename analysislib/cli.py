@@ -112,8 +112,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``analysislib`` console script."""
+    """Entry point of the ``analysislib`` console script.
+
+    Expected failures (bad input, missing data or tools, unknown names) print one ``error:``
+    line and exit 1; set ``ANALYSISLIB_DEBUG=1`` for the traceback.
+    """
+    import os
+
+    from analysislib.errors import AnalysisLibError
+
     args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except (AnalysisLibError, FileNotFoundError, KeyError, ValueError) as err:
+        if os.environ.get("ANALYSISLIB_DEBUG"):
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "notebooks" and args.notebooks_command == "strip":
         from analysislib.notebooks import strip_outputs
 
