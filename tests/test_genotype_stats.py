@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from analysislib.genotype.dataset import create_genotype_dataset
 from analysislib.genotype.stats import (
@@ -10,7 +9,6 @@ from analysislib.genotype.stats import (
     maf_spectrum,
     minor_allele_frequency,
 )
-from analysislib.ld import ld_decay
 
 
 def _dataset(gt, positions=None, populations=None):
@@ -55,15 +53,3 @@ def test_pca_separates_two_populations():
     assert np.sign(pc1[0]) != np.sign(pc1[20])
     assert pcs["explained_variance_ratio"].values[0] > 0.3
 
-
-def test_ld_decay_matches_numpy_corrcoef():
-    rng = np.random.default_rng(1)
-    base = rng.random((30, 50)) < 0.4
-    haps = base.copy()
-    haps[1::2] = base[::2][: len(haps[1::2])] ^ (rng.random((15, 50)) < 0.1)  # odd rows copy even ones
-    gt = haps.reshape(30, 25, 2).astype(np.int8)
-    ds = _dataset(gt, positions=np.arange(1, 31) * 1000)
-    table = ld_decay(ds, max_offset=1, distance_bins=(0, 1500))
-    expected = np.mean([np.corrcoef(haps[i], haps[i + 1])[0, 1] ** 2 for i in range(29)])
-    assert table["n_pairs"].iloc[0] == 29
-    assert table["mean_r2"].iloc[0] == pytest.approx(expected)
