@@ -141,10 +141,13 @@ class ResultsStore:
             frame.to_parquet(tmp, index=False)
         return target
 
-    def read(self, task: str | None = None, **filters: Any) -> pd.DataFrame:
+    def read(self, task: str | None = None, *, latest: bool = False, **filters: Any) -> pd.DataFrame:
         """All rows (of one task), optionally filtered by column equality or membership.
 
         ``store.read("genotype_imputation", method=["beagle", "minimac4"], metric="r2")``
+
+        With ``latest=True`` only the most recent run of each (task, dataset, scenario, method)
+        is kept, so re-running an experiment replaces it in summaries without deleting history.
         """
         pattern = f"{task}/*.parquet" if task else "*/*.parquet"
         files = sorted(self.root.glob(pattern))
@@ -156,6 +159,10 @@ class ResultsStore:
                 raise KeyError(f"no column {column!r}; columns: {list(COLUMNS)}")
             values = [wanted] if isinstance(wanted, str) or not isinstance(wanted, Iterable) else list(wanted)
             frame = frame[frame[column].isin(values)]
+        if latest and not frame.empty:
+            keys = ["task", "dataset", "scenario", "method"]
+            newest = frame.groupby(keys)["run_id"].transform("max")  # run ids sort by time
+            frame = frame[frame["run_id"] == newest]
         return frame.reset_index(drop=True)
 
     def runs(self, task: str | None = None) -> pd.DataFrame:

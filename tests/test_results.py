@@ -50,3 +50,13 @@ def test_run_ids_are_unique_and_checksums_stable():
     assert array_checksum([1, 2, 3]) == array_checksum([1, 2, 3])
     assert array_checksum([1, 2, 3]) != array_checksum([1, 2, 4])
     assert parameters_json({"b": 1, "a": [1, 2]}) == '{"a": [1, 2], "b": 1}'
+
+
+def test_latest_keeps_the_newest_run_per_experiment(tmp_path):
+    store = ResultsStore(tmp_path)
+    store.append(_rows("20260101T000000-a", values=(0.1,)))
+    store.append(_rows("20260102T000000-b", values=(0.2,)))
+    store.append(_rows("20260101T120000-c", method="minimac4", values=(0.3,)))
+    latest = store.read(latest=True)
+    assert sorted(latest["value"].tolist()) == [0.2, 0.3]
+    assert len(store.read()) == 3
