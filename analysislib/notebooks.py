@@ -28,6 +28,9 @@ __all__ = [
     "NotebookRun",
     "declared_parameters",
     "find_notebooks",
+    "format_runs",
+    "load_parameters_file",
+    "parse_parameter",
     "run_notebooks",
     "strip_outputs",
 ]
@@ -47,6 +50,7 @@ class NotebookRun:
     output: Path
     status: str
     seconds: float
+    error: str | None = None
 
 
 def find_notebooks(directory: str | os.PathLike[str], only: str | None = None) -> list[Path]:
@@ -75,6 +79,39 @@ def declared_parameters(notebook: str | os.PathLike[str]) -> set[str]:
     return set()
 
 
+def load_parameters_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Read a YAML parameters file for a batch run.
+
+    The key ``all`` holds parameters for every notebook; any other key is a notebook name, stem
+    or glob pattern (``00_data_tour``, ``1?_*``) whose parameters apply to matching notebooks and
+    override ``all``::
+
+        all: {seed: 3}
+        10_dias_fig1_tiling: {box_sim: 50}
+
+    Returns
+    -------
+    tuple
+        ``(for_all, per_notebook)``.
+    """
+    import yaml
+
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+        raise ValueError(f"{path}: expected a mapping of 'all' or notebook patterns to parameter mappings")
+    for_all = dict(raw.pop("all", {}) or {})
+    return for_all, {str(k): dict(v) for k, v in raw.items()}
+
+
+def _parameters_for(notebook: Path, per_notebook: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    chosen: dict[str, Any] = {}
+    for pattern, values in per_notebook.items():
+        if notebook.stem == pattern or notebook.name == pattern or fnmatch.fnmatch(notebook.name, pattern) \
+                or fnmatch.fnmatch(notebook.stem, pattern):
+            chosen.update(values)
+    return chosen
+
+
 def run_notebooks(
     directory: str | os.PathLike[str] = "notebooks",
     *,
@@ -83,12 +120,15 @@ def run_notebooks(
     results_dir: str | os.PathLike[str] = "results",
     quick: bool = True,
     parameters: Mapping[str, Any] | None = None,
+    notebook_parameters: Mapping[str, Mapping[str, Any]] | None = None,
     only: str | None = None,
+    jobs: int = 1,
+    raise_on_error: bool = True,
     kernel_name: str = "python3",
     timeout: int | None = 1800,
     progress: bool = True,
 ) -> list[NotebookRun]:
-    """Execute the numbered notebooks in order and return one :class:`NotebookRun` each.
+    """Execute the numbered notebooks and return one :class:`NotebookRun` each, in run order.
 
     Parameters
     ----------
@@ -102,20 +142,28 @@ def run_notebooks(
         Injected as the ``quick`` parameter: small presets when True, paper scale when False.
     parameters
         Extra parameters for every notebook (``{"seed": 3}``).
+    notebook_parameters
+        Parameters for named notebooks: notebook name, stem or glob -> mapping (see
+        :func:`load_parameters_file`); they override ``parameters``.
     only
         Run only notebooks whose names match this pattern.
+    jobs
+        Notebooks run at once. The notebooks are independent (each reads the catalog and
+        writes its own figures and results), so any order gives the same outputs.
+    raise_on_error
+        Raise :class:`NotebookError` once every notebook has finished if any failed; with False,
+        failures are only reported in the returned runs' ``status`` and ``error``.
     kernel_name, timeout
         Jupyter kernel and per-cell timeout in seconds.
 
     Raises
     ------
     NotebookError
-        On the first failing notebook, naming it and the failing cell.
+        Naming each failed notebook and its failing cell.
     FileNotFoundError
         If no notebook matches.
     """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
+    from concurrent.futures import ThreadPoolExecutor
 
     notebooks = find_notebooks(directory, only)
     if not notebooks:
@@ -124,27 +172,46 @@ def run_notebooks(
     out.mkdir(parents=True, exist_ok=True)
     figures.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MPLBACKEND", "Agg")
-    runs = []
-    for notebook in notebooks:
+    defaults = {"quick": quick, "figure_dir": str(figures), "results_dir": str(Path(results_dir).resolve())}
+
+    def execute(notebook: Path) -> NotebookRun:
         declared = declared_parameters(notebook)
-        defaults = {"quick": quick, "figure_dir": str(figures),
-                    "results_dir": str(Path(results_dir).resolve())}
         injected = {k: v for k, v in defaults.items() if k in declared}
         injected.update(parameters or {})
-        target = out / notebook.name
-        started = time.perf_counter()
-        try:
-            papermill.execute_notebook(
-                str(notebook), str(target), parameters=injected, kernel_name=kernel_name,
-                cwd=str(notebook.parent.resolve()), progress_bar=progress,
-                execution_timeout=timeout)
-        except PapermillExecutionError as err:
-            raise NotebookError(
-                f"{notebook.name} failed in cell {err.cell_index} of the executed copy "
-                f"(In [{err.exec_count}]): {err.ename}: {err.evalue}. Executed copy: {target}"
-            ) from err
-        runs.append(NotebookRun(notebook, target, "ok", time.perf_counter() - started))
+        injected.update(_parameters_for(notebook, notebook_parameters or {}))
+        return _execute_one(notebook, out / notebook.name, injected, kernel_name, timeout,
+                            progress and jobs == 1)
+
+    if jobs > 1:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            runs = list(pool.map(execute, notebooks))
+    else:
+        runs = []
+        for notebook in notebooks:
+            runs.append(execute(notebook))
+            if runs[-1].status != "ok" and raise_on_error:
+                break
+    failed = [r for r in runs if r.status != "ok"]
+    if failed and raise_on_error:
+        raise NotebookError("; ".join(r.error or r.notebook.name for r in failed))
     return runs
+
+
+def _execute_one(notebook: Path, target: Path, parameters: dict[str, Any], kernel_name: str,
+                 timeout: int | None, progress: bool) -> NotebookRun:
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    started = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(notebook), str(target), parameters=parameters, kernel_name=kernel_name,
+            cwd=str(notebook.parent.resolve()), progress_bar=progress, execution_timeout=timeout)
+    except PapermillExecutionError as err:
+        message = (f"{notebook.name} failed in cell {err.cell_index} of the executed copy "
+                   f"(In [{err.exec_count}]): {err.ename}: {err.evalue}. Executed copy: {target}")
+        return NotebookRun(notebook, target, "failed", time.perf_counter() - started, message)
+    return NotebookRun(notebook, target, "ok", time.perf_counter() - started)
 
 
 def parse_parameter(text: str) -> tuple[str, Any]:
@@ -163,7 +230,7 @@ def parse_parameter(text: str) -> tuple[str, Any]:
 
 def format_runs(runs: Sequence[NotebookRun]) -> str:
     """A plain-text summary table of notebook runs."""
-    lines = [f"{'notebook':<32} {'status':<7} {'seconds':>8}  output"]
+    lines = [f"{'notebook':<32} {'status':<7} {'seconds':>8}  output path"]
     lines += [f"{r.notebook.name:<32} {r.status:<7} {r.seconds:>8.1f}  {r.output}" for r in runs]
     return "\n".join(lines)
 

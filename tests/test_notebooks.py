@@ -68,3 +68,36 @@ def test_strip_outputs_round_trip(tmp_path):
     assert strip_outputs(path) is False
     stripped = nbformat.read(path, as_version=4)
     assert stripped.cells[0].outputs == [] and stripped.cells[0].source == "print(1)"
+
+
+def _tiny_notebook(path, source, params="quick: bool = True\nlabel: str = 'x'"):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(params)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell, nbformat.v4.new_code_cell(source)]
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+    nbformat.write(nb, path)
+
+
+def test_batch_run_in_parallel_with_parameters_file(tmp_path):
+    from analysislib.cli import main
+
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    for name in ("01_a", "02_b", "03_c"):
+        _tiny_notebook(folder / f"{name}.ipynb", "print('label=' + label)")
+    _tiny_notebook(folder / "04_bad.ipynb", "raise RuntimeError('boom')")
+    params = tmp_path / "params.yaml"
+    params.write_text("all: {label: common}\n02_b: {label: special}\n")
+    code = main(["notebooks", "run", "--notebooks", str(folder), "--out", str(tmp_path / "out"),
+                 "--figures", str(tmp_path / "fig"), "-f", str(params), "--jobs", "2"])
+    assert code == 1  # 04_bad failed, the others still ran
+    outputs = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "out").glob("*.ipynb")}
+    assert set(outputs) == {"01_a", "02_b", "03_c", "04_bad"}
+
+    def printed(stem):
+        return "".join("".join(o.get("text", "")) for c in outputs[stem]["cells"] for o in c.get("outputs", []))
+
+    assert "label=common" in printed("01_a") and "label=special" in printed("02_b")
