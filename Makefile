@@ -6,9 +6,11 @@ VENV      ?= .venv
 BIN       := $(VENV)/bin
 STAMP     := $(VENV)/.installed
 SHARED    := $(abspath $(CURDIR)/../shared/data)
-DEB_TOOLS := beagle minimac4 bcftools tabix plink1.9 macs chromimpute
-# Command each Debian package provides, in the same order as DEB_TOOLS.
-DEB_CMDS  := beagle minimac4 bcftools tabix plink1.9 macs2 ChromImpute
+# Debian package:command pairs. DEB_TOOLS are the external tools (also in binder/apt.txt);
+# TEST_TOOLS are only needed by the browser tests of the dashboard.
+DEB_TOOLS  := beagle:beagle minimac4:minimac4 bcftools:bcftools tabix:tabix plink1.9:plink1.9 \
+              macs:macs2 chromimpute:ChromImpute
+TEST_TOOLS := chromium:chromium
 
 export PIP_CONSTRAINT := $(CURDIR)/constraints/cpu.txt
 export MPLBACKEND := Agg
@@ -17,7 +19,7 @@ ifneq ($(wildcard $(SHARED)/SHA256SUMS),)
 export ANALYSISLIB_DATA_MIRROR ?= $(SHARED)
 endif
 
-.PHONY: help demo test test-fast tools lint notebooks-clean clean
+.PHONY: help demo test test-fast test-ui tools dashboard lint notebooks-clean clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -31,8 +33,8 @@ $(STAMP): pyproject.toml constraints/cpu.txt
 	touch $@
 
 tools:  ## install the Debian tools when root; otherwise list what is missing
-	@missing=""; set -- $(DEB_CMDS); for pkg in $(DEB_TOOLS); do \
-	  command -v $$1 >/dev/null 2>&1 || missing="$$missing $$pkg"; shift; done; \
+	@missing=""; for pair in $(DEB_TOOLS) $(TEST_TOOLS); do \
+	  command -v $${pair#*:} >/dev/null 2>&1 || missing="$$missing $${pair%%:*}"; done; \
 	if [ -z "$$missing" ]; then echo "external tools: all present"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "installing Debian packages:$$missing"; \
@@ -44,11 +46,17 @@ tools:  ## install the Debian tools when root; otherwise list what is missing
 demo: $(STAMP) tools  ## set up, then run every notebook in quick mode into build/
 	$(BIN)/analysislib demo --out build/notebooks --figures build/figures
 
-test: $(STAMP) tools  ## run the test suite, notebooks included
-	$(BIN)/python -m pytest -m "not ui and not gpu"
+test: $(STAMP) tools  ## run the test suite: unit, notebooks and the dashboard in a real browser
+	$(BIN)/python -m pytest -m "not gpu"
 
-test-fast: $(STAMP)  ## unit tests only, no notebooks
+test-fast: $(STAMP)  ## unit tests only: no notebooks, no browser
 	$(BIN)/python -m pytest -m "not ui and not gpu and not notebook and not slow"
+
+test-ui: $(STAMP) tools  ## only the browser tests (headless Chromium)
+	$(BIN)/python -m pytest -m ui
+
+dashboard: $(STAMP)  ## serve the results dashboard on http://localhost:5006
+	$(BIN)/analysislib dashboard --results results --port 5006
 
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check analysislib tests benchmarks
