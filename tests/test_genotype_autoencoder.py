@@ -1,0 +1,424 @@
+"""Tests for analysislib.genotype.autoencoder: the Dias et al. 2022 sparse denoising autoencoder."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from analysislib.errors import CheckpointError
+from analysislib.genotype.autoencoder import (
+    DAEHyperparameters,
+    SparseDenoisingAutoencoder,
+    focal_alpha,
+    impute_masked,
+    kl_sparsity,
+    l1_penalty,
+    layer_sizes,
+    mask_count,
+    mask_presence,
+    mask_rate_schedule,
+    predict_presence,
+    reconstruction_loss,
+    train_tile,
+    validation_r2,
+)
+from analysislib.genotype.encoding import allele_presence
+from analysislib.genotype.metrics import aggregate_r2, allele_count, per_variant_r2
+
+# Fast settings for 60-variant tiles: larger steps and small batches than the paper's defaults.
+FAST = DAEHyperparameters(learning_rate=1e-2, batch_size=32, cycle_epochs=10, l1=0.0, seed=1)
+
+
+@pytest.fixture(scope="module")
+def ld_tile():
+    """A 60-variant tile of common SNPs with LD (msprime), split 220 training / 80 validation."""
+    from analysislib.simulate.genotypes import simulate_genotypes
+
+    panel = simulate_genotypes("quick", seed=3, sequence_length=300_000)
+    gt = panel.ds["call_genotype"].values
+    af = gt.mean(axis=(1, 2))
+    common = np.flatnonzero(np.minimum(af, 1 - af) >= 0.05)[:60]
+    tile = gt[common]
+    order = np.random.default_rng(0).permutation(tile.shape[1])
+    tile_ds = panel.ds.isel(variants=common)
+    return tile[:, order[:220]], tile[:, order[220:]], tile_ds.isel(samples=order[:220])
+
+
+# --------------------------------------------------------------------------- hyperparameters
+
+
+def test_hyperparameter_defaults_follow_the_authors_code():
+    hp = DAEHyperparameters()
+    assert (hp.n_layers, hp.size_ratio, hp.activation, hp.loss, hp.optimizer) == (
+        4, 0.5, "tanh", "CE", "adam")
+    assert (hp.l1, hp.l2, hp.beta, hp.rho, hp.gamma) == (1e-9, 1e-5, 0.0, 0.05, 0.0)
+    assert (hp.learning_rate, hp.batch_size, hp.decay_rate) == (1e-3, 256, 0.0)
+    assert (hp.cycle_epochs, hp.max_epochs, hp.min_mask, hp.max_mask_keep) == (500, 20000, 0.8, 5)
+
+
+def test_hyperparameters_round_trip_through_json_and_refuse_bad_values():
+    hp = DAEHyperparameters(activation="relu", loss="FL", gamma=2, n_layers=6, seed=4)
+    again = DAEHyperparameters.from_dict(json.loads(json.dumps(hp.to_dict())))
+    assert again == hp and isinstance(again.gamma, float)
+    assert hp.replace(l1=0.1).l1 == 0.1
+    with pytest.raises(ValueError, match="unknown DAE hyperparameters"):
+        DAEHyperparameters.from_dict({"n_layer": 4})
+    for bad in ({"n_layers": 3}, {"activation": "gelu"}, {"loss": "MSE"}, {"rho": 1.0},
+                {"optimizer": "lbfgs"}, {"decay_rate": 1.5}, {"batch_size": 0}, {"l1": -1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            DAEHyperparameters(**bad)
+
+
+# --------------------------------------------------------------------------- model
+
+
+def test_architecture_is_symmetric_with_the_authors_parameter_names():
+    assert layer_sizes(10, 4, 0.5) == [20, 10, 5]
+    assert layer_sizes(10, 2, 1.2) == [20, 24]
+    assert layer_sizes(3, 8, 0.2) == [6, 1, 1, 1, 1]  # floored at one unit
+    model = SparseDenoisingAutoencoder(10, DAEHyperparameters(n_layers=4, size_ratio=0.5))
+    shapes = {name: tuple(p.shape) for name, p in model.state_dict().items()}
+    assert shapes == {
+        "encoder.0.weight": (10, 20), "encoder.0.bias": (10,),
+        "encoder.2.weight": (5, 10), "encoder.2.bias": (5,),
+        "decoder.0.weight": (10, 5), "decoder.0.bias": (10,),
+        "decoder.2.weight": (20, 10), "decoder.2.bias": (20,),
+    }
+    assert isinstance(model.encoder[1], torch.nn.Tanh) and isinstance(model.decoder[1], torch.nn.Tanh)
+    x = torch.rand(3, 20)
+    out = model(x)
+    assert out.shape == (3, 20) and bool(((out > 0) & (out < 1)).all())
+    torch.testing.assert_close(torch.sigmoid(model(x, return_logits=True)), out)
+    logits, hidden = model(x, return_logits=True, sparsity_input=x)
+    torch.testing.assert_close(logits, model.logits(x))
+    assert hidden.shape == (3, 5)
+    torch.testing.assert_close(hidden, model.encode(x))
+    soft = SparseDenoisingAutoencoder(4, DAEHyperparameters(activation="softplus", n_layers=2))
+    assert isinstance(soft.encoder[1], torch.nn.Softplus) and len(soft.decoder) == 1
+
+
+# --------------------------------------------------------------------------- losses
+
+
+PRED = [[0.9, 0.2], [0.6, 0.5]]
+TARGET = [[1.0, 0.0], [1.0, 1.0]]
+
+
+def test_cross_entropy_by_hand():
+    pred, target = torch.tensor(PRED), torch.tensor(TARGET)
+    expected = -(math.log(0.9) + math.log(0.8) + math.log(0.6) + math.log(0.5)) / 4
+    assert reconstruction_loss(pred, target, "CE").item() == pytest.approx(expected, rel=1e-6)
+    logits = torch.logit(pred.double()).float()
+    assert reconstruction_loss(logits, target, "CE", from_logits=True).item() == pytest.approx(
+        expected, rel=1e-5)
+
+
+def test_focal_loss_by_hand():
+    pred, target = torch.tensor(PRED), torch.tensor(TARGET)
+    alpha = np.array([0.75, 0.25], dtype=np.float32)
+    # (1 - p_t)^2 * alpha_t * BCE; alpha_t = alpha for y = 1 and 1 - alpha for y = 0
+    terms = [
+        0.1**2 * 0.75 * -math.log(0.9),  # y=1, p=0.9, node 0
+        0.2**2 * (1 - 0.25) * -math.log(0.8),  # y=0, p=0.2, node 1
+        0.4**2 * 0.75 * -math.log(0.6),
+        0.5**2 * 0.25 * -math.log(0.5),
+    ]
+    expected = sum(terms) / 4
+    assert expected == pytest.approx(0.0280263, abs=1e-7)
+    got = reconstruction_loss(pred, target, "FL", gamma=2.0, alpha=alpha)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    logits = torch.logit(pred.double()).float()
+    assert reconstruction_loss(logits, target, "FL", 2.0, torch.from_numpy(alpha),
+                               from_logits=True).item() == pytest.approx(expected, rel=1e-5)
+    # gamma = 0 and no alpha is plain cross entropy
+    assert reconstruction_loss(pred, target, "FL").item() == pytest.approx(
+        reconstruction_loss(pred, target, "CE").item())
+    with pytest.raises(ValueError, match="loss kind"):
+        reconstruction_loss(pred, target, "MSE")
+
+
+def test_focal_alpha_is_the_per_node_presence_frequency():
+    gt = np.array([[[0, 0], [0, 1], [1, 1], [0, 0]]], dtype=np.int8)  # 1 variant, 4 samples
+    np.testing.assert_allclose(focal_alpha(allele_presence(gt)), [3 / 4, 2 / 4])
+
+
+def test_l1_penalty_sums_mean_absolute_weights_without_biases():
+    model = SparseDenoisingAutoencoder(2, DAEHyperparameters(n_layers=2, size_ratio=0.5))
+    with torch.no_grad():
+        model.encoder[0].weight.fill_(0.5)  # (2, 4): mean |W| = 0.5
+        model.decoder[0].weight.copy_(torch.tensor([[2.0, -2.0]] * 4))  # mean |W| = 2
+        model.encoder[0].bias.fill_(100.0)
+        model.decoder[0].bias.fill_(-100.0)
+    assert l1_penalty(model).item() == pytest.approx(2.5)
+
+
+def test_kl_sparsity_by_hand_averages_hidden_units_per_sample():
+    model = SparseDenoisingAutoencoder(2, DAEHyperparameters(n_layers=2, size_ratio=0.5,
+                                                             activation="relu"))
+    with torch.no_grad():  # hidden = relu(ln 3 * x0) for both bottleneck units
+        model.encoder[0].weight.zero_()
+        model.encoder[0].weight[:, 0] = math.log(3.0)
+        model.encoder[0].bias.zero_()
+    clean = torch.tensor([[0.0, 1.0, 1.0, 0.0], [1.0, 0.0, 1.0, 0.0]])
+    rho = 0.05
+
+    def kl(rho_hat: float) -> float:
+        return rho * math.log(rho / rho_hat) + (1 - rho) * math.log((1 - rho) / (1 - rho_hat))
+
+    # sample 1: sigmoid(0) = 0.5; sample 2: sigmoid(ln 3) = 0.75
+    expected = (kl(0.5) + kl(0.75)) / 2
+    assert kl(0.5) == pytest.approx(0.4946323, abs=1e-6)
+    assert kl_sparsity(model, clean, rho).item() == pytest.approx(expected, rel=1e-6)
+
+
+# --------------------------------------------------------------------------- masking
+
+
+def test_mask_presence_masks_exactly_round_v_rate_variants_per_sample():
+    gt = np.random.default_rng(5).integers(0, 2, size=(10, 7, 2)).astype(np.int8)
+    presence = torch.from_numpy(allele_presence(gt))
+    masked = mask_presence(presence, 0.3, torch.Generator().manual_seed(1))
+    pairs, original = masked.reshape(7, 10, 2), presence.reshape(7, 10, 2)
+    hidden = (pairs == 0).all(dim=2) & ~(original == 0).all(dim=2)
+    assert hidden.sum(dim=1).tolist() == [3] * 7
+    visible = ~(pairs == 0).all(dim=2)
+    assert torch.equal(pairs[visible], original[visible])
+    again = mask_presence(presence, 0.3, torch.Generator().manual_seed(1))
+    other = mask_presence(presence, 0.3, torch.Generator().manual_seed(2))
+    assert torch.equal(masked, again) and not torch.equal(masked, other)
+    assert torch.equal(mask_presence(presence, 0.0), presence)
+    assert not mask_presence(presence, 1.0).any()
+    as_numpy = mask_presence(presence.numpy(), 0.3, torch.Generator().manual_seed(1))
+    assert isinstance(as_numpy, np.ndarray) and np.array_equal(as_numpy, masked.numpy())
+    assert (mask_count(10, 0.25), mask_count(10, 0.15), mask_count(60, 55 / 60)) == (2, 2, 55)
+
+
+def test_masking_curriculum_runs_from_80_percent_to_all_but_five():
+    hp = DAEHyperparameters(cycle_epochs=5)
+    schedule = mask_rate_schedule(100, hp)
+    np.testing.assert_allclose(schedule.values(), np.linspace(0.8, 0.95, 5))
+    assert schedule(5) == pytest.approx(0.8)  # cycles with the checkpoints
+    assert set(mask_rate_schedule(20, hp).values()) == {0.75}  # (20 - 5) / 20 < 0.8: flat
+    assert mask_rate_schedule(4, hp).end == pytest.approx(0.25)  # tiny tile: mask at least one
+
+
+# --------------------------------------------------------------------------- training
+
+
+def test_training_learns_linkage_well_above_the_allele_frequency_baseline(ld_tile):
+    train, valid, _ = ld_tile
+    tile = train_tile(train, FAST, epochs=60, validation=valid, validation_mask=0.8,
+                      device="cpu")
+    history = tile.history
+    assert len(history) == tile.epochs_completed <= 60
+    assert {"loss", "reconstruction", "lr", "mask_rate", "metric", "improved", "val_r2"} <= set(
+        history)
+    ends = history.dropna(subset=["metric"])
+    assert ends["epoch"].tolist()[:3] == [10, 20, 30]
+    assert ends["val_r2"].iloc[-1] > ends["val_r2"].iloc[0]
+    assert history["mask_rate"].iloc[0] == pytest.approx(0.8)
+    assert history["mask_rate"].iloc[9] == pytest.approx(55 / 60, abs=1e-4)
+    assert not tile.model.training and next(tile.model.parameters()).device.type == "cpu"
+    assert tile.n_training_samples == len(np.unique(allele_presence(train), axis=0))
+
+    # Same masked entries: the model against the allele-frequency imputer.
+    masked = np.random.default_rng(7).random(valid.shape[:2]) < 0.8
+    dosage, gp = impute_masked(tile.model, valid, masked)
+    np.testing.assert_allclose(gp.sum(axis=2), 1, rtol=1e-6)
+    truth = allele_count(valid)
+    af_dosage = np.repeat(allele_count(train).mean(axis=1, keepdims=True), valid.shape[1], axis=1)
+    scored = masked & (truth >= 0)
+    per_variant = validation_r2(tile.model, valid, masked=masked)
+    baseline = np.nanmean(per_variant_r2(af_dosage, truth, scored))
+    model_mse = np.mean((dosage - truth)[scored] ** 2)
+    baseline_mse = np.mean((af_dosage - truth)[scored] ** 2)
+    print(f"\n80 % masked, {tile.epochs_completed} epochs: mean per-variant r2 {per_variant:.3f} "
+          f"(allele frequency {baseline:.3f}); dosage MSE {model_mse:.3f} (allele frequency "
+          f"{baseline_mse:.3f}); pooled r2 {aggregate_r2(dosage, truth, scored):.3f} "
+          f"(allele frequency {aggregate_r2(af_dosage, truth, scored):.3f})")
+    assert baseline == 0.0
+    assert per_variant > 0.45
+    assert model_mse < 0.6 * baseline_mse
+    assert tile.val_r2 == pytest.approx(
+        ends.loc[ends["epoch"] == tile.best_epoch, "val_r2"].iloc[0])
+
+
+def test_resumed_training_gives_identical_weights(ld_tile, tmp_path):
+    train, valid, _ = ld_tile
+    hp = FAST.replace(l1=1e-4, beta=0.01, loss="FL", gamma=1.0, decay_rate=0.5)
+    kwargs = {"epochs": 30, "validation": valid, "device": "cpu"}
+    straight = train_tile(train, hp, checkpoint_dir=tmp_path / "straight", **kwargs)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_at_epoch_17(record):
+        if record["epoch"] == 17:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_tile(train, hp, checkpoint_dir=tmp_path / "resumed", on_epoch_end=stop_at_epoch_17,
+                   **kwargs)
+    resumed = train_tile(train, hp, checkpoint_dir=tmp_path / "resumed", **kwargs)
+    assert straight.resumed_from is None
+    assert Path(resumed.resumed_from).name == "epoch_000010.pt"  # the last cycle end
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(),
+                                 resumed.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    columns = ["loss", "reconstruction", "l1", "kl", "lr", "mask_rate"]
+    assert straight.history[columns].equals(resumed.history[columns])
+    assert resumed.best_epoch == straight.best_epoch
+    # learning rate halves at each cycle end (decay_rate 0.5)
+    assert straight.history["lr"].tolist()[::10] == [1e-2, 5e-3, 2.5e-3]
+    assert (straight.history[["l1", "kl"]] > 0).all().all()
+
+    with pytest.raises(CheckpointError, match="learning_rate"):
+        train_tile(train, hp.replace(learning_rate=0.5), checkpoint_dir=tmp_path / "resumed",
+                   **kwargs)
+    with pytest.raises(CheckpointError, match="other data"):
+        train_tile(valid, hp, checkpoint_dir=tmp_path / "resumed", epochs=30)
+
+
+def test_early_stopping_keeps_the_best_cycle(ld_tile, tmp_path):
+    train, _, _ = ld_tile
+    # SGD with a negligible step: cycle losses only move with the random masks, so one soon
+    # fails to improve and training stops at that cycle.
+    hp = FAST.replace(optimizer="sgd", learning_rate=1e-9, cycle_epochs=3)
+    tile = train_tile(train, hp, epochs=60, checkpoint_dir=tmp_path, device="cpu")
+    assert tile.stopped_early and tile.epochs_completed < 60
+    ends = tile.history.dropna(subset=["metric"])
+    assert not ends["improved"].iloc[-1] and bool(ends["improved"].iloc[:-1].all())
+    assert tile.best_epoch == tile.epochs_completed - 3
+    from analysislib.training import load_checkpoint
+
+    best = SparseDenoisingAutoencoder(60, hp)
+    load_checkpoint(tmp_path / "best.pt", best, restore_rng=False)
+    for a, b in zip(best.state_dict().values(), tile.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    in_memory = train_tile(train, hp, epochs=60, device="cpu")
+    for a, b in zip(in_memory.model.state_dict().values(), tile.model.state_dict().values(),
+                    strict=True):
+        assert torch.equal(a, b)
+
+
+def test_monitoring_validation_r2(ld_tile):
+    train, valid, _ = ld_tile
+    tile = train_tile(train, FAST, epochs=30, validation=valid, monitor="val_r2", patience=None,
+                      device="cpu")
+    ends = tile.history.dropna(subset=["metric"])
+    assert ends["metric"].tolist() == ends["val_r2"].tolist()
+    assert tile.best_metric == pytest.approx(ends["val_r2"].max())
+    assert tile.val_r2 == pytest.approx(ends["val_r2"].max())
+    # the kept weights are the best cycle's: scoring them again gives the same r2
+    rate = mask_rate_schedule(60, FAST).end
+    assert validation_r2(tile.model, valid, rate, seed=FAST.seed) == pytest.approx(tile.val_r2)
+    with pytest.raises(ValueError, match="needs validation"):
+        train_tile(train, FAST, epochs=1, monitor="val_r2")
+
+
+def test_offspring_augmentation(ld_tile):
+    train, _, train_ds = ld_tile
+    hp = FAST.replace(offspring=50, cycle_epochs=2)
+    tile = train_tile(train_ds, hp, epochs=2, device="cpu")
+    assert tile.n_offspring == 50
+    assert tile.n_training_samples > len(np.unique(allele_presence(train), axis=0))
+    cm = train_ds["variant_genetic_position"].values
+    from_array = train_tile(train, hp, epochs=2, genetic_map=cm, device="cpu")
+    assert from_array.n_offspring == 50
+    assert from_array.n_training_samples > len(np.unique(allele_presence(train), axis=0))
+    again = train_tile(train, hp, epochs=2, genetic_map=cm, device="cpu")  # same seed, same children
+    assert again.history["loss"].equals(from_array.history["loss"])
+    with pytest.raises(ValueError, match="genetic_map"):
+        train_tile(train, hp, epochs=1)
+
+
+def test_predict_presence_and_validation_r2(ld_tile):
+    _, valid, _ = ld_tile
+    model = SparseDenoisingAutoencoder(60, FAST)
+    presence = allele_presence(valid)
+    out = predict_presence(model, presence, batch_size=7)
+    assert out.shape == presence.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out, model(torch.from_numpy(presence)).detach().numpy(), rtol=1e-5)
+    with pytest.raises(ValueError, match="expects"):
+        predict_presence(model, presence[:, :10])
+    # a model that ignores its input imputes a constant: every per-variant r2 is 0
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    per_variant = validation_r2(model, valid, 0.5, per_variant=True)
+    assert per_variant.shape == (60,)
+    assert np.nanmax(per_variant) == 0.0
+    with pytest.raises(ValueError, match="mask_rate or masked"):
+        validation_r2(model, valid)
+
+
+def test_bf16_autocast_on_cpu_trains(ld_tile):
+    train, _, _ = ld_tile
+    tile = train_tile(train[:20], FAST.replace(cycle_epochs=2), epochs=2, device="cpu", amp=True,
+                      amp_dtype=torch.bfloat16)
+    assert np.isfinite(tile.history["loss"]).all()
+
+
+def test_bad_genotypes_are_named():
+    gt = np.zeros((4, 3, 2), dtype=np.int8)
+    gt[2, 1, 0] = 2
+    with pytest.raises(ValueError, match="allele index 2 at variant 2, sample 1"):
+        train_tile(gt, FAST, epochs=1)
+    with pytest.raises(ValueError, match="diploid"):
+        train_tile(np.zeros((4, 3), dtype=np.int8), FAST, epochs=1)
+    with pytest.raises(ValueError, match="validation has 3 variants"):
+        train_tile(np.zeros((4, 3, 2), dtype=np.int8), FAST, epochs=1,
+                   validation=np.zeros((3, 3, 2), dtype=np.int8))
+
+
+def test_import_does_not_load_torch():
+    code = ("import sys, analysislib.genotype.autoencoder as m; "
+            "print('torch' in sys.modules); m.DAEHyperparameters(); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+WORKER = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import torch
+    from analysislib.genotype.autoencoder import DAEHyperparameters, train_tile
+    from analysislib.training import cleanup_distributed, get_rank, init_distributed
+
+    init_distributed("cpu")
+    gt = np.load(sys.argv[1])
+    hp = DAEHyperparameters(learning_rate=1e-2, batch_size=32, cycle_epochs=2, l1=0.0)
+    tile = train_tile(gt, hp, epochs=4, checkpoint_dir=sys.argv[2] + "/ckpt", device="cpu")
+    torch.save(tile.model.state_dict(), f"{sys.argv[2]}/rank{get_rank()}.pt")
+    cleanup_distributed()
+""")
+
+
+@pytest.mark.slow
+def test_ddp_ranks_end_with_identical_weights(ld_tile, tmp_path):
+    import socket
+
+    train, _, _ = ld_tile
+    np.save(tmp_path / "gt.npy", train)
+    (tmp_path / "worker.py").write_text(WORKER)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    subprocess.run([str(torchrun), "--nproc_per_node=2", f"--master_port={port}",
+                    str(tmp_path / "worker.py"), str(tmp_path / "gt.npy"), str(tmp_path)],
+                   check=True, capture_output=True, timeout=300)
+    rank0 = torch.load(tmp_path / "rank0.pt")
+    rank1 = torch.load(tmp_path / "rank1.pt")
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+    assert (tmp_path / "ckpt" / "best.pt").exists()
