@@ -9,6 +9,8 @@ Examples
 scores an imputer and appends the rows to the results store.
 ``analysislib impute --models BUNDLE in.vcf.gz out.vcf.gz --threads 4`` imputes a VCF with a trained
 autoencoder bundle (Dias et al. 2022) and writes GT:DS:GP with a tabix index.
+``analysislib dashboard --results results --port 5006``  serves the methods dashboard over the
+results store on http://127.0.0.1:5006.
 """
 
 from __future__ import annotations
@@ -103,6 +105,27 @@ def _impute(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    import panel as pn
+
+    from analysislib.dashboard.app import Dashboard
+    from analysislib.results import ResultsStore
+
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
+    store = ResultsStore(args.results)
+    print(f"dashboard over {store.root.resolve()} at http://{args.address}:{args.port}/ "
+          "(Ctrl-C stops it)")
+    pn.extension("tabulator")
+    # Pages may connect back from any host name when listening on every interface.
+    wildcard = args.address in ("0.0.0.0", "::")
+    origins = "*" if wildcard else [f"{args.address}:{args.port}", f"localhost:{args.port}"]
+    # A factory, so each browser session gets its own app state.
+    pn.serve(lambda: Dashboard(results_dir=str(store.root)), port=args.port, address=args.address,
+             show=args.show, title="analysislib methods", verbose=False, websocket_origin=origins)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``analysislib`` command."""
     parser = argparse.ArgumentParser(prog="analysislib", description=__doc__.splitlines()[0])
@@ -141,6 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="A/T and C/G SNPs: use as written (keep, default) or leave untyped")
     impute.add_argument("--no-verify", action="store_true",
                         help="skip the sha256 check of the bundle files")
+    dashboard = commands.add_parser("dashboard", help="serve the methods dashboard (Panel)")
+    dashboard.add_argument("--results", default=None,
+                           help="results store folder (default $ANALYSISLIB_RESULTS or ./results)")
+    dashboard.add_argument("--port", type=int, default=5006, help="port (default 5006)")
+    dashboard.add_argument("--address", default="127.0.0.1",
+                           help="address to listen on (default 127.0.0.1)")
+    dashboard.add_argument("--show", action=argparse.BooleanOptionalAction, default=False,
+                           help="open a browser tab (default --no-show)")
     return parser
 
 
@@ -179,6 +210,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _evaluate(args)
     if args.command == "impute":
         return _impute(args)
+    if args.command == "dashboard":
+        return _dashboard(args)
     return _catalog(args)
 
 

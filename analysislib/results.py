@@ -165,6 +165,13 @@ class ResultsStore:
             frame = frame[frame["run_id"] == newest]
         return frame.reset_index(drop=True)
 
+    def tasks(self) -> list[str]:
+        """Tasks with at least one run in the store."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.is_dir() and next(p.glob("*.parquet"), None) is not None)
+
     def runs(self, task: str | None = None) -> pd.DataFrame:
         """One row per run: identity, cost and provenance."""
         keys = ["run_id", "timestamp", "task", "dataset", "scenario", "method", "runtime_s",

@@ -24,6 +24,8 @@ def test_append_then_read_round_trips_with_schema(tmp_path):
     assert store.read(method="minimac4")["value"].tolist() == [0.7]
     assert store.read(method=["beagle", "minimac4"], stratum="bin0")["value"].tolist() == [0.9, 0.7]
     assert store.runs()["run_id"].tolist() == ["run1", "run2"]
+    assert store.tasks() == ["genotype_imputation"]
+    assert ResultsStore(tmp_path / "absent").tasks() == []
 
 
 def test_empty_store_reads_empty_table_with_schema(tmp_path):
