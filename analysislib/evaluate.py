@@ -56,6 +56,7 @@ TASK = "genotype_imputation"
 IMPUTERS: dict[str, str | Callable[..., GenotypeImputer]] = {
     "allele_frequency": "analysislib.genotype.imputer:AlleleFrequencyImputer",
     "beagle": "analysislib.genotype.hmm:BeagleImputer",
+    "dae": "analysislib.genotype.dae:DAEImputer",
     "minimac4": "analysislib.genotype.hmm:Minimac4Imputer",
 }
 

@@ -1,0 +1,544 @@
+"""Tests for analysislib.genotype.dae: bundles, many-tile training, variant mapping, inference.
+
+Bundle format, the overlap rule, typed pass-through and variant mapping are checked with exact
+values using a stand-in module whose output is fixed per tile (``TagModel``: tile ``k`` predicts
+``P(ALT present) = tag_k``, ``P(REF present) = 1``, so every imputed dosage names the tile it
+came from). Training, resume, the process pool, dask and the imputer run the real autoencoder on
+a small simulated panel for a few epochs. Beagle comparisons are marked ``tools``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from analysislib.cli import main
+from analysislib.errors import InputFormatError
+from analysislib.genotype import autoencoder as ae
+from analysislib.genotype import dae
+from analysislib.genotype.dae import (
+    BundleChecksumError,
+    BundleError,
+    DAEImputer,
+    impute_dataset,
+    impute_vcf,
+    infer_genome_build,
+    load_bundle,
+    map_variants,
+    normalise_contig,
+    plan_tile_tasks,
+    train_bundle,
+    write_manifest,
+    write_tile,
+)
+from analysislib.genotype.dataset import create_genotype_dataset
+from analysislib.genotype.imputer import check_imputed
+from analysislib.io.vcf import read_vcf, write_vcf
+from analysislib.simulate.genotypes import simulate_genotypes
+from analysislib.tiling import variant_tiles
+
+torch = pytest.importorskip("torch")
+
+GRCH37_CHR22 = 51304566
+GRCH38_CHR22 = 50818468
+
+
+# ------------------------------------------------------------------------------------------
+# A stand-in model with a known output per tile
+# ------------------------------------------------------------------------------------------
+
+
+class TagModel(torch.nn.Module):
+    """Outputs a fixed allele-presence vector: REF present 1, ALT present ``tag``."""
+
+    def __init__(self, n_variants: int, hparams: object = None) -> None:
+        super().__init__()
+        self.n_variants = n_variants
+        self.bias = torch.nn.Parameter(torch.zeros(2 * n_variants))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bias.expand(x.shape[0], -1)
+
+
+def tag_model(n_variants: int, tag: float) -> TagModel:
+    model = TagModel(n_variants)
+    with torch.no_grad():
+        model.bias[0::2] = 1.0
+        model.bias[1::2] = tag
+    return model
+
+
+def variant_table(pos, ref, alt, chrom="22") -> pd.DataFrame:
+    pos = np.asarray(pos)
+    return pd.DataFrame({"chrom": chrom, "pos": pos, "id": [f"rs{p}" for p in pos],
+                         "ref": list(ref), "alt": list(alt), "alt_freq": 0.25})
+
+
+# 12 variants on contig 22; three overlapping tiles.
+POS = np.arange(1, 13) * 100
+REF = list("ACGTACGTACGC")
+ALT = list("GTACTGCAGTAA")   # variants 4 (A/T), 5 (C/G), 6 (G/C), 7 (T/A) are strand-ambiguous
+TILES = [(0, 5), (3, 9), (8, 11)]
+TAGS = [0.1, 0.2, 0.3]
+
+
+@pytest.fixture
+def tag_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(ae, "SparseDenoisingAutoencoder", TagModel, raising=False)
+    out = tmp_path / "bundle"
+    hp = ae.DAEHyperparameters()
+    entries = [write_tile(out, f"t{k}", tag_model(b - a + 1, tag), hp,
+                          variant_table(POS[a:b + 1], REF[a:b + 1], ALT[a:b + 1]))
+               for k, ((a, b), tag) in enumerate(zip(TILES, TAGS, strict=True))]
+    write_manifest(out, entries, training_data={"n_samples": 7}, contig_lengths={"22": GRCH37_CHR22})
+    return out
+
+
+def target(pos, ref, alt, gt, *, contig="22", lengths=None, phased=None) -> xr.Dataset:
+    gt = np.asarray(gt, dtype=np.int8)
+    attrs = {"source": "target.vcf.gz"}
+    if lengths is not None:
+        attrs["contig_lengths"] = [lengths]
+    return create_genotype_dataset(
+        contigs=[contig], variant_contig=np.zeros(len(pos), dtype=np.int32),
+        variant_position=np.asarray(pos), variant_allele=np.array([list(ref), list(alt)], dtype=object).T,
+        sample_id=[f"s{i}" for i in range(gt.shape[1])], call_genotype=gt,
+        call_genotype_phased=phased, attrs=attrs)
+
+
+# ------------------------------------------------------------------------------------------
+# Names, builds and scheduling
+# ------------------------------------------------------------------------------------------
+
+
+def test_contig_names_are_normalised():
+    assert [normalise_contig(c) for c in ("chr22", "22", "CHRX", "chrM", "MT", "chr1_random")] == \
+        ["22", "22", "X", "M", "M", "1_RANDOM"]
+
+
+def test_genome_build_from_contig_lengths():
+    assert infer_genome_build(["22"], [GRCH37_CHR22]) == "GRCh37"
+    assert infer_genome_build(["chr22", "chrX"], [GRCH38_CHR22, 156040895]) == "GRCh38"
+    assert infer_genome_build(["22", "X"], [GRCH37_CHR22, 156040895]) is None  # mixed
+    assert infer_genome_build(["22"], [12345]) is None
+    assert infer_genome_build(["22"], None) is None
+
+
+def test_plan_tile_tasks_balances_cost_with_a_capacity():
+    # LPT by hand: 9->A, 8->B, 4->C, 4->C (C full), 2->B (B full), 1->A; loads 10, 10, 8.
+    assert plan_tile_tasks([9, 1, 4, 4, 2, 8], n_workers=1, tiles_per_task=2) == [[0, 1], [4, 5], [2, 3]]
+    # default: about four tasks per worker, at least one tile each, biggest first
+    assert plan_tile_tasks([9, 1, 4, 4, 2, 8], n_workers=2) == [[0], [5], [2], [3], [4], [1]]
+    tasks = plan_tile_tasks(np.arange(50) % 7 + 1.0, n_workers=3, tiles_per_task=5)
+    assert sorted(i for t in tasks for i in t) == list(range(50))
+    assert all(len(t) <= 5 for t in tasks) and len(tasks) == 10
+    assert plan_tile_tasks([], 4) == []
+
+
+def test_threads_go_to_tiles_only_when_tiles_are_large():
+    assert dae._thread_split(None, [1e9]) == (1, None)
+    assert dae._thread_split(1, [1e9] * 4) == (1, 1)
+    assert dae._thread_split(4, [1e5] * 10) == (1, 1)      # overhead-bound small tiles
+    assert dae._thread_split(4, [1e9] * 10) == (4, 1)      # four tiles at a time
+    assert dae._thread_split(4, [1e9] * 2) == (2, 2)       # two tiles, two torch threads each
+    with pytest.raises(ValueError, match="at least 1"):
+        dae._thread_split(0, [1e9])
+
+
+# ------------------------------------------------------------------------------------------
+# The bundle format
+# ------------------------------------------------------------------------------------------
+
+
+def test_bundle_files_manifest_and_checksums(tag_bundle: Path):
+    manifest = json.loads((tag_bundle / "manifest.json").read_text())
+    assert manifest["format"] == "analysislib-dae-bundle" and manifest["format_version"] == 1
+    assert manifest["genome_build"] == "GRCh37" and manifest["contigs"] == ["22"]
+    assert manifest["training_data"] == {"n_samples": 7}
+    assert manifest["overlap_rule"] == dae.OVERLAP_RULE
+    assert [t["id"] for t in manifest["tiles"]] == ["t0", "t1", "t2"]
+    assert len(manifest["files"]) == 9
+    for rel, digest in manifest["files"].items():
+        assert hashlib.sha256((tag_bundle / rel).read_bytes()).hexdigest() == digest
+    config = json.loads((tag_bundle / "tiles/t1.json").read_text())
+    assert config["hparams"] == ae.DAEHyperparameters().to_dict()
+    assert config["n_variants"] == 7 and config["first_position"] == 400 and config["last_position"] == 1000
+    lines = (tag_bundle / "tiles/t1.variants.tsv").read_text().splitlines()
+    assert lines[0] == "chrom\tpos\tid\tref\talt\talt_freq"
+    assert lines[1] == "22\t400\trs400\tT\tC\t0.25"
+
+
+def test_bundle_variants_follow_the_overlap_rule(tag_bundle: Path):
+    bundle = load_bundle(tag_bundle)
+    assert bundle.variants["pos"].tolist() == POS.tolist()
+    assert bundle.variants["n_tiles"].tolist() == [1, 1, 1, 2, 2, 2, 1, 1, 2, 2, 1, 1]
+    tiles = pd.DataFrame({"tile": [0, 1, 2], "first_variant": [a for a, _ in TILES],
+                          "last_variant": [b for _, b in TILES]})
+    expected = variant_tiles(tiles, len(POS))
+    expected = expected[expected["primary"]].set_index("variant")["tile"]
+    assert bundle.variants["tile"].tolist() == expected.tolist()
+    assert [m.tolist() for m in bundle.members] == [list(range(a, b + 1)) for a, b in TILES]
+    # Impute nothing typed: every dosage is the tag of the tile the rule picked.
+    empty = target([50], ["A"], ["C"], np.zeros((1, 2, 2)))
+    with pytest.raises(InputFormatError, match="no input variant overlaps"):
+        impute_dataset(bundle, empty)
+    # One typed variant; all others show their tile's tag.
+    one = target([100], ["A"], ["G"], [[[0, 1], [1, 1]]])
+    imputed = impute_dataset(bundle, one)
+    dosage = imputed["call_dosage"].values
+    tags = np.array(TAGS)[expected.to_numpy()]
+    np.testing.assert_allclose(dosage[1:], np.repeat(tags[1:, None], 2, axis=1), rtol=1e-6)
+    np.testing.assert_array_equal(dosage[0], [1, 2])
+
+
+def test_load_bundle_reports_missing_and_corrupt_files(tag_bundle: Path, tmp_path: Path):
+    with pytest.raises(BundleError, match="no such model bundle"):
+        load_bundle(tmp_path / "nowhere")
+    broken = tmp_path / "broken"
+    shutil.copytree(tag_bundle, broken)
+    weights = broken / "tiles/t1.pt"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    expected = json.loads((broken / "manifest.json").read_text())["files"]["tiles/t1.pt"]
+    actual = hashlib.sha256(bytes(data)).hexdigest()
+    with pytest.raises(BundleChecksumError) as err:
+        load_bundle(broken)
+    assert str(weights) in str(err.value) and expected in str(err.value) and actual in str(err.value)
+    # without verification the bundle opens, and a truncated tile fails when its model loads
+    weights.write_bytes(bytes(data[: len(data) // 2]))
+    bundle = load_bundle(broken, verify=False)
+    with pytest.raises(BundleError, match=r"t1\.pt: unreadable tile weights"):
+        bundle.load_model(1)
+    (broken / "tiles/t2.variants.tsv").unlink()
+    with pytest.raises(BundleError, match=r"t2\.variants\.tsv.*incomplete bundle"):
+        load_bundle(broken, verify=False)
+    (broken / "manifest.json").unlink()
+    with pytest.raises(BundleError, match=r"manifest\.json is missing.*interrupted"):
+        load_bundle(broken)
+
+
+def test_load_bundle_rejects_other_versions_and_bad_tables(tag_bundle: Path):
+    manifest = json.loads((tag_bundle / "manifest.json").read_text())
+    table = tag_bundle / "tiles/t0.variants.tsv"
+    table.write_text(table.read_text().replace("22\t300\trs300\tG\tA\t0.25", "22\t300\trs300\tG"))
+    with pytest.raises(BundleError, match=r"t0\.variants\.tsv: line 4: 4 columns, expected 6"):
+        load_bundle(tag_bundle, verify=False)
+    manifest["format_version"] = 99
+    (tag_bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="format version 99"):
+        load_bundle(tag_bundle)
+
+
+# ------------------------------------------------------------------------------------------
+# Variant mapping
+# ------------------------------------------------------------------------------------------
+
+
+def test_map_variants_recodes_flips_and_reports_every_case(tag_bundle: Path):
+    bundle = load_bundle(tag_bundle)
+    # bundle: 100 A/G, 200 C/T, 300 G/A, 400 T/C, 500 A/T, 600 C/G, 700 G/C, 800 T/A, 900 A/G,
+    #         1000 C/T, 1100 G/A, 1200 C/A
+    rows = [
+        (100, "A", "G"),   # exact
+        (200, "T", "C"),   # allele flip
+        (300, "C", "T"),   # strand flip (G/A complemented)
+        (400, "G", "A"),   # strand + allele flip (T/C -> A/G, swapped)
+        (500, "A", "T"),   # ambiguous, as written
+        (600, "G", "C"),   # ambiguous, swapped
+        (900, "A", "C"),   # allele mismatch
+        (1000, "C", "."),  # monomorphic in the input: matched on REF
+        (1150, "A", "G"),  # no bundle variant there
+    ]
+    pos, ref, alt = zip(*rows, strict=True)
+    ds = target(pos, ref, alt, np.zeros((len(rows), 1, 2)), contig="chr22")
+    mapping = map_variants(bundle, ds)
+    c = mapping.counts
+    assert (c["exact"], c["allele_flip"], c["strand_flip"], c["strand_allele_flip"]) == (1, 1, 1, 1)
+    assert (c["ambiguous"], c["ambiguous_flip"], c["ambiguous_dropped"]) == (1, 1, 0)
+    assert (c["allele_mismatch"], c["monomorphic"], c["not_in_bundle"], c["other_contig"]) == (1, 1, 1, 0)
+    assert (c["input"], c["used"], c["bundle"]) == (9, 7, 12)
+    assert mapping.input_index.tolist() == [0, 1, 2, 3, 4, 5, 7]
+    assert mapping.bundle_index.tolist() == [0, 1, 2, 3, 4, 5, 9]
+    assert mapping.flip.tolist() == [False, True, False, True, False, True, False]
+    assert mapping.contig_map == {"chr22": "22"}
+    text = mapping.summary()
+    assert "7 of 9 input variants" in text and "'chr22' read as bundle contig '22'" in text
+    assert "strand-ambiguous (A/T, C/G) SNPs: 2 used as written, 0 dropped" in text
+    dropped = map_variants(bundle, ds, strand_ambiguous="drop")
+    assert dropped.counts["ambiguous_dropped"] == 2 and dropped.counts["used"] == 5
+    assert 4 not in dropped.input_index and 5 not in dropped.input_index
+
+
+def test_impute_passes_typed_genotypes_through_recoded(tag_bundle: Path):
+    bundle = load_bundle(tag_bundle)
+    # 200 as T/C (flipped), 400 as G/A (strand + allele flip), 700 as given; sample 1 misses 700
+    gt = [[[0, 1], [1, 1]], [[0, 0], [1, 0]], [[1, 1], [-1, -1]]]
+    phased = np.array([[True, False], [True, True], [False, False]])
+    ds = target([200, 400, 700], ["T", "G", "G"], ["C", "A", "C"], gt, phased=phased)
+    out = impute_dataset(bundle, ds, threads=1)
+    assert out.attrs["contigs"] == ["22"] and out.sizes["variants"] == 12
+    genotype = out["call_genotype"].values
+    np.testing.assert_array_equal(genotype[1], [[1, 0], [0, 0]])   # 0|1 -> 1|0, 1/1 -> 0/0
+    np.testing.assert_array_equal(genotype[3], [[1, 1], [0, 1]])   # 0/0 -> 1/1, 1|0 -> 0|1
+    np.testing.assert_array_equal(genotype[6, 0], [1, 1])
+    np.testing.assert_array_equal(out["call_genotype_phased"].values[[1, 3, 6]],
+                                  [[True, False], [True, True], [False, False]])
+    gp = out["call_genotype_probability"].values
+    np.testing.assert_array_equal(gp[1], [[0, 1, 0], [1, 0, 0]])
+    np.testing.assert_array_equal(out["call_dosage"].values[[1, 3]], [[1, 0], [2, 1]])
+    # the missing call at 700 is imputed by its primary tile (t1, tag 0.2): GP (0.8, 0.2, 0)
+    np.testing.assert_allclose(gp[6, 1], [0.8, 0.2, 0.0], rtol=1e-6)
+    np.testing.assert_array_equal(genotype[6, 1], [0, 0])
+    np.testing.assert_allclose(gp.sum(-1), 1, rtol=1e-6)
+    np.testing.assert_allclose(out["call_dosage"].values, gp[..., 1] + 2 * gp[..., 2], rtol=1e-6)
+    assert json.loads(out.attrs["variant_mapping"])["counts"]["used"] == 3
+
+
+def test_bad_inputs_get_clear_errors(tag_bundle: Path):
+    bundle = load_bundle(tag_bundle)
+    gt = np.zeros((1, 1, 2))
+    with pytest.raises(InputFormatError, match=r"target\.vcf\.gz: no input contig matches.*has 1; the bundle has 22"):
+        map_variants(bundle, target([100], "A", "G", gt, contig="1"))
+    with pytest.raises(InputFormatError, match=r"length 50818468 \(GRCh38\).*51304566 \(GRCh37\)"):
+        map_variants(bundle, target([100], "A", "G", gt, contig="chr22", lengths=GRCH38_CHR22))
+    # every bundle position twice, with alleles that fit neither orientation nor strand
+    alleles = [a + "C" for a in REF]
+    with pytest.raises(InputFormatError, match=r"alleles differ at 24 of 24 positions.*another genome build"):
+        map_variants(bundle, target(np.repeat(POS, 2), np.repeat(REF, 2), np.repeat(alleles, 2),
+                                    np.zeros((24, 1, 2))))
+    with pytest.raises(InputFormatError, match=r"no input variant overlaps the model bundle.*22:100-1200"):
+        map_variants(bundle, target([150], "A", "G", gt))
+
+
+def test_only_contigs_in_the_input_are_imputed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(ae, "SparseDenoisingAutoencoder", TagModel, raising=False)
+    hp = ae.DAEHyperparameters()
+    entries = [write_tile(tmp_path, f"c{c}", tag_model(4, 0.1), hp,
+                          variant_table([10, 20, 30, 40], "ACGT", "GTAC", chrom=c)) for c in ("21", "22")]
+    write_manifest(tmp_path, entries, contigs=["21", "22"])
+    out = impute_dataset(tmp_path, target([20], ["C"], ["T"], [[[0, 1]]], contig="chr22"))
+    assert out.attrs["contigs"] == ["chr22"] and out["variant_position"].values.tolist() == [10, 20, 30, 40]
+    assert out.attrs["tiles_imputed"] == 1 and out.attrs["tiles_without_typed_variants"] == 0
+
+
+# ------------------------------------------------------------------------------------------
+# VCF to VCF and the command line
+# ------------------------------------------------------------------------------------------
+
+
+def test_impute_vcf_writes_indexed_gt_ds_gp(tag_bundle: Path, tmp_path: Path):
+    ds = target([100, 400], ["A", "T"], ["G", "C"], [[[0, 1], [1, 1]], [[0, 0], [0, 1]]], contig="chr22")
+    write_vcf(ds, tmp_path / "in.vcf.gz")
+    report = impute_vcf(tag_bundle, tmp_path / "in.vcf.gz", tmp_path / "out.vcf.gz", threads=2)
+    assert report.n_variants == 12 and report.n_samples == 2 and report.n_tiles == 3
+    assert report.mapping.counts["exact"] == 2 and set(report.seconds) >= {"read", "impute", "write", "total"}
+    assert (tmp_path / "out.vcf.gz.tbi").exists()
+    back = read_vcf(tmp_path / "out.vcf.gz")
+    assert back.attrs["contigs"][0] == "chr22"
+    np.testing.assert_array_equal(back["call_genotype"].values[[0, 3]], [[[0, 1], [1, 1]], [[0, 0], [0, 1]]])
+    np.testing.assert_allclose(back["call_genotype_probability"].values.sum(-1), 1, atol=2e-3)
+    np.testing.assert_allclose(back["call_dosage"].values[1], [0.1, 0.1], atol=1e-3)
+
+
+def test_cli_impute_prints_the_report_and_errors_in_one_line(tag_bundle: Path, tmp_path: Path, capsys):
+    ds = target([100], ["A"], ["G"], [[[0, 1]]], contig="chr22")
+    write_vcf(ds, tmp_path / "in.vcf.gz")
+    assert main(["impute", "--models", str(tag_bundle), str(tmp_path / "in.vcf.gz"),
+                 str(tmp_path / "out.vcf.gz"), "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "12 variants x 1 samples from 3 tiles" in out and "read as bundle contig '22'" in out
+    (tag_bundle / "tiles/t0.json").write_text("{}")
+    assert main(["impute", "--models", str(tag_bundle), str(tmp_path / "in.vcf.gz"),
+                 str(tmp_path / "out2.vcf.gz")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "t0.json" in err and "sha256" in err
+    assert not (tmp_path / "out2.vcf.gz").exists()
+
+
+# ------------------------------------------------------------------------------------------
+# Training bundles with the real autoencoder
+# ------------------------------------------------------------------------------------------
+
+FAST = ae.DAEHyperparameters(n_layers=2, size_ratio=0.5, batch_size=64, cycle_epochs=2, seed=5)
+
+
+@pytest.fixture(scope="module")
+def panel() -> xr.Dataset:
+    return simulate_genotypes("quick", seed=4, samples_per_population=12, sequence_length=60_000).ds.compute()
+
+
+def tile_table(n_variants: int) -> pd.DataFrame:
+    bounds = np.linspace(0, n_variants - 1, 4).astype(int)
+    first = [0, bounds[1] - 5, bounds[2] - 5]
+    last = [bounds[1] + 5, bounds[2] + 5, n_variants - 1]
+    return pd.DataFrame({"tile": [0, 1, 2], "first_variant": first, "last_variant": last})
+
+
+def test_train_bundle_writes_every_tile_and_resumes(panel: xr.Dataset, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch):
+    tiles = tile_table(panel.sizes["variants"])
+    out = tmp_path / "bundle"
+    bundle = train_bundle(panel, tiles, FAST, out, epochs=3, progress=False)
+    assert len(bundle.tiles) == 3 and len(bundle.variants) == panel.sizes["variants"]
+    assert bundle.training_data["n_samples"] == panel.sizes["samples"]
+    assert bundle.training_data["populations"] == {"CEU": 12, "CHB": 12, "YRI": 12}
+    config = bundle.tile_config(0)
+    assert config["hparams"] == FAST.to_dict() and config["training"]["epochs_requested"] == 3
+    assert config["training"]["epochs_completed"] == 3
+    assert not (out / "checkpoints").exists()
+    freq = panel["call_genotype"].values.mean(axis=(1, 2))
+    np.testing.assert_allclose(bundle.variants["alt_freq"], freq, atol=1e-6)
+    # the shared-skeleton fast path gives the module's numbers
+    x = np.random.default_rng(0).integers(0, 2, (5, 2 * int(bundle.tiles["n_variants"].iat[2]))).astype(np.float32)
+    with torch.inference_mode():
+        expected = bundle.load_model(2)(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(bundle.predict(2, x), expected, rtol=1e-6, atol=1e-7)
+
+    calls: list[int] = []
+    real_train = ae.train_tile
+
+    def counting_train(genotypes, *args, **kwargs):
+        calls.append(genotypes.shape[0])
+        return real_train(genotypes, *args, **kwargs)
+
+    monkeypatch.setattr(ae, "train_tile", counting_train)
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "tiles").iterdir()}
+    again = train_bundle(panel, tiles, FAST, out, epochs=3, progress=False)
+    assert calls == [] and {p.name: p.stat().st_mtime_ns for p in (out / "tiles").iterdir()} == stamps
+    assert again.manifest["training"]["tiles_reused"] == 3
+    (out / bundle.tiles["config"].iat[1]).unlink()  # as if interrupted while writing tile 1
+    train_bundle(panel, tiles, FAST, out, epochs=3, progress=False)
+    assert calls == [int(bundle.tiles["n_variants"].iat[1])]
+    with pytest.raises(BundleError, match="other hyperparameters or epochs"):
+        train_bundle(panel, tiles, FAST.replace(learning_rate=0.01), out, epochs=3, progress=False)
+    with pytest.raises(ValueError, match="no hyperparameters for tile"):
+        train_bundle(panel, tiles, {0: FAST, 1: FAST}, tmp_path / "other", epochs=3, progress=False)
+
+
+@pytest.mark.slow
+def test_process_pool_and_dask_train_the_same_weights(panel: xr.Dataset, tmp_path: Path):
+    distributed = pytest.importorskip("distributed")
+    tiles = tile_table(panel.sizes["variants"])
+    serial = train_bundle(panel, tiles, FAST, tmp_path / "serial", epochs=2, progress=False,
+                          threads_per_job=1)
+    pooled = train_bundle(panel, tiles, FAST, tmp_path / "pool", epochs=2, n_jobs=2,
+                          tiles_per_task=2, progress=False)
+    # tcp on loopback: the inproc transport looks the machine's address up through the network
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp://",
+                                  host="127.0.0.1", dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        dasked = train_bundle(panel, tiles, FAST, tmp_path / "dask", epochs=2, client=client,
+                              progress=False)
+    for other in (pooled, dasked):
+        for t in range(3):
+            a, b = serial.load_model(t).state_dict(), other.load_model(t).state_dict()
+            for name in a:
+                torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+
+
+def test_dae_imputer_in_the_evaluation_harness(panel: xr.Dataset, tmp_path: Path):
+    from analysislib.evaluate import evaluate, make_imputer
+    from analysislib.results import ResultsStore
+
+    assert DAEImputer().hparams == {"batch_size": 32, "learning_rate": 3e-3}
+    assert DAEImputer(hparams={"n_layers": 2}).hparams == {"batch_size": 32, "learning_rate": 3e-3, "n_layers": 2}
+    assert DAEImputer(preset="full").hparams == {} and DAEImputer(preset="full").epochs is None
+    assert DAEImputer(hparams={0: FAST}).hparams == {0: FAST}
+    imputer = make_imputer("dae", epochs=4, hparams=FAST.to_dict(), tiling={"box": 10},
+                           bundle_dir=tmp_path / "bundle", progress=False)
+    assert isinstance(imputer, DAEImputer)
+    result = evaluate(imputer, panel, "typed_1in3", store=ResultsStore(tmp_path / "results"),
+                      dataset_label="sim")
+    assert set(result.rows["method"]) == {"dae"}
+    assert imputer.last_run.details["trained"] and imputer.last_run.details["n_tiles"] >= 1
+    # reuse the trained bundle: same output without training
+    reloaded = DAEImputer(bundle=tmp_path / "bundle").fit(imputer.reference)
+    reference, typed_target = imputer.reference, _typed_target(panel, imputer.reference)
+    first = check_imputed(imputer.impute(typed_target), reference, typed_target)
+    second = reloaded.impute(typed_target)
+    np.testing.assert_array_equal(first["call_dosage"].values, second["call_dosage"].values)
+    typed = np.isin(reference["variant_position"].values, typed_target["variant_position"].values)
+    np.testing.assert_array_equal(first["call_genotype"].values[typed], typed_target["call_genotype"].values)
+
+
+def test_real_chr22_targets_with_chr_names_and_the_wrong_build(data_mirror, tmp_path: Path):
+    from analysislib.catalog import load_catalog
+
+    ds = load_catalog().open("1kg_chr22_array500").isel(variants=slice(0, 120)).compute()
+    reference = ds.isel(samples=slice(0, 450))
+    typed = ds.isel(samples=slice(450, None), variants=slice(0, None, 3))
+    tiles = pd.DataFrame({"first_variant": [0, 50], "last_variant": [69, 119]})
+    bundle = train_bundle(reference, tiles, FAST, tmp_path / "bundle", epochs=2, progress=False)
+    assert bundle.genome_build == "GRCh37" and bundle.contig_lengths == {"22": GRCH37_CHR22}
+    pos = reference["variant_position"].values
+    assert list(bundle.tiles["id"]) == [f"22_{pos[0]}-{pos[69]}", f"22_{pos[50]}-{pos[119]}"]
+    typed.attrs["contigs"] = [f"chr{c}" for c in typed.attrs["contigs"]]
+    write_vcf(typed, tmp_path / "in.vcf.gz")
+    report = impute_vcf(bundle.path, tmp_path / "in.vcf.gz", tmp_path / "out.vcf.gz")
+    alleles = typed["variant_allele"].values
+    n_ambiguous = sum((a, b) in {("A", "T"), ("T", "A"), ("C", "G"), ("G", "C")} for a, b in alleles)
+    c = report.mapping.counts
+    assert (c["used"], c["ambiguous"], c["exact"]) == (40, n_ambiguous, 40 - n_ambiguous)
+    assert report.mapping.contig_map == {"chr22": "22"} and report.n_variants == 120
+    out = read_vcf(tmp_path / "out.vcf.gz")
+    np.testing.assert_array_equal(out["call_genotype"].values[::3], typed["call_genotype"].values)
+    lengths = list(typed.attrs["contig_lengths"])
+    lengths[typed.attrs["contigs"].index("chr22")] = GRCH38_CHR22
+    typed.attrs["contig_lengths"] = lengths
+    write_vcf(typed, tmp_path / "in38.vcf.gz")
+    with pytest.raises(InputFormatError, match=r"in38\.vcf\.gz: contig chr22 has length 50818468 \(GRCh38\)"):
+        impute_vcf(bundle.path, tmp_path / "in38.vcf.gz", tmp_path / "out38.vcf.gz")
+    assert not (tmp_path / "out38.vcf.gz").exists()
+
+
+def _typed_target(panel: xr.Dataset, reference: xr.Dataset) -> xr.Dataset:
+    held_out = ~np.isin(panel["sample_id"].values, reference["sample_id"].values)
+    return panel.isel(samples=np.flatnonzero(held_out), variants=slice(0, None, 3))
+
+
+# ------------------------------------------------------------------------------------------
+# Against Beagle and bcftools
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.tools
+def test_same_sites_and_typed_calls_as_beagle(panel: xr.Dataset, tmp_path: Path):
+    if shutil.which("beagle") is None:
+        pytest.skip("beagle not installed")
+    from analysislib.genotype.hmm import BeagleImputer
+
+    reference = panel.isel(samples=slice(0, 30))
+    typed_target = panel.isel(samples=slice(30, None), variants=slice(0, None, 3))
+    bundle = train_bundle(reference, tile_table(panel.sizes["variants"]), FAST, tmp_path / "b",
+                          epochs=2, progress=False)
+    ours = impute_dataset(bundle, typed_target)
+    beagle = BeagleImputer(threads=1).fit(reference)
+    theirs = beagle.impute(typed_target)
+    beagle.close()
+    np.testing.assert_array_equal(ours["variant_position"].values, theirs["variant_position"].values)
+    typed = np.zeros(panel.sizes["variants"], dtype=bool)
+    typed[::3] = True
+    # both report the observed genotypes at typed sites as hard calls
+    np.testing.assert_allclose(ours["call_dosage"].values[typed], theirs["call_dosage"].values[typed])
+
+
+@pytest.mark.tools
+def test_output_reads_in_bcftools(tag_bundle: Path, tmp_path: Path):
+    if shutil.which("bcftools") is None:
+        pytest.skip("bcftools not installed")
+    ds = target([100, 400], ["A", "T"], ["G", "C"], [[[0, 1]], [[0, 0]]])
+    write_vcf(ds, tmp_path / "in.vcf.gz")
+    impute_vcf(tag_bundle, tmp_path / "in.vcf.gz", tmp_path / "out.vcf.gz")
+    query = subprocess.run(["bcftools", "query", "-r", "22:600-800", "-f", "%POS[\t%GT\t%DS\t%GP]\n",
+                            str(tmp_path / "out.vcf.gz")], capture_output=True, text=True, check=True)
+    assert query.stdout.splitlines() == ["600\t0/0\t0.2\t0.8,0.2,0", "700\t0/0\t0.2\t0.8,0.2,0",
+                                         "800\t0/0\t0.2\t0.8,0.2,0"]
