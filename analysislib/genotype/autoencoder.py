@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import itertools
 import math
 import os
@@ -69,6 +68,7 @@ from analysislib.genotype.encoding import (
     dosage_from_probabilities,
     genotype_probabilities_from_presence,
 )
+from analysislib.results import array_checksum
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -964,13 +964,6 @@ def _offspring(genotypes: Any, hparams: DAEHyperparameters, genetic_map: Any) ->
     return np.asarray(children["call_genotype"].values, dtype=np.int8)
 
 
-def _fingerprint(array: np.ndarray) -> str:
-    digest = hashlib.sha256()
-    digest.update(str(array.shape).encode())
-    digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()
-
-
 def _check_resume_metadata(directory: Any, metadata: Mapping[str, Any]) -> None:
     """Refuse to resume a run trained on other data or other hyperparameters."""
     from analysislib.training import latest_checkpoint, read_checkpoint_header
@@ -1191,7 +1184,7 @@ def train_tile(
         "model": MODEL_NAME,
         "n_variants": n_variants,
         "hparams": hp.to_dict(),
-        "training_sha256": _fingerprint(presence),
+        "training_sha256": array_checksum(presence),
     }
     if checkpoint_dir is not None and resume:
         _check_resume_metadata(checkpoint_dir, metadata)
