@@ -45,6 +45,7 @@ CACHE_ENV = "ANALYSISLIB_DATA_DIR"
 CATALOG_ENV = "ANALYSISLIB_CATALOG"
 _REQUIRED = ("kind", "description", "citation")
 _KINDS = ("genotypes", "epigenome", "gwas", "results")
+_FIELDS = {"kind", "description", "citation", "license", "files", "loader", "generator", "parameters"}
 
 
 @dataclass(frozen=True)
@@ -236,7 +237,10 @@ def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
                 raise ValueError(f"{source}: dataset {name!r} file {rel!r} needs url and a sha256")
         if fields.get("files") and not fields.get("license"):
             raise ValueError(f"{source}: dataset {name!r} lacks license")
-        entries[name] = DatasetEntry(name=name, **{k: v for k, v in fields.items()})
+        unknown = sorted(set(fields) - _FIELDS)
+        if unknown:
+            raise ValueError(f"{source}: dataset {name!r} has unknown fields {unknown}")
+        entries[name] = DatasetEntry(name=name, **fields)
     return Catalog(entries, source)
 
 

@@ -93,3 +93,12 @@ def test_malformed_catalog_names_the_entry(tmp_path):
 def test_unknown_dataset_lists_known_names():
     with pytest.raises(KeyError, match="roadmap_pilot_arcsinh"):
         load_catalog()["no_such_dataset"]
+
+
+def test_unknown_catalog_field_is_named(tmp_path):
+    bad = tmp_path / "catalog.yaml"
+    entry = {"kind": "genotypes", "description": "d", "citation": "c", "generator": "m:f",
+             "parameters": {}, "sha": "typo"}
+    bad.write_text(yaml.safe_dump({"version": 1, "datasets": {"x": entry}}))
+    with pytest.raises(ValueError, match=r"'x' has unknown fields \['sha'\]"):
+        load_catalog(bad)

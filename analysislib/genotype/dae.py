@@ -71,6 +71,7 @@ import pandas as pd
 import xarray as xr
 
 from analysislib import variables
+from analysislib.catalog import sha256_of
 from analysislib.errors import AnalysisLibError, ChecksumError, InputFormatError
 from analysislib.genotype.imputer import GenotypeImputer, ImputationRun, sites_key
 from analysislib.io.atomic import atomic_output
@@ -287,12 +288,6 @@ def training_data_summary(reference: xr.Dataset) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    from analysislib.catalog import sha256_of
-
-    return sha256_of(path)
-
-
 def tile_id_for(contig: str, first_position: int, last_position: int) -> str:
     """File-name-safe tile id from its span: ``22_16050075-17003456``."""
     return f"{_SAFE_NAME.sub('_', str(contig))}_{int(first_position)}-{int(last_position)}"
@@ -427,8 +422,8 @@ def write_tile(
         "hparams": hparams.to_dict(),
         "training": {**(training or {}), "best_epoch": None if best_epoch is None else int(best_epoch),
                      "history": _history_summary(history, hparams.cycle_epochs)},
-        "files": {rel["weights"]: _sha256(out / rel["weights"]),
-                  rel["variants"]: _sha256(out / rel["variants"])},
+        "files": {rel["weights"]: sha256_of(out / rel["weights"]),
+                  rel["variants"]: sha256_of(out / rel["variants"])},
     }
     with atomic_output(out / rel["config"]) as tmp:
         tmp.write_text(json.dumps(config, indent=1, allow_nan=True) + "\n")
@@ -464,7 +459,7 @@ def write_manifest(
             path = out / entry[kind]
             if not path.is_file():
                 raise BundleError(path, f"tile {entry['id']}: the {kind} file is missing")
-            files[entry[kind]] = _sha256(path)
+            files[entry[kind]] = sha256_of(path)
     names = list(contigs) if contigs is not None else list(dict.fromkeys(e["contig"] for e in entries))
     lengths = {c: int(n) for c, n in (contig_lengths or {}).items() if c in names}
     if genome_build is None and lengths:
@@ -749,7 +744,7 @@ def load_bundle(path: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
         if not file.is_file():
             raise BundleError(file, "incomplete bundle: this file, listed in manifest.json, is missing")
         if verify:
-            actual = _sha256(file)
+            actual = sha256_of(file)
             if actual != expected:
                 raise BundleChecksumError(file, expected, actual)
     contig_rank = {c: i for i, c in enumerate(manifest["contigs"])}
@@ -888,7 +883,7 @@ def _existing_tile(out: Path, tile_id: str, wanted: pd.DataFrame, hparams: dict[
     try:
         config = json.loads(config_path.read_text())
         files = config["files"]
-        intact = all((out / rel).is_file() and _sha256(out / rel) == digest for rel, digest in files.items())
+        intact = all((out / rel).is_file() and sha256_of(out / rel) == digest for rel, digest in files.items())
     except (OSError, ValueError, KeyError, TypeError):
         intact = False
     if not intact:
