@@ -17,8 +17,10 @@ the address space replaced by ``exec`` into it, and a child started with fork or
 a copy of (or the very) Python address space. So ``ru_maxrss`` is really
 ``max(python_high_water, tool_peak)``. Hence the rule used here:
 
-* if ``ru_maxrss`` exceeds the Python process's own high-water mark (``VmHWM``) taken at launch,
-  it can only come from the tool: it is exact (``peak_memory_source="wait4"``);
+* if ``ru_maxrss`` exceeds the Python process's own high-water mark (``VmHWM``) taken at launch
+  by more than a small slack, it can only come from the tool: it is exact
+  (``peak_memory_source="wait4"``). The slack (16 MiB) absorbs the lag of the kernel's per-thread
+  RSS counters, which can make ``/proc`` report the parent's mark a few pages low;
 * otherwise the tool stayed below that floor, and the peak is the largest ``VmHWM`` read from
   ``/proc`` for the child and its descendants while they ran (``"proc"``). ``VmHWM`` is itself a
   high-water mark, so polling misses only growth in the last few milliseconds before exit;
@@ -134,6 +136,9 @@ def find_tool(tool: str) -> str:
 def _maxrss_kib(rusage: Any) -> float:
     """``ru_maxrss`` in KiB (Linux reports KiB, macOS bytes)."""
     return float(rusage.ru_maxrss) / (1024.0 if sys.platform == "darwin" else 1.0)
+
+
+_FLOOR_SLACK_KIB = 16 * 1024
 
 
 def _high_water_kib(pid: int | str) -> int | None:
@@ -374,7 +379,7 @@ def _run_child(argv: list[str], out_target: Any, capture_stdout: bool,
     poller.join()
     peak_kib, source = _maxrss_kib(rusage), "wait4"
     floor = None if floor_before is None or floor_after is None else max(floor_before, floor_after)
-    if floor is not None and peak_kib <= floor:  # may be Python's own high-water mark
+    if floor is not None and peak_kib <= floor + _FLOOR_SLACK_KIB:  # may be Python's own mark
         peak_kib, source = ((poller.peak_kib, "proc") if poller.peak_kib
                             else (peak_kib, "wait4-upper-bound"))
     proc.returncode = os.waitstatus_to_exitcode(status)  # so Popen never waits again
