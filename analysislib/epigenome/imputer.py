@@ -1,0 +1,173 @@
+"""The interface every epigenomic imputer answers, its registry, and the AVG baseline.
+
+GUIDE.md, "One interface per task": an epigenomic imputer fits on the observed tracks of a
+signal dataset (:mod:`analysislib.epigenome.tensor`) and predicts named ``(cell, assay)``
+targets. eDICE, the PREDICTD- and Avocado-style factorisations and ChromImpute all subclass
+:class:`EpigenomeImputer`, so the evaluation protocol, notebooks and benchmarks never need to
+know which method they run.
+
+Scale: methods train and predict on the arcsinh scale, as eDICE and the Roadmap-era baselines do
+(research/epigenomic_imputation.md §1.2, §3.1). :meth:`EpigenomeImputer.predict` converts its input
+with :func:`~analysislib.epigenome.tensor.to_arcsinh` and returns arcsinh values; use
+:func:`~analysislib.epigenome.tensor.to_neglog10p` for the raw scale.
+
+The AVG baseline (notes §2.4) is the mean of the target assay over the other cell types where that
+assay is observed, at each bin: the ENCODE Imputation Challenge "average" track.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import xarray as xr
+
+from analysislib.epigenome.tensor import to_arcsinh
+from analysislib.genotype.imputer import ImputationRun
+
+__all__ = [
+    "EPIGENOME_IMPUTERS",
+    "AverageImputer",
+    "EpigenomeImputer",
+    "get_epigenome_imputer",
+    "prediction_array",
+]
+
+Track = tuple[str, str]
+
+#: Imputer name -> ``"module:Class"``; imported on first use so torch loads only when needed.
+EPIGENOME_IMPUTERS: dict[str, str] = {
+    "avg": "analysislib.epigenome.imputer:AverageImputer",
+    "edice": "analysislib.epigenome.edice:EDICEImputer",
+    "predictd": "analysislib.epigenome.factorisation:PredictdImputer",
+    "avocado": "analysislib.epigenome.factorisation:AvocadoImputer",
+    "chromimpute": "analysislib.epigenome.chromimpute:ChromImputeImputer",
+}
+
+
+def get_epigenome_imputer(name: str, **parameters: Any) -> EpigenomeImputer:
+    """Instantiate the imputer registered as ``name`` with ``parameters``.
+
+    Raises
+    ------
+    KeyError
+        If no imputer of that name is registered; the message lists the known names.
+    """
+    try:
+        target = EPIGENOME_IMPUTERS[name]
+    except KeyError:
+        raise KeyError(f"unknown epigenomic imputer {name!r}; known: "
+                       f"{', '.join(sorted(EPIGENOME_IMPUTERS))}") from None
+    module, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module), attribute)(**parameters)
+
+
+def prediction_array(values: np.ndarray, targets: Sequence[Track], like: xr.Dataset,
+                     method: str) -> xr.DataArray:
+    """Label predicted arcsinh values ``(target, bin)`` with the target tracks and bins of ``like``."""
+    values = np.asarray(values, dtype=np.float32)
+    if values.shape != (len(targets), like.sizes["bin"]):
+        raise ValueError(f"{method}: predictions have shape {values.shape}, expected "
+                         f"({len(targets)}, {like.sizes['bin']})")
+    coords: dict[str, Any] = {
+        "cell": ("track", [cell for cell, _ in targets]),
+        "assay": ("track", [assay for _, assay in targets]),
+        "track": [f"{cell}.{assay}" for cell, assay in targets],
+    }
+    for name in ("bin_start", "bin_chrom"):
+        if name in like:
+            coords[name] = ("bin", like[name].values)
+    return xr.DataArray(values, dims=("track", "bin"), coords=coords, name="signal",
+                        attrs={"scale": "arcsinh", "method": method})
+
+
+class EpigenomeImputer(ABC):
+    """Base class of epigenomic imputers: fit on observed tracks, predict named targets.
+
+    Subclasses set :attr:`name` and implement :meth:`fit` and :meth:`_predict`. After each call
+    :attr:`last_run` holds the wall time (and, where a subprocess ran, peak memory).
+    """
+
+    name: ClassVar[str] = "imputer"
+
+    def __init__(self) -> None:
+        self.last_run = ImputationRun()
+        self.training_data: xr.Dataset | None = None
+
+    @abstractmethod
+    def fit(self, ds: xr.Dataset) -> EpigenomeImputer:
+        """Train on the observed tracks of ``ds`` (any scale; converted to arcsinh)."""
+
+    @abstractmethod
+    def _predict(self, observed: xr.Dataset, targets: list[Track]) -> np.ndarray:
+        """Arcsinh predictions ``(len(targets), n_bins)`` from the tracks observed in ``observed``."""
+
+    def parameters(self) -> dict[str, Any]:
+        """The settings that define this imputer, for the results store."""
+        return {}
+
+    def predict(self, targets: Sequence[Track], observed: xr.Dataset | None = None) -> xr.DataArray:
+        """Predict the named ``(cell, assay)`` tracks from the tracks observed in ``observed``.
+
+        Parameters
+        ----------
+        targets
+            Tracks to impute. A target may be observed in ``observed``; its values are never used
+            for its own prediction (each method hides it).
+        observed
+            Signal dataset whose ``observed`` mask says what the imputer may read; by default the
+            dataset given to :meth:`fit`.
+
+        Returns
+        -------
+        xarray.DataArray
+            Arcsinh values with dims ``(track, bin)`` and ``cell``/``assay`` coordinates on
+            ``track``.
+        """
+        if observed is None:
+            if self.training_data is None:
+                raise RuntimeError(f"{self.name}: call fit() before predict()")
+            observed = self.training_data
+        observed = to_arcsinh(observed)
+        targets = [(str(cell), str(assay)) for cell, assay in targets]
+        cells, assays = set(observed["cell"].values), set(observed["assay"].values)
+        for cell, assay in targets:
+            if cell not in cells or assay not in assays:
+                raise ValueError(f"target track {cell}.{assay} is not in the signal dataset "
+                                       f"(cells {sorted(cells)}, assays {sorted(assays)})")
+        start = time.perf_counter()
+        values = self._predict(observed, targets)
+        self.last_run = ImputationRun(seconds=time.perf_counter() - start)
+        return prediction_array(values, targets, observed, self.name)
+
+
+class AverageImputer(EpigenomeImputer):
+    """AVG: the mean of the target assay over the other cell types where it is observed.
+
+    Averaging is done on the arcsinh scale, the scale every method here is trained and scored on
+    (research/epigenomic_imputation.md §2.4). A target whose assay is observed in no other cell
+    type cannot be imputed this way and raises ``ValueError``.
+    """
+
+    name = "avg"
+
+    def fit(self, ds: xr.Dataset) -> AverageImputer:
+        self.training_data = to_arcsinh(ds)
+        return self
+
+    def _predict(self, observed: xr.Dataset, targets: list[Track]) -> np.ndarray:
+        out = np.empty((len(targets), observed.sizes["bin"]), dtype=np.float32)
+        mask = observed["observed"]
+        for row, (cell, assay) in enumerate(targets):
+            donors = [str(c) for c in observed["cell"].values
+                      if c != cell and bool(mask.sel(cell=c, assay=assay))]
+            if not donors:
+                raise ValueError(f"avg: assay {assay} is observed in no cell type other than "
+                                       f"{cell}, so {cell}.{assay} has no average to impute from")
+            signal = observed["signal"].sel(assay=assay, cell=donors)
+            out[row] = signal.mean("cell").values
+        return out
