@@ -1,0 +1,706 @@
+"""PREDICTD-style and Avocado-style tensor-factorisation baselines of eDICE (re-implemented).
+
+Both baselines are **re-implementations** in torch (neither PREDICTD, a PySpark program, nor
+Avocado, a Keras/Theano package, has an installable form that runs here). They follow
+research/epigenomic_imputation.md §2.1-2.2 (the authors' code) and the eDICE paper's Methods
+("Baselines"). Values are arcsinh throughout, like every imputer in
+:mod:`analysislib.epigenome.imputer`.
+
+**PREDICTD** (Durham et al. 2018; ``tdurham86/PREDICTD``, ``predictd_lib.py``): a 3-D CP
+factorisation with biases,
+
+    ŷ[c, a, g] = Σ_f C[c, f] A[a, f] G[g, f] + b_c[c] + b_a[a] + b_g[g] + mean.
+
+The biases start from data means (``calc_dim_bias``: the global mean of the observed entries,
+then each cell type's, assay's and bin's mean deviation from it), the factors from
+U(−0.33, 0.33). Training is Adam (β = 0.9, 0.999, ε = 1e-8) on minibatches of observed entries
+of a random ``training_fraction`` of the bins; each entry contributes its squared error plus the
+L2 penalties of the factor rows it touches, ``rc·|C_c|² + ra·|A_a|² + ri·|G_g|²`` (the per-sample
+SGD objective of the original; bias penalties are 0 there). Then, as in PREDICTD's final pass,
+the genome factors of **every** bin are refitted in closed form with C and A fixed: a ridge
+regression per bin of the observed tracks' residuals on the rows ``C_c ∘ A_a``
+(λ = ``ri2`` = 2.9), the genome bias entering as an unpenalised intercept. Predictions therefore
+work on any bins, streamed in chunks. Left open and fixed here: the number of passes (PREDICTD
+stops by a Wilcoxon test on validation windows; here ``epochs`` passes over the training
+entries), a single model instead of PREDICTD's ensemble of bags, and no learning-rate search.
+
+**Avocado** (Schreiber et al. 2020; ``jmschrei/avocado``, ``model.py``): learned embeddings of
+the cell type (32), assay (256) and genomic position at three resolutions (25 bp: 25 factors;
+250 bp: 40; 5 kbp: 45) are concatenated and passed through ``n_layers`` × ``Dense(n_nodes,
+relu)`` and a linear ``Dense(1)``, trained with MSE and Adam (Keras defaults, lr 1e-3). Each
+training example is a random position paired with a random training track (the ``"random"``
+(permuted) generator; an epoch is ``epoch_size`` batches, or one pass over the bins when
+``None``). Embeddings use Keras's U(−0.05, 0.05) initialiser and dense layers Glorot-uniform.
+Genome embeddings exist only for the fitted bins: to predict on other bins (another chromosome),
+the network, cell and assay embeddings are frozen and new genome embeddings are fitted on the
+tracks observed there (``genome_epochs``), the two-stage scheme the eDICE authors used to
+retrain Avocado on their split (paper Methods; maintainer's advice in Avocado issue #7).
+
+Both models learn from every track observed at fit time; a target that was observed then has
+informed the shared factors, so hide evaluation tracks before :meth:`fit` (a warning says so).
+Their node sets (cell types, assays) are fixed at fit time; other targets raise ``ValueError``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import nn
+
+from analysislib.epigenome.edice import _dense_signal, _subset
+from analysislib.epigenome.imputer import EpigenomeImputer
+from analysislib.epigenome.tensor import to_arcsinh
+
+__all__ = [
+    "AVOCADO_PRESETS",
+    "PREDICTD_PRESETS",
+    "AvocadoConfig",
+    "AvocadoImputer",
+    "AvocadoModel",
+    "PredictdConfig",
+    "PredictdImputer",
+    "PredictdModel",
+    "avocado_config",
+    "predictd_config",
+    "ridge_genome_factors",
+]
+
+Track = tuple[str, str]
+
+
+def _make_config(cls: type, presets: dict[str, dict[str, Any]], preset: str,
+                 overrides: dict[str, Any], what: str) -> Any:
+    if preset not in presets:
+        raise ValueError(f"unknown {what} preset {preset!r}; choose from {sorted(presets)}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} setting(s) {unknown}; known: {sorted(known)}")
+    return cls(**{**presets[preset], **overrides})
+
+
+def _positive(obj: Any, names: Sequence[str], what: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value is not None and not value > 0:
+            raise ValueError(f"{what} {name} must be positive, got {value!r}")
+
+
+def _node_index(imputer: Any, targets: Sequence[Track]) -> list[tuple[int, int]]:
+    cell_id = {c: i for i, c in enumerate(imputer.cells_)}
+    assay_id = {a: i for i, a in enumerate(imputer.assays_)}
+    out = []
+    for cell, assay in targets:
+        if cell not in cell_id or assay not in assay_id:
+            raise ValueError(
+                f"{imputer.name}: cannot predict {cell}.{assay}: the model's cell types and "
+                f"assays are fixed at fit time (cells {imputer.cells_}, assays "
+                f"{imputer.assays_}); refit on a dataset that includes them")
+        out.append((cell_id[cell], assay_id[assay]))
+    trained = [f"{imputer.cells_[c]}.{imputer.assays_[a]}" for c, a in out
+               if imputer.train_mask_[c, a]]
+    if trained:
+        warnings.warn(f"{imputer.name}: target(s) {trained[:5]} were observed at fit time and "
+                      "informed the shared factors; hide them before fit() for an honest "
+                      "evaluation", stacklevel=4)
+    return out
+
+
+def _observed_inputs(imputer: Any, observed: xr.Dataset, exclude: Sequence[tuple[int, int]]
+                     ) -> tuple[xr.DataArray, list[int], list[int], np.ndarray]:
+    """Signal ``(bin, cell, assay)``, model/dataset index maps and the usable input mask."""
+    ds_cells = [str(c) for c in observed["cell"].values]
+    ds_assays = [str(a) for a in observed["assay"].values]
+    cell_id = {c: i for i, c in enumerate(imputer.cells_)}
+    assay_id = {a: i for i, a in enumerate(imputer.assays_)}
+    mask = np.asarray(observed["observed"].transpose("cell", "assay").values, dtype=bool)
+    rows = [i for i, c in enumerate(ds_cells) if c in cell_id]
+    cols = [j for j, a in enumerate(ds_assays) if a in assay_id]
+    support = np.zeros((len(imputer.cells_), len(imputer.assays_)), dtype=bool)
+    model_rows = [cell_id[ds_cells[i]] for i in rows]
+    model_cols = [assay_id[ds_assays[j]] for j in cols]
+    support[np.ix_(model_rows, model_cols)] = mask[np.ix_(rows, cols)]
+    for c, a in exclude:
+        support[c, a] = False
+    signal = observed["signal"].transpose("bin", "cell", "assay")
+    signal = signal.isel(cell=rows, assay=cols)
+    return signal, model_rows, model_cols, support
+
+
+def _chunk_values(signal: xr.DataArray, start: int, stop: int, shape: tuple[int, int],
+                  model_rows: list[int], model_cols: list[int], support: np.ndarray,
+                  method: str) -> np.ndarray:
+    chunk = np.asarray(signal.isel(bin=slice(start, stop)).values, dtype=np.float32)
+    values = np.zeros((stop - start, *shape), dtype=np.float32)
+    values[:, np.array(model_rows, dtype=int)[:, None], np.array(model_cols, dtype=int)[None]] = (
+        chunk)
+    values = np.where(support[None], values, np.float32(0))
+    if not np.isfinite(values).all():
+        b = int(np.argwhere(~np.isfinite(values))[0][0])
+        raise ValueError(f"{method}: an observed input track has a non-finite value at bin "
+                         f"{start + b}")
+    return values
+
+
+class _EntryBatches:
+    """Minibatches of observed entries ``(bin position, cell, assay, value)`` in random order."""
+
+    def __init__(self, entries: tuple[np.ndarray, ...], batch_size: int,
+                 generator: torch.Generator) -> None:
+        self.entries, self.batch_size = entries, batch_size
+        self.order = torch.randperm(len(entries[0]), generator=generator).numpy()
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.order) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        for start in range(0, len(self.order), self.batch_size):
+            idx = self.order[start:start + self.batch_size]
+            yield tuple(torch.from_numpy(np.ascontiguousarray(e[idx])) for e in self.entries)
+
+
+def _observed_entries(values: np.ndarray, mask: np.ndarray,
+                      bins: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Flattened observed entries of ``values[bins]``: local bin index, cell, assay, value."""
+    cells, assays = np.nonzero(mask)
+    local = np.repeat(np.arange(len(bins)), len(cells))
+    c = np.tile(cells, len(bins))
+    a = np.tile(assays, len(bins))
+    y = values[bins][:, cells, assays].reshape(-1)
+    return local.astype(np.int64), c.astype(np.int64), a.astype(np.int64), y.astype(np.float32)
+
+
+# =========================================================================== PREDICTD
+
+
+@dataclass(frozen=True)
+class PredictdConfig:
+    """Hyperparameters of the PREDICTD-style factorisation (``train_model.py`` defaults).
+
+    Attributes
+    ----------
+    n_factors
+        Latent factors F (100).
+    lr
+        Adam learning rate (0.005).
+    batch_size
+        Observed entries per minibatch (PREDICTD's 5000 SGD steps per parallel iteration).
+    rc, ra, ri
+        L2 penalties of the cell, assay and genome factor rows (3.66, 1.23e-7, 1.23e-5).
+    ri2
+        Ridge penalty of the final closed-form genome-factor refit (2.9).
+    training_fraction
+        Share of the bins trained on (0.01 of the genome).
+    min_training_bins
+        Lower bound on the bins trained on, for short inputs.
+    epochs
+        Passes over the training entries.
+    seed
+        Seed of initialisation, bin subset and data order.
+    """
+
+    n_factors: int = 100
+    lr: float = 0.005
+    batch_size: int = 5000
+    rc: float = 3.66
+    ra: float = 1.23e-7
+    ri: float = 1.23e-5
+    ri2: float = 2.9
+    training_fraction: float = 0.01
+    min_training_bins: int = 1000
+    epochs: int = 30
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _positive(self, ("n_factors", "lr", "batch_size", "training_fraction",
+                         "min_training_bins"), "PREDICTD")
+        if min(self.rc, self.ra, self.ri, self.ri2) < 0:
+            raise ValueError("PREDICTD penalties rc, ra, ri, ri2 must be >= 0")
+        if not self.training_fraction <= 1:
+            raise ValueError("PREDICTD training_fraction must be in (0, 1]")
+        if int(self.epochs) != self.epochs or self.epochs < 0:
+            raise ValueError(f"PREDICTD epochs must be a non-negative integer, got {self.epochs}")
+
+
+#: ``paper``: PREDICTD's defaults; ``quick``: 16 factors on 10 % of the bins (same code path).
+PREDICTD_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "quick": {"n_factors": 16, "training_fraction": 0.1, "min_training_bins": 1000,
+              "batch_size": 2000, "epochs": 20},
+}
+
+
+def predictd_config(preset: str = "paper", **overrides: Any) -> PredictdConfig:
+    """Build a :class:`PredictdConfig` from a preset (:data:`PREDICTD_PRESETS`) and overrides."""
+    return _make_config(PredictdConfig, PREDICTD_PRESETS, preset, overrides, "PREDICTD")
+
+
+class PredictdModel(nn.Module):
+    """CP factors and biases of PREDICTD over the training bins.
+
+    Parameters
+    ----------
+    n_cells, n_assays, n_bins, n_factors
+        Tensor and factor sizes.
+    """
+
+    def __init__(self, n_cells: int, n_assays: int, n_bins: int, n_factors: int) -> None:
+        super().__init__()
+        self.cell = nn.Parameter(torch.empty(n_cells, n_factors).uniform_(-0.33, 0.33))
+        self.assay = nn.Parameter(torch.empty(n_assays, n_factors).uniform_(-0.33, 0.33))
+        self.genome = nn.Parameter(torch.empty(n_bins, n_factors).uniform_(-0.33, 0.33))
+        self.cell_bias = nn.Parameter(torch.zeros(n_cells))
+        self.assay_bias = nn.Parameter(torch.zeros(n_assays))
+        self.genome_bias = nn.Parameter(torch.zeros(n_bins))
+        self.register_buffer("mean", torch.zeros(()))
+
+    def init_biases(self, values: np.ndarray, mask: np.ndarray) -> None:
+        """Biases from data means (``calc_dim_bias``) of ``values`` ``(bins, cells, assays)``."""
+        cells, assays = np.nonzero(mask)
+        obs = values[:, cells, assays].astype(np.float64)  # (bins, n_observed)
+        mean = obs.mean()
+        cell_bias = np.zeros(mask.shape[0])
+        assay_bias = np.zeros(mask.shape[1])
+        for c in np.unique(cells):
+            cell_bias[c] = obs[:, cells == c].mean() - mean
+        for a in np.unique(assays):
+            assay_bias[a] = obs[:, assays == a].mean() - mean
+        with torch.no_grad():
+            self.mean.fill_(mean)
+            self.cell_bias.copy_(torch.as_tensor(cell_bias))
+            self.assay_bias.copy_(torch.as_tensor(assay_bias))
+            self.genome_bias.copy_(torch.as_tensor(obs.mean(1) - mean))
+
+    def forward(self, g: torch.Tensor, c: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Predictions for entries at training-bin positions ``g``, cells ``c``, assays ``a``."""
+        return ((self.cell[c] * self.assay[a] * self.genome[g]).sum(-1) + self.cell_bias[c]
+                + self.assay_bias[a] + self.genome_bias[g] + self.mean)
+
+
+def ridge_genome_factors(residual: np.ndarray, design: np.ndarray,
+                         penalty: float) -> tuple[np.ndarray, np.ndarray]:
+    """Closed-form genome factors and biases per bin with the cell and assay factors fixed.
+
+    For every bin ``g`` solves ``min Σ_t (r[g, t] − b_g − X[t]·G_g)² + penalty·|G_g|²`` with an
+    unpenalised intercept ``b_g``, where ``X[t] = C_c ∘ A_a`` for input track ``t``.
+
+    Parameters
+    ----------
+    residual
+        ``(n_bins, n_tracks)``: observed values minus cell bias, assay bias and global mean.
+    design
+        ``(n_tracks, n_factors)``: the rows ``C_c ∘ A_a`` of the input tracks.
+    penalty
+        Ridge λ (PREDICTD's ``ri2``).
+
+    Returns
+    -------
+    factors, bias
+        ``(n_bins, n_factors)`` and ``(n_bins,)``.
+    """
+    n_tracks, n_factors = design.shape
+    if n_tracks == 0:
+        raise ValueError("PREDICTD needs at least one observed input track to refit the genome "
+                         "factors")
+    # Centre to absorb the unpenalised intercept, then ridge on the centred design.
+    x_mean = design.mean(0)
+    xc = design - x_mean
+    gram = xc.T @ xc + penalty * np.eye(n_factors)
+    r_mean = residual.mean(1, keepdims=True)
+    factors = np.linalg.solve(gram, xc.T @ (residual - r_mean).T).T
+    bias = r_mean[:, 0] - factors @ x_mean
+    return factors, bias
+
+
+class PredictdImputer(EpigenomeImputer):
+    """PREDICTD-style CP factorisation (re-implemented; see the module docstring).
+
+    Parameters
+    ----------
+    preset
+        ``"paper"`` or ``"quick"`` (:data:`PREDICTD_PRESETS`).
+    device
+        Torch device preference (:func:`analysislib.training.select_device`).
+    chunk_bins
+        Bins refitted and predicted at a time.
+    progress
+        tqdm bars during training.
+    **overrides
+        :class:`PredictdConfig` fields.
+    """
+
+    name = "predictd"
+
+    def __init__(self, preset: str = "quick", *, device: str = "auto", chunk_bins: int = 200_000,
+                 progress: bool | None = None, **overrides: Any) -> None:
+        super().__init__()
+        self.preset = preset
+        self.config = predictd_config(preset, **overrides)
+        self.device_preference, self.chunk_bins, self.progress = device, int(chunk_bins), progress
+        self.model: PredictdModel | None = None
+        self.cells_: list[str] = []
+        self.assays_: list[str] = []
+        self.train_mask_ = np.zeros((0, 0), dtype=bool)
+        self.history: list[dict[str, Any]] = []
+
+    def parameters(self) -> dict[str, Any]:
+        """Preset and hyperparameters, for the results store."""
+        return {"preset": self.preset, **asdict(self.config)}
+
+    def fit(self, ds: xr.Dataset) -> PredictdImputer:
+        """Train the factors on the observed tracks of a random share of the bins of ``ds``."""
+        from analysislib.training import fit, seed_everything, select_device
+
+        cfg = self.config
+        n_bins = ds.sizes["bin"]
+        size = min(n_bins, max(cfg.min_training_bins, round(cfg.training_fraction * n_bins)))
+        # Only the training bins are read (genome-length inputs may be lazy).
+        values, mask = _dense_signal(ds.isel(bin=_subset(n_bins, size, cfg.seed, 3)), self.name)
+        if mask.sum() < 2:
+            raise ValueError("predictd: needs at least 2 observed tracks")
+        bins = np.arange(values.shape[0])
+        device = select_device(self.device_preference)
+        seed_everything(cfg.seed)
+        model = PredictdModel(mask.shape[0], mask.shape[1], len(bins), cfg.n_factors)
+        model.init_biases(values[bins], mask)
+        model.to(device)
+        entries = _observed_entries(values, mask, bins)
+
+        def train_step(net: PredictdModel, batch: tuple[torch.Tensor, ...], ctx: Any
+                       ) -> dict[str, torch.Tensor]:
+            g, c, a, y = batch
+            error = ((net(g, c, a) - y) ** 2).mean()
+            penalty = (cfg.rc * (net.cell[c] ** 2).sum(-1) + cfg.ra * (net.assay[a] ** 2).sum(-1)
+                       + cfg.ri * (net.genome[g] ** 2).sum(-1)).mean()
+            return {"loss": error + penalty, "mse": error.detach()}
+
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+        result = fit(model, optimizer, train_step,
+                     lambda epoch, gen: _EntryBatches(entries, cfg.batch_size, gen),
+                     epochs=cfg.epochs, seed=cfg.seed, progress=self.progress)
+        self.history = list(result.history)
+        self.model = model.eval()
+        self.cells_ = [str(c) for c in ds["cell"].values]
+        self.assays_ = [str(a) for a in ds["assay"].values]
+        self.train_mask_ = mask
+        self.training_data = to_arcsinh(ds)
+        return self
+
+    def _predict(self, observed: xr.Dataset, targets: list[Track]) -> np.ndarray:
+        if self.model is None:
+            raise RuntimeError("predictd: call fit() before predict()")
+        index = _node_index(self, targets)
+        signal, rows, cols, support = _observed_inputs(self, observed, index)
+        cells, assays = np.nonzero(support)
+        with torch.no_grad():
+            c_f = self.model.cell.double().cpu().numpy()
+            a_f = self.model.assay.double().cpu().numpy()
+            c_b = self.model.cell_bias.double().cpu().numpy()
+            a_b = self.model.assay_bias.double().cpu().numpy()
+            mean = float(self.model.mean)
+        design = c_f[cells] * a_f[assays]
+        offset = c_b[cells] + a_b[assays] + mean
+        t_cells = np.array([c for c, _ in index])
+        t_assays = np.array([a for _, a in index])
+        t_design = c_f[t_cells] * a_f[t_assays]
+        t_offset = c_b[t_cells] + a_b[t_assays] + mean
+        n_bins = observed.sizes["bin"]
+        out = np.empty((len(index), n_bins), dtype=np.float32)
+        for start in range(0, n_bins, self.chunk_bins):
+            stop = min(start + self.chunk_bins, n_bins)
+            values = _chunk_values(signal, start, stop, support.shape, rows, cols, support,
+                                   self.name)
+            residual = values[:, cells, assays].astype(np.float64) - offset
+            factors, bias = ridge_genome_factors(residual, design, self.config.ri2)
+            out[:, start:stop] = (t_design @ factors.T + bias + t_offset[:, None])
+        return out
+
+
+# =========================================================================== Avocado
+
+
+@dataclass(frozen=True)
+class AvocadoConfig:
+    """Hyperparameters of the Avocado-style model (``avocado/model.py`` defaults).
+
+    Attributes
+    ----------
+    n_celltype_factors, n_assay_factors
+        Cell-type (32) and assay (256) embedding widths.
+    n_25bp_factors, n_250bp_factors, n_5kbp_factors
+        Genome embedding widths at 25 bp (25), 250 bp (40) and 5 kbp (45); the coarser ones are
+        shared by 10 and 200 consecutive bins.
+    n_layers, n_nodes
+        Dense ReLU layers and their width (2 × 2048).
+    lr, batch_size
+        Adam learning rate (Keras default 1e-3) and examples per batch (40,000).
+    epochs, epoch_size
+        Epochs, and batches per epoch (120; ``None``: one pass over the bins).
+    genome_epochs
+        Epochs of the genome-only stage that fits embeddings for bins not seen at fit time.
+    seed
+        Seed of initialisation and sampling.
+    """
+
+    n_celltype_factors: int = 32
+    n_assay_factors: int = 256
+    n_25bp_factors: int = 25
+    n_250bp_factors: int = 40
+    n_5kbp_factors: int = 45
+    n_layers: int = 2
+    n_nodes: int = 2048
+    lr: float = 1e-3
+    batch_size: int = 40_000
+    epochs: int = 200
+    epoch_size: int | None = 120
+    genome_epochs: int = 50
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _positive(self, ("n_celltype_factors", "n_assay_factors", "n_25bp_factors",
+                         "n_250bp_factors", "n_5kbp_factors", "n_nodes", "lr", "batch_size",
+                         "epoch_size"), "Avocado")
+        for name in ("n_layers", "epochs", "genome_epochs"):
+            value = getattr(self, name)
+            if int(value) != value or value < 0:
+                raise ValueError(f"Avocado {name} must be a non-negative integer, got {value!r}")
+
+
+#: ``paper``: Avocado's defaults; ``quick``: the README's small CPU recipe (1 × 128 nodes,
+#: factors 32/24/10/20/30, batches of 10,000), one pass over the bins per epoch.
+AVOCADO_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "quick": {"n_layers": 1, "n_nodes": 128, "n_assay_factors": 24, "n_celltype_factors": 32,
+              "n_25bp_factors": 10, "n_250bp_factors": 20, "n_5kbp_factors": 30,
+              "batch_size": 10_000, "epochs": 40, "epoch_size": None, "genome_epochs": 20},
+}
+
+
+def avocado_config(preset: str = "paper", **overrides: Any) -> AvocadoConfig:
+    """Build an :class:`AvocadoConfig` from a preset (:data:`AVOCADO_PRESETS`) and overrides."""
+    return _make_config(AvocadoConfig, AVOCADO_PRESETS, preset, overrides, "Avocado")
+
+
+def _embedding(n: int, dim: int) -> nn.Embedding:
+    layer = nn.Embedding(n, dim)
+    nn.init.uniform_(layer.weight, -0.05, 0.05)
+    return layer
+
+
+class AvocadoModel(nn.Module):
+    """Cell, assay and three-resolution genome embeddings feeding a dense network.
+
+    Parameters
+    ----------
+    n_cells, n_assays, n_bins
+        Embedding table sizes (the genome tables have ``n_bins``, ``n_bins // 10 + 1`` and
+        ``n_bins // 200 + 1`` rows).
+    config
+        Widths and depth.
+    """
+
+    def __init__(self, n_cells: int, n_assays: int, n_bins: int, config: AvocadoConfig) -> None:
+        super().__init__()
+        self.cell = _embedding(n_cells, config.n_celltype_factors)
+        self.assay = _embedding(n_assays, config.n_assay_factors)
+        self.genome = self.new_genome(n_bins, config)
+        width = (config.n_celltype_factors + config.n_assay_factors + config.n_25bp_factors
+                 + config.n_250bp_factors + config.n_5kbp_factors)
+        layers: list[nn.Module] = []
+        for _ in range(config.n_layers):
+            dense = nn.Linear(width, config.n_nodes)
+            nn.init.xavier_uniform_(dense.weight)
+            nn.init.zeros_(dense.bias)
+            layers += [dense, nn.ReLU()]
+            width = config.n_nodes
+        out = nn.Linear(width, 1)
+        nn.init.xavier_uniform_(out.weight)
+        nn.init.zeros_(out.bias)
+        self.network = nn.Sequential(*layers, out)
+
+    @staticmethod
+    def new_genome(n_bins: int, config: AvocadoConfig) -> nn.ModuleList:
+        """Fresh genome embeddings at 25 bp, 250 bp and 5 kbp for ``n_bins`` bins."""
+        return nn.ModuleList([_embedding(n_bins, config.n_25bp_factors),
+                              _embedding(n_bins // 10 + 1, config.n_250bp_factors),
+                              _embedding(n_bins // 200 + 1, config.n_5kbp_factors)])
+
+    def forward(self, g: torch.Tensor, c: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Predictions for bins ``g``, cells ``c`` and assays ``a`` (equal-length id tensors)."""
+        x = torch.cat([self.cell(c), self.assay(a), self.genome[0](g), self.genome[1](g // 10),
+                       self.genome[2](g // 200)], dim=-1)
+        return self.network(x)[..., 0]
+
+
+class AvocadoImputer(EpigenomeImputer):
+    """Avocado-style deep tensor factorisation (re-implemented; see the module docstring).
+
+    Parameters
+    ----------
+    preset
+        ``"paper"`` or ``"quick"`` (:data:`AVOCADO_PRESETS`).
+    device
+        Torch device preference.
+    chunk_bins
+        Bins predicted at a time.
+    progress
+        tqdm bars during training.
+    **overrides
+        :class:`AvocadoConfig` fields.
+    """
+
+    name = "avocado"
+
+    def __init__(self, preset: str = "quick", *, device: str = "auto", chunk_bins: int = 100_000,
+                 progress: bool | None = None, **overrides: Any) -> None:
+        super().__init__()
+        self.preset = preset
+        self.config = avocado_config(preset, **overrides)
+        self.device_preference, self.chunk_bins, self.progress = device, int(chunk_bins), progress
+        self.model: AvocadoModel | None = None
+        self.cells_: list[str] = []
+        self.assays_: list[str] = []
+        self.train_mask_ = np.zeros((0, 0), dtype=bool)
+        self.history: list[dict[str, Any]] = []
+        self._bins_key: tuple[Any, ...] | None = None
+        self._genome_cache: dict[tuple[Any, ...], Any] = {}
+
+    def parameters(self) -> dict[str, Any]:
+        """Preset and hyperparameters, for the results store."""
+        return {"preset": self.preset, **asdict(self.config)}
+
+    @staticmethod
+    def _key(ds: xr.Dataset) -> tuple[Any, ...]:
+        starts = ds["bin_start"].values if "bin_start" in ds else np.arange(ds.sizes["bin"])
+        chroms = ds["bin_chrom"].values if "bin_chrom" in ds else np.array([])
+        return (ds.sizes["bin"], hash(np.asarray(starts).tobytes()),
+                hash(tuple(np.unique(chroms).tolist())))
+
+    def _train(self, values: np.ndarray, mask: np.ndarray, epochs: int,
+               params: list[nn.Parameter]) -> list[dict[str, Any]]:
+        from analysislib.training import fit
+
+        cfg = self.config
+        assert self.model is not None
+        cells, assays = np.nonzero(mask)
+        n_bins = values.shape[0]
+        data = torch.from_numpy(values)
+
+        class _Batches:
+            def __init__(self, generator: torch.Generator) -> None:
+                self.generator = generator
+                self.n = (math.ceil(n_bins / cfg.batch_size) if cfg.epoch_size is None
+                          else int(cfg.epoch_size))
+
+            def __len__(self) -> int:
+                return self.n
+
+            def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+                if cfg.epoch_size is None:
+                    positions = torch.randperm(n_bins, generator=self.generator)
+                else:
+                    positions = torch.randint(n_bins, (self.n * cfg.batch_size,),
+                                              generator=self.generator)
+                for start in range(0, len(positions), cfg.batch_size):
+                    g = positions[start:start + cfg.batch_size]
+                    track = torch.randint(len(cells), (len(g),), generator=self.generator)
+                    c = torch.as_tensor(cells)[track]
+                    a = torch.as_tensor(assays)[track]
+                    yield g, c, a, data[g, c, a]
+
+        def train_step(net: AvocadoModel, batch: tuple[torch.Tensor, ...], ctx: Any
+                       ) -> torch.Tensor:
+            g, c, a, y = batch
+            return ((net(g, c, a) - y) ** 2).mean()
+
+        optimizer = torch.optim.Adam(params, lr=cfg.lr)
+        result = fit(self.model, optimizer, train_step, lambda epoch, gen: _Batches(gen),
+                     epochs=epochs, seed=cfg.seed, progress=self.progress)
+        return list(result.history)
+
+    def fit(self, ds: xr.Dataset) -> AvocadoImputer:
+        """Train every embedding and the network on the observed tracks of ``ds``."""
+        from analysislib.training import seed_everything, select_device
+
+        values, mask = _dense_signal(ds, self.name)
+        if not mask.any():
+            raise ValueError("avocado: the dataset has no observed track")
+        seed_everything(self.config.seed)
+        self.model = AvocadoModel(mask.shape[0], mask.shape[1], values.shape[0],
+                                  self.config).to(select_device(self.device_preference))
+        self.history = self._train(values, mask, self.config.epochs,
+                                   list(self.model.parameters()))
+        self.model.eval()
+        self.cells_ = [str(c) for c in ds["cell"].values]
+        self.assays_ = [str(a) for a in ds["assay"].values]
+        self.train_mask_ = mask
+        self._bins_key = self._key(ds)
+        self._genome_cache = {self._bins_key: self.model.genome}
+        self.training_data = to_arcsinh(ds)
+        return self
+
+    def fit_genome(self, ds: xr.Dataset) -> nn.ModuleList:
+        """Second stage: fit genome embeddings for the bins of ``ds``, all else frozen.
+
+        Uses the tracks observed in ``ds`` (in the model's cells and assays) for
+        :attr:`AvocadoConfig.genome_epochs` epochs; the result is cached for these bins.
+        """
+        from analysislib.training import seed_everything
+
+        if self.model is None:
+            raise RuntimeError("avocado: call fit() before fit_genome()")
+        key = self._key(ds)
+        if key in self._genome_cache:
+            return self._genome_cache[key]
+        ds = to_arcsinh(ds)
+        signal, rows, cols, support = _observed_inputs(self, ds, [])
+        if not support.any():
+            raise ValueError("avocado: no track of the fitted cell types and assays is observed "
+                             "on these bins, so their genome embeddings cannot be fitted")
+        values = _chunk_values(signal, 0, ds.sizes["bin"], support.shape, rows, cols, support,
+                               self.name)
+        fitted_genome = self.model.genome
+        seed_everything(self.config.seed + 1)
+        device = next(self.model.parameters()).device
+        self.model.genome = AvocadoModel.new_genome(values.shape[0], self.config).to(device)
+        frozen = [p for name, p in self.model.named_parameters() if not name.startswith("genome")]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            self._train(values, support, self.config.genome_epochs,
+                        list(self.model.genome.parameters()))
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+        genome = self.model.genome
+        self.model.genome = fitted_genome
+        self.model.eval()
+        self._genome_cache[key] = genome
+        return genome
+
+    def _predict(self, observed: xr.Dataset, targets: list[Track]) -> np.ndarray:
+        if self.model is None:
+            raise RuntimeError("avocado: call fit() before predict()")
+        index = _node_index(self, targets)
+        genome = self.fit_genome(observed)
+        fitted_genome, self.model.genome = self.model.genome, genome
+        device = next(self.model.parameters()).device
+        n_bins = observed.sizes["bin"]
+        out = np.empty((len(index), n_bins), dtype=np.float32)
+        try:
+            with torch.no_grad():
+                for start in range(0, n_bins, self.chunk_bins):
+                    g = torch.arange(start, min(start + self.chunk_bins, n_bins), device=device)
+                    for row, (c, a) in enumerate(index):
+                        out[row, start:start + len(g)] = self.model(
+                            g, torch.full_like(g, c), torch.full_like(g, a)).cpu().numpy()
+        finally:
+            self.model.genome = fitted_genome
+        return out
