@@ -56,8 +56,10 @@ TASK = "genotype_imputation"
 IMPUTERS: dict[str, str | Callable[..., GenotypeImputer]] = {
     "allele_frequency": "analysislib.genotype.imputer:AlleleFrequencyImputer",
     "beagle": "analysislib.genotype.hmm:BeagleImputer",
+    "biunet": "analysislib.genotype.unet:BiUNetImputer",
     "dae": "analysislib.genotype.dae:DAEImputer",
     "minimac4": "analysislib.genotype.hmm:Minimac4Imputer",
+    "scda": "analysislib.genotype.unet:SCDAImputer",
 }
 
 

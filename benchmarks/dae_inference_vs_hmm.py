@@ -5,8 +5,11 @@ held out as targets with one SNP in three typed, the rest is the reference panel
 trained once on the reference (quick preset, ``--epochs``; not timed against the tools), then, with
 the same target VCF and thread count, each repeat times:
 
-* ``impute_vcf`` in this process (bundle load and sha256 check, VCF read, imputation, VCF write);
-* ``analysislib impute`` as a new process (adds interpreter start and imports, torch included);
+* ``impute_vcf`` in this process (bundle load and sha256 check, VCF read, imputation, VCF write),
+  with the default NumPy engine (packed ``weights.npy``) and, for comparison, the torch engine
+  (per-tile ``.pt`` files, the path of bundles written before packing);
+* ``analysislib impute`` as a new process (adds interpreter start and imports; torch is not
+  imported), and the imports alone in a new process (the floor of any command-line run);
 * ``beagle ref= gt= out= nthreads= gp=true``;
 * ``minimac4 ref.msav target.vcf.gz -f GT,DS,GP`` (reference compressed once beforehand).
 
@@ -78,11 +81,21 @@ def main() -> int:
         print(f"targets {masked.target.sizes['samples']} samples x {masked.target.sizes['variants']} "
               f"typed of {ds.sizes['variants']}; bundle of {len(tiles)} tiles trained in "
               f"{time.perf_counter() - started:.1f} s ({args.epochs} epochs)\n")
-        times: dict[str, list[float]] = {"dae (in process)": [], "dae (analysislib impute)": [],
+        times: dict[str, list[float]] = {"dae (in process)": [], "dae (in process, torch)": [],
+                                         "dae (analysislib impute)": [], "imports (new process)": [],
                                          "beagle": [], "minimac4": []}
+        stages: dict[str, list[float]] = {}
+        impute_vcf(bundle_dir, target_vcf, work / "warm.vcf.gz", threads=args.threads, engine="torch")
         for _ in range(args.repeats):
             report = impute_vcf(bundle_dir, target_vcf, work / "dae.vcf.gz", threads=args.threads)
             times["dae (in process)"].append(report.seconds["total"])
+            for stage, seconds in report.seconds.items():
+                stages.setdefault(stage, []).append(seconds)
+            report = impute_vcf(bundle_dir, target_vcf, work / "dae_torch.vcf.gz", threads=args.threads,
+                                engine="torch")
+            times["dae (in process, torch)"].append(report.seconds["total"])
+            times["imports (new process)"].append(_timed(
+                [sys.executable, "-c", "import analysislib.cli, analysislib.genotype.dae, analysislib.io.vcf"]))
             times["dae (analysislib impute)"].append(_timed(
                 [sys.executable, "-m", "analysislib.cli", "impute", "--models", str(bundle_dir),
                  str(target_vcf), str(work / "dae_cli.vcf.gz"), "--threads", str(args.threads)]))
@@ -101,13 +114,17 @@ def main() -> int:
             return float(aggregate_r2(imputed["call_dosage"].values, true_counts,
                                       np.asarray(masked.score_mask)[rows]))
 
-        outputs = {"dae (in process)": "dae.vcf.gz", "dae (analysislib impute)": "dae_cli.vcf.gz",
-                   "beagle": "beagle.vcf.gz", "minimac4": "minimac4.vcf.gz"}
+        outputs = {"dae (in process)": "dae.vcf.gz", "dae (in process, torch)": "dae_torch.vcf.gz",
+                   "dae (analysislib impute)": "dae_cli.vcf.gz", "beagle": "beagle.vcf.gz",
+                   "minimac4": "minimac4.vcf.gz"}
         medians = {k: statistics.median(v) for k, v in times.items()}
         print(f"{'method':<26} {'median s':>9} {'beagle/this':>12} {'minimac4/this':>14} {'aggregate r2':>13}")
         for method, seconds in medians.items():
-            print(f"{method:<26} {seconds:>9.2f} {medians['beagle'] / seconds:>12.2f} "
-                  f"{medians['minimac4'] / seconds:>14.2f} {score(work / outputs[method]):>13.3f}")
+            r2 = f"{score(work / outputs[method]):>13.3f}" if method in outputs else f"{'':>13}"
+            print(f"{method:<26} {seconds:>9.3f} {medians['beagle'] / seconds:>12.2f} "
+                  f"{medians['minimac4'] / seconds:>14.2f} {r2}")
+        print("\nimpute_vcf stages (NumPy engine, medians): "
+              + ", ".join(f"{k} {statistics.median(v):.3f} s" for k, v in stages.items()))
     return 0
 
 

@@ -23,9 +23,11 @@ from analysislib.genotype.autoencoder import (
     kl_sparsity,
     l1_penalty,
     layer_sizes,
+    linear_layers,
     mask_count,
     mask_presence,
     mask_rate_schedule,
+    numpy_forward,
     predict_presence,
     reconstruction_loss,
     train_tile,
@@ -359,6 +361,39 @@ def test_predict_presence_and_validation_r2(ld_tile):
     assert np.nanmax(per_variant) == 0.0
     with pytest.raises(ValueError, match="mask_rate or masked"):
         validation_r2(model, valid)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "leakyrelu", "softplus"])
+def test_numpy_forward_agrees_with_the_torch_module(activation):
+    torch.manual_seed(0)
+    model = SparseDenoisingAutoencoder(13, DAEHyperparameters(n_layers=6, size_ratio=0.7,
+                                                              activation=activation)).eval()
+    with torch.no_grad():  # large weights reach softplus' linear branch and saturate the sigmoid
+        model.encoder[0].weight.mul_(40.0)
+    layers = linear_layers(model.state_dict())
+    assert [w.shape for w, _ in layers] == [(18, 26), (12, 18), (8, 12), (12, 8), (18, 12), (26, 18)]
+    x = np.random.default_rng(1).integers(0, 2, (37, 26)).astype(np.float32)
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(x)).numpy()
+        hidden = model.encoder[0](torch.from_numpy(x)).numpy()
+    assert np.abs(hidden).max() > 25  # the extreme branches are exercised
+    with np.errstate(all="raise"):  # no overflow warnings from exp
+        got = numpy_forward(layers, activation, x, batch_size=10)
+    assert got.dtype == np.float32 and got.shape == (37, 26)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=2e-6)
+
+
+def test_linear_layers_refuse_other_state_dicts():
+    model = SparseDenoisingAutoencoder(4, DAEHyperparameters(n_layers=2))
+    state = model.state_dict()
+    with pytest.raises(ValueError, match="'bias' is not a Linear layer"):
+        linear_layers({"bias": torch.zeros(8)})
+    with pytest.raises(ValueError, match="lacks its weight or bias"):
+        linear_layers({k: v for k, v in state.items() if k != "decoder.0.bias"})
+    with pytest.raises(ValueError, match="model expects \\(samples, 8\\) inputs"):
+        numpy_forward(linear_layers(state), "tanh", np.zeros((2, 6)))
+    with pytest.raises(ValueError, match="unknown activation 'gelu'"):
+        numpy_forward(linear_layers(state), "gelu", np.zeros((2, 8)))
 
 
 def test_bf16_autocast_on_cpu_trains(ld_tile):

@@ -10,9 +10,11 @@ a small simulated panel for a few epochs. Beagle comparisons are marked ``tools`
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -424,6 +426,80 @@ def test_train_bundle_writes_every_tile_and_resumes(panel: xr.Dataset, tmp_path:
         train_bundle(panel, tiles, {0: FAST, 1: FAST}, tmp_path / "other", epochs=3, progress=False)
 
 
+def test_packed_weights_run_without_torch_and_match_it(panel: xr.Dataset, tmp_path: Path):
+    tiles = tile_table(panel.sizes["variants"])
+    hp = {0: FAST, 1: FAST.replace(n_layers=4, activation="relu"), 2: FAST.replace(activation="softplus")}
+    out = tmp_path / "bundle"
+    bundle = train_bundle(panel, tiles, hp, out, epochs=2, progress=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert bundle.packed and manifest["packed_weights"]["file"] == "weights.npy"
+    assert manifest["files"]["weights.npy"] == hashlib.sha256((out / "weights.npy").read_bytes()).hexdigest()
+    # layout: per tile, each Linear layer's weight (out, in) row-major then its bias
+    flat = np.load(out / "weights.npy")
+    state = bundle.load_weights(1)
+    keys = ["encoder.0", "encoder.2", "decoder.0", "decoder.2"]
+    expected = np.concatenate([state[f"{k}.{p}"].numpy().ravel() for k in keys for p in ("weight", "bias")])
+    entry = manifest["tiles"][1]["packed"]
+    assert entry["activation"] == "relu" and entry["widths"][0] == entry["widths"][-1] == 2 * entry_n(manifest, 1)
+    np.testing.assert_array_equal(flat[entry["offset"]:entry["offset"] + expected.size], expected)
+    assert flat.size == manifest["packed_weights"]["size"] == sum(
+        a * b + b for t in manifest["tiles"] for a, b in itertools.pairwise(t["packed"]["widths"]))
+    x = np.random.default_rng(2).integers(0, 2, (9, 2 * entry_n(manifest, 2))).astype(np.float32)
+    np.testing.assert_allclose(bundle.predict(2, x), bundle.predict(2, x, engine="torch"), rtol=1e-5, atol=2e-6)
+    typed = panel.isel(variants=slice(0, None, 3))
+    fast, slow = (impute_dataset(bundle, typed, engine=e, threads=2) for e in ("numpy", "torch"))
+    np.testing.assert_allclose(fast["call_genotype_probability"].values, slow["call_genotype_probability"].values,
+                               atol=2e-6)
+    np.testing.assert_array_equal(fast["call_genotype"].values, slow["call_genotype"].values)
+
+    # A bundle written before packed weights (no weights.npy) still loads and runs through torch.
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    (old / "weights.npy").unlink()
+    legacy = {k: v for k, v in manifest.items() if k != "packed_weights"}
+    legacy["files"] = {k: v for k, v in manifest["files"].items() if k != "weights.npy"}
+    legacy["tiles"] = [{k: v for k, v in t.items() if k != "packed"} for t in manifest["tiles"]]
+    (old / "manifest.json").write_text(json.dumps(legacy))
+    old_bundle = load_bundle(old)
+    assert not old_bundle.packed
+    with pytest.raises(BundleError, match=r"no weights\.npy"):
+        old_bundle.predict(0, x[:, :2 * entry_n(manifest, 0)], engine="numpy")
+    np.testing.assert_array_equal(impute_dataset(old_bundle, typed)["call_dosage"].values,
+                                  slow["call_dosage"].values)
+
+    # The command line imputes a packed bundle without importing torch, with the same output.
+    write_vcf(typed, tmp_path / "in.vcf.gz")
+    impute_vcf(out, tmp_path / "in.vcf.gz", tmp_path / "inproc.vcf.gz")
+    script = ("import sys\nfrom analysislib.cli import main\n"
+              f"code = main(['impute', '--models', {str(out)!r}, {str(tmp_path / 'in.vcf.gz')!r}, "
+              f"{str(tmp_path / 'cli.vcf.gz')!r}])\n"
+              "assert code == 0 and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:3]\n")
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, timeout=120)
+    np.testing.assert_array_equal(read_vcf(tmp_path / "cli.vcf.gz")["call_dosage"].values,
+                                  read_vcf(tmp_path / "inproc.vcf.gz")["call_dosage"].values)
+
+    # The .pt files, unread by NumPy inference, are verified when first read.
+    for folder in (out, old):
+        pt = folder / manifest["tiles"][0]["weights"]
+        pt.write_bytes(pt.read_bytes()[:-1] + b"x")
+    lazy = load_bundle(out)
+    assert impute_dataset(lazy, typed)["call_dosage"].shape == fast["call_dosage"].shape
+    with pytest.raises(BundleChecksumError, match=r"\.pt"):
+        lazy.load_weights(0)
+    with pytest.raises(BundleChecksumError, match=r"\.pt"):
+        load_bundle(old)  # without packed weights every file is checked at load
+
+    # A manifest whose packed entries do not fit the tiles is refused by name.
+    manifest["tiles"][1]["packed"]["offset"] += 1
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"manifest\.json: tile .*'packed' entry .* at offset"):
+        load_bundle(out, verify=False)
+
+
+def entry_n(manifest: dict, tile: int) -> int:
+    return int(manifest["tiles"][tile]["n_variants"])
+
+
 @pytest.mark.slow
 def test_process_pool_and_dask_train_the_same_weights(panel: xr.Dataset, tmp_path: Path):
     distributed = pytest.importorskip("distributed")
@@ -453,6 +529,12 @@ def test_dae_imputer_in_the_evaluation_harness(panel: xr.Dataset, tmp_path: Path
     assert DAEImputer(hparams={"n_layers": 2}).hparams == {"batch_size": 32, "learning_rate": 3e-3, "n_layers": 2}
     assert DAEImputer(preset="full").hparams == {} and DAEImputer(preset="full").epochs is None
     assert DAEImputer(hparams={0: FAST}).hparams == {0: FAST}
+    tuned = DAEImputer(hparams={0: FAST, 1: FAST.to_dict()}, name="dae_tuned")
+    assert tuned.name == "dae_tuned" and DAEImputer().name == "dae"
+    assert tuned.parameters()["hparams"] == {"0": FAST.to_dict(), "1": FAST.to_dict()}
+    assert tuned.parameters()["hparams_per_tile"] and not DAEImputer().parameters()["hparams_per_tile"]
+    with pytest.raises(ValueError, match="name must be a non-empty string"):
+        DAEImputer(name="")
     imputer = make_imputer("dae", epochs=4, hparams=FAST.to_dict(), tiling={"box": 10},
                            bundle_dir=tmp_path / "bundle", progress=False)
     assert isinstance(imputer, DAEImputer)

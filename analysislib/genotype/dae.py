@@ -11,15 +11,20 @@ call:
 * a **bundle** folder: ``manifest.json`` (format version, contigs and genome build, tiles,
   training-data summary, sha256 of every file) and per tile ``tiles/<id>.pt`` (state_dict),
   ``tiles/<id>.variants.tsv`` (chrom, pos, id, ref, alt, alt_freq) and ``tiles/<id>.json``
-  (hyperparameters, training-history summary). :func:`save_bundle` / :func:`load_bundle`;
+  (hyperparameters, training-history summary), plus ``weights.npy``: every tile's Linear
+  layers packed into one float32 array (offsets, layer widths and activation per tile in the
+  manifest's tile entries, ``packed_weights`` describing the file), so inference needs NumPy
+  only. Bundles written before ``weights.npy`` existed load unchanged and run through torch.
+  :func:`save_bundle` / :func:`load_bundle`;
 * :func:`train_bundle`: trains every tile (several tiles per task, tasks on a process pool or a
   ``dask.distributed`` cluster), writes each tile atomically and never retrains a tile whose
   files already hold the same variants and hyperparameters;
 * :func:`map_variants`: matches input variants to bundle variants by contig, position and
   alleles (allele flips recoded, strand flips and strand-ambiguous SNPs handled and counted,
   contig names ``22`` / ``chr22`` mapped), with clear errors for inputs that do not fit;
-* :func:`impute_dataset` / :func:`impute_vcf`: all samples of a tile in one batch under
-  ``torch.inference_mode``, overlapping tiles resolved by :data:`OVERLAP_RULE`, typed
+* :func:`impute_dataset` / :func:`impute_vcf`: all samples of a tile in one batch (NumPy
+  forward pass from ``weights.npy``, or torch for older bundles), overlapping tiles resolved
+  by :data:`OVERLAP_RULE`, typed
   genotypes passed through, GT:DS:GP (GP normalised) written with bgzip and tabix;
 * :class:`DAEImputer`: the :class:`~analysislib.genotype.imputer.GenotypeImputer` ("dae") used
   by the evaluation harness.
@@ -37,11 +42,16 @@ GP, with DS = P(het) + 2 P(hom-alt) and GT = the most likely genotype, unphased.
 
 Speed
 -----
-Inference cost is one weight file read plus a few matrix products per tile; everything else
-(reading, mapping, decoding, writing) is vectorised over variants and samples. On array panels
-with tens of variants per tile the per-tile overhead dominates, so threads go to tiles only
-when tiles are large (:func:`_thread_split`); weights are stored in one storage per file and
-run through one weightless model per tile shape (:meth:`Bundle.predict`).
+Inference cost is a few matrix products per tile; everything else (reading, mapping, decoding,
+writing) is vectorised over variants and samples. Importing torch takes longer than imputing a
+chromosome of array data, so inference runs the packed weights through
+:func:`~analysislib.genotype.autoencoder.numpy_forward` (one file read for all tiles, the
+matrix products in NumPy's BLAS, results equal to torch's to float32 rounding) and
+``analysislib impute`` never imports torch. On array panels with tens of variants per tile the
+per-tile overhead dominates, so threads go to tiles only when tiles are large
+(:func:`_thread_split`). The torch path (older bundles, ``engine="torch"``) stores weights in
+one storage per file and runs them through one weightless model per tile shape
+(:meth:`Bundle.predict`).
 """
 
 from __future__ import annotations
@@ -87,6 +97,7 @@ __all__ = [
     "DAE_PRESETS",
     "KNOWN_CONTIG_LENGTHS",
     "OVERLAP_RULE",
+    "PACKED_WEIGHTS_NAME",
     "Bundle",
     "BundleChecksumError",
     "BundleError",
@@ -114,6 +125,7 @@ BUNDLE_FORMAT = "analysislib-dae-bundle"
 BUNDLE_FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 TILES_DIR = "tiles"
+PACKED_WEIGHTS_NAME = "weights.npy"
 VARIANT_COLUMNS = ("chrom", "pos", "id", "ref", "alt", "alt_freq")
 
 OVERLAP_RULE = (
@@ -442,7 +454,10 @@ def write_manifest(
 ) -> Path:
     """Write ``manifest.json`` over tiles already written by :func:`write_tile`.
 
-    Every tile file is hashed (sha256) into ``files``; the manifest goes in atomically.
+    Every tile file is hashed (sha256) into ``files``; the manifest goes in atomically. When
+    every tile holds float32 autoencoder weights, they are also packed into ``weights.npy``
+    (hashed too) and each tile entry gains ``packed`` (offset, layer widths, activation), the
+    manifest ``packed_weights``; otherwise (other modules) inference uses the ``.pt`` files.
     """
     from analysislib.results import code_version
 
@@ -460,6 +475,9 @@ def write_manifest(
             if not path.is_file():
                 raise BundleError(path, f"tile {entry['id']}: the {kind} file is missing")
             files[entry[kind]] = sha256_of(path)
+    packed = _pack_weights(out, entries)
+    if packed is not None:
+        files[PACKED_WEIGHTS_NAME] = sha256_of(out / PACKED_WEIGHTS_NAME)
     names = list(contigs) if contigs is not None else list(dict.fromkeys(e["contig"] for e in entries))
     lengths = {c: int(n) for c, n in (contig_lengths or {}).items() if c in names}
     if genome_build is None and lengths:
@@ -477,12 +495,65 @@ def write_manifest(
         "overlap_rule": OVERLAP_RULE,
         "training_data": dict(training_data or {}),
         **dict(extra or {}),
+        **({"packed_weights": packed} if packed is not None else {}),
         "tiles": entries,
         "files": files,
     }
     with atomic_output(out / MANIFEST_NAME) as tmp:
         tmp.write_text(json.dumps(manifest, indent=1, allow_nan=True) + "\n")
     return out / MANIFEST_NAME
+
+
+def _pack_weights(out: Path, entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Write every tile's Linear layers into one float32 ``weights.npy`` for torch-free inference.
+
+    Each tile entry gains ``packed``: ``offset`` (first element in the file), ``widths`` (node
+    counts from input to output, ``2 V ... 2 V``) and ``activation``. A tile's block holds, per
+    Linear layer in forward order, the weight ``(out, in)`` row-major and then the bias. Returns
+    the manifest's ``packed_weights`` description, or None (nothing written) when some tile's
+    weights are not a float32 :class:`~analysislib.genotype.autoencoder.SparseDenoisingAutoencoder`
+    (such a bundle is run through torch).
+    """
+    import torch
+
+    from analysislib.genotype.autoencoder import linear_layers
+
+    blocks: list[np.ndarray] = []
+    described: list[dict[str, Any]] = []
+    offset = 0
+    for entry in entries:
+        entry.pop("packed", None)
+    for entry in entries:
+        try:
+            state = torch.load(out / entry["weights"], map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+            raise BundleError(out / entry["weights"], f"unreadable tile weights ({err})") from None
+        try:
+            config = json.loads((out / entry["config"]).read_text())
+            activation = str(config["hparams"]["activation"])
+            if any(v.dtype != torch.float32 for v in state.values()):
+                raise ValueError("weights are not float32")
+            layers = linear_layers(state)
+        except (KeyError, TypeError, ValueError) as err:
+            logger.info("%s: tile %s is not packed (%s); inference will use torch", out, entry["id"], err)
+            (out / PACKED_WEIGHTS_NAME).unlink(missing_ok=True)
+            return None
+        if layers[0][0].shape[1] != 2 * int(entry["n_variants"]):
+            raise BundleError(out / entry["weights"], f"the weights take {layers[0][0].shape[1]} inputs; "
+                              f"the tile has {entry['n_variants']} variants")
+        parts = [a.reshape(-1) for layer in layers for a in layer]
+        described.append({"offset": offset,
+                          "widths": [int(layers[0][0].shape[1]), *(int(w.shape[0]) for w, _ in layers)],
+                          "activation": activation})
+        blocks.extend(parts)
+        offset += sum(part.size for part in parts)
+    with atomic_output(out / PACKED_WEIGHTS_NAME) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, np.concatenate(blocks).astype(np.float32, copy=False), allow_pickle=False)
+    for entry, packed in zip(entries, described, strict=True):
+        entry["packed"] = packed
+    return {"file": PACKED_WEIGHTS_NAME, "dtype": "float32", "size": int(offset),
+            "layout": "per tile from its 'packed' offset: each Linear layer in forward order, "
+                      "weight (out, in) row-major then bias"}
 
 
 def save_bundle(
@@ -540,7 +611,8 @@ class Bundle:
         The parsed ``manifest.json``.
     tiles
         One row per tile in genome order: ``id``, ``contig``, ``n_variants``,
-        ``first_position``, ``last_position``, ``weights``, ``variants``, ``config``.
+        ``first_position``, ``last_position``, ``weights``, ``variants``, ``config`` and, in
+        bundles with ``weights.npy``, ``packed`` (offset, layer widths, activation).
     variants
         The bundle's variants (the union of the tiles', sorted by contig and position):
         ``contig``, ``pos``, ``id``, ``ref``, ``alt``, ``alt_freq``, ``tile`` (row of
@@ -558,6 +630,14 @@ class Bundle:
     _configs: dict[int, dict[str, Any]] = field(default_factory=dict, repr=False)
     _hparams: dict[int, Any] = field(default_factory=dict, repr=False)
     _local: threading.local = field(default_factory=threading.local, repr=False)
+    _packed: np.ndarray | None = field(default=None, repr=False)
+    _packed_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _deferred: set[str] = field(default_factory=set, repr=False)  # files to verify when first read
+
+    @property
+    def packed(self) -> bool:
+        """True when the bundle has ``weights.npy``, so inference needs NumPy only (no torch)."""
+        return "packed_weights" in self.manifest
 
     @property
     def contigs(self) -> list[str]:
@@ -608,7 +688,13 @@ class Bundle:
         """The stored state_dict of tile row ``tile`` (read with ``weights_only=True``)."""
         import torch
 
-        path = self.path / self.tiles["weights"].iat[tile]
+        rel = self.tiles["weights"].iat[tile]
+        path = self.path / rel
+        if rel in self._deferred and path.is_file():
+            actual = sha256_of(path)
+            if actual != self.manifest["files"][rel]:
+                raise BundleChecksumError(path, self.manifest["files"][rel], actual)
+            self._deferred.discard(rel)
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
@@ -656,14 +742,62 @@ class Bundle:
             cache[key] = (model, {k: tuple(v.shape) for k, v in model.state_dict().items()})
         return cache[key]
 
-    def predict(self, tile: int, presence: Any, batch_size: int = 4096) -> np.ndarray:
+    def packed_layers(self, tile: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
+        """Tile row ``tile``'s Linear layers (views into ``weights.npy``) and hidden activation.
+
+        Raises
+        ------
+        BundleError
+            The bundle has no packed weights, or ``weights.npy`` is unreadable or too short.
+        """
+        if not self.packed:
+            raise BundleError(self.path, f"the bundle has no {PACKED_WEIGHTS_NAME} (written by older "
+                              "versions); use engine='torch'")
+        path = self.path / self.manifest["packed_weights"]["file"]
+        if self._packed is None:
+            with self._packed_lock:
+                if self._packed is None:
+                    try:
+                        flat = np.load(path, allow_pickle=False)
+                    except (OSError, ValueError, EOFError) as err:
+                        raise BundleError(path, f"unreadable packed weights ({err})") from None
+                    size = int(self.manifest["packed_weights"]["size"])
+                    if flat.dtype != np.float32 or flat.shape != (size,):
+                        raise BundleError(path, f"expected {size} float32 values, found {flat.dtype} "
+                                          f"{flat.shape}")
+                    self._packed = flat
+        packed = self.tiles["packed"].iat[tile]
+        widths, offset = packed["widths"], int(packed["offset"])
+        layers = []
+        for width_in, width_out in itertools.pairwise(widths):
+            weight = self._packed[offset:offset + width_in * width_out].reshape(width_out, width_in)
+            offset += width_in * width_out
+            layers.append((weight, self._packed[offset:offset + width_out]))
+            offset += width_out
+        return layers, str(packed["activation"])
+
+    def predict(self, tile: int, presence: Any, batch_size: int = 4096,
+                engine: Literal["numpy", "torch"] | None = None) -> np.ndarray:
         """Sigmoid outputs of tile row ``tile`` for allele-presence inputs ``(samples, 2 V)``.
 
-        The same numbers as ``load_model(tile)(x)``, without building a module per tile: the
-        stored weights run through a weightless model of the tile's shape
-        (``torch.func.functional_call``), all samples ``batch_size`` at a time under
-        ``torch.inference_mode``. Safe to call from several threads at once.
+        The same numbers as ``load_model(tile)(x)`` (to float32 rounding), without building a
+        module per tile. ``engine="numpy"`` (the default when the bundle has packed weights)
+        runs the layers of ``weights.npy`` through
+        :func:`~analysislib.genotype.autoencoder.numpy_forward` and never imports torch;
+        ``engine="torch"`` (the default for bundles without packed weights) runs the tile's
+        ``.pt`` weights through a weightless model of the tile's shape
+        (``torch.func.functional_call``) under ``torch.inference_mode``. All samples go
+        ``batch_size`` at a time. Safe to call from several threads at once.
         """
+        if engine is None:
+            engine = "numpy" if self.packed else "torch"
+        if engine == "numpy":
+            from analysislib.genotype.autoencoder import numpy_forward
+
+            layers, activation = self.packed_layers(tile)
+            return numpy_forward(layers, activation, presence, batch_size=batch_size)
+        if engine != "torch":
+            raise ValueError(f"engine must be 'numpy' or 'torch', got {engine!r}")
         import torch
 
         skeleton, shapes = self._skeleton(tile)
@@ -714,7 +848,9 @@ def load_bundle(path: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
     path
         Bundle folder written by :func:`train_bundle` or :func:`save_bundle`.
     verify
-        Recompute the sha256 of every file and compare with the manifest.
+        Recompute the sha256 of every file and compare with the manifest. In bundles with
+        packed weights the per-tile ``.pt`` files, which inference does not read, are checked
+        when first read (:meth:`Bundle.load_weights`) instead.
 
     Returns
     -------
@@ -739,14 +875,19 @@ def load_bundle(path: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
         for rel in tiles[kind]:
             if rel not in files:
                 raise BundleError(root / MANIFEST_NAME, f"{rel} has no sha256 in 'files'")
+    # With packed weights, inference never reads the per-tile .pt files: they are checked when
+    # first read (Bundle.load_weights) instead of here, which halves the hashing.
+    deferred = set(tiles["weights"]) if verify and "packed_weights" in manifest else set()
     for rel, expected in files.items():
         file = root / rel
         if not file.is_file():
             raise BundleError(file, "incomplete bundle: this file, listed in manifest.json, is missing")
-        if verify:
+        if verify and rel not in deferred:
             actual = sha256_of(file)
             if actual != expected:
                 raise BundleChecksumError(file, expected, actual)
+    if "packed_weights" in manifest:
+        _check_packed(root, manifest, tiles)
     contig_rank = {c: i for i, c in enumerate(manifest["contigs"])}
     parts: dict[str, list[np.ndarray]] = {name: [] for name in (*VARIANT_COLUMNS, "row", "within", "edge", "rank")}
     for row, (rel, contig, n) in enumerate(zip(tiles["variants"], tiles["contig"], tiles["n_variants"],
@@ -770,7 +911,34 @@ def load_bundle(path: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
     if "first_position" not in tiles:
         tiles["first_position"] = [int(variants["pos"].iat[m[0]]) for m in members]
         tiles["last_position"] = [int(variants["pos"].iat[m[-1]]) for m in members]
-    return Bundle(root, manifest, tiles, variants, members)
+    return Bundle(root, manifest, tiles, variants, members, _deferred=deferred)
+
+
+def _check_packed(root: Path, manifest: Mapping[str, Any], tiles: pd.DataFrame) -> None:
+    """Check the packed-weight entries of a manifest against the tiles (not the file's values)."""
+    where = root / MANIFEST_NAME
+    described = manifest["packed_weights"]
+    if not isinstance(described, Mapping) or described.get("file") not in manifest["files"]:
+        raise BundleError(where, "'packed_weights' must name a file listed in 'files'")
+    if "packed" not in tiles:
+        raise BundleError(where, "'packed_weights' is set but the tiles have no 'packed' entries")
+    end = 0
+    for tile_id, n, packed in zip(tiles["id"], tiles["n_variants"], tiles["packed"], strict=True):
+        try:
+            widths = [int(w) for w in packed["widths"]]
+            offset = int(packed["offset"])
+            activation = packed["activation"]
+        except (KeyError, TypeError, ValueError):
+            raise BundleError(where, f"tile {tile_id}: malformed 'packed' entry {packed!r}") from None
+        from analysislib.genotype.autoencoder import ACTIVATIONS
+
+        if (len(widths) < 3 or widths[0] != 2 * int(n) or widths[-1] != 2 * int(n) or min(widths) < 1
+                or activation not in ACTIVATIONS or offset != end):
+            raise BundleError(where, f"tile {tile_id}: 'packed' entry {packed!r} does not fit a "
+                              f"{n}-variant autoencoder at offset {end}")
+        end = offset + sum(a * b + b for a, b in itertools.pairwise(widths))
+    if end != int(described.get("size", -1)):
+        raise BundleError(where, f"packed tiles hold {end} values; 'packed_weights' says {described.get('size')}")
 
 
 def _union_of_tiles(rows: dict[str, np.ndarray], n_tiles: int) -> tuple[pd.DataFrame, list[np.ndarray]]:
@@ -1465,6 +1633,24 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+@contextlib.contextmanager
+def _engine_threads(engine: str, threads: int | None) -> Iterator[None]:
+    """Limit the inference engine's threads per tile (torch's, or NumPy's BLAS) to ``threads``."""
+    if engine == "torch":
+        with _torch_threads(threads):
+            yield
+        return
+    if threads is None:
+        yield
+        return
+    if threads < 1:
+        raise ValueError("threads must be at least 1")
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=int(threads), user_api="blas"):
+        yield
+
+
 def _thread_split(threads: int | None, work: Sequence[float]) -> tuple[int, int | None]:
     """How many tiles to run side by side, and torch threads per tile.
 
@@ -1494,6 +1680,7 @@ def impute_dataset(
     strand_ambiguous: StrandPolicy = "keep",
     batch_size: int = 4096,
     source: str | os.PathLike[str] | None = None,
+    engine: Literal["numpy", "torch"] | None = None,
 ) -> xr.Dataset:
     """Impute a target dataset to every variant of a bundle.
 
@@ -1521,6 +1708,10 @@ def impute_dataset(
         Samples per forward pass.
     source
         File named in error messages.
+    engine
+        ``"numpy"`` runs the bundle's packed weights without torch (default when the bundle has
+        them), ``"torch"`` the per-tile ``.pt`` files (default for bundles written before packed
+        weights existed). See :meth:`Bundle.predict`.
 
     Returns
     -------
@@ -1537,6 +1728,10 @@ def impute_dataset(
     from analysislib.genotype.encoding import allele_presence, genotype_probabilities_from_presence
 
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    if engine is None:
+        engine = "numpy" if bundle.packed else "torch"
+    if engine not in ("numpy", "torch"):
+        raise ValueError(f"engine must be 'numpy' or 'torch', got {engine!r}")
     where = str(source or target.attrs.get("source") or "target dataset")
     variables.validate(target, ["call_genotype", "variant_position", "variant_allele", "sample_id"])
     if target.sizes["ploidy"] != 2:
@@ -1571,12 +1766,13 @@ def impute_dataset(
     def run_tile(row: int) -> None:
         members = local[bundle.members[row]]
         mine = np.flatnonzero(primary_tile[bundle.members[row]] == row)  # variants it supplies
-        out = bundle.predict(row, presence[:, members].reshape(n_samples, -1), batch_size=batch_size)
+        out = bundle.predict(row, presence[:, members].reshape(n_samples, -1), batch_size=batch_size,
+                             engine=engine)
         raw[:, members[mine]] = out.reshape(n_samples, -1, 2)[:, mine]
 
     work = [n_samples * 2 * len(bundle.members[row]) ** 2 for row in needed]
     workers, per_worker = _thread_split(threads, work)
-    with _torch_threads(per_worker):
+    with _engine_threads(engine, per_worker):
         if workers == 1:
             for row in needed:
                 run_tile(row)
@@ -1657,6 +1853,7 @@ def impute_vcf(
     verify: bool = True,
     decimals: int = 3,
     compress_level: int = 1,
+    engine: Literal["numpy", "torch"] | None = None,
 ) -> ImputeReport:
     """Impute a VCF/BCF file with a model bundle and write GT:DS:GP as bgzipped, indexed VCF.
 
@@ -1678,6 +1875,8 @@ def impute_vcf(
         Passed to :func:`~analysislib.io.vcf.write_vcf`. Level 1 (default) writes several
         times faster than htslib's default 6 for a file about 20% larger; ``bcftools view -Oz``
         recompresses it if size matters.
+    engine
+        See :func:`impute_dataset` (default: NumPy when the bundle has packed weights).
 
     Returns
     -------
@@ -1696,7 +1895,7 @@ def impute_vcf(
     seconds["read"] = time.perf_counter() - mark
     mark = time.perf_counter()
     imputed = impute_dataset(bundle, target, threads=threads, strand_ambiguous=strand_ambiguous,
-                             source=in_vcf)
+                             source=in_vcf, engine=engine)
     seconds["impute"] = time.perf_counter() - mark
     mark = time.perf_counter()
     write_vcf(imputed, out_vcf, fields=("GT", "DS", "GP"), decimals=decimals, compress_level=compress_level)
@@ -1750,6 +1949,10 @@ class DAEImputer(GenotypeImputer):
         See :func:`map_variants`.
     progress
         Progress bar while training.
+    name
+        Method name recorded with results (default ``"dae"``); e.g. ``"dae_tuned"`` for
+        per-tile hyperparameters from :mod:`analysislib.genotype.tuning`, so untuned and
+        tuned runs are stored as separate methods.
     """
 
     name = "dae"
@@ -1771,8 +1974,12 @@ class DAEImputer(GenotypeImputer):
         strand_ambiguous: StrandPolicy = "keep",
         device: str = "cpu",
         progress: bool | None = None,
+        name: str = "dae",
     ) -> None:
         super().__init__()
+        if not name or not isinstance(name, str):
+            raise ValueError(f"name must be a non-empty string, got {name!r}")
+        self.name = name
         if preset not in DAE_PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(DAE_PRESETS)}")
         if threads < 1:
@@ -1797,8 +2004,13 @@ class DAEImputer(GenotypeImputer):
     def parameters(self) -> dict[str, Any]:
         """Training and inference settings recorded with results."""
         hp = self.hparams.to_dict() if hasattr(self.hparams, "to_dict") else self.hparams
+        per_tile = isinstance(hp, Mapping) and _is_per_tile(hp)
+        if per_tile:  # tile -> hyperparameters: recorded in full for small tilings
+            hp = ({str(tile): v.to_dict() if hasattr(v, "to_dict") else dict(v) for tile, v in hp.items()}
+                  if len(hp) <= 40 else None)
         return {"preset": self.preset, "epochs": self.epochs, "tiling": dict(self.tiling),
-                "hparams": hp if isinstance(hp, Mapping) and len(hp) < 40 else None,
+                "hparams": hp if isinstance(hp, Mapping) and (per_tile or len(hp) < 40) else None,
+                "hparams_per_tile": per_tile,
                 "bundle": None if self.bundle_path is None else str(self.bundle_path),
                 "threads": self.threads, "n_jobs": self.n_jobs,
                 "strand_ambiguous": self.strand_ambiguous}
