@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     impute.add_argument("--models", required=True, metavar="BUNDLE", help="model bundle folder")
     impute.add_argument("input", help="target VCF/BCF (typed genotypes)")
     impute.add_argument("output", help="imputed VCF (.vcf.gz gets a .tbi index)")
-    impute.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    impute.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
     impute.add_argument("--strand-ambiguous", choices=("keep", "drop"), default="keep",
                         help="A/T and C/G SNPs: use as written (keep, default) or leave untyped")
     impute.add_argument("--no-verify", action="store_true",

@@ -89,7 +89,8 @@ class EpigenomeImputer(ABC):
     """Base class of epigenomic imputers: fit on observed tracks, predict named targets.
 
     Subclasses set :attr:`name` and implement :meth:`fit` and :meth:`_predict`. After each call
-    :attr:`last_run` holds the wall time (and, where a subprocess ran, peak memory).
+    :attr:`last_run` holds the wall time; a ``_predict`` that runs a subprocess may set
+    :attr:`last_run` itself (with the tool's peak memory), and :meth:`predict` keeps it.
     """
 
     name: ClassVar[str] = "imputer"
@@ -139,9 +140,13 @@ class EpigenomeImputer(ABC):
             if cell not in cells or assay not in assays:
                 raise ValueError(f"target track {cell}.{assay} is not in the signal dataset "
                                        f"(cells {sorted(cells)}, assays {sorted(assays)})")
-        start = time.perf_counter()
+        before, start = self.last_run, time.perf_counter()
         values = self._predict(observed, targets)
-        self.last_run = ImputationRun(seconds=time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        if self.last_run is before:  # _predict did not record its own cost (e.g. a tool's memory)
+            self.last_run = ImputationRun(seconds=seconds)
+        elif self.last_run.seconds != self.last_run.seconds:  # NaN: keep its memory, add the time
+            self.last_run.seconds = seconds
         return prediction_array(values, targets, observed, self.name)
 
 

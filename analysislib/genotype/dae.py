@@ -1645,14 +1645,17 @@ def _engine_threads(engine: str, threads: int | None) -> Iterator[None]:
         return
     if threads < 1:
         raise ValueError("threads must be at least 1")
-    from threadpoolctl import threadpool_limits
-
+    try:  # installed with scikit-learn; without it BLAS keeps its own thread count
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - scikit-learn is a dependency
+        yield
+        return
     with threadpool_limits(limits=int(threads), user_api="blas"):
         yield
 
 
 def _thread_split(threads: int | None, work: Sequence[float]) -> tuple[int, int | None]:
-    """How many tiles to run side by side, and torch threads per tile.
+    """How many tiles to run side by side, and engine threads (torch or BLAS) per tile.
 
     ``work`` estimates each tile's multiply-adds. Small tiles (median below
     :data:`_SMALL_TILE_WORK`, e.g. array panels with tens of variants per tile) are bound by
@@ -1686,7 +1689,7 @@ def impute_dataset(
 
     Typed input genotypes are mapped onto the bundle (:func:`map_variants`), encoded as allele
     presence (untyped and missing calls as [0, 0]), and each tile's model runs once on all
-    samples (batches of ``batch_size``) under ``torch.inference_mode``. Each variant takes the
+    samples (batches of ``batch_size``; NumPy or torch, see ``engine``). Each variant takes the
     values of one tile (:data:`OVERLAP_RULE`); decoded probabilities are normalised
     (:func:`~analysislib.genotype.encoding.genotype_probabilities_from_presence`). Observed
     genotypes are passed through as hard calls (GP one-hot, integer DS, input phase kept).
@@ -1698,10 +1701,11 @@ def impute_dataset(
     target
         Genotype dataset (diploid, biallelic).
     threads
-        CPU threads for inference (None: torch's current setting, tiles in turn). Large tiles
-        run side by side on ``threads`` threads, each with one torch thread (with fewer tiles
-        than threads the remainder goes to torch inside each tile); small tiles, whose cost is
-        per-tile overhead, run in turn on one thread (see :func:`_thread_split`).
+        CPU threads for inference (None: the engine's current setting, tiles in turn). Large
+        tiles run side by side on ``threads`` threads, each with one engine thread (with fewer
+        tiles than threads the remainder goes to the engine inside each tile: torch threads, or
+        BLAS threads through ``threadpoolctl``); small tiles, whose cost is per-tile overhead,
+        run in turn on one thread (see :func:`_thread_split`).
     strand_ambiguous
         See :func:`map_variants`.
     batch_size
