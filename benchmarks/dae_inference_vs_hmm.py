@@ -51,6 +51,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--jobs", type=int, default=2, help="training processes")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--bundle", type=Path, default=None,
+                        help="use this bundle (trained on this split's reference, tile_genome box=25) "
+                             "instead of training one; its accuracy reflects its own training")
     args = parser.parse_args()
 
     from analysislib.catalog import load_catalog
@@ -75,12 +78,16 @@ def main() -> int:
                        check=True, capture_output=True)
         started = time.perf_counter()
         tiles = tile_genome(reference, box=25).tiles
-        bundle_dir = work / "bundle"
-        train_bundle(reference, tiles, {"batch_size": 32, "learning_rate": 3e-3}, bundle_dir,
-                     epochs=args.epochs, n_jobs=args.jobs, progress=False)
+        if args.bundle is not None:
+            bundle_dir = args.bundle
+            trained = f"given ({bundle_dir})"
+        else:
+            bundle_dir = work / "bundle"
+            train_bundle(reference, tiles, {"batch_size": 32, "learning_rate": 3e-3}, bundle_dir,
+                         epochs=args.epochs, n_jobs=args.jobs, progress=False)
+            trained = f"trained in {time.perf_counter() - started:.1f} s ({args.epochs} epochs)"
         print(f"targets {masked.target.sizes['samples']} samples x {masked.target.sizes['variants']} "
-              f"typed of {ds.sizes['variants']}; bundle of {len(tiles)} tiles trained in "
-              f"{time.perf_counter() - started:.1f} s ({args.epochs} epochs)\n")
+              f"typed of {ds.sizes['variants']}; bundle of {len(tiles)} tiles {trained}\n")
         times: dict[str, list[float]] = {"dae (in process)": [], "dae (in process, torch)": [],
                                          "dae (analysislib impute)": [], "imports (new process)": [],
                                          "beagle": [], "minimac4": []}

@@ -283,6 +283,31 @@ def test_predictor_cross_validation_and_top_k():
     assert np.allclose(predictor.predict(trials.head(3)),
                        predictor.model.predict(predictor.design_matrix(trials.head(3))))
 
+    # include_base: the untuned set joins each tile's finalists, ranked last, with its prediction
+    from analysislib.genotype.autoencoder import DAEHyperparameters
+    from analysislib.genotype.tuning import _with_base_rows
+
+    base = DAEHyperparameters(learning_rate=1e-3, activation="tanh", optimizer="adam")
+    with_base = _with_base_rows(chosen, predictor, features, base)
+    added = with_base[with_base["source"] == "base"].set_index("tile")
+    assert len(with_base) == len(chosen) + len(features) and sorted(added.index) == sorted(features.index)
+    assert (added["learning_rate"] == 1e-3).all() and (added["n_layers"] == 4).all()
+    assert (added["rank"] == chosen.groupby("tile")["rank"].max() + 1).all()
+    tile = features.index[0]
+    expected = predictor.predict(pd.DataFrame([{**{n: getattr(base, n) for n in predictor.hyperparameters},
+                                                **features.loc[tile].to_dict()}]))
+    assert added.loc[tile, "predicted_r2"] == pytest.approx(float(expected[0]))
+    assert to_hyperparameters(added.head(1), base)[0] == base
+
+    # a tile won by the base row keeps the base set itself (its seed), others the trained winner
+    from analysislib.genotype.tuning import _keep_base_where_it_won
+
+    finals = with_base[with_base["tile"].isin(["t0", "t1"])].assign(seed=7, cycle_epochs=5, max_epochs=10)
+    finals["val_r2"] = np.where((finals["tile"] == "t0") == (finals["source"] == "base"), 0.9, 0.1)
+    best = _keep_base_where_it_won(best_hyperparameters(finals, base), finals, base)
+    assert best["t0"] == base and best["t0"].seed == 0
+    assert best["t1"].seed == 7 and best["t1"].max_epochs == 10 and best["t1"] != base
+
 
 def test_predictor_grouped_folds_and_errors():
     trials = synthetic_trials(n_tiles=5, n_trials=12)

@@ -1205,6 +1205,12 @@ class TuningPreset:
         Search space name (:data:`SEARCH_SPACES`).
     validation_fraction
         Held-out samples when no validation cohort is given.
+    include_base
+        Also train the ``base`` hyperparameters (the untuned set) among each tile's finalists,
+        marked ``source = "base"``, so a tile keeps them unless a tuned set validates better.
+        The paper's finalists include the set of its "untuned" model (the best set of the
+        coarse search, ``include_best_observed``); when the untuned model is instead a
+        default set, this is the same safeguard. Off in both presets.
     """
 
     n_trials: int
@@ -1217,6 +1223,7 @@ class TuningPreset:
     cv_folds: int
     space: str = "paper"
     validation_fraction: float = 0.2
+    include_base: bool = False
 
 
 #: ``quick`` runs in well under a minute for two small tiles on 2 CPU cores (CI); ``full`` is
@@ -1253,7 +1260,8 @@ class TuningResult:
     finals
         ``selected`` after longer training (:func:`train_candidates`).
     best
-        Tile id -> chosen :class:`~analysislib.genotype.autoencoder.DAEHyperparameters`.
+        Tile id -> chosen :class:`~analysislib.genotype.autoencoder.DAEHyperparameters` (the
+        ``base`` set itself, seed and schedule included, where it won with ``include_base``).
     """
 
     preset: TuningPreset
@@ -1264,6 +1272,27 @@ class TuningResult:
     selected: pd.DataFrame
     finals: pd.DataFrame
     best: dict[Hashable, Any] = field(default_factory=dict)
+
+
+def _with_base_rows(selected: pd.DataFrame, predictor: HyperparameterPredictor, features: pd.DataFrame,
+                    base: DAEHyperparameters | None) -> pd.DataFrame:
+    """``selected`` plus one ``source = "base"`` row per tile holding the base set's searched values."""
+    from analysislib.genotype.autoencoder import DAEHyperparameters
+
+    base = base if base is not None else DAEHyperparameters()
+    values = {name: getattr(base, name) for name in predictor.hyperparameters}
+    frames = []
+    for tile, rows in selected.groupby("tile", sort=False):
+        row = pd.DataFrame([values])
+        predicted = predictor.predict(row.assign(**{name: features.loc[tile, name] for name in predictor.features}))
+        row.insert(0, "candidate", -1)
+        row.insert(0, "source", "base")
+        row.insert(0, "rank", int(rows["rank"].max()) + 1)
+        row.insert(0, "tile", [tile])
+        row["predicted_r2"] = predicted
+        row["observed_r2"] = np.nan
+        frames += [rows, row]
+    return pd.concat(frames, ignore_index=True)
 
 
 def tune_tiles(
@@ -1318,8 +1347,24 @@ def tune_tiles(
     candidates = sample_hyperparameters(preset.n_candidates, derive_seed(int(seed), 4), space=preset.space)
     selected = predictor.top_k(features, candidates, preset.top_k,
                                observed=trials if preset.include_best_observed else None)
+    if preset.include_base:
+        selected = _with_base_rows(selected, predictor, features, base)
     finals = train_candidates(tiles_genotypes, selected, max_epochs=preset.final_max_epochs,
                               cycle_epochs=preset.final_cycle_epochs, **common)
     return TuningResult(preset=preset, features=features, trials=trials, predictor=predictor,
                         cross_validation=cross_validation, selected=selected, finals=finals,
-                        best=best_hyperparameters(finals, base))
+                        best=_keep_base_where_it_won(best_hyperparameters(finals, base), finals, base))
+
+
+def _keep_base_where_it_won(best: dict[Hashable, Any], finals: pd.DataFrame,
+                            base: DAEHyperparameters | None) -> dict[Hashable, Any]:
+    """Tiles whose winning finalist is the ``base`` row get ``base`` itself (its seed and schedule),
+    so they reproduce the untuned model instead of retraining its values from another seed."""
+    if "source" not in finals.columns or not (finals["source"] == "base").any():
+        return best
+    from analysislib.genotype.autoencoder import DAEHyperparameters
+
+    base = base if base is not None else DAEHyperparameters()
+    winners = finals.loc[finals.groupby("tile", sort=False)["val_r2"].idxmax()]
+    return {tile: base if source == "base" else best[tile]
+            for tile, source in zip(winners["tile"], winners["source"], strict=True)}
