@@ -1,0 +1,352 @@
+"""Tests for analysislib.genotype.unet: architectures, hybrid loss, training, imputers, harness."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from analysislib.genotype.dataset import create_genotype_dataset
+from analysislib.genotype.segments import PAD, SegmentLayout, encode_dataset, segment_dataset
+from analysislib.genotype.unet import (
+    BIUNET_PRESETS,
+    PENALTY_MATRIX,
+    SCDA,
+    SCDA_PRESETS,
+    BiUNet,
+    BiUNetImputer,
+    SCDAImputer,
+    SegmentModelConfig,
+    build_model,
+    count_parameters,
+    dosage_mse_loss,
+    focal_penalty_loss,
+    hybrid_loss,
+    paper_parameter_counts,
+    predict_segments,
+    train_segment_model,
+)
+
+TINY = SegmentModelConfig(depth=3, channels=8, kernel_size=5, dropout=0.0, segment_length=32,
+                          overlap=8, epochs=3, batch_size=16, learning_rate=3e-3, patience=None)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+# ----------------------------------------------------------------------------- architectures
+
+
+def _conv_params(c_in: int, c_out: int, k: int) -> int:
+    return c_in * c_out * k + c_out
+
+
+def _unet_formula(depth: int, ch: int, k: int, c_in: int) -> int:
+    total, c = 0, c_in
+    for i in range(depth):
+        total += _conv_params(c, ch * 2**i, k)
+        c = ch * 2**i
+    for i in range(depth - 1, 0, -1):
+        total += _conv_params(ch * 2**i, ch * 2 ** (i - 1), k)
+    return total + _conv_params(ch, 4, k)
+
+
+def test_parameter_counts_at_the_paper_configuration():
+    counts = paper_parameter_counts()
+    # BiU-Net: 6 one-hot channels + 1 positional, depth 6, 32 channels, kernel 7; skips add none
+    assert counts["biunet"] == _unet_formula(6, 32, 7, 7) == 9_782_628
+    assert abs(counts["biunet"] - 9.7e6) / 9.7e6 < 0.01
+    assert counts["scda"] == _unet_formula(6, 32, 5, 6)
+
+
+def test_scda_depth3_is_the_published_network():
+    model = build_model(SCDA_PRESETS["quick"])
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv1d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size[0]) for c in convs] == [
+        (6, 32, 5), (32, 64, 5), (64, 128, 5), (128, 64, 5), (64, 32, 5), (32, 4, 5)]
+    drops = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert drops == [0.25]  # one module, applied after every pooling and upsampling
+    assert SCDA_PRESETS["quick"].l1 == 1e-4 and SCDA_PRESETS["full"].depth == 6
+    assert isinstance(model, SCDA)
+
+
+def test_models_map_tokens_to_class_logits():
+    torch.manual_seed(0)
+    tokens = torch.randint(0, 6, (5, 32))
+    pos = torch.rand(5, 32)
+    unet = build_model(TINY).eval()
+    assert isinstance(unet, BiUNet)
+    out = unet(tokens, pos)
+    assert out.shape == (5, 4, 32)
+    # the positional channel is an input: changing it changes the output
+    assert not torch.allclose(out, unet(tokens, pos.flip(1)))
+    with pytest.raises(ValueError, match="positional channel"):
+        unet(tokens, None)
+    scda = build_model(TINY.replace(model="scda", positional=False)).eval()
+    assert scda(tokens).shape == (5, 4, 32)
+    probs = predict_segments(unet, tokens.reshape(1, 5, 32).numpy(), pos.numpy(), batch_size=2)
+    assert probs.shape == (1, 5, 32, 4)
+    np.testing.assert_allclose(probs.sum(-1), 1, rtol=1e-5)
+    np.testing.assert_allclose(probs[0, 1], torch.softmax(out[1], 0).T.detach().numpy(), rtol=1e-5)
+
+
+def test_unet_skip_connections_are_additive():
+    # a depth-2 U-Net with zero deep weights still passes the input level through the skip
+    model = build_model(TINY.replace(depth=2, dropout=0.0)).eval()
+    with torch.no_grad():
+        model.encoder[1].weight.zero_()
+        model.encoder[1].bias.zero_()
+        model.decoder[0].weight.zero_()
+        model.decoder[0].bias.zero_()
+    tokens = torch.randint(1, 5, (2, 32))
+    pos = torch.rand(2, 32)
+    with torch.no_grad():
+        x = torch.cat([torch.nn.functional.one_hot(tokens, 6).float().transpose(1, 2), pos[:, None]], 1)
+        skip = torch.relu(model.encoder[0](x))
+        torch.testing.assert_close(model(tokens, pos), model.head(skip))
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="divisible by 2\\*\\*\\(depth - 1\\) = 8"):
+        SegmentModelConfig(depth=4, segment_length=36, overlap=4)
+    with pytest.raises(ValueError, match="kernel_size must be odd"):
+        SegmentModelConfig(kernel_size=4)
+    with pytest.raises(ValueError, match="lam"):
+        SegmentModelConfig(lam=1.5)
+    assert BIUNET_PRESETS["full"].segment_length == 128 and BIUNET_PRESETS["full"].overlap == 16
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+def _logits(*probs: list[float]) -> torch.Tensor:
+    """(1, 4, n) logits whose softmax is the given probability vectors."""
+    return torch.log(torch.tensor(probs, dtype=torch.float64)).T.unsqueeze(0)
+
+
+def test_focal_penalty_loss_by_hand():
+    logits = _logits([0.5, 0.2, 0.2, 0.1])
+    # truth 0|1 (code 2, p_t 0.2), predicted 0|0: dosage error, penalty 3
+    want = -(0.8**2) * 3 * math.log(0.2)
+    assert float(focal_penalty_loss(logits, torch.tensor([[2]]))) == pytest.approx(want, rel=1e-6)
+    # expected penalty: 3*0.5 + 0*0.2 + 1*0.2 + 3*0.1 = 2.0
+    got = focal_penalty_loss(logits, torch.tensor([[2]]), penalty_mode="expected")
+    assert float(got) == pytest.approx(-(0.8**2) * 2.0 * math.log(0.2), rel=1e-6)
+    # a correct arg-max costs nothing; a phase switch costs weight 1
+    assert float(focal_penalty_loss(logits, torch.tensor([[1]]))) == 0.0
+    switch = _logits([0.1, 0.2, 0.6, 0.1])
+    assert float(focal_penalty_loss(switch, torch.tensor([[2]]))) == pytest.approx(
+        -(0.8**2) * 1 * math.log(0.2), rel=1e-6)
+    # gamma 0 and a unit penalty would be plain cross entropy
+    ones = np.ones((4, 4))
+    assert float(focal_penalty_loss(logits, torch.tensor([[4]]), gamma=0, penalty=ones)) == pytest.approx(
+        -math.log(0.1), rel=1e-6)
+    assert PENALTY_MATRIX[1, 2] == PENALTY_MATRIX[2, 1] == 1 and PENALTY_MATRIX[0, 3] == 3
+
+
+def test_dosage_loss_and_hybrid_mix_by_hand():
+    logits = _logits([0.5, 0.2, 0.2, 0.1], [0.1, 0.1, 0.2, 0.6])
+    target = torch.tensor([[2, 4]])
+    # predicted dosages 0.2 + 0.2 + 2 * 0.1 = 0.6 and 0.1 + 0.2 + 2 * 0.6 = 1.5; true 1 and 2
+    mse = ((0.6 - 1) ** 2 + (1.5 - 2) ** 2) / 2
+    assert float(dosage_mse_loss(logits, target)) == pytest.approx(mse, rel=1e-6)
+    focal = (-(0.8**2) * 3 * math.log(0.2) + 0.0) / 2
+    out = hybrid_loss(logits, target)
+    assert float(out["focal"]) == pytest.approx(focal, rel=1e-6)
+    assert float(out["loss"]) == pytest.approx(0.5 * focal + 0.5 * mse, rel=1e-6)
+    assert float(hybrid_loss(logits, target, lam=1.0)["loss"]) == pytest.approx(mse, rel=1e-6)
+
+
+def test_losses_ignore_mask_and_padding_and_respect_weights():
+    logits = _logits([0.5, 0.2, 0.2, 0.1], [0.1, 0.1, 0.2, 0.6], [0.25, 0.25, 0.25, 0.25])
+    with_pad = hybrid_loss(logits, torch.tensor([[2, 4, PAD]]))["loss"]
+    with_mask = hybrid_loss(logits, torch.tensor([[2, 4, 0]]))["loss"]
+    alone = hybrid_loss(logits[..., :2], torch.tensor([[2, 4]]))["loss"]
+    assert float(with_pad) == pytest.approx(float(alone)) == pytest.approx(float(with_mask))
+    only_second = hybrid_loss(logits, torch.tensor([[2, 4, 1]]), weight=torch.tensor([[0, 1, 0]]))
+    assert float(only_second["dosage"]) == pytest.approx((1.5 - 2) ** 2, rel=1e-6)
+    # the arg-max penalty carries no gradient; the probabilities do
+    leaf = logits.clone().requires_grad_(True)
+    focal_penalty_loss(leaf, torch.tensor([[2, 4, 1]])).backward()
+    assert leaf.grad is not None and leaf.grad[..., 0].abs().sum() > 0
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _panel(n_samples: int = 40, n_blocks: int = 24, copies: int = 4, seed: int = 0) -> xr.Dataset:
+    """A panel of perfect-LD blocks: every block is ``copies`` identical SNPs."""
+    rng = np.random.default_rng(seed)
+    freq = rng.uniform(0.1, 0.5, n_blocks)[:, None, None]
+    base = (rng.random((n_blocks, n_samples, 2)) < freq).astype(np.int8)
+    gt = np.repeat(base, copies, axis=0)
+    n_var = gt.shape[0]
+    pos = np.cumsum(rng.integers(50, 500, n_var)) + 1000
+    return create_genotype_dataset(
+        contigs=["22"], variant_contig=np.zeros(n_var, np.int16), variant_position=pos,
+        variant_allele=np.array([["A", "G"]] * n_var, dtype=object),
+        variant_id=np.array([f"v{i}" for i in range(n_var)], dtype=object),
+        sample_id=[f"S{i:03d}" for i in range(n_samples)],
+        sample_population=np.array(["A", "B"] * (n_samples // 2), dtype=object),
+        call_genotype=gt, call_genotype_phased=np.ones(gt.shape[:2], bool))
+
+
+@pytest.mark.slow
+def test_training_resumes_exactly_from_checkpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from analysislib.genotype import unet
+
+    panel = _panel(16, 12)  # 48 SNPs -> 2 segments of 32; 32 items -> 2 batches per epoch
+    straight = train_segment_model(panel, TINY, device="cpu", progress=False)
+    real, calls = unet._batch_loss, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:  # first batch of epoch 3: killed after epoch 2's checkpoint
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(unet, "_batch_loss", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_segment_model(panel, TINY, device="cpu", checkpoint_dir=tmp_path, progress=False)
+    monkeypatch.setattr(unet, "_batch_loss", real)
+    resumed = train_segment_model(panel, TINY, device="cpu", checkpoint_dir=tmp_path, progress=False)
+    assert resumed.details["resumed_from"].endswith("biunet_000002.pt")
+    assert resumed.epochs_completed == 3
+    for name, value in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], value, rtol=0, atol=0)
+    history = straight.history
+    assert history["mask_rate"].tolist() == pytest.approx([0.05, 0.15, 0.25])
+    assert {"loss", "focal", "dosage"} <= set(history.columns)
+    assert straight.segments_seen == 3 * 16 * SegmentLayout(48, 32, 8).n_segments
+
+
+def test_validation_early_stopping_keeps_the_best_epoch():
+    panel = _panel(24, 12)
+    config = TINY.replace(epochs=6, patience=1, learning_rate=0.5)  # a rate that diverges
+    trained = train_segment_model(panel.isel(samples=slice(0, 16)), config,
+                                  validation=panel.isel(samples=slice(16, 24)), device="cpu",
+                                  progress=False)
+    history = trained.history
+    assert "val_loss" in history and trained.best_epoch is not None
+    assert history["val_loss"].min() == pytest.approx(
+        float(history.loc[history.epoch == trained.best_epoch, "val_loss"].iloc[0]))
+
+
+# ----------------------------------------------------------------------------- imputers
+
+
+@pytest.mark.slow
+def test_imputers_beat_the_allele_frequency_floor_on_perfect_ld(tmp_path: Path):
+    from analysislib.evaluate import evaluate
+    from analysislib.results import ResultsStore
+
+    panel = _panel(60, 24, 4, seed=1)
+    store = ResultsStore(tmp_path / "results")
+    floor = evaluate("allele_frequency", panel, "random_05_seed1", store=store, dataset_label="ld")
+    fast = {"depth": 3, "channels": 16, "dropout": 0.0, "segment_length": 32, "overlap": 8,
+            "epochs": 25, "batch_size": 16, "learning_rate": 3e-3}
+    result = evaluate("biunet", panel, "random_05_seed1", store=store, dataset_label="ld",
+                      method_parameters={**fast, "device": "cpu", "progress": False})
+    imputed = result.imputed
+    assert set(result.rows["method"]) == {"biunet"}
+    assert imputed.sizes["variants"] == panel.sizes["variants"]
+    gp = imputed["call_genotype_probability"].values
+    np.testing.assert_allclose(gp.sum(-1), 1, rtol=1e-5)
+    np.testing.assert_allclose(imputed["call_dosage"].values, gp[..., 1] + 2 * gp[..., 2], rtol=1e-5)
+    assert imputed["call_genotype_phased"].values.all()
+
+    def r2(res) -> float:
+        rows = res.rows
+        return float(rows[(rows.metric == "aggregate_r2") & (rows.stratum_kind == "all")].value.iloc[0])
+
+    assert r2(result) > r2(floor) + 0.1
+    assert r2(result) > 0.9
+
+
+def test_imputer_copies_observed_genotypes_and_maps_typed_sites():
+    panel = _panel(20, 8)
+    imputer = BiUNetImputer(config=TINY.replace(epochs=1), device="cpu", progress=False)
+    imputer.fit(panel.isel(samples=slice(0, 16)))
+    target = panel.isel(samples=slice(16, 20), variants=slice(0, None, 2))  # half the sites typed
+    target["call_genotype"].values[0, 1] = -1
+    out = imputer.impute(target)
+    assert out.sizes["variants"] == 32 and list(out["sample_id"].values) == list(target["sample_id"].values)
+    typed = out["call_genotype"].values[0::2]
+    given = target["call_genotype"].values
+    called = (given >= 0).all(-1)
+    np.testing.assert_array_equal(typed[called], given[called])
+    gp = out["call_genotype_probability"].values[0::2]
+    assert set(np.unique(gp[called])) <= {0.0, 1.0}
+    assert imputer.parameters()["n_parameters"] == count_parameters(imputer.trained.model)
+    with pytest.raises(ValueError, match="not in the reference panel"):
+        imputer.impute(target.assign(variant_position=target["variant_position"] + 1))
+
+
+def test_scda_imputer_defaults_to_full_length_segments():
+    panel = _panel(12, 5)  # 20 SNPs -> one segment of 20 padded... to a multiple of 4
+    imputer = SCDAImputer(epochs=1, batch_size=4, device="cpu", progress=False).fit(panel)
+    assert imputer.trained.layout.n_segments == 1 and imputer.trained.layout.segment_length == 20
+    assert imputer.trained.config.loss == "ce" and not imputer.trained.config.positional
+    out = imputer.impute(panel)
+    assert out["call_dosage"].shape == (20, 12)
+    with pytest.raises(ValueError, match="unknown preset"):
+        SCDAImputer(preset="huge")
+
+
+def test_segments_of_the_imputer_match_the_library_segmentation():
+    panel = _panel(6, 10)
+    seg = segment_dataset(panel, segment_length=32, overlap=8)
+    np.testing.assert_array_equal(seg.codes(), encode_dataset(panel))
+
+
+DDP_WORKER = textwrap.dedent("""
+    import sys
+    import torch
+    import xarray as xr
+    from analysislib.genotype.unet import SegmentModelConfig, train_segment_model
+    from analysislib.training import cleanup_distributed, get_rank, init_distributed
+
+    init_distributed("cpu")
+    sys.path.insert(0, sys.argv[3])
+    from test_genotype_unet import _panel
+
+    panel = _panel(16, 12)
+    config = SegmentModelConfig(depth=3, channels=8, kernel_size=5, dropout=0.0, segment_length=32,
+                                overlap=8, epochs=2, batch_size=8, patience=None)
+    out = train_segment_model(panel, config, device="cpu", checkpoint_dir=sys.argv[2] + "/ckpt",
+                              progress=False)
+    torch.save(out.model.state_dict(), f"{sys.argv[2]}/rank{get_rank()}.pt")
+    cleanup_distributed()
+""")
+
+
+@pytest.mark.slow
+def test_ddp_ranks_end_with_identical_weights(tmp_path: Path):
+    import socket
+
+    (tmp_path / "worker.py").write_text(DDP_WORKER)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    subprocess.run([str(torchrun), "--nproc_per_node=2", f"--master_port={port}",
+                    str(tmp_path / "worker.py"), "unused", str(tmp_path),
+                    str(Path(__file__).parent)],
+                   check=True, capture_output=True, timeout=300)
+    rank0 = torch.load(tmp_path / "rank0.pt")
+    rank1 = torch.load(tmp_path / "rank1.pt")
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+    assert any((tmp_path / "ckpt").glob("biunet_*.pt"))
