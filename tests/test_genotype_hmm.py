@@ -215,6 +215,22 @@ def test_beagle_fills_missing_typed_genotypes(beagle: BeagleImputer, scenario: S
 
 @pytest.mark.tools
 @needs_beagle
+def test_beagle_with_every_marker_genotyped(scenario: Scenario, tmp_path: Path) -> None:
+    # BiU-Net's random-missingness setting: the panel holds only target markers, so Beagle
+    # imputes nothing and writes no GP header; calls come back as one-hot hard calls.
+    reference = scenario.reference.isel(variants=np.flatnonzero(scenario.typed))
+    imputer = BeagleImputer(threads=2, seed=1, workdir=tmp_path).fit(reference)
+    out = imputer.impute(scenario.target_missing)
+    check_imputed(out, reference, scenario.target_missing)
+    gp = out["call_genotype_probability"].values
+    assert set(np.unique(gp)) <= {0.0, 1.0} and np.allclose(gp.sum(-1), 1.0)
+    filled = out["call_dosage"].values[scenario.missing]
+    truth = scenario.truth[scenario.typed][scenario.missing]
+    assert np.mean(filled == truth) > 0.9
+
+
+@pytest.mark.tools
+@needs_beagle
 def test_beagle_failure_quotes_stderr(scenario: Scenario, tmp_path: Path) -> None:
     corrupt = tmp_path / "corrupt.map"
     corrupt.write_text("22\t.\tnot-a-number\t20000100\n")

@@ -16,6 +16,8 @@ What the tools do, as observed with the Debian packages (Beagle 22Jul22.46e, Min
 * Beagle always re-phases the target. At genotyped markers it reports the input genotype as a
   hard call (GP one-hot, integer DS); a missing genotype at a genotyped marker (the
   random-missing scenario) is filled during phasing and is also reported as a hard call.
+  It writes GP only for imputed markers (no GP header at all when every marker is genotyped), so
+  the wrappers take GP as the one-hot hard call wherever GP is absent.
   Beagle rounds DS and GP to two decimals, so its GP rows sum to 0.99-1.01.
 * Minimac4 needs phased target haplotypes without missing alleles: with a missing allele at a
   genotyped site it aborts (``Assertion !std::isnan(hmm_results.loo_dosages_...)``), and it
@@ -345,13 +347,26 @@ class _ExternalHMMImputer(GenotypeImputer):
                     f"panel has {len(ref_keys)}: {detail}",
                     absent[0] if absent else extra[0] if extra else None)
             out = out.isel(variants=np.array([position[k] for k in ref_keys]))
-        if "call_genotype_probability" not in out:
-            raise InputFormatError(path, f"{self.tool} wrote no GP field")
+        genotype = out["call_genotype"].values
+        if (genotype < 0).any():
+            v, s = np.argwhere((genotype < 0).any(axis=-1))[0]
+            contig = out.attrs["contigs"][int(out["variant_contig"].values[v])]
+            raise InputFormatError(path, f"{self.tool} left the genotype of sample {samples[s]} "
+                                   "missing", f"{contig}:{int(out['variant_position'].values[v])}")
+        # Genotyped markers carry GT only (every marker is genotyped in random-missingness
+        # scenarios, and then Beagle writes no GP header at all): their GP is the hard call.
+        hard = np.eye(3, dtype=np.float64)[genotype.sum(axis=-1)]
+        if "call_genotype_probability" in out:
+            raw = np.asarray(out["call_genotype_probability"].values, dtype=np.float64)
+            absent = ~np.isfinite(raw).all(axis=-1)
+            raw = np.where(absent[..., None], hard, raw)
+        else:
+            raw = hard
         try:
-            gp = _normalised(out["call_genotype_probability"].values)
+            gp = _normalised(raw)
         except ValueError as err:
             raise InputFormatError(path, str(err)) from None
-        return self._result(out["call_genotype"].values, gp, target)
+        return self._result(genotype, gp, target)
 
     def _result(self, genotype: np.ndarray, gp: np.ndarray, target: xr.Dataset) -> xr.Dataset:
         assert self.reference is not None
