@@ -252,7 +252,7 @@ class SegmentModelConfig:
 #: paper's regime.
 BIUNET_PRESETS: dict[str, SegmentModelConfig] = {
     "full": SegmentModelConfig(),
-    "quick": SegmentModelConfig(depth=4, channels=16, dropout=0.1, epochs=12, batch_size=32,
+    "quick": SegmentModelConfig(depth=4, channels=16, dropout=0.1, epochs=40, batch_size=32,
                                 learning_rate=1e-3, patience=None),
 }
 
