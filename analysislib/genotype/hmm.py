@@ -67,8 +67,13 @@ import xarray as xr
 
 from analysislib.errors import InputFormatError
 from analysislib.external import ToolRun, find_tool, run_tool, tool_version
-from analysislib.genotype.dataset import create_genotype_dataset
-from analysislib.genotype.imputer import GenotypeImputer, ImputationRun, check_imputed, sites_key
+from analysislib.genotype.imputer import (
+    GenotypeImputer,
+    ImputationRun,
+    check_imputed,
+    imputed_dataset,
+    sites_key,
+)
 from analysislib.io.vcf import read_vcf, write_vcf
 
 __all__ = ["BeagleImputer", "Minimac4Imputer", "write_plink_map"]
@@ -370,24 +375,9 @@ class _ExternalHMMImputer(GenotypeImputer):
 
     def _result(self, genotype: np.ndarray, gp: np.ndarray, target: xr.Dataset) -> xr.Dataset:
         assert self.reference is not None
-        ref = self.reference
-        population = (target["sample_population"].values if "sample_population" in target
-                      else None)
-        return create_genotype_dataset(
-            contigs=list(ref.attrs["contigs"]),
-            variant_contig=np.asarray(ref["variant_contig"].values),
-            variant_position=np.asarray(ref["variant_position"].values),
-            variant_allele=np.asarray(ref["variant_allele"].values),
-            variant_id=np.asarray(ref["variant_id"].values) if "variant_id" in ref else None,
-            sample_id=[str(s) for s in target["sample_id"].values],
-            sample_population=population,
-            call_genotype=np.asarray(genotype, dtype=np.int8),
-            call_genotype_phased=np.ones(genotype.shape[:2], dtype=bool),
-            call_dosage=(gp[..., 1] + 2 * gp[..., 2]).astype(np.float32),
-            call_genotype_probability=gp,
-            attrs={"source": f"analysislib.genotype.hmm.{type(self).__name__}",
-                   "imputer": self.name},
-        )
+        return imputed_dataset(self.reference, target, genotype, gp, phased=True,
+                               attrs={"source": f"analysislib.genotype.hmm.{type(self).__name__}",
+                                      "imputer": self.name})
 
 
 def _java_env(java_mem: str) -> dict[str, str]:

@@ -25,6 +25,7 @@ __all__ = [
     "GenotypeImputer",
     "ImputationRun",
     "check_imputed",
+    "imputed_dataset",
     "sites_key",
 ]
 
@@ -46,6 +47,34 @@ class ImputationRun:
     seconds: float = float("nan")
     peak_memory_mb: float = float("nan")
     details: dict[str, Any] = field(default_factory=dict)
+
+
+def imputed_dataset(reference: xr.Dataset, target: xr.Dataset, genotype: Any, gp: Any, *,
+                    phased: bool, attrs: dict[str, Any] | None = None) -> xr.Dataset:
+    """An imputer's result: the reference panel's variants, the target's samples.
+
+    ``genotype`` is ``call_genotype`` (variants, samples, ploidy) and ``gp`` the genotype
+    probabilities (variants, samples, 3); the dosage is always P(het) + 2 P(hom-alt) of ``gp``, so
+    the two never disagree.
+    """
+    from analysislib.genotype.dataset import create_genotype_dataset
+
+    genotype = np.asarray(genotype, dtype=np.int8)
+    gp = np.asarray(gp, dtype=np.float32)
+    return create_genotype_dataset(
+        contigs=list(reference.attrs["contigs"]),
+        variant_contig=np.asarray(reference["variant_contig"].values),
+        variant_position=np.asarray(reference["variant_position"].values),
+        variant_allele=np.asarray(reference["variant_allele"].values),
+        variant_id=np.asarray(reference["variant_id"].values) if "variant_id" in reference else None,
+        sample_id=[str(s) for s in target["sample_id"].values],
+        sample_population=(target["sample_population"].values if "sample_population" in target
+                           else None),
+        call_genotype=genotype,
+        call_genotype_phased=np.full(genotype.shape[:2], phased, dtype=bool),
+        call_dosage=gp[..., 1] + 2 * gp[..., 2],
+        call_genotype_probability=gp,
+        attrs=attrs)
 
 
 class GenotypeImputer(abc.ABC):
@@ -140,8 +169,6 @@ class AlleleFrequencyImputer(GenotypeImputer):
         """Fill untyped sites and missing entries; see the class docstring."""
         import time
 
-        from analysislib.genotype.dataset import create_genotype_dataset
-
         if self.reference is None:
             raise RuntimeError("call fit(reference) before impute(target)")
         started = time.perf_counter()
@@ -160,17 +187,8 @@ class AlleleFrequencyImputer(GenotypeImputer):
         called = (gt >= 0).all(axis=-1)
         observed = np.eye(3)[np.clip((gt > 0).sum(axis=-1), 0, 2)]
         gp[rows] = np.where(called[..., None], observed, gp[rows])
-        dosage = gp[..., 1] + 2 * gp[..., 2]
         genotypes = _genotypes_from_probabilities(gp)
         genotypes[rows] = np.where(called[..., None], gt, genotypes[rows])
-        imputed = create_genotype_dataset(
-            contigs=reference.attrs["contigs"], variant_contig=reference["variant_contig"].values,
-            variant_position=reference["variant_position"].values,
-            variant_allele=reference["variant_allele"].values,
-            variant_id=reference["variant_id"].values if "variant_id" in reference else None,
-            sample_id=target["sample_id"].values, call_genotype=genotypes,
-            call_genotype_phased=np.zeros(genotypes.shape[:2], dtype=bool),
-            sample_population=target["sample_population"].values if "sample_population" in target else None,
-            call_dosage=dosage, call_genotype_probability=gp)
+        imputed = imputed_dataset(reference, target, genotypes, gp, phased=False)
         self.last_run = ImputationRun(seconds=time.perf_counter() - started)
         return imputed

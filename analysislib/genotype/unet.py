@@ -90,7 +90,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 import xarray as xr
 
-from analysislib.genotype.imputer import GenotypeImputer, ImputationRun, sites_key
+from analysislib.genotype.imputer import GenotypeImputer, ImputationRun, imputed_dataset, sites_key
 from analysislib.genotype.segments import (
     GENOTYPE_CODES,
     MISSING,
@@ -861,7 +861,6 @@ class _SegmentImputer(GenotypeImputer):
 
     def impute(self, target: xr.Dataset) -> xr.Dataset:
         """Impute ``target`` to every reference variant (module docstring, "Imputers")."""
-        from analysislib.genotype.dataset import create_genotype_dataset
         from analysislib.training import select_device
 
         if self.trained is None or self.reference is None:
@@ -889,18 +888,9 @@ class _SegmentImputer(GenotypeImputer):
         phased = np.where(observed[..., None], onehot, phased)
         gp = np.stack([phased[..., 0], phased[..., 1] + phased[..., 2], phased[..., 3]], axis=-1)
         gp = gp.transpose(1, 0, 2)  # (variants, samples, 3)
-        dosage = gp[..., 1] + 2 * gp[..., 2]
         genotypes = decode_phased(best)
-        imputed = create_genotype_dataset(
-            contigs=reference.attrs["contigs"], variant_contig=reference["variant_contig"].values,
-            variant_position=reference["variant_position"].values,
-            variant_allele=reference["variant_allele"].values,
-            variant_id=reference["variant_id"].values if "variant_id" in reference else None,
-            sample_id=target["sample_id"].values, call_genotype=genotypes,
-            call_genotype_phased=np.ones(genotypes.shape[:2], dtype=bool),
-            sample_population=target["sample_population"].values if "sample_population" in target else None,
-            call_dosage=dosage.astype(np.float32), call_genotype_probability=gp.astype(np.float32),
-            attrs={"source": f"{self.name} imputation"})
+        imputed = imputed_dataset(reference, target, genotypes, gp, phased=True,
+                                  attrs={"source": f"{self.name} imputation"})
         seconds = time.perf_counter() - started
         self.last_run = ImputationRun(
             seconds=seconds, peak_memory_mb=_peak_memory_mb(),
