@@ -29,7 +29,7 @@ papers' hyperparameters (far too slow for a CPU; ChromImpute's equivalent is ``f
 
 Run from the project root::
 
-    ANALYSISLIB_DATA_MIRROR=/work/shared/data .venv/bin/python benchmarks/edice_vs_baselines.py
+    ANALYSISLIB_DATA_MIRROR=../shared/data .venv/bin/python benchmarks/edice_vs_baselines.py
 """
 
 from __future__ import annotations

@@ -61,3 +61,18 @@ def data_mirror(shared_data: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.setenv(MIRROR_ENV, str(shared_data))
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     return shared_data
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run torch on one thread for the test (small kernels; no oversubscription), then restore.
+
+    Test modules with many small torch models opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -23,12 +23,7 @@ TINY = {"embed_dim": 8, "n_heads": 2, "ffn_dim": 8, "decoder_hidden": 16, "batch
         "lr": 3e-3, "epochs": 3, "n_targets": 0.3, "train_bins": None, "val_bins": None}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def planted_dataset(n_cells=6, n_assays=4, n_bins=800, rank=2, seed=0):

@@ -25,12 +25,7 @@ PREDICTD_FAST = {"n_factors": 4, "training_fraction": 1.0, "batch_size": 256, "e
 AVOCADO_FAST = {"batch_size": 128, "epochs": 40, "lr": 3e-3, "genome_epochs": 15}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def planted_dataset(n_cells=6, n_assays=4, n_bins=800, rank=2, seed=0):

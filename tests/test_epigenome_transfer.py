@@ -23,12 +23,7 @@ TINY = {"embed_dim": 8, "n_heads": 2, "ffn_dim": 8, "decoder_hidden": 16, "batch
         "epochs": 2, "train_bins": None}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

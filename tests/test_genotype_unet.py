@@ -38,12 +38,7 @@ TINY = SegmentModelConfig(depth=3, channels=8, kernel_size=5, dropout=0.0, segme
                           overlap=8, epochs=3, batch_size=16, learning_rate=3e-3, patience=None)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ----------------------------------------------------------------------------- architectures

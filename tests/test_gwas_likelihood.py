@@ -26,14 +26,7 @@ from analysislib.gwas.likelihood import (
     window_nll,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Small dense kernels: one thread avoids oversubscription on the shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def ld_panel(m: int, k: int, rho: float, seed: int) -> np.ndarray:

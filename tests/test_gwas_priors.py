@@ -26,7 +26,7 @@ from analysislib.gwas.priors import (
 )
 from analysislib.simulate.gwas import SimulatedGwas, TrueLogF, simulate_gwas_from_panel
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TRUTH = TrueLogF(linear={"c0:t0": 1.0, "c0:t1": -0.7, "s0": 0.5}, soft_clip=None)
 
