@@ -81,6 +81,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import os
 import time
 from collections.abc import Iterator
@@ -293,6 +294,12 @@ def _model_classes() -> tuple[type, type]:
             x = torch.cat([x, positional.to(torch.float32).unsqueeze(1)], dim=1)
         return x
 
+    def conv_encoder(depth: int, channels: int, kernel_size: int, positional: bool) -> nn.ModuleList:
+        """Convolutions doubling the channels per level, from the one-hot (+ positional) input."""
+        widths = [VOCAB_SIZE + int(positional)] + [channels * 2**i for i in range(depth)]
+        return nn.ModuleList(nn.Conv1d(a, b, kernel_size, padding=(kernel_size - 1) // 2)
+                             for a, b in itertools.pairwise(widths))
+
     class _BiUNet(nn.Module):
         """BiU-Net: 1D U-Net with additive skips and a positional channel (module docstring).
 
@@ -313,11 +320,7 @@ def _model_classes() -> tuple[type, type]:
             super().__init__()
             self.depth, self.use_positional = depth, positional
             pad = (kernel_size - 1) // 2
-            c_in = VOCAB_SIZE + int(positional)
-            self.encoder = nn.ModuleList()
-            for i in range(depth):
-                self.encoder.append(nn.Conv1d(c_in, channels * 2**i, kernel_size, padding=pad))
-                c_in = channels * 2**i
+            self.encoder = conv_encoder(depth, channels, kernel_size, positional)
             self.decoder = nn.ModuleList(
                 nn.Conv1d(channels * 2**i, channels * 2 ** (i - 1), kernel_size, padding=pad)
                 for i in range(depth - 1, 0, -1))
@@ -349,11 +352,8 @@ def _model_classes() -> tuple[type, type]:
             super().__init__()
             self.depth, self.use_positional = depth, positional
             pad = (kernel_size - 1) // 2
-            c_in = VOCAB_SIZE + int(positional)
-            self.encoder = nn.ModuleList()
-            for i in range(depth):
-                self.encoder.append(nn.Conv1d(c_in, channels * 2**i, kernel_size, padding=pad))
-                c_in = channels * 2**i
+            self.encoder = conv_encoder(depth, channels, kernel_size, positional)
+            c_in = channels * 2 ** (depth - 1)
             self.decoder = nn.ModuleList()
             for i in range(depth - 2, -1, -1):
                 self.decoder.append(nn.Conv1d(c_in, channels * 2**i, kernel_size, padding=pad))
