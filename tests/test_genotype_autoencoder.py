@@ -115,6 +115,25 @@ PRED = [[0.9, 0.2], [0.6, 0.5]]
 TARGET = [[1.0, 0.0], [1.0, 1.0]]
 
 
+def test_initial_weights_depend_on_the_seed_alone_even_across_threads():
+    # tiles trained in threads of one dask worker must start where a serial run starts
+    import concurrent.futures
+
+    from analysislib.genotype.autoencoder import _new_model
+
+    hparams = DAEHyperparameters(seed=3)
+    serial = _new_model(40, hparams).state_dict()
+    torch.manual_seed(123)  # the global generator plays no part
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        built = list(pool.map(lambda _: _new_model(40, hparams).state_dict(), range(8)))
+    for other in built:
+        for name, value in serial.items():
+            assert torch.equal(value, other[name])
+    assert not torch.equal(serial["encoder.0.weight"], _new_model(40, hparams.replace(seed=4)).state_dict()["encoder.0.weight"])
+    bound = 1 / math.sqrt(80)  # nn.Linear's default init: |w| and |b| below 1/sqrt(fan_in)
+    assert serial["encoder.0.weight"].abs().max() <= bound and serial["encoder.0.bias"].abs().max() <= bound
+
+
 def test_cross_entropy_by_hand():
     pred, target = torch.tensor(PRED), torch.tensor(TARGET)
     expected = -(math.log(0.9) + math.log(0.8) + math.log(0.6) + math.log(0.5)) / 4

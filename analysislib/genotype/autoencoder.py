@@ -382,14 +382,29 @@ def __getattr__(name: str) -> Any:
 
 
 def _new_model(n_variants: int, hparams: DAEHyperparameters) -> torch.nn.Module:
-    """Build a model with weights drawn from the hyperparameters' seed, leaving global RNG alone."""
+    """Build a model with weights drawn from the hyperparameters' seed alone.
+
+    The weights come from a private generator, never from torch's global one: tiles trained
+    at the same time in threads of one process (a dask worker) would otherwise race on the
+    global generator and start from different weights than in a serial run. The draws follow
+    ``nn.Linear``'s default initialisation (Kaiming-uniform weights with ``a = sqrt(5)``,
+    uniform biases in ``±1/sqrt(fan_in)``).
+    """
     import torch
 
-    from analysislib.training import derive_seed
+    from analysislib.training import make_generator
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(hparams.seed, _INIT_STREAM))
-        return _model_class()(n_variants, hparams)
+    generator = make_generator(hparams.seed, _INIT_STREAM)
+    with torch.device("meta"):  # no global-generator draws while the layers are built
+        model = _model_class()(n_variants, hparams)
+    model = model.to_empty(device="cpu")
+    with torch.no_grad():
+        for layer in model.modules():
+            if isinstance(layer, torch.nn.Linear):
+                torch.nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+                bound = 1.0 / math.sqrt(layer.in_features)
+                layer.bias.uniform_(-bound, bound, generator=generator)
+    return model
 
 
 # --------------------------------------------------------------------------- losses
