@@ -93,13 +93,25 @@ def test_aggregate_r2_differs_from_mean_per_variant_r2():
     x = np.array([[0.0, 1.0], [1.0, 2.0]])
     y = np.array([[0, 1], [2, 2]], dtype=np.int8)
     np.testing.assert_allclose(per_variant_r2(x, y), [1.0, 0.0])
-    # pooled x [0, 1, 1, 2], y [0, 1, 2, 2]: sxy 2, sxx 2, syy 2.75 -> 8/11
+    # as coded: pooled x [0, 1, 1, 2], y [0, 1, 2, 2]: sxy 2, sxx 2, syy 2.75 -> 8/11
     assert aggregate_r2(x, y) == pytest.approx(8 / 11)
+    assert aggregate_r2(x, y, alt_frequency=[0.2, 0.5]) == pytest.approx(8 / 11)
+    # minor-allele coding (v2 ALT-major in the reference): x [0, 1, 1, 0], y [0, 1, 0, 0]:
+    # sxy 1/2, sxx 1, syy 3/4 -> 1/3
+    assert aggregate_r2(x, y, alt_frequency=[0.2, 0.9]) == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="alt_frequency"):
+        aggregate_r2(x, y, alt_frequency=[0.2])
     rng = np.random.default_rng(3)
     y = rng.integers(0, 3, (20, 30)).astype(np.int8)
     x = np.clip(y + rng.normal(0, 0.5, y.shape), 0, 2)
     mask = rng.random(y.shape) < 0.3
     assert aggregate_r2(x, y, mask) == pytest.approx(np.corrcoef(x[mask], y[mask])[0, 1] ** 2)
+    alt = y.mean(axis=1) / 2
+    flip = (alt > 0.5)[:, None]
+    x_minor, y_minor = np.where(flip, 2 - x, x), np.where(flip, 2 - y, y)
+    assert flip.any() and not flip.all()
+    assert aggregate_r2(x, y, mask, alt_frequency=alt) == pytest.approx(
+        np.corrcoef(x_minor[mask], y_minor[mask])[0, 1] ** 2)
     assert aggregate_r2(np.ones((2, 2)), np.array([[0, 1], [1, 2]])) == 0.0
     assert np.isnan(aggregate_r2(np.ones((2, 2)), np.array([[0, 1], [1, 2]]), monomorphic="nan"))
 
@@ -235,10 +247,14 @@ def test_score_imputation_matches_the_array_functions():
     assert row.value == pytest.approx(np.nanmean(r2[scored])) and row.n == scored.sum()
     se = np.std(r2[scored], ddof=1) / np.sqrt(scored.sum())
     assert _value(rows, "r2_se").value == pytest.approx(se)
+    # pooled metrics on minor-allele coding, by default from the truth's ALT frequencies
+    alt = y.sum(1) / (2 * y.shape[1])
+    assert (alt > 0.5).any()
     row = _value(rows, "aggregate_r2")
-    assert row.value == pytest.approx(aggregate_r2(x, y, mask)) and row.n == mask.sum()
+    assert row.value == pytest.approx(aggregate_r2(x, y, mask, alt_frequency=alt)) and row.n == mask.sum()
     assert _value(rows, "aggregate_concordance").value == pytest.approx(concordance(x, y, mask, pooled=True))
-    assert _value(rows, "aggregate_iqs").value == pytest.approx(iqs(x, y, mask, pooled=True))
+    assert _value(rows, "aggregate_iqs").value == pytest.approx(
+        iqs(x, y, mask, pooled=True, alt_frequency=alt))
     assert _value(rows, "aggregate_f1").value == pytest.approx(f1_score(x, y, mask, pooled=True))
     assert _value(rows, "aggregate_rmse").value == pytest.approx(rmse(x, y, mask, pooled=True))
     assert _value(rows, "iqs").value == pytest.approx(np.nanmean(iqs(x, y, mask)[scored]))
@@ -259,6 +275,7 @@ def test_maf_bin_tile_and_population_strata():
     y = allele_count(truth["call_genotype"].values)
     x = imputed["call_dosage"].values
     maf_true = np.minimum(y.sum(1), 2 * y.shape[1] - y.sum(1)) / (2 * y.shape[1])
+    alt = y.sum(1) / (2 * y.shape[1])      # every stratum is coded on the truth's minor alleles
     tiles = pd.DataFrame({"tile": ["t1", "t2"], "start": [100, 2000], "end": [3000, 6000]})
     rows = score_imputation(truth, imputed, mask, tiles=tiles)
     bins = assign_maf_bins(maf_true).astype(object)
@@ -267,20 +284,21 @@ def test_maf_bin_tile_and_population_strata():
         sel = (bins == label) & mask.any(1)
         assert _value(rows, "r2", "maf_bin", label).value == pytest.approx(r2[sel].mean())
         sub = mask & sel[:, None]
-        assert _value(rows, "aggregate_r2", "maf_bin", label).value == pytest.approx(aggregate_r2(x, y, sub))
+        assert _value(rows, "aggregate_r2", "maf_bin", label).value == pytest.approx(aggregate_r2(x, y, sub, alt_frequency=alt))
     # overlapping tiles: variants at 2000-3000 count in both
     pos = truth["variant_position"].values
     for label, lo, hi in (("t1", 100, 3000), ("t2", 2000, 6000)):
         sub = mask & ((pos >= lo) & (pos <= hi))[:, None]
         row = _value(rows, "aggregate_r2", "tile", label)
-        assert row.value == pytest.approx(aggregate_r2(x, y, sub)) and row.n == sub.sum()
+        assert row.value == pytest.approx(aggregate_r2(x, y, sub, alt_frequency=alt)) and row.n == sub.sum()
     pops = truth["sample_population"].values
     for pop in ("AFR", "EUR", "EAS"):
         cols = pops == pop
         sub_r2 = per_variant_r2(x[:, cols], y[:, cols], mask[:, cols])
         assert _value(rows, "r2", "population", pop).value == pytest.approx(np.nanmean(sub_r2))
         row = _value(rows, "aggregate_r2", "population", pop)
-        assert row.value == pytest.approx(aggregate_r2(x[:, cols], y[:, cols], mask[:, cols]))
+        assert row.value == pytest.approx(aggregate_r2(x[:, cols], y[:, cols], mask[:, cols],
+                                                       alt_frequency=alt))
         assert row.n == mask[:, cols].sum()
 
 
@@ -295,7 +313,9 @@ def test_tiles_as_mapping_or_per_variant_labels_and_min_maf():
     y = allele_count(truth["call_genotype"].values)
     x = imputed["call_dosage"].values
     b = mask & (np.arange(len(keys)) < 30)[:, None]
-    assert _value(by_list, "aggregate_r2", "tile", "b").value == pytest.approx(aggregate_r2(x, y, b))
+    alt = y.sum(1) / (2 * y.shape[1])
+    assert _value(by_list, "aggregate_r2", "tile", "b").value == pytest.approx(
+        aggregate_r2(x, y, b, alt_frequency=alt))
     # tiling-module tables: inclusive variant-index bounds, or a variant/tile membership table
     by_index = score_imputation(truth, imputed, mask, per_variant=False, tiles=pd.DataFrame(
         {"tile": ["a", "b"], "first_variant": [0, 0], "last_variant": [9, 29]}))
@@ -374,3 +394,99 @@ def test_perfect_imputation_scores_one_everywhere():
         assert values.notna().sum() >= 2 and np.allclose(values.dropna(), 1.0), metric
     assert set(summary[summary.value.isna()].stratum) <= {"[0,0.001)"}
     assert np.allclose(summary[summary.metric == "aggregate_rmse"].value, 0.0)
+
+
+# ----------------------------------------------------------------------------- minor-allele coding
+
+
+def _two_rare_sites():
+    """Reference of 50 samples: site A has ALT frequency 0.02, site B (ALT-major) 0.98.
+
+    Ten targets: A is 0 in nine and 1 in one; B is 2 in nine and 1 in one. Both sites have
+    MAF 0.02 in the reference, so both fall in the [0.01,0.05) bin.
+    """
+    from analysislib.genotype.imputer import AlleleFrequencyImputer
+
+    def dataset(prefix, gt):
+        return create_genotype_dataset(
+            contigs=["22"], variant_contig=[0, 0], variant_position=[100, 200],
+            variant_allele=np.array([["A", "G"], ["C", "T"]], dtype=object),
+            sample_id=[f"{prefix}{i}" for i in range(gt.shape[1])], call_genotype=gt)
+
+    ref = np.zeros((2, 50, 2), np.int8)
+    ref[0, :2, 0] = 1           # A: 2 ALT alleles in 100
+    ref[1] = 1
+    ref[1, :2, 0] = 0           # B: 98 ALT alleles in 100
+    target = np.zeros((2, 10, 2), np.int8)
+    target[0, 0, 0] = 1         # A: one het, nine 0
+    target[1] = 1
+    target[1, 0, 0] = 0         # B: one het, nine 2
+    reference, truth = dataset("r", ref), dataset("t", target)
+    untyped = truth.isel(variants=slice(0, 0))
+    floor = AlleleFrequencyImputer().fit(reference).impute(untyped)
+    return reference, truth, floor
+
+
+def test_floor_no_longer_scores_near_one_in_a_rare_bin():
+    from analysislib.genotype.stats import alt_allele_frequency, minor_allele_frequency
+
+    reference, truth, floor = _two_rare_sites()
+    dosage = floor["call_dosage"].values
+    np.testing.assert_allclose(dosage[:, 0], [0.04, 1.96])   # 2p, the same for every target
+    y = allele_count(truth["call_genotype"].values)
+    alt = alt_allele_frequency(reference).values
+    np.testing.assert_allclose(alt, [0.02, 0.98])
+    # As coded, pooling separates the ALT-minor from the ALT-major site: x = 1 ± 0.96,
+    # y - 1 = -1 (9x), 0, +1 (9x), 0: sxy 17.28, sxx 18.432, syy 18 -> r² = 0.9 exactly.
+    assert aggregate_r2(dosage, y, alt_frequency=[0.0, 0.0]) == pytest.approx(0.9)
+    # On the minor-allele dosage the floor is the constant 0.04 (up to float32 rounding of
+    # 2 - 1.96): r² 0.
+    assert aggregate_r2(dosage, y, alt_frequency=alt) == pytest.approx(0.0, abs=1e-12)
+    rows = score_imputation(truth, floor, maf=minor_allele_frequency(reference).values,
+                            alt_frequency=alt, populations=False)
+    assert _value(rows, "aggregate_r2", "maf_bin", "[0.01,0.05)").value == pytest.approx(0.0, abs=1e-12)
+    assert _value(rows, "aggregate_r2").value == pytest.approx(0.0, abs=1e-12)
+    # pooled minor-allele table [[18, 0, 0], [2, 0, 0], [0, 0, 0]]: P0 = Pc = 0.9 -> IQS 0
+    # (as coded [[9, 0, 0], [1, 0, 1], [0, 0, 9]]: (0.9 - 0.45) / 0.55)
+    assert _value(rows, "aggregate_iqs", "maf_bin", "[0.01,0.05)").value == 0.0
+    assert iqs(dosage, y, pooled=True, alt_frequency=[0.0, 0.0]) == pytest.approx(0.45 / 0.55)
+    # coding-invariant pooled metrics: 18 of 20 calls right
+    assert _value(rows, "aggregate_concordance").value == pytest.approx(0.9)
+    assert _value(rows, "genotype_accuracy").value == pytest.approx(0.9)
+
+
+def _recode(ds, sites):
+    """Swap REF and ALT at ``sites``: alleles, genotypes, dosage and probabilities."""
+    out = ds.copy(deep=True)
+    alleles = out["variant_allele"].values
+    alleles[sites] = alleles[sites][:, ::-1]
+    gt = out["call_genotype"].values
+    gt[sites] = np.where(gt[sites] >= 0, 1 - gt[sites], gt[sites])
+    if "call_dosage" in out:
+        out["call_dosage"].values[sites] = 2 - out["call_dosage"].values[sites]
+    return out
+
+
+def test_aggregate_r2_does_not_depend_on_which_allele_is_alt():
+    truth, imputed, mask = _panel(seed=10)
+    sites = np.arange(0, truth.sizes["variants"], 4)
+    alt = allele_count(truth["call_genotype"].values).sum(1) / (2 * truth.sizes["samples"])
+    alt_recoded = alt.copy()
+    alt_recoded[sites] = 1 - alt[sites]
+    for given in (False, True):      # frequencies passed in (as the harness does) or from the truth
+        base = score_imputation(truth, imputed, mask, per_variant=False,
+                                alt_frequency=alt if given else None)
+        recoded = score_imputation(_recode(truth, sites), _recode(imputed, sites), mask,
+                                   per_variant=False, alt_frequency=alt_recoded if given else None)
+        pd.testing.assert_frame_equal(base, recoded, check_exact=False, rtol=1e-10)
+        for kind, label in (("all", "all"), ("maf_bin", "[0.01,0.05)"), ("maf_bin", "[0.4,0.5]")):
+            value = _value(base, "aggregate_r2", kind, label).value
+            assert 0 < value < 1 and _value(recoded, "aggregate_r2", kind, label).value == \
+                pytest.approx(value, rel=1e-10)
+    y, x = allele_count(truth["call_genotype"].values), imputed["call_dosage"].values
+    y2, x2 = y.copy(), x.copy()
+    y2[sites], x2[sites] = 2 - y[sites], 2 - x[sites]
+    assert aggregate_r2(x2, y2, mask, alt_frequency=alt_recoded) == pytest.approx(
+        aggregate_r2(x, y, mask, alt_frequency=alt), rel=1e-12)
+    # pooled as coded (no alt_frequency), the recoding changes the value
+    assert aggregate_r2(x2, y2, mask) != pytest.approx(aggregate_r2(x, y, mask), rel=1e-3)

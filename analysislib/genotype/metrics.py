@@ -19,6 +19,18 @@ true genotype is missing are never scored. Arrays are NumPy, shape (variants, sa
 dataset-level :func:`score_imputation` walks variants in blocks, so dask-backed datasets are
 loaded one block at a time.
 
+Minor-allele coding of pooled metrics: before pooling, dosage and truth are recoded 2 − x at
+sites whose ALT allele frequency exceeds 0.5 (:func:`minor_allele_flip`), so every site is scored
+on its minor-allele dosage. :func:`score_imputation` always does this, with the ALT frequency
+from the reference panel when given (as the evaluation harness does) or else from the truth; the
+array functions :func:`aggregate_r2` and pooled :func:`genotype_confusion`/:func:`iqs` do it when
+given ``alt_frequency`` and pool as coded otherwise. Pooling ALT-major with ALT-minor sites would otherwise reward a
+constant allele-frequency guess (dosage 2p) with an aggregate r² near 1 in rare MAF bins, because
+2p alone separates the two kinds of site. Aggregate r² and aggregate IQS change with the coding;
+per-variant metrics and pooled concordance, F1, precision, recall, RMSE and accuracy do not (the
+recoding permutes genotype classes and swaps the two allele-presence bits), so one flip of the
+per-variant statistics serves every pooled metric (:meth:`_Stats.minor_coded`).
+
 Degenerate cases (documented choices):
 
 * r² of a variant whose scored truth is monomorphic, or whose scored dosage is constant, is
@@ -38,7 +50,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -47,7 +59,7 @@ import xarray as xr
 
 from analysislib import variables
 from analysislib.genotype.imputer import sites_key
-from analysislib.genotype.stats import minor_allele_frequency
+from analysislib.genotype.stats import alt_allele_frequency, minor_allele_frequency
 
 __all__ = [
     "DIAS_MAF_BINS",
@@ -64,6 +76,7 @@ __all__ = [
     "genotype_confusion",
     "iqs",
     "maf_bin_labels",
+    "minor_allele_flip",
     "per_variant_r2",
     "phased_accuracy",
     "phased_genotype_confusion",
@@ -229,6 +242,26 @@ class _Stats:
             phased_ok=all(p.phased_ok for p in parts),
         )
 
+    def minor_coded(self, flip: np.ndarray) -> _Stats:
+        """The same statistics with dosage and truth recoded ``2 - x`` at variants where ``flip``.
+
+        Centred moments, squared errors and match counts do not change; means and extremes are
+        reflected and the confusion table reversed on both axes (classes 0 and 2 swap).
+        """
+        flip = np.asarray(flip, dtype=bool)
+        if not flip.any():
+            return self
+        column = flip[:, None, None]
+        return replace(
+            self,
+            mean_x=np.where(flip, 2.0 - self.mean_x, self.mean_x),
+            mean_y=np.where(flip, 2.0 - self.mean_y, self.mean_y),
+            min_x=np.where(flip, 2.0 - self.max_x, self.min_x),
+            max_x=np.where(flip, 2.0 - self.min_x, self.max_x),
+            min_y=np.where(flip, 2.0 - self.max_y, self.min_y),
+            max_y=np.where(flip, 2.0 - self.min_y, self.max_y),
+            confusion=np.where(column, self.confusion[:, ::-1, ::-1], self.confusion))
+
     def put(self, rows: slice, other: _Stats) -> None:
         for name in ("n", "mean_x", "mean_y", "sxx", "syy", "sxy", "min_x", "max_x", "min_y",
                      "max_y", "sse", "confusion", "gt_correct", "phased_correct"):
@@ -363,12 +396,40 @@ def per_variant_r2(dosage: Any, truth: Any, score_mask: Any | None = None, *,
     return _r2_from_moments(s.sxx, s.syy, s.sxy, constant, s.n, monomorphic)
 
 
+def minor_allele_flip(alt_frequency: Any) -> np.ndarray:
+    """Variants scored on the other allele: True where the ALT allele frequency exceeds 0.5.
+
+    The one rule of minor-allele coding (module docstring): pooled metrics recode dosage and
+    truth as ``2 - x`` at these variants. ``alt_frequency`` is one value per variant, from the
+    reference panel; NaN never flips.
+    """
+    return np.nan_to_num(np.asarray(alt_frequency, dtype=np.float64), nan=0.0) > 0.5
+
+
+def _flip_for(truth: np.ndarray, alt_frequency: Any | None) -> np.ndarray:
+    """:func:`minor_allele_flip` checked against the truth's variants; None flips nothing."""
+    if alt_frequency is None:
+        return np.zeros(truth.shape[0], dtype=bool)
+    flip = minor_allele_flip(alt_frequency)
+    if flip.shape != truth.shape[:1]:
+        raise ValueError(f"alt_frequency has shape {flip.shape}, expected ({truth.shape[0]},) "
+                         "(one per variant)")
+    return flip
+
+
 def aggregate_r2(dosage: Any, truth: Any, score_mask: Any | None = None, *,
-                 monomorphic: Monomorphic = "zero") -> float:
+                 alt_frequency: Any | None = None, monomorphic: Monomorphic = "zero") -> float:
     """Squared correlation pooled over every scored (sample, variant) pair (BiU-Net, note §2.3).
 
     Unlike the mean of per-variant r², it includes between-variant differences in allele
     frequency. Apply it to the variants of one MAF bin to get BiU-Net's per-bin R².
+
+    Pass ``alt_frequency`` (ALT allele frequency per variant, from the reference panel) to score
+    the minor-allele dosage: at variants whose ALT frequency exceeds 0.5, dosage and truth become
+    ``2 - x`` (:func:`minor_allele_flip`), so the value does not depend on which allele a file
+    calls ALT and a constant allele-frequency guess cannot score by separating ALT-major from
+    ALT-minor sites. :func:`score_imputation` and the evaluation harness always do this. Without
+    ``alt_frequency`` the dosages are pooled as coded.
     """
     y = np.asarray(truth)
     mask = _scored_mask(y, score_mask)
@@ -376,30 +437,33 @@ def aggregate_r2(dosage: Any, truth: Any, score_mask: Any | None = None, *,
     _check_complete(mask & ~np.isfinite(x), "dosage")
     if not mask.any():
         return float("nan")
-    xs, ys = x[mask], y[mask].astype(np.float64)
-    dx, dy = xs - xs.mean(), ys - ys.mean()
-    constant = xs.min() == xs.max() or ys.min() == ys.max()
-    return float(_r2_from_moments([dx @ dx], [dy @ dy], [dx @ dy], [constant], [xs.size],
-                                  monomorphic)[0])
+    stats = _variant_stats(x, y, mask).minor_coded(_flip_for(y, alt_frequency))
+    scored = np.flatnonzero(stats.n > 0)
+    everything = _Strata("all", ["all"], scored, np.zeros(len(scored), np.int64))
+    return float(_pooled(stats, everything, monomorphic)["aggregate_r2"][0])
 
 
 def genotype_confusion(imputed: Any, truth: Any, score_mask: Any | None = None, *,
-                       pooled: bool = False) -> np.ndarray:
+                       pooled: bool = False, alt_frequency: Any | None = None) -> np.ndarray:
     """3×3 counts of (true allele count, imputed allele count) over scored entries.
 
     ``imputed`` is either dosages (floats, rounded by :func:`best_guess`) or best-guess allele
     counts (integers). Returns (variants, 3, 3), or (3, 3) with ``pooled=True``; rows are the
-    truth, columns the imputation.
+    truth, columns the imputation. With ``alt_frequency`` (per variant, from the reference
+    panel) the pooled table counts minor-allele classes: classes 0 and 2 are swapped at variants
+    :func:`minor_allele_flip` selects.
     """
     y = np.asarray(truth)
     mask = _scored_mask(y, score_mask)
     p = _as_class(imputed)
     _check_complete(mask & (p < 0), "genotype")
     code = y.astype(np.int64) * 3 + np.clip(p, 0, 2)
-    if pooled:
-        return np.bincount(code[mask], minlength=9).reshape(3, 3)
     rows = np.broadcast_to(np.arange(y.shape[0])[:, None] * 9, y.shape)
-    return np.bincount((rows + code)[mask], minlength=y.shape[0] * 9).reshape(-1, 3, 3)
+    per_variant = np.bincount((rows + code)[mask], minlength=y.shape[0] * 9).reshape(-1, 3, 3)
+    if pooled:
+        flip = _flip_for(y, alt_frequency)[:, None, None]
+        return np.where(flip, per_variant[:, ::-1, ::-1], per_variant).sum(axis=0)
+    return per_variant
 
 
 def concordance(imputed: Any, truth: Any, score_mask: Any | None = None, *,
@@ -416,12 +480,14 @@ def concordance(imputed: Any, truth: Any, score_mask: Any | None = None, *,
     return _scalar_or_array(out, pooled)
 
 
-def iqs(imputed: Any, truth: Any, score_mask: Any | None = None, *, pooled: bool = False) -> Any:
+def iqs(imputed: Any, truth: Any, score_mask: Any | None = None, *, pooled: bool = False,
+        alt_frequency: Any | None = None) -> Any:
     """Imputation quality score (P0 − Pc)/(1 − Pc), Pc from the 3×3 marginals (Cohen's kappa).
 
-    NaN where chance agreement is 1. Per variant, or from the pooled table with ``pooled=True``.
+    NaN where chance agreement is 1. Per variant, or with ``pooled=True`` from the pooled table
+    (minor-allele classes with ``alt_frequency``, see :func:`genotype_confusion`).
     """
-    c = genotype_confusion(imputed, truth, score_mask, pooled=pooled)
+    c = genotype_confusion(imputed, truth, score_mask, pooled=pooled, alt_frequency=alt_frequency)
     return _scalar_or_array(_iqs_from_confusion(c), pooled)
 
 
@@ -720,15 +786,31 @@ def _align(truth: xr.Dataset, imputed: xr.Dataset, missing_sites: str) -> tuple[
     return variant_index, sample_index
 
 
-def _resolve_maf(maf: Any, truth: xr.Dataset, keys: np.ndarray) -> np.ndarray:
-    if maf is None:
-        return np.asarray(minor_allele_frequency(truth).values, dtype=np.float64)
-    if isinstance(maf, pd.Series):
-        return maf.reindex(keys).to_numpy(dtype=np.float64)
-    values = np.asarray(maf.values if isinstance(maf, xr.DataArray) else maf, dtype=np.float64)
-    if values.shape != (len(keys),):
-        raise ValueError(f"maf has shape {values.shape}, expected ({len(keys)},) (one per truth variant)")
-    return values
+def _per_truth_variant(values: Any, keys: np.ndarray, name: str) -> np.ndarray:
+    """One float per truth variant from an array in truth order or a Series by site key."""
+    if isinstance(values, pd.Series):
+        return values.reindex(keys).to_numpy(dtype=np.float64)
+    out = np.asarray(values.values if isinstance(values, xr.DataArray) else values, dtype=np.float64)
+    if out.shape != (len(keys),):
+        raise ValueError(f"{name} has shape {out.shape}, expected ({len(keys)},) (one per truth variant)")
+    return out
+
+
+def _resolve_frequencies(maf: Any, alt_frequency: Any, truth: xr.Dataset,
+                         keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(MAF for binning, ALT frequency for minor-allele coding) per truth variant.
+
+    Each comes from its argument, else from the other argument, else from the truth. A MAF
+    derived from an ALT frequency is rounded to 12 decimals so that, for example, 1 - 0.9 falls
+    in the bin of 0.1 as the count-based MAF does.
+    """
+    alt = (np.asarray(alt_allele_frequency(truth).values, dtype=np.float64) if alt_frequency is None
+           else _per_truth_variant(alt_frequency, keys, "alt_frequency"))
+    if maf is not None:
+        return _per_truth_variant(maf, keys, "maf"), alt
+    if alt_frequency is not None:
+        return np.round(np.minimum(alt, 1.0 - alt), 12), alt
+    return np.asarray(minor_allele_frequency(truth).values, dtype=np.float64), alt
 
 
 def _take(data: Any, variant_index: np.ndarray, sample_index: np.ndarray) -> np.ndarray:
@@ -745,6 +827,7 @@ def score_imputation(
     score_mask: Any | None = None,
     *,
     maf: Any | None = None,
+    alt_frequency: Any | None = None,
     maf_bins: Sequence[float] | None = DIAS_MAF_BINS,
     tiles: Any | None = None,
     populations: bool | str = True,
@@ -771,7 +854,13 @@ def score_imputation(
         imputer). Default: every called entry. Entries with missing truth are never scored.
     maf
         MAF per truth variant (array in truth order, or a Series indexed by site key, for a
-        reference panel's MAF). Default: from the true genotypes (all truth samples).
+        reference panel's MAF). Default: from ``alt_frequency`` when given, else from the true
+        genotypes (all truth samples).
+    alt_frequency
+        ALT allele frequency per truth variant (same forms as ``maf``), from the reference
+        panel: pooled metrics are computed on minor-allele coding, flipping variants whose ALT
+        frequency exceeds 0.5 (module docstring). Default: from the true genotypes. The
+        evaluation harness passes the reference panel's ``maf`` and ``alt_frequency``.
     maf_bins
         Bin breaks (R ``cut(right=FALSE, include.lowest=TRUE)``); None skips MAF-bin rows.
     tiles
@@ -895,7 +984,9 @@ def score_imputation(
         for name, values in block.items():
             stats[name].put(rows, values)
 
-    maf_values = _resolve_maf(maf, truth, keys)
+    maf_values, alt_values = _resolve_frequencies(maf, alt_frequency, truth, keys)
+    # Minor-allele coding for pooled metrics; per-variant metrics are unchanged by it.
+    stats = {name: stat.minor_coded(minor_allele_flip(alt_values)) for name, stat in stats.items()}
     keep = stats["all"].n > 0
     if min_maf > 0:
         keep &= maf_values >= min_maf
