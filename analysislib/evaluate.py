@@ -7,22 +7,28 @@ genotype_imputation.md section 2):
 2. hold out target samples (stratified by population when known);
 3. apply the scenario to the targets (array sites typed, a fraction of sites typed, or random
    missingness) and remember which entries are to be scored;
-4. fit the imputer on the reference samples and impute the targets;
-5. score only hidden entries, overall and per MAF bin, tile, population and variant;
-6. append tidy rows with runtime, peak memory, parameters, data checksum and code version to the
+4. fit the imputer on the reference samples and impute the targets, timing each call here, so
+   ``fit_seconds`` (training a network, preparing an HMM's panel) and ``impute_seconds`` mean the
+   same for every method, and ``runtime_s`` is their sum;
+5. score only hidden entries, overall and per MAF bin, tile, population and variant, with MAF
+   bins and the minor-allele coding of pooled metrics taken from the reference samples only
+   (:mod:`analysislib.genotype.metrics`);
+6. append tidy rows with runtimes, peak memory, parameters, data checksum and code version to the
    results store (:mod:`analysislib.results`).
 
 Imputers are looked up by name in :data:`IMPUTERS`; :func:`register_imputer` adds one.
+:func:`thread_parameters` translates one thread count into each imputer's own keyword.
 """
 
 from __future__ import annotations
 
 import datetime
 import importlib
+import inspect
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,12 +47,15 @@ from analysislib.results import (
 )
 
 __all__ = [
+    "HEADLINE_METRICS",
     "IMPUTERS",
     "EvaluationResult",
     "evaluate",
     "load_genotypes",
     "make_imputer",
     "register_imputer",
+    "thread_parameters",
+    "timed_fit_impute",
 ]
 
 log = logging.getLogger(__name__)
@@ -68,8 +77,7 @@ def register_imputer(name: str, factory: str | Callable[..., GenotypeImputer]) -
     IMPUTERS[name] = factory
 
 
-def make_imputer(name: str, **parameters: Any) -> GenotypeImputer:
-    """Instantiate a registered imputer with keyword parameters."""
+def _factory(name: str) -> Callable[..., GenotypeImputer]:
     try:
         factory = IMPUTERS[name]
     except KeyError:
@@ -77,7 +85,70 @@ def make_imputer(name: str, **parameters: Any) -> GenotypeImputer:
     if isinstance(factory, str):
         module, _, attr = factory.partition(":")
         factory = getattr(importlib.import_module(module), attr)
-    return factory(**parameters)
+    return factory
+
+
+def _keywords(factory: Callable[..., Any]) -> tuple[set[str], bool]:
+    """Keyword parameters a factory names, and whether it takes any other (``**kwargs``)."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return set(), True
+    kinds = {p.kind for p in signature.parameters.values()}
+    names = {n for n, p in signature.parameters.items()
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return names, inspect.Parameter.VAR_KEYWORD in kinds
+
+
+def make_imputer(name: str, **parameters: Any) -> GenotypeImputer:
+    """Instantiate a registered imputer with keyword parameters.
+
+    Raises
+    ------
+    KeyError
+        If no imputer is registered under ``name``.
+    ValueError
+        If the imputer takes no parameter of a given name.
+    """
+    factory = _factory(name)
+    names, open_ended = _keywords(factory)
+    unknown = sorted(set(parameters) - names)
+    if unknown and not open_ended:
+        takes = ", ".join(sorted(names)) or "none"
+        raise ValueError(f"method {name!r} takes no parameter {', '.join(map(repr, unknown))} "
+                         f"(its parameters: {takes})")
+    try:
+        return factory(**parameters)
+    except TypeError as err:  # an open-ended factory passed on a name nothing takes
+        if "unexpected keyword argument" not in str(err):
+            raise
+        raise ValueError(f"method {name!r}: {err}") from err
+
+
+def thread_parameters(name: str, threads: int | None) -> dict[str, int]:
+    """The keyword that gives imputer ``name`` a thread count: ``{"threads": n}`` or similar.
+
+    Beagle, Minimac4 and the autoencoder take ``threads``; BiU-Net and SCDA take ``num_threads``
+    (torch threads). An imputer with no thread setting (the allele-frequency floor) runs on one
+    thread, so ``threads=1`` asks nothing of it and more is refused. ``None`` returns ``{}``.
+
+    Raises
+    ------
+    ValueError
+        For ``threads < 1``, or more than one thread for an imputer without a thread setting.
+    """
+    if threads is None:
+        return {}
+    if int(threads) != threads or threads < 1:
+        raise ValueError(f"threads must be a whole number of at least 1, got {threads}")
+    names, _ = _keywords(_factory(name))
+    for keyword in ("threads", "num_threads", "n_threads", "nthreads"):
+        if keyword in names:
+            return {keyword: int(threads)}
+    if threads == 1:
+        return {}
+    raise ValueError(f"method {name!r} runs on one thread and has no thread setting; "
+                     f"drop --threads or use --threads 1 (got {threads})")
 
 
 def load_genotypes(dataset: str | os.PathLike[str]) -> tuple[xr.Dataset, str, str]:
@@ -111,6 +182,40 @@ def load_genotypes(dataset: str | os.PathLike[str]) -> tuple[xr.Dataset, str, st
     return read_vcf(path).compute(), path.name, sha256_of(path)
 
 
+def timed_fit_impute(imputer: GenotypeImputer, reference: xr.Dataset, target: xr.Dataset
+                     ) -> tuple[float, float, float, xr.Dataset]:
+    """Fit on ``reference`` and impute ``target``, timing each call from outside the imputer.
+
+    Returns
+    -------
+    tuple
+        ``(fit_seconds, impute_seconds, peak_memory_mb, imputed)``. The peak is the larger of
+        what the imputer reported for its fit and for its imputation (NaN when it reports none).
+    """
+    before = imputer.last_run
+    started = time.perf_counter()
+    imputer.fit(reference)
+    fit_seconds = time.perf_counter() - started
+    fit_run = imputer.last_run if imputer.last_run is not before else None
+    started = time.perf_counter()
+    imputed = imputer.impute(target)
+    impute_seconds = time.perf_counter() - started
+    peaks = np.array([float(run.peak_memory_mb) for run in (fit_run, imputer.last_run)
+                      if run is not None], dtype=np.float64)
+    peak = float(np.nanmax(peaks)) if np.isfinite(peaks).any() else float("nan")
+    return fit_seconds, impute_seconds, peak, imputed
+
+
+#: Metrics of the headline table, in order, by scenario kind. Under random missingness a
+#: variant has a few hidden entries per target set, so its own r² is mostly undefined (0 by the
+#: calculator's rule) for every method: the pooled r² leads there.
+HEADLINE_METRICS: dict[str, tuple[str, ...]] = {
+    "random": ("aggregate_r2", "r2", "genotype_accuracy"),
+    "array": ("r2", "aggregate_r2", "genotype_accuracy"),
+    "typed_fraction": ("r2", "aggregate_r2", "genotype_accuracy"),
+}
+
+
 @dataclass
 class EvaluationResult:
     """What :func:`evaluate` produced: the stored rows, the imputed data and where they went."""
@@ -119,11 +224,37 @@ class EvaluationResult:
     rows: pd.DataFrame
     imputed: xr.Dataset
     store_path: Path | None
+    scenario_kind: str | None = None
 
     def summary(self, metric: str = "r2") -> pd.DataFrame:
-        """The headline table: one metric overall and per MAF bin."""
+        """One metric overall and per MAF bin: ``stratum_kind, stratum, value, n``."""
         rows = self.rows[(self.rows.metric == metric) & self.rows.stratum_kind.isin(["all", "maf_bin"])]
         return rows[["stratum_kind", "stratum", "value", "n"]].reset_index(drop=True)
+
+    def headline_metrics(self) -> tuple[str, ...]:
+        """The metrics :meth:`headline` shows by default, for this run's scenario kind."""
+        return HEADLINE_METRICS.get(self.scenario_kind or "", HEADLINE_METRICS["array"])
+
+    def headline(self, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+        """Several metrics side by side, overall then per MAF bin (the CLI's summary).
+
+        Columns: ``stratum``, one per metric (default :meth:`headline_metrics`; absent metrics
+        are skipped), then ``variants`` (scored variants, the ``n`` of ``r2``) and ``calls``
+        (scored genotypes, the ``n`` of pooled metrics).
+        """
+        wanted = [m for m in (metrics or self.headline_metrics()) if m in set(self.rows.metric)]
+        rows = self.rows[self.rows.stratum_kind.isin(["all", "maf_bin"])]
+        strata = list(dict.fromkeys(rows.loc[rows.stratum_kind == "all", "stratum"].tolist()
+                                    + rows.loc[rows.stratum_kind == "maf_bin", "stratum"].tolist()))
+
+        def column(metric: str, field: str = "value") -> list[Any]:
+            values = rows[rows.metric == metric].drop_duplicates("stratum").set_index("stratum")[field]
+            return [values.get(s, np.nan) for s in strata]
+
+        table = pd.DataFrame({"stratum": strata, **{m: column(m) for m in wanted}})
+        table["variants"] = pd.array(column("r2", "n"), dtype="Int64")
+        table["calls"] = pd.array(column("aggregate_r2", "n"), dtype="Int64")
+        return table
 
 
 def evaluate(
@@ -137,6 +268,7 @@ def evaluate(
     tiles: pd.DataFrame | None = None,
     store: ResultsStore | None = None,
     dataset_label: str | None = None,
+    threads: int | None = None,
 ) -> EvaluationResult:
     """Run, score and store one imputation experiment.
 
@@ -160,6 +292,8 @@ def evaluate(
         ``ResultsStore(path)`` to write elsewhere.
     dataset_label
         Name recorded for an in-memory dataset.
+    threads
+        Thread count for a named method, passed as its own keyword (:func:`thread_parameters`).
 
     Returns
     -------
@@ -167,7 +301,7 @@ def evaluate(
     """
     from analysislib.genotype.masking import apply_scenario, parse_scenario, split_samples
     from analysislib.genotype.metrics import score_imputation
-    from analysislib.genotype.stats import minor_allele_frequency
+    from analysislib.genotype.stats import alt_allele_frequency, minor_allele_frequency
 
     if isinstance(dataset, xr.Dataset):
         ds = dataset
@@ -176,7 +310,14 @@ def evaluate(
     else:
         ds, label, checksum = load_genotypes(dataset)
     scenario_obj = parse_scenario(scenario) if isinstance(scenario, str) else scenario
-    imputer = make_imputer(method, **(method_parameters or {})) if isinstance(method, str) else method
+    if isinstance(method, str):
+        imputer = make_imputer(method, **{**(method_parameters or {}),
+                                          **thread_parameters(method, threads)})
+    elif threads is not None:
+        raise ValueError("threads applies to a method given by name; configure an imputer "
+                         "instance directly")
+    else:
+        imputer = method
     log.info("%s on %s (%s): %d variants x %d samples", imputer.name, label, scenario_obj.name,
              ds.sizes["variants"], ds.sizes["samples"])
 
@@ -184,25 +325,25 @@ def evaluate(
     reference, truth = split_samples(ds, target_fraction=target_fraction, stratify_by=stratify, seed=seed)
     masked = apply_scenario(truth, scenario_obj, reference=reference)
 
-    started = time.perf_counter()
-    imputer.fit(reference)
-    imputed = check_imputed(imputer.impute(masked.target), reference, masked.target)
-    seconds = imputer.last_run.seconds
-    if not np.isfinite(seconds):
-        seconds = time.perf_counter() - started
+    fit_seconds, impute_seconds, peak_mb, imputed = timed_fit_impute(imputer, reference,
+                                                                     masked.target)
+    imputed = check_imputed(imputed, reference, masked.target)
 
-    maf = minor_allele_frequency(ds).values
-    scores = score_imputation(truth, imputed, masked.score_mask, maf=maf, tiles=tiles)
+    # MAF bins and minor-allele coding from the reference samples only.
+    scores = score_imputation(truth, imputed, masked.score_mask,
+                              maf=minor_allele_frequency(reference).values,
+                              alt_frequency=alt_allele_frequency(reference).values, tiles=tiles)
     run_id = new_run_id()
     rows = scores.assign(
         run_id=run_id,
         timestamp=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         task=TASK, dataset=label, scenario=scenario_obj.name, method=imputer.name,
-        runtime_s=float(seconds), peak_memory_mb=float(imputer.last_run.peak_memory_mb),
+        runtime_s=fit_seconds + impute_seconds, fit_seconds=fit_seconds,
+        impute_seconds=impute_seconds, peak_memory_mb=peak_mb,
         parameters=parameters_json({**imputer.parameters(), "target_fraction": target_fraction,
                                     "split_seed": seed}),
         data_checksum=checksum, code_version=code_version(),
     )
     path = (store or ResultsStore()).append(rows)
     log.info("stored %d rows in %s", len(rows), path)
-    return EvaluationResult(run_id, rows, imputed, path)
+    return EvaluationResult(run_id, rows, imputed, path, scenario_obj.kind)

@@ -25,12 +25,20 @@ stratum_kind   str      what the stratum is: ``all``, ``maf_bin``, ``tile``, ``p
 stratum        str      the stratum's label (``[0.01,0.05)``, a variant key, ``CEU``)
 value          float    the metric's value
 n              int      how many scored units (variants or calls) the value summarises
-runtime_s      float    wall time of the method on this run (same on every row of a run)
+runtime_s      float    wall time of the method on this run, fit plus impute (same on every
+                        row of a run)
+fit_seconds    float    wall time of fitting (training a network, preparing an HMM panel);
+                        NaN where not measured
+impute_seconds float    wall time of imputing (or predicting) the targets; NaN where not
+                        measured
 peak_memory_mb float    peak resident memory of the method on this run
 parameters     str      JSON of the method's parameters
 data_checksum  str      sha256 of the input data (files, or arrays for in-memory data)
 code_version   str      analysislib version plus git commit when available
 ============== ======== =====================================================================
+
+``fit_seconds`` and ``impute_seconds`` were added after the first stored runs: they are optional
+when appending (NaN when absent) and rows stored without them read back with NaN.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ from analysislib.io.atomic import atomic_output
 
 __all__ = [
     "COLUMNS",
+    "OPTIONAL_COLUMNS",
     "RESULTS_ENV",
     "ResultsStore",
     "array_checksum",
@@ -65,9 +74,12 @@ COLUMNS: dict[str, str] = {
     "run_id": "string", "timestamp": "string", "task": "string", "dataset": "string",
     "scenario": "string", "method": "string", "metric": "string", "stratum_kind": "string",
     "stratum": "string", "value": "float64", "n": "int64", "runtime_s": "float64",
+    "fit_seconds": "float64", "impute_seconds": "float64",
     "peak_memory_mb": "float64", "parameters": "string", "data_checksum": "string",
     "code_version": "string",
 }
+#: Columns added to the schema later: NaN when a writer or a stored file lacks them.
+OPTIONAL_COLUMNS: tuple[str, ...] = ("fit_seconds", "impute_seconds")
 
 
 def new_run_id() -> str:
@@ -116,7 +128,8 @@ class ResultsStore:
     def append(self, rows: pd.DataFrame | Iterable[Mapping[str, Any]]) -> Path:
         """Validate rows against :data:`COLUMNS` and write them as one new parquet file.
 
-        All rows must share one ``run_id`` and ``task``. Returns the file written.
+        All rows must share one ``run_id`` and ``task``; :data:`OPTIONAL_COLUMNS` may be left
+        out (stored as NaN). Returns the file written.
 
         Raises
         ------
@@ -124,6 +137,9 @@ class ResultsStore:
             If a column is missing or unknown, or rows mix runs or tasks.
         """
         frame = pd.DataFrame(rows) if not isinstance(rows, pd.DataFrame) else rows.copy()
+        for column in OPTIONAL_COLUMNS:
+            if column not in frame.columns:
+                frame[column] = np.nan
         missing = [c for c in COLUMNS if c not in frame.columns]
         extra = [c for c in frame.columns if c not in COLUMNS]
         if missing or extra:
@@ -154,6 +170,9 @@ class ResultsStore:
         if not files:
             return pd.DataFrame({c: pd.Series(dtype=t) for c, t in COLUMNS.items()})
         frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        # Files written before a column was added read back with NaN there.
+        frame = frame.reindex(columns=list(COLUMNS)).astype(
+            {c: COLUMNS[c] for c in OPTIONAL_COLUMNS})
         for column, wanted in filters.items():
             if column not in COLUMNS:
                 raise KeyError(f"no column {column!r}; columns: {list(COLUMNS)}")
@@ -175,7 +194,8 @@ class ResultsStore:
     def runs(self, task: str | None = None) -> pd.DataFrame:
         """One row per run: identity, cost and provenance."""
         keys = ["run_id", "timestamp", "task", "dataset", "scenario", "method", "runtime_s",
-                "peak_memory_mb", "parameters", "data_checksum", "code_version"]
+                "fit_seconds", "impute_seconds", "peak_memory_mb", "parameters", "data_checksum",
+                "code_version"]
         return self.read(task)[keys].drop_duplicates("run_id").reset_index(drop=True)
 
 

@@ -53,3 +53,91 @@ def test_declared_parameters_reads_the_tagged_cell(tmp_path):
     nb.cells = [nbformat.v4.new_code_cell("z = 1"), params]
     nbformat.write(nb, tmp_path / "01_p.ipynb")
     assert declared_parameters(tmp_path / "01_p.ipynb") == {"quick", "seed"}
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+@pytest.fixture(scope="module")
+def tiny_vcf(tmp_path_factory):
+    """A small simulated panel (3 populations x 20 samples, about 800 SNPs) as a VCF."""
+    from analysislib.io.vcf import write_vcf
+    from analysislib.simulate.genotypes import simulate_genotypes
+
+    ds = simulate_genotypes("quick", seed=5, samples_per_population=20,
+                            sequence_length=150_000).ds.compute()
+    path = tmp_path_factory.mktemp("cli") / "tiny.vcf.gz"
+    write_vcf(ds, path)
+    return path
+
+
+def _summary_header(out: str) -> list[str]:
+    """Column names of the printed headline table."""
+    line = next(line for line in out.splitlines() if line.split()[:1] == ["stratum"])
+    return line.split()
+
+
+def test_evaluate_random_scenario_leads_with_aggregate_r2(tiny_vcf, tmp_path, capsys):
+    from analysislib.results import ResultsStore
+
+    args = ["evaluate", "--method", "allele_frequency", "--dataset", str(tiny_vcf),
+            "--scenario", "random_05_seed1", "--results", str(tmp_path), "--threads", "1"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert _summary_header(out) == ["stratum", "aggregate_r2", "r2", "genotype_accuracy",
+                                    "variants", "calls"]
+    assert "per-variant r² (r2) is mostly undefined" in out
+    assert "fit " in out and "impute " in out
+    run = ResultsStore(tmp_path).runs().iloc[0]
+    assert run.fit_seconds > 0 and run.impute_seconds > 0
+    assert run.runtime_s == pytest.approx(run.fit_seconds + run.impute_seconds)
+
+
+def test_evaluate_typed_scenario_leads_with_r2_and_metric_moves_first(tiny_vcf, tmp_path, capsys):
+    base = ["evaluate", "--method", "allele_frequency", "--dataset", str(tiny_vcf),
+            "--scenario", "typed_1in3", "--results", str(tmp_path)]
+    assert main(base) == 0
+    out = capsys.readouterr().out
+    assert _summary_header(out)[:3] == ["stratum", "r2", "aggregate_r2"]
+    assert "mostly undefined" not in out
+    assert main([*base, "--metric", "iqs"]) == 0
+    assert _summary_header(capsys.readouterr().out)[:4] == ["stratum", "iqs", "r2", "aggregate_r2"]
+
+
+@pytest.mark.parametrize("method", ["allele_frequency", "beagle", "minimac4", "biunet", "scda", "dae"])
+def test_evaluate_threads_works_for_every_imputer(method, tiny_vcf, tmp_path, capsys):
+    import json
+    import shutil
+
+    from analysislib.results import ResultsStore
+
+    if method in ("beagle", "minimac4") and shutil.which(method) is None:
+        pytest.skip(f"{method} is not installed")
+    threads = "1" if method == "allele_frequency" else "2"
+    args = ["evaluate", "--method", method, "--dataset", str(tiny_vcf), "--scenario",
+            "random_05_seed1", "--results", str(tmp_path), "--threads", threads]
+    if method in ("biunet", "scda", "dae"):
+        args += ["-p", "epochs=1", "-p", "progress=false"]
+    assert main(args) == 0, capsys.readouterr().err
+    run = ResultsStore(tmp_path).runs().iloc[0]
+    assert run.method == method
+    recorded = json.loads(run.parameters)
+    if method in ("beagle", "minimac4", "dae"):
+        assert recorded["threads"] == 2
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--method", "allele_frequency", "--threads", "2"], "runs on one thread"),
+    (["--method", "beagle", "--threads", "0"], "at least 1"),
+    (["--method", "beagle", "-p", "bogus=1"], "takes no parameter 'bogus'"),
+    (["--method", "biunet", "-p", "bogus=1"], "bogus"),
+    (["--method", "magic"], "unknown method"),
+    (["--method", "beagle", "--metric", "nonsense"], "unknown metric"),
+])
+def test_evaluate_refuses_bad_options_in_one_line(extra, message, tmp_path, capsys):
+    args = ["evaluate", "--dataset", str(tmp_path / "never_read.vcf.gz"), "--scenario",
+            "typed_1in3", "--results", str(tmp_path), *extra]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+    assert not list(tmp_path.rglob("*.parquet"))

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from analysislib.evaluate import evaluate, load_genotypes, make_imputer
@@ -71,3 +72,84 @@ def test_evaluate_accepts_a_user_vcf(panel, tmp_path):
     result = evaluate("allele_frequency", path, "random_05_seed1", store=ResultsStore(tmp_path / "r"))
     assert result.rows.dataset.unique().tolist() == ["mine.vcf.gz"]
     assert result.rows.scenario.unique().tolist() == ["random_05_seed1"]
+
+
+class _SleepyImputer(AlleleFrequencyImputer):
+    """The floor, slowed down, and reporting a misleading cost of its own."""
+
+    name = "sleepy"
+
+    def fit(self, reference):
+        import time
+
+        time.sleep(0.05)
+        return super().fit(reference)
+
+    def impute(self, target):
+        import time
+
+        from analysislib.genotype.imputer import ImputationRun
+
+        time.sleep(0.02)
+        out = super().impute(target)
+        self.last_run = ImputationRun(seconds=1e-6, peak_memory_mb=42.0)
+        return out
+
+
+def test_harness_times_fit_and_impute_itself(panel, tmp_path):
+    result = evaluate(_SleepyImputer(), panel, "typed_1in3", store=ResultsStore(tmp_path))
+    run = result.rows.iloc[0]
+    # the harness's own clock, not the imputer's report (1e-6 s); lower bounds only
+    assert run.fit_seconds >= 0.05 and run.impute_seconds >= 0.02
+    assert run.runtime_s == pytest.approx(run.fit_seconds + run.impute_seconds)
+    assert run.peak_memory_mb == 42.0
+    stored = ResultsStore(tmp_path).runs()
+    assert stored.fit_seconds.iloc[0] == run.fit_seconds
+    assert stored.impute_seconds.iloc[0] == run.impute_seconds
+
+
+def test_maf_bins_come_from_the_reference_samples_only(panel, tmp_path):
+    from analysislib.genotype.masking import apply_scenario, split_samples
+    from analysislib.genotype.metrics import assign_maf_bins
+    from analysislib.genotype.stats import minor_allele_frequency
+
+    result = evaluate("allele_frequency", panel, "typed_1in3", store=ResultsStore(tmp_path),
+                      target_fraction=0.25, seed=3)
+    reference, truth = split_samples(panel, target_fraction=0.25, seed=3,
+                                     stratify_by="sample_population")
+    scored = apply_scenario(truth, parse_scenario("typed_1in3"), reference=reference).score_mask
+    bins = assign_maf_bins(minor_allele_frequency(reference).values).astype(object)
+    expected = pd.Series(bins[scored.any(axis=1)]).value_counts()
+    rows = result.rows[(result.rows.metric == "r2") & (result.rows.stratum_kind == "maf_bin")]
+    assert dict(zip(rows.stratum, rows.n, strict=True)) == expected.to_dict()
+    # ... which differ from bins over all samples on this panel
+    everyone = pd.Series(assign_maf_bins(minor_allele_frequency(panel).values).astype(object)
+                         [scored.any(axis=1)]).value_counts()
+    assert everyone.to_dict() != expected.to_dict()
+
+
+def test_thread_parameters_name_each_imputers_keyword():
+    from analysislib.evaluate import thread_parameters
+
+    assert thread_parameters("beagle", 3) == {"threads": 3}
+    assert thread_parameters("minimac4", 2) == {"threads": 2}
+    assert thread_parameters("dae", 2) == {"threads": 2}
+    assert thread_parameters("biunet", 2) == {"num_threads": 2}
+    assert thread_parameters("scda", 1) == {"num_threads": 1}
+    assert thread_parameters("allele_frequency", 1) == {}
+    assert thread_parameters("beagle", None) == {}
+    with pytest.raises(ValueError, match="runs on one thread"):
+        thread_parameters("allele_frequency", 2)
+    with pytest.raises(ValueError, match="at least 1"):
+        thread_parameters("beagle", 0)
+    with pytest.raises(KeyError, match="unknown method"):
+        thread_parameters("magic", 1)
+
+
+def test_unknown_imputer_parameters_are_value_errors():
+    with pytest.raises(ValueError, match="takes no parameter 'bogus'"):
+        make_imputer("beagle", bogus=1)
+    with pytest.raises(ValueError, match="takes no parameter 'threads'"):
+        make_imputer("allele_frequency", threads=1)
+    with pytest.raises(ValueError, match="bogus"):
+        make_imputer("biunet", bogus=1)

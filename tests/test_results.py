@@ -62,3 +62,25 @@ def test_latest_keeps_the_newest_run_per_experiment(tmp_path):
     latest = store.read(latest=True)
     assert sorted(latest["value"].tolist()) == [0.2, 0.3]
     assert len(store.read()) == 3
+
+
+def test_fit_and_impute_seconds_are_stored_and_old_rows_read_as_nan(tmp_path):
+    store = ResultsStore(tmp_path)
+    timed = [{**row, "fit_seconds": 1.25, "impute_seconds": 0.25} for row in _rows("run2")]
+    store.append(timed)
+    store.append(_rows("run3", method="minimac4", values=(0.7,)))  # optional columns left out
+    # a file written before the columns existed (the old schema, straight to parquet)
+    old = pd.DataFrame(_rows("run1", method="old", values=(0.5,)))
+    assert "fit_seconds" not in old.columns
+    old.to_parquet(tmp_path / "genotype_imputation" / "run1.parquet", index=False)
+    table = store.read("genotype_imputation")
+    assert list(table.columns) == list(COLUMNS)
+    by_method = table.set_index("method")
+    assert by_method.loc["beagle", "fit_seconds"].tolist() == [1.25, 1.25]
+    assert by_method.loc["beagle", "impute_seconds"].tolist() == [0.25, 0.25]
+    for method in ("old", "minimac4"):
+        assert pd.isna(by_method.loc[method, "fit_seconds"])
+        assert pd.isna(by_method.loc[method, "impute_seconds"])
+    runs = store.runs().set_index("run_id")
+    assert runs.loc["run2", "fit_seconds"] == 1.25 and pd.isna(runs.loc["run1", "impute_seconds"])
+    assert table["fit_seconds"].dtype == "float64"
