@@ -394,3 +394,38 @@ def test_cli_dashboard_arguments():
     assert (args.results, args.port, args.address, args.show) == ("r", 5007, "127.0.0.1", True)
     assert build_parser().parse_args(["dashboard"]).show is False
     assert main(["dashboard", "--port", "0"]) == 1
+
+
+def test_fit_and_impute_times_are_shown_where_runtime_is(store):
+    from analysislib.dashboard.app import PHASE_COLORS, runtime_phases
+
+    deep = make_rows("20250101T000000-biunet07", "biunet",
+                     curve("r2", {"[0.01,0.05)": (0.5, 0.02)}), runtime=125.0).assign(
+        fit_seconds=120.0, impute_seconds=5.0)
+    store.append(deep)
+    rows = store.read(TASK, latest=True, dataset="d1", scenario="array_omni15")
+    table = costs(rows).set_index("method")
+    assert table.loc["biunet", ["runtime_s", "fit_seconds", "impute_seconds"]].tolist() == [125.0, 120.0, 5.0]
+    assert math.isnan(table.loc["beagle", "fit_seconds"])  # stored before the split existed
+    phases = runtime_phases(costs(rows))
+    assert phases[phases.method == "biunet"][["phase", "seconds"]].values.tolist() == [
+        ["fit", 120.0], ["impute", 5.0]]
+    assert phases[phases.method == "beagle"][["phase", "seconds"]].values.tolist() == [["total", 10.0]]
+    record = run_provenance(rows, "20250101T000000-biunet07")
+    assert (record["fit_seconds"], record["impute_seconds"]) == (120.0, 5.0)
+    assert run_provenance(rows, "20250101T000000-beagle02")["fit_seconds"] is None
+
+    app = Dashboard(results_dir=str(store.root))
+    app.param.update(methods=["beagle", "biunet"])
+    fig = rendered(app.runtime_plot())
+    assert fig.title.text == "Runtime" and fig.yaxis[0].axis_label == "runtime (s)"
+    data = fig.renderers[0].data_source.data
+    drawn = {(m, p): v for m, p, v in zip(data["method"], data["phase"], data["seconds"], strict=True)
+             if not math.isnan(v)}
+    assert drawn == {("beagle", "total"): 10.0, ("biunet", "fit"): 120.0, ("biunet", "impute"): 5.0}
+    colours = {p: c for p, c, v in zip(data["phase"], data["color"], data["seconds"], strict=True)
+               if not math.isnan(v)}
+    assert colours == {p: PHASE_COLORS[p] for p in ("total", "fit", "impute")}
+    app.run_id = "20250101T000000-biunet07"
+    text = app.provenance_view().objects[0].object
+    assert "| fit time | 120 s |" in text and "| impute time | 5 s |" in text

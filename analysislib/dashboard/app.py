@@ -7,12 +7,13 @@ and metric, and sees
 * the metric per stratum (MAF bin by default) as curves with ± 1 SE error bars,
 * one method against another per tile (or per variant), with the identity line and win counts,
 * the metric per population (or any other stratum kind) as grouped bars,
-* runtime and peak memory per method,
+* runtime per method, split into fit and impute time where recorded, and peak memory,
 * the underlying rows, with CSV download, and the provenance of any run (parameters, data
   checksum, code version).
 
 The aggregation is plain pandas in module-level functions (:func:`summarise`,
-:func:`compare_methods`, :func:`costs`, :func:`run_provenance`), applied before anything is
+:func:`compare_methods`, :func:`costs`, :func:`runtime_phases`, :func:`run_provenance`), applied
+before anything is
 plotted, so a store with millions of per-variant rows still draws a few dozen glyphs.
 :class:`Dashboard` is a ``pn.viewable.Viewer`` whose state lives in parameters, so tests set
 parameters and check its tables.
@@ -48,6 +49,7 @@ __all__ = [
     "metric_label",
     "ordered_strata",
     "run_provenance",
+    "runtime_phases",
     "summarise",
     "win_counts",
 ]
@@ -69,6 +71,8 @@ KIND_LABELS = {"maf_bin": "MAF bin", "all": "all", "tile": "tile", "population":
 CURVE_KINDS = ("maf_bin",)
 GROUP_KINDS = ("population",)
 SCATTER_KINDS = ("tile", "variant")
+# Runtime bars: one colour per phase of a run (total where fit and impute were not recorded).
+PHASE_COLORS = {"fit": "#4e79a7", "impute": "#f28e2b", "total": "#9c755f"}
 TABLE_COLUMNS = ("run_id", "dataset", "scenario", "method", "metric", "stratum_kind", "stratum",
                  "value", "n")
 _BIN_LABEL = re.compile(r"^[\[(]\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*[\])]$")
@@ -227,12 +231,34 @@ def win_counts(pairs: pd.DataFrame, metric: str, method_x: str, method_y: str,
 
 
 def costs(rows: pd.DataFrame) -> pd.DataFrame:
-    """Runtime and peak memory per method (mean over runs): ``method, runtime_s, peak_memory_mb, runs``."""
-    runs = _plain(rows.drop_duplicates("run_id")[["method", "run_id", "runtime_s", "peak_memory_mb"]])
+    """Cost per method, mean over runs.
+
+    Columns ``method, runtime_s, fit_seconds, impute_seconds, peak_memory_mb, runs``;
+    ``runtime_s`` is the total (fit plus impute), and the split is NaN for runs stored without it.
+    """
+    columns = ["runtime_s", "fit_seconds", "impute_seconds", "peak_memory_mb"]
+    runs = rows.drop_duplicates("run_id").reindex(columns=["method", "run_id", *columns])
+    runs = _plain(runs).astype({c: "float64" for c in columns})
     table = runs.groupby("method", sort=True).agg(
-        runtime_s=("runtime_s", "mean"), peak_memory_mb=("peak_memory_mb", "mean"),
-        runs=("run_id", "nunique")).reset_index()
+        **{c: (c, "mean") for c in columns}, runs=("run_id", "nunique")).reset_index()
     return table
+
+
+def runtime_phases(cost_table: pd.DataFrame) -> pd.DataFrame:
+    """What the runtime plot draws: ``method, phase, seconds, runs`` from :func:`costs`.
+
+    A method with fit and impute times recorded gives a ``fit`` and an ``impute`` row; one
+    without them (runs stored before the split existed) gives its ``total`` runtime. Methods
+    with nothing recorded are left out.
+    """
+    out = []
+    for row in cost_table.itertuples(index=False):
+        split = {"fit": row.fit_seconds, "impute": row.impute_seconds}
+        if all(np.isfinite(v) for v in split.values()):
+            out += [(row.method, phase, float(v), row.runs) for phase, v in split.items()]
+        elif np.isfinite(row.runtime_s):
+            out.append((row.method, "total", float(row.runtime_s), row.runs))
+    return pd.DataFrame(out, columns=["method", "phase", "seconds", "runs"])
 
 
 def run_provenance(rows: pd.DataFrame, run_id: str) -> dict[str, Any]:
@@ -256,6 +282,9 @@ def run_provenance(rows: pd.DataFrame, run_id: str) -> dict[str, Any]:
     record: dict[str, Any] = {key: str(first[key]) for key in
                               ("run_id", "timestamp", "task", "dataset", "scenario", "method")}
     record["runtime_s"] = float(first["runtime_s"])
+    for key in ("fit_seconds", "impute_seconds"):
+        value = float(first[key]) if key in first.index else math.nan
+        record[key] = None if math.isnan(value) else value
     peak = float(first["peak_memory_mb"])
     record["peak_memory_mb"] = None if math.isnan(peak) else peak
     record["parameters"] = parameters
@@ -669,8 +698,38 @@ class Dashboard(pn.viewable.Viewer):
 
     @param.depends("revision")
     def runtime_plot(self) -> hv.Element:
-        """Wall time of each chosen method on this scenario."""
-        return self._cost_plot("runtime_s", "Runtime", "runtime (s)", "No runtime recorded")
+        """Wall time of each chosen method on this scenario: fit and impute bars side by side.
+
+        Runs stored without the split show their total runtime instead.
+        """
+        title = "Runtime"
+        table = self.cost_table()
+        if table.empty:
+            return _placeholder(title, self._why_empty())
+        phases = runtime_phases(table)
+        phases = phases[phases["seconds"] > 0]
+        if phases.empty:
+            return _placeholder(title, "No runtime recorded")
+        low, high = float(phases["seconds"].min()), float(phases["seconds"].max())
+        log = high / low > 50
+        ylim = (10 ** math.floor(math.log10(low)), 10 ** math.ceil(math.log10(high) + 0.1)) \
+            if log else (0, high * 1.1)
+        unmeasured = sorted(set(self.methods) - set(phases["method"]))
+        if log:
+            title += " · log scale"
+        if unmeasured:
+            title += f"\nnot recorded: {', '.join(unmeasured)}"
+        # Full method x phase grid, method-major (see group_plot), so colours land on phases.
+        shown = [p for p in PHASE_COLORS if p in set(phases["phase"])]
+        grid = pd.MultiIndex.from_product([self._shown(phases["method"]), shown],
+                                          names=["method", "phase"])
+        phases = phases.set_index(["method", "phase"]).reindex(grid).reset_index()
+        bars = hv.Bars(phases, ["method", "phase"],
+                       [hv.Dimension("seconds", label="runtime (s)", range=ylim), "runs"])
+        return bars.opts(
+            title=title, color=hv.dim("phase").categorize(PHASE_COLORS, default=PALETTE[0]),
+            logy=log, tools=["hover"], responsive=True, height=PLOT_HEIGHT, show_legend=False,
+            xlabel="method · phase", ylabel="runtime (s)", show_grid=True, multi_level=True)
 
     @param.depends("revision")
     def memory_plot(self) -> hv.Element:
@@ -709,6 +768,9 @@ class Dashboard(pn.viewable.Viewer):
             *(f"| {key} | `{record[key]}` |" for key in
               ("run_id", "timestamp", "task", "dataset", "scenario", "method")),
             f"| runtime | {record['runtime_s']:.4g} s |",
+            *(f"| {label} time | "
+              f"{'not recorded' if record[key] is None else format(record[key], '.4g') + ' s'} |"
+              for label, key in (("fit", "fit_seconds"), ("impute", "impute_seconds"))),
             f"| peak memory | {'not measured' if peak is None else f'{peak:.1f} MB'} |",
             f"| data checksum (sha256) | `{record['data_checksum']}` |",
             f"| code version | `{record['code_version']}` |",
