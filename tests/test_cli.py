@@ -86,7 +86,7 @@ def test_evaluate_random_scenario_leads_with_aggregate_r2(tiny_vcf, tmp_path, ca
     out = capsys.readouterr().out
     assert _summary_header(out) == ["stratum", "aggregate_r2", "r2", "genotype_accuracy",
                                     "variants", "calls"]
-    assert "per-variant r² (r2) is mostly undefined" in out
+    assert "genotypes per scored variant on average" in out and "aggregate r²" in out
     assert "fit " in out and "impute " in out
     run = ResultsStore(tmp_path).runs().iloc[0]
     assert run.fit_seconds > 0 and run.impute_seconds > 0
@@ -99,7 +99,7 @@ def test_evaluate_typed_scenario_leads_with_r2_and_metric_moves_first(tiny_vcf, 
     assert main(base) == 0
     out = capsys.readouterr().out
     assert _summary_header(out)[:3] == ["stratum", "r2", "aggregate_r2"]
-    assert "mostly undefined" not in out
+    assert "per scored variant on average" not in out
     assert main([*base, "--metric", "iqs"]) == 0
     assert _summary_header(capsys.readouterr().out)[:4] == ["stratum", "iqs", "r2", "aggregate_r2"]
 
@@ -141,3 +141,50 @@ def test_evaluate_refuses_bad_options_in_one_line(extra, message, tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
     assert not list(tmp_path.rglob("*.parquet"))
+
+
+# ----------------------------------------------------------------------------- README
+
+
+def readme_command_lines() -> list[str]:
+    """Every ``analysislib ...`` line of the README's shell blocks, comments stripped."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    lines = []
+    for block in re.findall(r"```(?:bash|sh|shell|console)\n(.*?)```", readme, flags=re.DOTALL):
+        for line in block.splitlines():
+            line = line.split(" #", 1)[0].strip()
+            if line.startswith("analysislib "):
+                lines.append(line)
+    return lines
+
+
+def test_readme_documents_command_lines():
+    commands = {line.split()[1] for line in readme_command_lines()}
+    assert {"notebooks", "catalog", "evaluate", "impute"} <= commands
+
+
+@pytest.mark.parametrize("line", readme_command_lines())
+def test_readme_command_lines_parse_and_name_real_things(line):
+    import shlex
+    from pathlib import Path
+
+    from analysislib.catalog import load_catalog
+    from analysislib.cli import build_parser
+    from analysislib.evaluate import IMPUTERS, thread_parameters
+    from analysislib.genotype.masking import parse_scenario
+    from analysislib.notebooks import find_notebooks
+
+    args = build_parser().parse_args(shlex.split(line)[1:])  # exits (SystemExit) if it cannot
+    notebooks = Path(__file__).resolve().parents[1] / "notebooks"
+    if args.command == "notebooks" and getattr(args, "only", None):
+        assert find_notebooks(notebooks, args.only), f"--only {args.only} matches no notebook"
+    if args.command == "evaluate":
+        assert args.method in IMPUTERS
+        parse_scenario(args.scenario)
+        thread_parameters(args.method, args.threads)
+        assert args.dataset in load_catalog() or args.dataset.endswith((".vcf.gz", ".vcf", ".bcf"))
+    if args.command == "catalog" and args.catalog_command == "fetch":
+        assert args.name in load_catalog()
