@@ -38,20 +38,25 @@ def _throughput(config, n_segments: int, batch_size: int, seed: int = 0) -> tupl
     """(training, inference) segments per second of one architecture on random 128-SNP segments."""
     import torch
 
-    from analysislib.genotype.unet import _batch_loss, build_model
+    from analysislib.genotype.segments import SegmentLayout
+    from analysislib.genotype.unet import _batch_loss, build_model, site_prior
 
     config = config.replace(segment_length=128, overlap=16)
     rng = np.random.default_rng(seed)
     tokens = torch.from_numpy(rng.integers(1, 5, size=(n_segments, 128)).astype(np.uint8))
     positional = torch.from_numpy(np.tile(np.linspace(0, 1, 128, dtype=np.float32), (n_segments, 1)))
+    # every row its own segment, so the site prior and embedding are gathered as in training
+    prior = torch.from_numpy(site_prior(tokens.numpy()[None]))
+    segment = torch.arange(n_segments)
     torch.manual_seed(seed)
-    model = build_model(config)
+    model = build_model(config, SegmentLayout(n_segments * 112 + 16, 128, 16))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(seed)
     model.train()
     started = time.perf_counter()
     for lo in range(0, n_segments, batch_size):
-        out = _batch_loss(model, tokens[lo:lo + batch_size], positional[lo:lo + batch_size], 0.05,
+        rows = slice(lo, lo + batch_size)
+        out = _batch_loss(model, tokens[rows], positional[rows], prior[rows], segment[rows], 0.05,
                           generator, config)
         optimizer.zero_grad()
         out["loss"].backward()
@@ -61,7 +66,9 @@ def _throughput(config, n_segments: int, batch_size: int, seed: int = 0) -> tupl
     started = time.perf_counter()
     with torch.inference_mode():
         for lo in range(0, n_segments, 512):
-            model(tokens[lo:lo + 512], positional[lo:lo + 512] if config.positional else None)
+            rows = slice(lo, lo + 512)
+            model(tokens[rows], positional[rows] if config.positional else None,
+                  prior[rows] if config.site_prior else None, segment[rows] if config.site_channels else None)
     return train_rate, n_segments / (time.perf_counter() - started)
 
 
