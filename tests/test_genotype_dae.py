@@ -27,6 +27,7 @@ from analysislib.errors import InputFormatError
 from analysislib.genotype import autoencoder as ae
 from analysislib.genotype import dae
 from analysislib.genotype.dae import (
+    DAE_PRESETS,
     BundleChecksumError,
     BundleError,
     DAEImputer,
@@ -525,8 +526,10 @@ def test_dae_imputer_in_the_evaluation_harness(panel: xr.Dataset, tmp_path: Path
     from analysislib.evaluate import evaluate, make_imputer
     from analysislib.results import ResultsStore
 
-    assert DAEImputer().hparams == {"batch_size": 32, "learning_rate": 3e-3}
-    assert DAEImputer(hparams={"n_layers": 2}).hparams == {"batch_size": 32, "learning_rate": 3e-3, "n_layers": 2}
+    quick = DAE_PRESETS["quick"]["hparams"]
+    assert DAEImputer().hparams == quick and quick["batch_size"] >= 450  # full batch on 450 samples
+    assert DAEImputer(hparams={"n_layers": 4}).hparams == {**quick, "n_layers": 4}
+    assert DAEImputer(preset="standard").epochs > DAEImputer().epochs
     assert DAEImputer(preset="full").hparams == {} and DAEImputer(preset="full").epochs is None
     assert DAEImputer(hparams={0: FAST}).hparams == {0: FAST}
     tuned = DAEImputer(hparams={0: FAST, 1: FAST.to_dict()}, name="dae_tuned")
