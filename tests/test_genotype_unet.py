@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import xarray as xr
@@ -380,3 +381,86 @@ def test_ddp_ranks_end_with_identical_weights(tmp_path: Path):
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), name
     assert any((tmp_path / "ckpt").glob("biunet_*.pt"))
+
+
+# ----------------------------------------------------------------------------- learning (real data)
+
+
+def _real_slice(first: int = 2000, n_variants: int = 128, n_samples: int = 64) -> xr.Dataset:
+    """A window of the real 1000 Genomes chr22 array panel (needs the ``data_mirror`` fixture)."""
+    from analysislib.catalog import open_dataset
+
+    return open_dataset("1kg_chr22_array500").isel(
+        variants=slice(first, first + n_variants), samples=slice(0, n_samples)).compute()
+
+
+def _planted(ds: xr.Dataset) -> tuple[xr.Dataset, int, int]:
+    """Plant a copy of a common SNP next to it (perfect LD) and a monomorphic ALT site."""
+    gt = ds["call_genotype"].values.copy()
+    freq = gt.mean(axis=(1, 2))
+    source = int(np.argmin(np.abs(freq[: len(freq) - 8] - 0.4)))
+    mono = 30 if source not in (29, 30) else 10
+    gt[source + 1] = gt[source]
+    gt[mono] = 1
+    return ds.assign(call_genotype=(ds["call_genotype"].dims, gt)), source + 1, mono
+
+
+LEARNING = SegmentModelConfig(depth=3, channels=16, kernel_size=5, dropout=0.0, segment_length=64,
+                              overlap=16, epochs=400, batch_size=16, learning_rate=3e-3, patience=None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["biunet", "scda"])
+def test_segment_models_learn_memorise_ld_and_monomorphic_sites(model: str, data_mirror: Path):
+    from analysislib.genotype.metrics import allele_count
+
+    panel, ld_site, mono = _planted(_real_slice())
+    reference, target = panel.isel(samples=slice(0, 48)), panel.isel(samples=slice(48, 64))
+    config = LEARNING if model == "biunet" else LEARNING.replace(
+        model="scda", positional=False, segment_length=None, overlap=0, loss="ce", loss_on="all", l1=1e-4)
+    imputer = BiUNetImputer(config=config, device="cpu", progress=False).fit(reference)
+    # memorises: masked entries of its own training haplotypes
+    rng = np.random.default_rng(0)
+    hide = rng.random(reference["call_genotype"].shape[:2]) < 0.05
+    gt = reference["call_genotype"].values.copy()
+    gt[hide] = -1
+    out = imputer.impute(reference.assign(call_genotype=(reference["call_genotype"].dims, gt)))
+    truth = allele_count(reference["call_genotype"].values)
+    memorised = (allele_count(out["call_genotype"].values) == truth)[hide].mean()
+    # a held-out SNP in perfect LD with a typed neighbour; a monomorphic site
+    gt = target["call_genotype"].values.copy()
+    gt[[ld_site, mono]] = -1
+    out = imputer.impute(target.assign(call_genotype=(target["call_genotype"].dims, gt)))
+    dosage = out["call_dosage"].values
+    ld_r2 = np.corrcoef(dosage[ld_site], allele_count(target["call_genotype"].values)[ld_site])[0, 1] ** 2
+    assert memorised >= 0.93, memorised
+    assert ld_r2 >= 0.80, ld_r2
+    np.testing.assert_array_equal(allele_count(out["call_genotype"].values)[mono], 2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["biunet", "scda"])
+def test_quick_preset_is_never_below_the_allele_frequency_floor_on_real_chr22(method: str, data_mirror: Path,
+                                                                            tmp_path: Path):
+    from analysislib.catalog import open_dataset
+    from analysislib.evaluate import evaluate
+    from analysislib.results import ResultsStore
+
+    panel = open_dataset("1kg_chr22_array500").isel(variants=slice(0, 1000)).compute()
+    store = ResultsStore(tmp_path / "results")
+    runs = {name: evaluate(name, panel, "random_05_seed1", store=store, dataset_label="chr22_first1000",
+                           method_parameters=params).rows
+            for name, params in (("allele_frequency", {}),
+                                 (method, {"preset": "quick", "device": "cpu", "progress": False}))}
+
+    def table(rows: pd.DataFrame, metric: str) -> pd.Series:
+        keep = (rows.metric == metric) & rows.stratum_kind.isin(["all", "maf_bin"])
+        return rows[keep].set_index("stratum")["value"]
+
+    # accuracy within 0.5%: a bin holds ~300 masked genotypes here, so one error is 0.35%
+    for metric, slack in (("aggregate_r2", 0.0), ("genotype_accuracy", 0.005)):
+        floor, model = table(runs["allele_frequency"], metric), table(runs[method], metric)
+        assert len(floor) >= 4 and set(model.index) == set(floor.index)
+        below = {b: (model[b], floor[b]) for b in floor.index if model[b] < floor[b] - slack}
+        assert not below, f"{method} {metric} below the floor in bins {below}"
+    assert table(runs[method], "aggregate_r2")["all"] > table(runs["allele_frequency"], "aggregate_r2")["all"] + 0.2
