@@ -51,7 +51,11 @@ panel (:func:`site_prior`, ``site_prior=True``, the default for both models): th
 extra input channels and, as log-probabilities, are added to the output logits, so that an
 untrained network predicts exactly the allele-frequency floor and training learns the
 haplotype-context correction to it. Same run with the prior: aggregate r² 0.44, accuracy 0.99
-at MAF < 1%. ``site_prior=False`` gives the networks exactly as published.
+at MAF < 1%. A learned site embedding (``site_channels``, 8 by default) adds trainable input
+channels per (segment, column), a learned form of the paper's positional "watermark": with it a
+held-out SNP planted in perfect LD with its neighbour was imputed with r² 0.95 instead of 0.84
+(128 real SNPs, 48 training samples, 400 epochs). ``site_prior=False, site_channels=0`` gives
+the networks exactly as published (their parameter counts, :func:`paper_parameter_counts`).
 
 Hybrid loss
 -----------
