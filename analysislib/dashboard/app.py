@@ -678,16 +678,7 @@ class Dashboard(pn.viewable.Viewer):
         table = table[table[column] > 0]
         if table.empty:
             return _placeholder(title, missing)
-        low, high = float(table[column].min()), float(table[column].max())
-        # Runtimes span orders of magnitude (allele frequencies in ms, HMMs in minutes).
-        log = high / low > 50
-        ylim = (10 ** math.floor(math.log10(low)), 10 ** math.ceil(math.log10(high) + 0.1)) \
-            if log else (0, high * 1.1)
-        unmeasured = sorted(set(self.methods) - set(table["method"]))
-        if log:
-            title += " · log scale"
-        if unmeasured:
-            title += f"\nnot recorded: {', '.join(unmeasured)}"
+        log, ylim, title = self._positive_axis(table[column], table["method"], title)
         # The range on the dimension also sets where log-scale bars start.
         bars = hv.Bars(table, "method", [hv.Dimension(column, label=ylabel, range=ylim), "runs"])
         return bars.opts(
@@ -695,6 +686,21 @@ class Dashboard(pn.viewable.Viewer):
             cmap={m: self._colors.get(m, PALETTE[0]) for m in table["method"]},
             logy=log, tools=["hover"], responsive=True, height=PLOT_HEIGHT,
             show_legend=False, xlabel="method", ylabel=ylabel, show_grid=True)
+
+    def _positive_axis(self, values: pd.Series, methods: pd.Series, title: str
+                       ) -> tuple[bool, tuple[float, float], str]:
+        """Log or linear y-range for positive values, and the title noting it and unrecorded methods."""
+        low, high = float(values.min()), float(values.max())
+        # Costs span orders of magnitude (allele frequencies in ms, HMMs in minutes).
+        log = high / low > 50
+        ylim = (10 ** math.floor(math.log10(low)), 10 ** math.ceil(math.log10(high) + 0.1)) \
+            if log else (0, high * 1.1)
+        unmeasured = sorted(set(self.methods) - set(methods))
+        if log:
+            title += " · log scale"
+        if unmeasured:
+            title += f"\nnot recorded: {', '.join(unmeasured)}"
+        return log, ylim, title
 
     @param.depends("revision")
     def runtime_plot(self) -> hv.Element:
@@ -710,15 +716,7 @@ class Dashboard(pn.viewable.Viewer):
         phases = phases[phases["seconds"] > 0]
         if phases.empty:
             return _placeholder(title, "No runtime recorded")
-        low, high = float(phases["seconds"].min()), float(phases["seconds"].max())
-        log = high / low > 50
-        ylim = (10 ** math.floor(math.log10(low)), 10 ** math.ceil(math.log10(high) + 0.1)) \
-            if log else (0, high * 1.1)
-        unmeasured = sorted(set(self.methods) - set(phases["method"]))
-        if log:
-            title += " · log scale"
-        if unmeasured:
-            title += f"\nnot recorded: {', '.join(unmeasured)}"
+        log, ylim, title = self._positive_axis(phases["seconds"], phases["method"], title)
         # Full method x phase grid, method-major (see group_plot), so colours land on phases.
         shown = [p for p in PHASE_COLORS if p in set(phases["phase"])]
         grid = pd.MultiIndex.from_product([self._shown(phases["method"]), shown],
