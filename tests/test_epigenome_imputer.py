@@ -8,7 +8,9 @@ import pytest
 from analysislib.epigenome.imputer import (
     EPIGENOME_IMPUTERS,
     AverageImputer,
+    EpigenomeImputer,
     get_epigenome_imputer,
+    signal_floor,
 )
 from analysislib.epigenome.tensor import create_signal_dataset, hide_tracks
 
@@ -61,3 +63,34 @@ def test_registry_names_and_unknown_name():
     assert isinstance(get_epigenome_imputer("avg"), AverageImputer)
     with pytest.raises(KeyError, match="known: avg"):
         get_epigenome_imputer("nope")
+
+
+class _Negative(EpigenomeImputer):
+    """Returns fixed values, some negative, to exercise the base-class clamp."""
+
+    name = "negative"
+
+    def fit(self, ds):
+        self.training_data = ds
+        return self
+
+    def _predict(self, observed, targets):
+        n = observed.sizes["bin"]
+        return np.tile(np.linspace(-2.0, 2.0, n, dtype=np.float32), (len(targets), 1))
+
+
+def test_predictions_never_fall_below_the_signal_floor():
+    ds = small_dataset()  # arcsinh values 0 .. 2.3, all >= 0
+    assert signal_floor(ds) == 0.0
+    pred = _Negative().fit(ds).predict([("c1", "a1"), ("c2", "a2")]).values
+    assert (pred >= 0).all()
+    np.testing.assert_allclose(pred[0], np.clip(np.linspace(-2, 2, 4), 0, None), rtol=1e-6)
+    # a signed synthetic dataset keeps its own range: the floor is its smallest observed value
+    signed = create_signal_dataset(small_dataset()["signal"].values - 1.0,
+                                   cells=["c1", "c2", "c3"], assays=["a1", "a2"],
+                                   scale="arcsinh")
+    assert signal_floor(signed) == pytest.approx(-1.0)
+    assert _Negative().fit(signed).predict([("c1", "a1")]).values.min() == pytest.approx(-1.0)
+    # unobserved (hidden) values never set the floor
+    hidden = hide_tracks(signed, [("c1", "a1")])
+    assert signal_floor(hidden) == pytest.approx(float(signed["signal"].values[0, 1].min()))

@@ -6,13 +6,20 @@ targets. eDICE, the PREDICTD- and Avocado-style factorisations and ChromImpute a
 :class:`EpigenomeImputer`, so the evaluation protocol, notebooks and benchmarks never need to
 know which method they run.
 
-Scale: methods train and predict on the arcsinh scale, as eDICE and the Roadmap-era baselines do
-(research/epigenomic_imputation.md §1.2, §3.1). :meth:`EpigenomeImputer.predict` converts its input
-with :func:`~analysislib.epigenome.tensor.to_arcsinh` and returns arcsinh values; use
-:func:`~analysislib.epigenome.tensor.to_neglog10p` for the raw scale.
+Scale: methods train and predict on the arcsinh scale, as eDICE (Hawkins-Hooker et al. 2023) and
+the Roadmap-era baselines do (PREDICTD, Durham et al. 2018 Nat Commun; Avocado, Schreiber et al.
+2020 Genome Biol; ``tdurham86/PREDICTD`` ``quality_measures.py``). :meth:`EpigenomeImputer.predict`
+converts its input with :func:`~analysislib.epigenome.tensor.to_arcsinh` and returns arcsinh
+values; use :func:`~analysislib.epigenome.tensor.to_neglog10p` for the raw scale.
 
-The AVG baseline (notes §2.4) is the mean of the target assay over the other cell types where that
-assay is observed, at each bin: the ENCODE Imputation Challenge "average" track.
+Range: the signal is arcsinh(−log10 p) ≥ 0, so :meth:`EpigenomeImputer.predict` clamps every
+method's output at that floor (:func:`signal_floor`): one clamp for all imputers, applied after
+``_predict``. A dataset that itself holds negative values (signed synthetic tensors in tests) lowers
+the floor to its own smallest observed value, so such data are not distorted.
+
+The AVG baseline is the mean of the target assay over the other cell types where that assay is
+observed, at each bin: the ENCODE Imputation Challenge "average" track (Schreiber et al. 2023
+Genome Biol; ``alex-hh/encode-imputation`` ``save_average_tracks.py``).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ __all__ = [
     "EpigenomeImputer",
     "get_epigenome_imputer",
     "prediction_array",
+    "signal_floor",
 ]
 
 Track = tuple[str, str]
@@ -85,10 +93,22 @@ def prediction_array(values: np.ndarray, targets: Sequence[Track], like: xr.Data
                         attrs={"scale": "arcsinh", "method": method})
 
 
+def signal_floor(observed: xr.Dataset) -> float:
+    """Lowest value a prediction may take: 0 (arcsinh of −log10 p), or the data's own minimum.
+
+    Returns ``min(0, smallest observed value)`` of the arcsinh signal in ``observed``, so genuine
+    p-value tracks are floored at 0 while signed synthetic data keep their range.
+    """
+    signal = observed["signal"].where(observed["observed"].astype(bool))
+    low = float(signal.min(skipna=True).values) if signal.size else 0.0
+    return min(0.0, low) if np.isfinite(low) else 0.0
+
+
 class EpigenomeImputer(ABC):
     """Base class of epigenomic imputers: fit on observed tracks, predict named targets.
 
-    Subclasses set :attr:`name` and implement :meth:`fit` and :meth:`_predict`. After each call
+    Subclasses set :attr:`name` and implement :meth:`fit` and :meth:`_predict`. :meth:`predict`
+    clamps what ``_predict`` returns at :func:`signal_floor` (0 on real data). After each call
     :attr:`last_run` holds the wall time; a ``_predict`` that runs a subprocess may set
     :attr:`last_run` itself (with the tool's peak memory), and :meth:`predict` keeps it.
     """
@@ -127,7 +147,7 @@ class EpigenomeImputer(ABC):
         -------
         xarray.DataArray
             Arcsinh values with dims ``(track, bin)`` and ``cell``/``assay`` coordinates on
-            ``track``.
+            ``track``, never below :func:`signal_floor` of ``observed`` (0 on real data).
         """
         if observed is None:
             if self.training_data is None:
@@ -142,6 +162,7 @@ class EpigenomeImputer(ABC):
                                        f"(cells {sorted(cells)}, assays {sorted(assays)})")
         before, start = self.last_run, time.perf_counter()
         values = self._predict(observed, targets)
+        values = np.clip(np.asarray(values, dtype=np.float32), signal_floor(observed), None)
         seconds = time.perf_counter() - start
         if self.last_run is before:  # _predict did not record its own cost (e.g. a tool's memory)
             self.last_run = ImputationRun(seconds=seconds)
@@ -154,7 +175,7 @@ class AverageImputer(EpigenomeImputer):
     """AVG: the mean of the target assay over the other cell types where it is observed.
 
     Averaging is done on the arcsinh scale, the scale every method here is trained and scored on
-    (research/epigenomic_imputation.md §2.4). A target whose assay is observed in no other cell
+    (the ENCODE Imputation Challenge average, Schreiber et al. 2023). A target whose assay is observed in no other cell
     type cannot be imputed this way and raises ``ValueError``.
     """
 
