@@ -15,13 +15,16 @@ from analysislib.epigenome.factorisation import (
     avocado_config,
     predictd_config,
     ridge_genome_factors,
+    select_new_cells,
+    wilcoxon_converged,
 )
 from analysislib.epigenome.imputer import AverageImputer, get_epigenome_imputer
 from analysislib.epigenome.tensor import create_signal_dataset, hide_tracks
 
 HELD_OUT = [("c1", "a2"), ("c4", "a0"), ("c2", "a3")]
-PREDICTD_FAST = {"n_factors": 4, "training_fraction": 1.0, "batch_size": 256, "epochs": 20,
-                 "lr": 0.02}
+PREDICTD_FAST = {"n_factors": 4, "training_fraction": 1.0, "batch_size": 256, "max_epochs": 20,
+                 "lr": 0.02, "mse_every": 3, "min_evaluations": 50,
+                 "lrate_search_num": 3}
 AVOCADO_FAST = {"batch_size": 128, "epochs": 40, "lr": 3e-3, "genome_epochs": 15}
 
 
@@ -111,7 +114,7 @@ def test_predictd_fits_planted_tensor_much_better_than_avg():
 
 def test_predictd_is_deterministic_given_a_seed():
     obs = hide_tracks(planted_dataset(n_bins=200), HELD_OUT)
-    settings = {**PREDICTD_FAST, "epochs": 3}
+    settings = {**PREDICTD_FAST, "max_epochs": 3}
     a = PredictdImputer("quick", device="cpu", progress=False, **settings).fit(obs)
     b = PredictdImputer("quick", device="cpu", progress=False, **settings).fit(obs)
     c = PredictdImputer("quick", device="cpu", progress=False, seed=4, **settings).fit(obs)
@@ -132,7 +135,7 @@ def test_avocado_architecture_and_parameter_count():
     genome = 1_126_469 * 25 + (1_126_469 // 10 + 1) * 40 + (1_126_469 // 200 + 1) * 45
     dense = (398 * 2048 + 2048) + (2048 * 2048 + 2048) + 2049
     assert n_params == 5 * 32 + 5 * 256 + genome + dense
-    assert 37e6 < n_params < 39e6  # notes §2.1: about 37.9 M on the pilot regions
+    assert 37e6 < n_params < 39e6  # about 37.9 M on the pilot regions (Avocado defaults)
     # bins 0..9 share the 250 bp embedding, bins 0..199 the 5 kbp one
     small = AvocadoModel(2, 2, 400, avocado_config("quick")).eval()
     g = torch.tensor([3, 9, 10, 199, 200])
@@ -191,7 +194,8 @@ def test_registry_errors_and_warnings(name):
     obs = hide_tracks(ds, HELD_OUT)
     settings = PREDICTD_FAST if name == "predictd" else AVOCADO_FAST
     imputer = get_epigenome_imputer(name, preset="quick", device="cpu", progress=False,
-                                    **{**settings, "epochs": 1})
+                                    **{**settings, ("max_epochs" if name == "predictd"
+                                                    else "epochs"): 1})
     with pytest.raises(RuntimeError, match="fit"):
         imputer.predict(HELD_OUT, observed=obs)
     imputer.fit(obs)
@@ -208,3 +212,111 @@ def test_registry_errors_and_warnings(name):
                                              individuals=["i1", "i2"], scale="arcsinh")
     with pytest.raises(ValueError, match="individual"):
         imputer.fit(with_individuals)
+
+
+# --------------------------------------------------------------------------- new cell types
+
+
+def nonnegative_planted(n_cells=4, n_assays=5, n_bins=1500, seed=0):
+    """A non-negative rank-3 arcsinh-like tensor; cell 3 copies cell 0's pattern exactly."""
+    rng = np.random.default_rng(seed)
+    cells = rng.gamma(2.0, 0.5, size=(n_cells, 3))
+    cells[3] = cells[0]
+    signal = np.einsum("cf,af,gf->cag", cells, rng.gamma(2.0, 0.5, size=(n_assays, 3)),
+                       rng.exponential(0.5, size=(n_bins, 3)))
+    signal += 0.02 * rng.random(signal.shape)
+    return create_signal_dataset(signal.astype(np.float32),
+                                 cells=[f"c{i}" for i in range(n_cells)],
+                                 assays=[f"a{j}" for j in range(n_assays)], scale="arcsinh")
+
+
+NEW_TARGETS = [("c3", f"a{j}") for j in range(1, 5)]  # c3 keeps a0 only
+
+
+def test_new_cell_rule_and_override():
+    mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 1, 1], [1, 1, 1, 1, 0], [1, 1, 0, 0, 0],
+                     [1, 0, 0, 0, 0]], dtype=bool)
+    cells = ["a", "b", "c", "d", "e"]
+    assert select_new_cells(mask, cells, None, "m").tolist() == [0, 0, 0, 1, 1]
+    assert not select_new_cells(np.ones((3, 4), bool), cells[:3], None, "m").any()
+    assert select_new_cells(mask, cells, ["c"], "m").tolist() == [0, 0, 1, 0, 0]
+    assert not select_new_cells(mask, cells, [], "m").any()
+    with pytest.raises(ValueError, match="not cell types"):
+        select_new_cells(mask, cells, ["zz"], "m")
+    with pytest.raises(ValueError, match="no reference"):
+        select_new_cells(mask, cells, cells, "m")
+
+
+def test_wilcoxon_rule_stops_on_a_plateau_and_continues_while_improving():
+    rng = np.random.default_rng(0)
+    improving = 1.0 / np.arange(1, 41) + 1e-4 * rng.random(40)
+    assert not wilcoxon_converged(improving)
+    flat = np.concatenate([improving[:5], np.full(35, 0.02)])
+    assert wilcoxon_converged(flat)  # identical errors: the shifted later window ranks higher
+    rising = np.concatenate([np.full(20, 0.5), 0.5 + 0.01 * np.arange(1, 21)])
+    assert wilcoxon_converged(rising)
+    noisy_fall = 1.0 - 0.01 * np.arange(40) + 0.001 * rng.standard_normal(40)
+    assert not wilcoxon_converged(noisy_fall)
+    assert not wilcoxon_converged(np.full(34, 0.1))  # fewer than 2 * 15 + 5 errors
+
+
+def test_predictd_training_stops_on_convergence_before_the_cap():
+    obs = hide_tracks(planted_dataset(n_bins=300), HELD_OUT)
+    settings = {**PREDICTD_FAST, "max_epochs": 400, "min_evaluations": 10, "lrate_search_num": 0,
+                "win_size": 5, "win_spacing": 2}
+    imputer = PredictdImputer("quick", device="cpu", progress=False, **settings).fit(obs)
+    assert imputer.stop_reason_ in ("wilcoxon", "no_new_minimum")
+    assert len(imputer.history) < 400
+    # the kept factors are those of the lowest validation MSE
+    assert min(imputer.validation_mse_) <= imputer.validation_mse_[0]
+    capped = PredictdImputer("quick", device="cpu", progress=False,
+                             **{**settings, "max_epochs": 1, "min_evaluations": 1000}).fit(obs)
+    assert capped.stop_reason_ == "max_epochs" and len(capped.history) == 1
+
+
+@pytest.mark.parametrize("name", ["predictd", "avocado"])
+def test_stage_two_leaves_shared_parameters_bit_identical(name):
+    ds = nonnegative_planted(n_bins=400)
+    obs = hide_tracks(ds, NEW_TARGETS)
+    settings = ({**PREDICTD_FAST, "max_epochs": 3} if name == "predictd"
+                else {**AVOCADO_FAST, "epochs": 3, "celltype_epochs": 3})
+    imputer = get_epigenome_imputer(name, preset="quick", device="cpu", progress=False,
+                                    **settings).fit(obs)
+    assert imputer.new_cells_ == ["c3"]
+    before = {k: v.clone() for k, v in imputer.model.state_dict().items()}
+    imputer.fit_celltypes(["c3"])
+    after = imputer.model.state_dict()
+    for key, value in after.items():
+        # genome, assay, biases, network and the reference cells' rows: bit-identical; the new
+        # cell's row is refitted (deterministically, so it comes out the same again)
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["predictd", "avocado"])
+def test_new_cell_copying_a_reference_is_recovered(name):
+    ds = nonnegative_planted()
+    obs = hide_tracks(ds, NEW_TARGETS)
+    settings = ({"n_factors": 4, "training_fraction": 1.0, "batch_size": 512, "lr": 0.05,
+                 "rc": 0.01, "ri2": 0.1}
+                if name == "predictd" else {**AVOCADO_FAST, "celltype_epochs": 30})
+    imputer = get_epigenome_imputer(name, preset="quick", device="cpu", progress=False,
+                                    **settings).fit(obs)
+    assert imputer.new_cells_ == ["c3"]
+    pred = imputer.predict(NEW_TARGETS).values
+    truth = np.stack([ds["signal"].sel(cell=c, assay=a).values for c, a in NEW_TARGETS])
+    corr = [np.corrcoef(p, t)[0, 1] for p, t in zip(pred, truth, strict=True)]
+    assert np.mean(corr) > 0.85 and min(corr) > 0.7, corr
+    assert (pred >= 0).all()
+
+
+@pytest.mark.parametrize("name", ["predictd", "avocado"])
+def test_fully_observed_dataset_fits_jointly_as_before(name):
+    ds = nonnegative_planted(n_bins=200)
+    settings = ({**PREDICTD_FAST, "max_epochs": 1} if name == "predictd"
+                else {**AVOCADO_FAST, "epochs": 1})
+    imputer = get_epigenome_imputer(name, preset="quick", device="cpu", progress=False,
+                                    **settings).fit(ds)
+    assert imputer.new_cells_ == []
+    forced = get_epigenome_imputer(name, preset="quick", device="cpu", progress=False,
+                                   **settings).fit(hide_tracks(ds, NEW_TARGETS), new_cells=[])
+    assert forced.new_cells_ == []

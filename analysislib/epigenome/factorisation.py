@@ -1,9 +1,9 @@
 """PREDICTD-style and Avocado-style tensor-factorisation baselines of eDICE (re-implemented).
 
 Both baselines are **re-implementations** in torch (neither PREDICTD, a PySpark program, nor
-Avocado, a Keras/Theano package, has an installable form that runs here). They follow
-research/epigenomic_imputation.md §2.1-2.2 (the authors' code) and the eDICE paper's Methods
-("Baselines"). Values are arcsinh throughout, like every imputer in
+Avocado, a Keras/Theano package, has an installable form that runs here). They follow the
+papers and the authors' code (``tdurham86/PREDICTD``, ``jmschrei/avocado``) and the eDICE paper's
+Methods ("Baselines"). Values are arcsinh throughout, like every imputer in
 :mod:`analysislib.epigenome.imputer`.
 
 **PREDICTD** (Durham et al. 2018; ``tdurham86/PREDICTD``, ``predictd_lib.py``): a 3-D CP
@@ -20,9 +20,11 @@ SGD objective of the original; bias penalties are 0 there). Then, as in PREDICTD
 the genome factors of **every** bin are refitted in closed form with C and A fixed: a ridge
 regression per bin of the observed tracks' residuals on the rows ``C_c ∘ A_a``
 (λ = ``ri2`` = 2.9), the genome bias entering as an unpenalised intercept. Predictions therefore
-work on any bins, streamed in chunks. Left open and fixed here: the number of passes (PREDICTD
-stops by a Wilcoxon test on validation windows; here ``epochs`` passes over the training
-entries), a single model instead of PREDICTD's ensemble of bags, and no learning-rate search.
+work on any bins, streamed in chunks. Training stops by PREDICTD's rule (``predictd_lib.py``):
+a validation MSE on held-out entries every ``mse_every`` minibatches, a one-sided Wilcoxon
+rank-sum test between two windows of it (:func:`wilcoxon_converged`), learning-rate searches on
+convergence, and a ``max_epochs`` cap; the factors of the lowest validation MSE are kept. Left
+out: PREDICTD's ensemble of bags (one model here) and its burn-in.
 
 **Avocado** (Schreiber et al. 2020; ``jmschrei/avocado``, ``model.py``): learned embeddings of
 the cell type (32), assay (256) and genomic position at three resolutions (25 bp: 25 factors;
@@ -36,6 +38,16 @@ the network, cell and assay embeddings are frozen and new genome embeddings are 
 tracks observed there (``genome_epochs``), the two-stage scheme the eDICE authors used to
 retrain Avocado on their split (paper Methods; maintainer's advice in Avocado issue #7).
 
+**New cell types** (two stages). A cell type observed in few assays (:func:`select_new_cells`:
+at most half as many as the best-observed one, or ``fit(ds, new_cells=[...])``) is left out of
+stage 1, which trains the whole model on the reference cell types; stage 2 (``fit_celltypes``)
+fits only its own parameters with the genome and assay factors and the network frozen
+(bit-identical): Avocado's ``fit_celltypes`` (Schreiber et al. 2020 Genome Biol), trained for
+``celltype_epochs``; for PREDICTD the cell factor row and cell bias, the exact ridge minimiser of
+PREDICTD's per-entry objective with everything else fixed (Durham et al. 2018 Nat Commun; the
+authors' ``new_ct_demo.sh`` instead retrains the whole model with the new data added). When every
+cell type is equally observed there is no stage 2 and the fit is the joint one.
+
 Both models learn from every track observed at fit time; a target that was observed then has
 informed the shared factors, so hide evaluation tracks before :meth:`fit` (a warning says so).
 Their node sets (cell types, assays) are fixed at fit time; other targets raise ``ValueError``.
@@ -43,6 +55,7 @@ Their node sets (cell types, assays) are fixed at fit time; other targets raise 
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Iterator, Sequence
@@ -70,6 +83,8 @@ __all__ = [
     "avocado_config",
     "predictd_config",
     "ridge_genome_factors",
+    "select_new_cells",
+    "wilcoxon_converged",
 ]
 
 Track = tuple[str, str]
@@ -200,10 +215,23 @@ class PredictdConfig:
         Share of the bins trained on (0.01 of the genome).
     min_training_bins
         Lower bound on the bins trained on, for short inputs.
-    epochs
-        Passes over the training entries.
+    validation_fraction
+        Share of the observed training entries held out to compute the validation MSE of the
+        convergence test (our choice: PREDICTD holds out entries per bin, ``make_random_subsets``).
+    mse_every
+        Minibatches between validation-MSE evaluations (PREDICTD: ``iters_per_mse`` = 3).
+    win_size, win_spacing, win2_shift, stop_pval
+        The Wilcoxon convergence test (``--stop_winsize`` 15, ``--stop_winspacing`` 5,
+        ``--stop_win2shift`` 1e-5, ``--stop_pval`` 0.05): see :func:`wilcoxon_converged`.
+    min_evaluations
+        Validation evaluations before the test is applied (``--min_iters`` 50).
+    lrate_search_num
+        On convergence, restore the best factors, halve the learning rate and set
+        β1 ← β1 − (1 − β1), this many times before stopping (``--lrate_search_num`` 3).
+    max_epochs
+        Cap on the passes over the training entries (the run stops earlier on convergence).
     seed
-        Seed of initialisation, bin subset and data order.
+        Seed of initialisation, bin subset, validation split and data order.
     """
 
     n_factors: int = 100
@@ -215,31 +243,102 @@ class PredictdConfig:
     ri2: float = 2.9
     training_fraction: float = 0.01
     min_training_bins: int = 1000
-    epochs: int = 30
+    validation_fraction: float = 0.1
+    mse_every: int = 3
+    win_size: int = 15
+    win_spacing: int = 5
+    win2_shift: float = 1e-5
+    stop_pval: float = 0.05
+    min_evaluations: int = 50
+    lrate_search_num: int = 3
+    max_epochs: int = 200
     seed: int = 0
 
     def __post_init__(self) -> None:
         _positive(self, ("n_factors", "lr", "batch_size", "training_fraction",
-                         "min_training_bins"), "PREDICTD")
+                         "min_training_bins", "mse_every", "win_size", "stop_pval"), "PREDICTD")
         if min(self.rc, self.ra, self.ri, self.ri2) < 0:
             raise ValueError("PREDICTD penalties rc, ra, ri, ri2 must be >= 0")
         if not self.training_fraction <= 1:
             raise ValueError("PREDICTD training_fraction must be in (0, 1]")
-        if int(self.epochs) != self.epochs or self.epochs < 0:
-            raise ValueError(f"PREDICTD epochs must be a non-negative integer, got {self.epochs}")
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError("PREDICTD validation_fraction must be in (0, 1)")
+        for name in ("max_epochs", "win_spacing", "min_evaluations", "lrate_search_num"):
+            value = getattr(self, name)
+            if int(value) != value or value < 0:
+                raise ValueError(f"PREDICTD {name} must be a non-negative integer, got {value!r}")
 
 
-#: ``paper``: PREDICTD's defaults; ``quick``: 16 factors on 10 % of the bins (same code path).
+#: ``paper``: PREDICTD's defaults; ``quick``: 16 factors on 10 % of the bins, validation every
+#: 5 minibatches of 2000 entries, the paper's test windows and one learning-rate search, at most
+#: 20 epochs (same code path). Retuned for a 4-cell tensor and a few hundred steps: lr 0.05
+#: (at 0.005 the genome rows get ~15 updates per epoch and the validation MSE never beats the
+#: bias initialisation), rc 0.01 (at 3.66 the closed-form new-cell row is shrunk to 0) and
+#: ri2 0.1 (at 2.9 the per-bin refit shrinks every genome row to 0, leaving only biases).
 PREDICTD_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "quick": {"n_factors": 16, "training_fraction": 0.1, "min_training_bins": 1000,
-              "batch_size": 2000, "epochs": 20},
+              "batch_size": 2000, "mse_every": 5, "min_evaluations": 35,
+              "lrate_search_num": 1, "max_epochs": 20, "lr": 0.05, "rc": 0.01, "ri2": 0.1},
 }
 
 
 def predictd_config(preset: str = "paper", **overrides: Any) -> PredictdConfig:
     """Build a :class:`PredictdConfig` from a preset (:data:`PREDICTD_PRESETS`) and overrides."""
     return _make_config(PredictdConfig, PREDICTD_PRESETS, preset, overrides, "PREDICTD")
+
+
+def wilcoxon_converged(errors: Sequence[float], win_size: int = 15, win_spacing: int = 5,
+                       win2_shift: float = 1e-5, pval: float = 0.05) -> bool:
+    """PREDICTD's convergence test on a sequence of validation MSEs (``predictd_lib.py``).
+
+    Two windows of ``win_size`` evaluations are compared, the latest one and the one ending
+    ``win_spacing`` evaluations before it, by a one-sided Wilcoxon rank-sum test
+    (:func:`scipy.stats.ranksums`) of ``earlier`` against ``latest + win2_shift``: the model has
+    converged when the earlier window is significantly lower (statistic < 0 and one-sided
+    p = p₂/2 < ``pval``), i.e. the latest window shows no improvement over it. While the error
+    still falls the statistic is positive and training continues. Fewer than
+    ``2 * win_size + win_spacing`` errors never count as converged.
+    """
+    from scipy.stats import ranksums
+
+    errors = np.asarray(errors, dtype=np.float64)
+    need = 2 * win_size + win_spacing
+    if len(errors) < need:
+        return False
+    earlier = errors[len(errors) - need:len(errors) - need + win_size]
+    latest = errors[len(errors) - win_size:]
+    statistic, p = ranksums(earlier, latest + win2_shift)
+    return bool(statistic < 0 and p / 2 < pval)
+
+
+def select_new_cells(mask: np.ndarray, cells: Sequence[str], new_cells: Sequence[str] | None,
+                     method: str) -> np.ndarray:
+    """Which cell types are fitted as *new* ones (stage 2), as a boolean vector over ``cells``.
+
+    ``new_cells=None`` applies the rule: a cell type is new when it is observed in fewer assays
+    than the best-observed cell type **and** in at most half as many (a cell type seen in 1 or 2
+    of 5 marks beside fully observed references; one hidden track per cell, as in a
+    cross-validation split, keeps every cell in the joint fit, as before). When every cell type
+    is equally observed none is new. A list names them explicitly (``[]``: none, joint fit).
+    """
+    counts = mask.sum(1)
+    if new_cells is None:
+        best = counts.max() if len(counts) else 0
+        new = (counts < best) & (2 * counts <= best)
+    else:
+        index = {c: i for i, c in enumerate(cells)}
+        unknown = [c for c in new_cells if str(c) not in index]
+        if unknown:
+            raise ValueError(f"{method}: new_cells {unknown} are not cell types of the dataset "
+                             f"({list(cells)})")
+        new = np.zeros(len(cells), dtype=bool)
+        new[[index[str(c)] for c in new_cells]] = True
+    if not (mask & ~new[:, None]).any():
+        raise ValueError(f"{method}: no reference cell type with an observed track is left once "
+                         f"the new cell types {[c for c, n in zip(cells, new) if n]} are set "
+                         "aside")
+    return new
 
 
 class PredictdModel(nn.Module):
@@ -349,14 +448,32 @@ class PredictdImputer(EpigenomeImputer):
         self.assays_: list[str] = []
         self.train_mask_ = np.zeros((0, 0), dtype=bool)
         self.history: list[dict[str, Any]] = []
+        self.validation_mse_: list[float] = []
+        self.stop_reason_ = ""
+        self.new_cells_: list[str] = []
 
     def parameters(self) -> dict[str, Any]:
         """Preset and hyperparameters, for the results store."""
         return {"preset": self.preset, **asdict(self.config)}
 
-    def fit(self, ds: xr.Dataset) -> PredictdImputer:
-        """Train the factors on the observed tracks of a random share of the bins of ``ds``."""
-        from analysislib.training import fit, seed_everything, select_device
+    def fit(self, ds: xr.Dataset, new_cells: Sequence[str] | None = None) -> PredictdImputer:
+        """Two-stage fit on a random share of the bins of ``ds``.
+
+        Stage 1 trains all factors and biases on the reference cell types' observed tracks
+        until the Wilcoxon convergence test (:func:`wilcoxon_converged`) or ``max_epochs``,
+        keeping the factors of the lowest validation MSE; stage 2 (:meth:`fit_celltypes`) fits
+        each new cell type's factor row and bias with everything else frozen.
+
+        Parameters
+        ----------
+        ds
+            Signal dataset (any scale).
+        new_cells
+            Cell types to fit in stage 2; ``None`` applies :func:`select_new_cells`' rule (cell
+            types observed in at most half as many assays as the best-observed one), ``[]``
+            fits every cell type jointly.
+        """
+        from analysislib.training import seed_everything, select_device
 
         cfg = self.config
         n_bins = ds.sizes["bin"]
@@ -365,32 +482,184 @@ class PredictdImputer(EpigenomeImputer):
         values, mask = _dense_signal(ds.isel(bin=_subset(n_bins, size, cfg.seed, 3)), self.name)
         if mask.sum() < 2:
             raise ValueError("predictd: needs at least 2 observed tracks")
+        cells = [str(c) for c in ds["cell"].values]
+        new = select_new_cells(mask, cells, new_cells, self.name)
+        reference = mask & ~new[:, None]
         bins = np.arange(values.shape[0])
         device = select_device(self.device_preference)
         seed_everything(cfg.seed)
         model = PredictdModel(mask.shape[0], mask.shape[1], len(bins), cfg.n_factors)
-        model.init_biases(values[bins], mask)
+        model.init_biases(values[bins], reference)
         model.to(device)
-        entries = _observed_entries(values, mask, bins)
-
-        def train_step(net: PredictdModel, batch: tuple[torch.Tensor, ...], ctx: Any
-                       ) -> dict[str, torch.Tensor]:
-            g, c, a, y = batch
-            error = ((net(g, c, a) - y) ** 2).mean()
-            penalty = (cfg.rc * (net.cell[c] ** 2).sum(-1) + cfg.ra * (net.assay[a] ** 2).sum(-1)
-                       + cfg.ri * (net.genome[g] ** 2).sum(-1)).mean()
-            return {"loss": error + penalty, "mse": error.detach()}
-
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
-        result = fit(model, optimizer, train_step,
-                     lambda epoch, gen: _EntryBatches(entries, cfg.batch_size, gen),
-                     epochs=cfg.epochs, seed=cfg.seed, progress=self.progress)
-        self.history = list(result.history)
+        entries = _observed_entries(values, reference, bins)
+        held_out = np.random.default_rng([cfg.seed, 5]).random(len(entries[0])) < (
+            cfg.validation_fraction)
+        if held_out.all() or not held_out.any():
+            held_out[:] = False
+            held_out[:: max(2, round(1 / cfg.validation_fraction))] = True
+        train = tuple(e[~held_out] for e in entries)
+        valid = tuple(torch.from_numpy(np.ascontiguousarray(e[held_out])).to(device)
+                      for e in entries)
+        self.model = model
+        self.history, self.validation_mse_, self.stop_reason_ = self._train(model, train, valid)
         self.model = model.eval()
-        self.cells_ = [str(c) for c in ds["cell"].values]
+        self.cells_ = cells
         self.assays_ = [str(a) for a in ds["assay"].values]
         self.train_mask_ = mask
+        self.new_cells_ = []
+        self._values, self._mask = values, mask
+        try:
+            if new.any():
+                self.fit_celltypes([c for c, n in zip(cells, new, strict=True) if n])
+        finally:
+            del self._values, self._mask
         self.training_data = to_arcsinh(ds)
+        return self
+
+    def _train(self, model: PredictdModel, train: tuple[np.ndarray, ...],
+               valid: tuple[torch.Tensor, ...]
+               ) -> tuple[list[dict[str, Any]], list[float], str]:
+        """Adam on minibatches of ``train`` entries until PREDICTD's stopping rules fire.
+
+        Every ``mse_every`` minibatches the MSE on the held-out ``valid`` entries is recorded.
+        Training stops when (as in ``predictd_lib.py``) the validation MSE has not reached a new
+        minimum for ``2 * win_size + win_spacing`` evaluations, or :func:`wilcoxon_converged`
+        holds (after ``min_evaluations``) and no learning-rate search is left, or after
+        ``max_epochs``. A search restores the best state, halves the learning rate and sets
+        β1 ← β1 − (1 − β1); the test then runs on the errors up to the best one followed by
+        those since the restart. The factors of the lowest validation MSE are kept.
+        """
+        cfg = self.config
+        generator = torch.Generator().manual_seed(cfg.seed)
+        lr, beta1 = cfg.lr, 0.9
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(beta1, 0.999), eps=1e-8)
+
+        def validation_mse() -> float:
+            with torch.no_grad():
+                g, c, a, y = valid
+                return float(((model(g, c, a) - y) ** 2).mean())
+
+        def snapshot() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+            return ({k: v.detach().clone() for k, v in model.state_dict().items()},
+                    copy.deepcopy(optimizer.state_dict()))
+
+        errors = [validation_mse()]
+        best_error, best_index, best_state = errors[0], 0, snapshot()
+        tested: list[float] = list(errors)  # the sequence the Wilcoxon test runs on
+        restart_index, searches, step = 0, cfg.lrate_search_num, 0
+        history: list[dict[str, Any]] = []
+        reason = "max_epochs"
+        device = next(model.parameters()).device
+        for epoch in range(cfg.max_epochs):
+            losses: list[float] = []
+            stop = False
+            for batch in _EntryBatches(train, cfg.batch_size, generator):
+                g, c, a, y = (t.to(device) for t in batch)
+                error = ((model(g, c, a) - y) ** 2).mean()
+                penalty = (cfg.rc * (model.cell[c] ** 2).sum(-1)
+                           + cfg.ra * (model.assay[a] ** 2).sum(-1)
+                           + cfg.ri * (model.genome[g] ** 2).sum(-1)).mean()
+                loss = error + penalty
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(float(error.detach()))
+                step += 1
+                if step % cfg.mse_every:
+                    continue
+                current = validation_mse()
+                if not math.isfinite(current):
+                    reason, stop = "nonfinite", True
+                    break
+                errors.append(current)
+                tested.append(current)
+                if current < best_error:
+                    best_error, best_index, best_state = current, len(errors) - 1, snapshot()
+                window = 2 * cfg.win_size + cfg.win_spacing
+                if len(errors) - 1 - max(best_index, restart_index) > window:
+                    reason, stop = "no_new_minimum", True
+                    break
+                if (len(errors) > cfg.min_evaluations
+                        and len(errors) - 1 - restart_index > cfg.win_size
+                        and wilcoxon_converged(tested, cfg.win_size, cfg.win_spacing,
+                                               cfg.win2_shift, cfg.stop_pval)):
+                    if not searches:
+                        reason, stop = "wilcoxon", True
+                        break
+                    searches -= 1
+                    lr, beta1 = lr / 2, beta1 - (1 - beta1)
+                    model.load_state_dict(best_state[0])
+                    optimizer.load_state_dict(best_state[1])
+                    for group in optimizer.param_groups:
+                        group["lr"], group["betas"] = lr, (beta1, group["betas"][1])
+                    tested = errors[:best_index + 1]
+                    restart_index = len(errors) - 1
+            history.append({"epoch": epoch, "loss": float(np.mean(losses)) if losses else math.nan,
+                            "valid_mse": errors[-1], "lr": lr, "steps": step})
+            if stop:
+                break
+        model.load_state_dict(best_state[0])
+        return history, errors, reason
+
+    def fit_celltypes(self, cells: Sequence[str], ds: xr.Dataset | None = None
+                      ) -> PredictdImputer:
+        """Stage 2: fit the factor row and bias of each of ``cells`` with all else frozen.
+
+        With the genome factors of the training bins, the assay factors, the assay and genome
+        biases and the global mean fixed, PREDICTD's per-entry objective for a cell type ``c``,
+        mean over its observed entries of ``(y − ŷ)² + rc·|C_c|²`` (the bias unpenalised,
+        ``rbc`` = 0), is a ridge regression in ``(C_c, b_c)``; it is solved in closed form
+        (:func:`ridge_genome_factors` with the roles of cells and bins swapped, λ = ``rc`` × the
+        number of entries), the exact minimiser SGD would approach. Nothing else changes.
+
+        Parameters
+        ----------
+        cells
+            Cell types of the fitted model.
+        ds
+            Signal dataset to read their observed tracks from; by default the one given to
+            :meth:`fit` (its training bins). Only the bins trained on in stage 1 are used,
+            since only those have genome factors.
+        """
+        if self.model is None:
+            raise RuntimeError("predictd: call fit() before fit_celltypes()")
+        if ds is not None or not hasattr(self, "_values"):
+            source = self.training_data if ds is None else ds
+            if source is None:
+                raise RuntimeError("predictd: call fit() before fit_celltypes()")
+            n_bins = source.sizes["bin"]
+            cfg = self.config
+            size = min(n_bins, max(cfg.min_training_bins,
+                                   round(cfg.training_fraction * n_bins)))
+            values, mask = _dense_signal(source.isel(bin=_subset(n_bins, size, cfg.seed, 3)),
+                                         self.name)
+            if values.shape[0] != self.model.genome.shape[0]:
+                raise ValueError("predictd: fit_celltypes needs the dataset given to fit()")
+        else:
+            values, mask = self._values, self._mask
+        index = {c: i for i, c in enumerate(self.cells_)}
+        model = self.model
+        with torch.no_grad():
+            a_f = model.assay.double().cpu().numpy()
+            g_f = model.genome.double().cpu().numpy()
+            offset = (model.assay_bias.double().cpu().numpy()[None, :]
+                      + model.genome_bias.double().cpu().numpy()[:, None] + float(model.mean))
+        for cell in cells:
+            if cell not in index:
+                raise ValueError(f"predictd: {cell} is not a cell type of the fitted model")
+            c = index[cell]
+            assays = np.nonzero(mask[c])[0]
+            if not len(assays):
+                continue
+            design = (a_f[assays][None, :, :] * g_f[:, None, :]).reshape(-1, g_f.shape[1])
+            residual = (values[:, c, assays].astype(np.float64) - offset[:, assays]).reshape(1, -1)
+            factors, bias = ridge_genome_factors(residual, design,
+                                                 self.config.rc * residual.shape[1])
+            with torch.no_grad():
+                model.cell[c] = torch.as_tensor(factors[0], dtype=model.cell.dtype)
+                model.cell_bias[c] = torch.as_tensor(bias[0], dtype=model.cell_bias.dtype)
+            if cell not in self.new_cells_:
+                self.new_cells_.append(cell)
         return self
 
     def _predict(self, observed: xr.Dataset, targets: list[Track]) -> np.ndarray:
@@ -445,6 +714,9 @@ class AvocadoConfig:
         Epochs, and batches per epoch (120; ``None``: one pass over the bins).
     genome_epochs
         Epochs of the genome-only stage that fits embeddings for bins not seen at fit time.
+    celltype_epochs
+        Epochs of the cell-type-only stage that fits the embeddings of new cell types
+        (``fit_celltypes``: 200, like ``fit``).
     seed
         Seed of initialisation and sampling.
     """
@@ -461,13 +733,14 @@ class AvocadoConfig:
     epochs: int = 200
     epoch_size: int | None = 120
     genome_epochs: int = 50
+    celltype_epochs: int = 200
     seed: int = 0
 
     def __post_init__(self) -> None:
         _positive(self, ("n_celltype_factors", "n_assay_factors", "n_25bp_factors",
                          "n_250bp_factors", "n_5kbp_factors", "n_nodes", "lr", "batch_size",
                          "epoch_size"), "Avocado")
-        for name in ("n_layers", "epochs", "genome_epochs"):
+        for name in ("n_layers", "epochs", "genome_epochs", "celltype_epochs"):
             value = getattr(self, name)
             if int(value) != value or value < 0:
                 raise ValueError(f"Avocado {name} must be a non-negative integer, got {value!r}")
@@ -479,7 +752,8 @@ AVOCADO_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "quick": {"n_layers": 1, "n_nodes": 128, "n_assay_factors": 24, "n_celltype_factors": 32,
               "n_25bp_factors": 10, "n_250bp_factors": 20, "n_5kbp_factors": 30,
-              "batch_size": 10_000, "epochs": 40, "epoch_size": None, "genome_epochs": 20},
+              "batch_size": 10_000, "epochs": 40, "epoch_size": None, "genome_epochs": 20,
+              "celltype_epochs": 20},
 }
 
 
@@ -569,6 +843,8 @@ class AvocadoImputer(EpigenomeImputer):
         self.assays_: list[str] = []
         self.train_mask_ = np.zeros((0, 0), dtype=bool)
         self.history: list[dict[str, Any]] = []
+        self.celltype_history: list[dict[str, Any]] = []
+        self.new_cells_: list[str] = []
         self._bins_key: tuple[Any, ...] | None = None
         self._genome_cache: dict[tuple[Any, ...], Any] = {}
 
@@ -625,26 +901,97 @@ class AvocadoImputer(EpigenomeImputer):
                      epochs=epochs, seed=cfg.seed, progress=self.progress)
         return list(result.history)
 
-    def fit(self, ds: xr.Dataset) -> AvocadoImputer:
-        """Train every embedding and the network on the observed tracks of ``ds``."""
+    def fit(self, ds: xr.Dataset, new_cells: Sequence[str] | None = None) -> AvocadoImputer:
+        """Two-stage fit on the observed tracks of ``ds``.
+
+        Stage 1 trains every embedding and the network on the reference cell types' observed
+        tracks (``epochs``); stage 2 (:meth:`fit_celltypes`) fits the embeddings of the new cell
+        types with everything else frozen (``celltype_epochs``), as Avocado's ``fit_celltypes``.
+
+        Parameters
+        ----------
+        ds
+            Signal dataset (any scale).
+        new_cells
+            Cell types to fit in stage 2; ``None`` applies :func:`select_new_cells`' rule,
+            ``[]`` trains every cell type jointly.
+        """
         from analysislib.training import seed_everything, select_device
 
         values, mask = _dense_signal(ds, self.name)
         if not mask.any():
             raise ValueError("avocado: the dataset has no observed track")
+        cells = [str(c) for c in ds["cell"].values]
+        new = select_new_cells(mask, cells, new_cells, self.name)
         seed_everything(self.config.seed)
         self.model = AvocadoModel(mask.shape[0], mask.shape[1], values.shape[0],
                                   self.config).to(select_device(self.device_preference))
-        self.history = self._train(values, mask, self.config.epochs,
+        self.history = self._train(values, mask & ~new[:, None], self.config.epochs,
                                    list(self.model.parameters()))
         self.model.eval()
-        self.cells_ = [str(c) for c in ds["cell"].values]
+        self.cells_ = cells
         self.assays_ = [str(a) for a in ds["assay"].values]
         self.train_mask_ = mask
+        self.new_cells_ = []
+        self.celltype_history = []
         self._bins_key = self._key(ds)
         self._genome_cache = {self._bins_key: self.model.genome}
         self.training_data = to_arcsinh(ds)
+        if new.any():
+            self._fit_celltypes(values, mask, [c for c, n in zip(cells, new, strict=True) if n])
         return self
+
+    def fit_celltypes(self, cells: Sequence[str], ds: xr.Dataset | None = None
+                      ) -> AvocadoImputer:
+        """Stage 2: (re)fit the embeddings of ``cells`` with everything else frozen.
+
+        The rows of ``cells`` in the cell-type embedding are re-initialised (U(−0.05, 0.05)) and
+        trained for ``celltype_epochs`` on their observed tracks in ``ds`` (default: the
+        dataset given to :meth:`fit`, whose bins the genome embeddings belong to); the genome
+        and assay embeddings, the network and the other cell types' rows stay bit-identical
+        (their gradients are zeroed, so Adam leaves them untouched).
+        """
+        if self.model is None or self.training_data is None:
+            raise RuntimeError("avocado: call fit() before fit_celltypes()")
+        source = self.training_data if ds is None else ds
+        if self._key(source) != self._bins_key:
+            raise ValueError("avocado: fit_celltypes needs the bins given to fit()")
+        values, mask = _dense_signal(source, self.name)
+        self._fit_celltypes(values, mask, [str(c) for c in cells])
+        return self
+
+    def _fit_celltypes(self, values: np.ndarray, mask: np.ndarray, cells: list[str]) -> None:
+        from analysislib.training import seed_everything
+
+        assert self.model is not None
+        index = {c: i for i, c in enumerate(self.cells_)}
+        unknown = [c for c in cells if c not in index]
+        if unknown:
+            raise ValueError(f"avocado: {unknown} are not cell types of the fitted model")
+        rows = torch.zeros(len(self.cells_), dtype=torch.bool)
+        rows[[index[c] for c in cells]] = True
+        support = mask & rows.numpy()[:, None]
+        if not support.any():
+            return
+        weight = self.model.cell.weight
+        seed_everything(self.config.seed + 2)
+        with torch.no_grad():
+            fresh = torch.empty_like(weight).uniform_(-0.05, 0.05)
+            weight[rows.to(weight.device)] = fresh[rows.to(weight.device)]
+        keep = rows.to(weight.device, weight.dtype)[:, None]
+        frozen = [p for p in self.model.parameters() if p is not weight]
+        for p in frozen:
+            p.requires_grad_(False)
+        hook = weight.register_hook(lambda grad: grad * keep)
+        try:
+            self.celltype_history = self._train(values, support, self.config.celltype_epochs,
+                                                [weight])
+        finally:
+            hook.remove()
+            for p in frozen:
+                p.requires_grad_(True)
+        self.model.eval()
+        self.new_cells_ = sorted(set(self.new_cells_) | set(cells), key=self.cells_.index)
 
     def fit_genome(self, ds: xr.Dataset) -> nn.ModuleList:
         """Second stage: fit genome embeddings for the bins of ``ds``, all else frozen.
