@@ -370,7 +370,8 @@ def _margin_targets(by_fold: pd.DataFrame, kept_sets: Sequence[str], folds: Sequ
             scored += 1
             wins += beats
             steady += bool(beats and sr < dr / 3 and sm < dm / 3)
-            print(f"| {kept} | {fold} | {dr:+.4f} | {sr:.4f} | {dm:+.4f} | {sm:.4f} | "
+            sd_r, sd_m = (f"{sd:.4f}" if _finite(sd) else "-" for sd in (sr, sm))
+            print(f"| {kept} | {fold} | {dr:+.4f} | {sd_r} | {dm:+.4f} | {sd_m} | "
                   f"{'yes' if beats else 'no'} |")
         need = scored if kept == "H3K4me3+H3K27me3" else min(3, scored)
         targets.append(((f"eDICE beats AVG on Pearson and MSE, kept {kept}: {wins} of {scored} "
