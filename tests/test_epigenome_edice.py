@@ -10,10 +10,12 @@ from analysislib.epigenome.edice import (
     EDICEConfig,
     EDICEImputer,
     EDICEModel,
+    _sparse_cell_targets,
     _tissue_targets,
     count_parameters,
     edice_config,
     resolve_n_targets,
+    sparse_cell_validation,
 )
 from analysislib.epigenome.imputer import AverageImputer, get_epigenome_imputer
 from analysislib.epigenome.tensor import create_signal_dataset, hide_tracks
@@ -239,7 +241,7 @@ def test_validation_tracks_early_stopping_and_best_weights():
     val = [("c0", "a1"), ("c3", "a3")]
     imputer = EDICEImputer("quick", device="cpu", progress=False,
                            **{**TINY, "epochs": 6, "patience": 2})
-    imputer.fit(ds, val_tracks=val)
+    imputer.fit(ds, val_tracks=val, validation="none")
     history = imputer.history
     assert all("val_mse" in r for r in history)
     truth = np.stack([ds["signal"].sel(cell=c, assay=a).values for c, a in val])
@@ -284,7 +286,81 @@ def test_fit_reads_only_the_training_bins():
     others = np.setdiff1d(np.arange(400), chosen)
     signal[0, 0, others] = np.nan  # an observed track, unreadable outside the chosen bins
     ds["signal"] = (ds["signal"].dims, signal)
-    imputer = _fit(ds, epochs=1, train_bins=50)
+    imputer = EDICEImputer("quick", device="cpu", progress=False,
+                           **{**TINY, "epochs": 1, "train_bins": 50})
+    imputer.fit(ds, validation="none")
     assert imputer.history[0]["loss"] > 0
     with pytest.raises(ValueError, match=r"c0\.a0 has a non-finite value"):
         _fit(ds, epochs=1)
+    # validating (a cell type is profiled in fewer marks) reads the validation bins too
+    with pytest.raises(ValueError, match=r"c0\.a0 has a non-finite value"):
+        imputer.fit(ds)
+
+
+# --------------------------------------------------------------------------- sparse cell types
+
+
+def test_sparse_cell_masking_keeps_one_to_all_but_one_mark_of_one_cell():
+    mask = np.ones((4, 5), dtype=bool)
+    mask[3, 1:] = False  # a cell type profiled in one mark cannot be reduced further
+    generator = torch.Generator().manual_seed(0)
+    targets, weights = _sparse_cell_targets(mask, 2000, 4, 1.0, generator)
+    kept_counts = []
+    for row, w in zip(targets.numpy(), weights.numpy(), strict=True):
+        real = np.unique(row[w > 0])
+        assert (row[w == 0] == row[0]).all() and w[0] == 1  # padding repeats a real target
+        cells = real // 5
+        assert len(set(cells)) == 1 and cells[0] != 3
+        kept_counts.append(5 - len(real))
+    assert set(kept_counts) == {1, 2, 3, 4}  # down to one kept mark, never none
+    # fraction 0 is the paper's random masking: n_targets random tracks, all weighted
+    targets, weights = _sparse_cell_targets(mask, 50, 4, 0.0, generator)
+    assert targets.shape == (50, 4) and bool(weights.all())
+    assert all(len(set(row)) == 4 for row in targets.numpy())
+
+
+def test_sparse_cell_validation_reduces_profiled_cells_to_the_sparse_cells_marks():
+    mask = np.array([[1, 1, 1], [1, 1, 1], [0, 1, 1], [0, 1, 0]], dtype=bool)
+    tasks = sparse_cell_validation(mask)
+    assert [t for _, t in tasks] == [[(0, 0), (0, 2)], [(1, 0), (1, 2)]]
+    support, _ = tasks[0]
+    np.testing.assert_array_equal(support[0], [False, True, False])
+    np.testing.assert_array_equal(support[1:], mask[1:])
+    assert sparse_cell_validation(np.ones((3, 4), dtype=bool)) == []
+
+
+def sparse_cell_dataset():
+    """Planted tensor in which cell c5 is profiled in one mark only."""
+    ds = planted_dataset(n_bins=600)
+    return hide_tracks(ds, [("c5", "a1"), ("c5", "a2"), ("c5", "a3")])
+
+
+def test_a_sparse_cell_type_is_validated_on_by_default_and_the_best_epoch_is_kept():
+    ds = sparse_cell_dataset()
+    settings = {**TINY, "epochs": 8, "patience": None, "lr": 0.05, "val_bins": 200,
+                "train_bins": 400, "sparse_cell_fraction": 0.5}
+    imputer = _fit(ds, **settings)
+    history = imputer.history
+    assert all("val_mse" in r for r in history)
+    best = int(np.argmin([r["val_mse"] for r in history]))
+    assert imputer.fit_result.best_epoch == best + 1
+    assert imputer.fit_result.best_metric == pytest.approx(history[best]["val_mse"])
+    plain = EDICEImputer("quick", device="cpu", progress=False, **{**settings, "epochs": 1})
+    assert "val_mse" not in plain.fit(ds, validation="none").history[0]
+
+
+def test_best_weights_survive_a_resume(tmp_path):
+    ds = sparse_cell_dataset()
+    settings = {**TINY, "epochs": 8, "patience": None, "lr": 0.05, "val_bins": 200,
+                "train_bins": 400, "sparse_cell_fraction": 0.5}
+    straight = _fit(ds, checkpoint_dir=str(tmp_path / "a"), **settings)
+    first = _fit(ds, checkpoint_dir=str(tmp_path / "b"), **{**settings, "epochs": 7})
+    resumed = _fit(ds, checkpoint_dir=str(tmp_path / "b"), **settings)
+    assert resumed.fit_result.resumed_from is not None
+    assert resumed.fit_result.best_epoch == straight.fit_result.best_epoch
+    assert [r["val_mse"] for r in resumed.history] == [r["val_mse"] for r in straight.history]
+    for key, value in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0)
+    assert straight.fit_result.best_epoch == 7  # before the interruption: epoch 8 is worse
+    for key, value in first.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0)

@@ -1,10 +1,11 @@
 """eDICE: factorised cell/assay attention imputer of epigenomic tracks (torch port of the TF code).
 
 Follows Hawkins-Hooker et al. 2023 (*Nat Commun* 14:4750), Methods "eDICE architecture" and
-"Hyperparameters and training details", and research/epigenomic_imputation.md §1.1-1.2, which
-describe the authors' TensorFlow code (``alex-hh/eDICE``). Where the authors' PyTorch port
-differs from the TF code (no ReLU on the node projection, gradient clipping, ``nn.Embedding``
-initialisation), this module follows the TF code, as the notes advise.
+"Hyperparameters and training details", and the authors' TensorFlow code (``alex-hh/eDICE``,
+``edice/models`` and ``edice/data_loaders``). Where the authors' PyTorch port
+(``alex-hh/edice-pytorch``, marked there as not verified) differs from the TF code (no ReLU on the
+node projection, gradient clipping, ``nn.Embedding`` initialisation), this module follows the TF
+code.
 
 Model, for one genomic bin at a time (no spatial context):
 
@@ -28,13 +29,26 @@ Dense layers use the Keras defaults (Glorot-uniform weights, zero biases). Compu
 block for every node and gathering the target rows gives the same numbers as gathering the
 queries first (attention is row-wise), and is cheaper when many targets share nodes.
 
-Training is masked reconstruction on arcsinh values (notes §1.2): at every bin of a batch an
+The 1/count row scaling is the TF code's (``NodeInputMasker``: the masked row is divided by its
+number of observed entries with ``divide_no_nan``). It means a cell type profiled in one mark
+feeds its encoder a row on another scale than a cell type profiled in five, a case the paper's
+random masking of 120 of 811 tracks almost never trains on; ``sparse_cell_fraction`` below
+trains on it.
+
+Training is masked reconstruction on arcsinh values (TF ``TrainInMemGenerator``): at every bin of a batch an
 independent random permutation of the training tracks picks ``n_targets`` targets, the remaining
 training tracks are the inputs, and the loss is the MSE over the targets. With a validation set
 the supports are all training tracks and the targets the validation tracks (``ValInMemGenerator``),
 and early stopping monitors the validation MSE. The ``"tissue"`` masking mode (one randomly chosen
 cell type per batch has all its tracks masked) is the ENTEx leave-one-tissue-out generator used by
 :mod:`analysislib.epigenome.transfer`.
+
+Training for a new, sparsely profiled cell type (our addition; the paper's test cell types keep
+several training tracks): with ``sparse_cell_fraction`` > 0, that fraction of the bins is masked
+as such a cell type instead (one training cell type keeps 1 to all but one of its marks, the rest
+of its marks are the targets, every other track is an input), and
+:meth:`EDICEImputer.fit` validates, by default, on the same problem at held-out bins
+(:func:`sparse_cell_validation`), which sets early stopping and the returned weights.
 
 Choices the paper leaves open, fixed here:
 
@@ -79,6 +93,7 @@ __all__ = [
     "count_parameters",
     "edice_config",
     "resolve_n_targets",
+    "sparse_cell_validation",
     "train_edice",
 ]
 
@@ -118,6 +133,12 @@ class EDICEConfig:
         Seed of weight initialisation, bin subsets, data order and masks.
     grad_clip_norm
         Clip the gradient norm (the TF code does not; the PyTorch port clips at 5).
+    sparse_cell_fraction
+        Fraction of training bins masked as a *sparsely profiled cell type* instead of by the
+        paper's random track masking: one training cell type keeps a random number (1 to all
+        but one) of its marks as inputs, its other marks are the targets and every other track
+        is an input. This is the test a new cell type with few marks poses (see
+        :func:`_sparse_cell_targets`). 0 gives the paper's masking.
     """
 
     embed_dim: int = 256
@@ -138,6 +159,7 @@ class EDICEConfig:
     patience: int | None = None
     seed: int = 211
     grad_clip_norm: float | None = None
+    sparse_cell_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("embed_dim", "n_heads", "n_attn_layers", "ffn_dim", "decoder_hidden",
@@ -157,6 +179,9 @@ class EDICEConfig:
             raise ValueError(f"eDICE lr must be positive, got {self.lr!r}")
         if self.n_targets <= 0:
             raise ValueError(f"eDICE n_targets must be positive, got {self.n_targets!r}")
+        if not 0 <= self.sparse_cell_fraction <= 1:
+            raise ValueError("eDICE sparse_cell_fraction must be in [0, 1], got "
+                             f"{self.sparse_cell_fraction!r}")
         for name in ("train_bins", "val_bins"):
             value = getattr(self, name)
             if value is not None and (int(value) != value or value < 1):
@@ -170,13 +195,15 @@ class EDICEConfig:
 #: Named hyperparameter sets. ``paper``: the Roadmap model (Methods; ``train_roadmap.py``);
 #: ``entex``: the ENTEx transfer model of ``entex_LOO_tissue_transfer.py`` (embedding 64,
 #: decoder 512, seed 43, 20 pre-training epochs; the paper text says 128 and 30); ``quick``: a
-#: small CPU model trained on 20,000 bins, same code path.
+#: small CPU model trained on 20,000 bins, same code path, with half of its training bins masked
+#: as a sparsely profiled cell type and up to 16 epochs, stopped after 3 without a better
+#: validation MSE (the paper presets keep the paper's random masking and fixed epochs).
 EDICE_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "entex": {"embed_dim": 64, "decoder_hidden": 512, "seed": 43, "epochs": 20},
     "quick": {"embed_dim": 32, "ffn_dim": 64, "decoder_hidden": 128, "lr": 1e-3,
-              "batch_size": 128, "epochs": 8, "n_targets": 0.25, "train_bins": 20_000,
-              "val_bins": 5_000},
+              "batch_size": 128, "epochs": 16, "patience": 3, "n_targets": 0.25,
+              "train_bins": 20_000, "val_bins": 5_000, "sparse_cell_fraction": 0.5},
 }
 
 
@@ -413,6 +440,59 @@ def _subset(n_bins: int, size: int | None, seed: int, stream: int) -> np.ndarray
     return np.sort(rng.choice(n_bins, size=size, replace=False))
 
 
+def sparse_cell_validation(observed: np.ndarray) -> list[tuple[np.ndarray, list[tuple[int, int]]]]:
+    """Validation problems that pose the test of a sparsely profiled cell type.
+
+    The sparsest cell types of ``observed`` (fewest observed marks, fewer than the best-profiled
+    cell type) are the ones to impute. Each fully profiled cell type that observes a sparse cell
+    type's marks is reduced to exactly those marks, and its other marks are predicted from them
+    with every other track as input. Nothing is hidden from training: the tasks are scored on
+    validation bins.
+
+    Parameters
+    ----------
+    observed
+        ``(n_cells, n_assays)`` bool mask of the training tracks.
+
+    Returns
+    -------
+    list of (support, targets)
+        For :func:`train_edice`'s ``val_tasks``; empty when every cell type has the same number
+        of marks.
+
+    Examples
+    --------
+    >>> mask = np.array([[1, 1, 1], [1, 1, 1], [1, 0, 0]], dtype=bool)
+    >>> [(s.astype(int).tolist(), t) for s, t in sparse_cell_validation(mask)][0]
+    ([[1, 0, 0], [1, 1, 1], [1, 0, 0]], [(0, 1), (0, 2)])
+    """
+    observed = np.asarray(observed, dtype=bool)
+    counts = observed.sum(axis=1)
+    profiled = counts[counts > 0]
+    if not len(profiled) or profiled.min() == counts.max():
+        return []
+    patterns = {tuple(observed[c]) for c in np.flatnonzero(counts == profiled.min())}
+    tasks = []
+    for pattern in sorted(patterns):
+        kept = np.array(pattern)
+        for cell in np.flatnonzero(counts == counts.max()):
+            if not observed[cell, kept].all():
+                continue
+            support = observed.copy()
+            support[cell] = kept
+            tasks.append((support, [(int(cell), int(a))
+                                    for a in np.flatnonzero(observed[cell] & ~kept)]))
+    return tasks
+
+
+def _validation_bins(n_bins: int, train_bins: np.ndarray, size: int | None,
+                     seed: int) -> np.ndarray:
+    """Up to ``size`` bins for validation, outside the training bins when any are left."""
+    rest = np.setdiff1d(np.arange(n_bins), train_bins)
+    pool = rest if len(rest) else np.arange(n_bins)
+    return pool[_subset(len(pool), size, seed, 2)]
+
+
 class _BinBatches:
     """One epoch of training batches: float32 values ``(B, n_cells, n_assays)``."""
 
@@ -436,6 +516,42 @@ def _random_targets(flat_tracks: torch.Tensor, batch: int, n_targets: int,
     """Flat track ids ``(batch, n_targets)``: an independent random subset per bin."""
     scores = torch.rand(batch, len(flat_tracks), generator=generator)
     return flat_tracks[scores.argsort(dim=1)[:, :n_targets]]
+
+
+def _sparse_cell_targets(train_mask: np.ndarray, batch: int, n_targets: int, fraction: float,
+                         generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Targets ``(batch, T)`` (flat track ids) and their weights: random and sparse-cell bins.
+
+    A ``fraction`` of the bins is masked like a sparsely profiled cell type: one training cell
+    type with at least two marks is drawn, keeps ``k`` of its ``n`` marks as inputs (``k``
+    uniform in 1..n-1, the marks drawn at random) and has its other ``n - k`` marks as targets;
+    every other training track stays an input. The other bins get the paper's random masking
+    (``n_targets`` random training tracks). Rows have different numbers of targets, so they are
+    padded to the longest with repeats of a real target at weight 0.
+    """
+    flat = torch.as_tensor(np.flatnonzero(train_mask.ravel()))
+    n_assays = train_mask.shape[1]
+    n = len(flat)
+    cell_of = flat // n_assays
+    per_cell = np.bincount(cell_of.numpy(), minlength=train_mask.shape[0])
+    eligible = torch.as_tensor(np.flatnonzero(per_cell >= 2))
+    is_target = torch.rand(batch, n, generator=generator).argsort(dim=1).argsort(dim=1) < n_targets
+    sparse = torch.rand(batch, generator=generator) < fraction
+    if len(eligible) and bool(sparse.any()):
+        chosen = eligible[torch.randint(len(eligible), (batch,), generator=generator)]
+        in_cell = cell_of[None, :] == chosen[:, None]
+        n_marks = in_cell.sum(dim=1)
+        keep = (torch.rand(batch, generator=generator) * (n_marks - 1)).long() + 1
+        scores = torch.where(in_cell, torch.rand(batch, n, generator=generator), 2.0)
+        rank = scores.argsort(dim=1).argsort(dim=1)
+        cell_targets = in_cell & (rank >= keep[:, None])
+        is_target = torch.where(sparse[:, None], cell_targets, is_target)
+    width = int(is_target.sum(dim=1).max())
+    order = torch.sort((~is_target).to(torch.int8), dim=1, stable=True).indices[:, :width]
+    weights = is_target.gather(1, order)
+    # padding slots repeat the row's first target (weight 0) so they never unmask an input
+    order = torch.where(weights, order, order[:, :1])
+    return flat[order], weights.float()
 
 
 def _tissue_targets(train_mask: np.ndarray, batch: int,
@@ -489,6 +605,7 @@ def train_edice(
     *,
     masking: Literal["random", "tissue"] = "random",
     val_tracks: Sequence[tuple[int, int]] = (),
+    val_tasks: Sequence[tuple[np.ndarray, Sequence[tuple[int, int]]]] = (),
     monitor: Literal["val_mse", "loss"] | None = None,
     epochs: int | None = None,
     lr: float | None = None,
@@ -522,6 +639,12 @@ def train_edice(
         ``(cell, assay)`` index pairs of validation tracks (held out of ``train_mask``),
         predicted from all training tracks at :attr:`EDICEConfig.val_bins` bins after each
         epoch.
+    val_tasks
+        More validation problems, each a ``(support, targets)`` pair: an ``(n_cells, n_assays)``
+        bool mask of the inputs and the ``(cell, assay)`` index pairs predicted from them (for
+        example a training cell type reduced to the marks a sparsely profiled cell has; see
+        :func:`sparse_cell_validation`). The validation MSE is the mean over ``val_tracks``
+        (predicted from all training tracks) and these tasks, each weighted by its targets.
     monitor
         ``"val_mse"`` (the default with validation tracks) or ``"loss"`` (mean training loss,
         the ENTEx fine-tuning criterion). Early stopping with ``config.patience`` and the best
@@ -567,38 +690,61 @@ def train_edice(
     val_tracks = [(int(c), int(a)) for c, a in val_tracks]
     if any(train_mask[c, a] for c, a in val_tracks):
         raise ValueError("validation tracks must not be training tracks")
-    monitor = monitor or ("val_mse" if val_tracks else "loss")
-    if monitor == "val_mse" and not val_tracks:
-        raise ValueError("monitor='val_mse' needs validation tracks")
+    tasks = [(train_mask, val_tracks)] if val_tracks else []
+    for support, task_targets in val_tasks:
+        support = np.asarray(support, dtype=bool)
+        task_targets = [(int(c), int(a)) for c, a in task_targets]
+        if any(support[c, a] for c, a in task_targets):
+            raise ValueError("a validation task's targets must not be among its inputs")
+        if (support & ~train_mask).any():
+            raise ValueError("a validation task's inputs must be training tracks")
+        tasks.append((support, task_targets))
+    validating = bool(tasks)
+    monitor = monitor or ("val_mse" if validating else "loss")
+    if monitor == "val_mse" and not validating:
+        raise ValueError("monitor='val_mse' needs validation tracks or tasks")
     val_values = values[val_bins]
-    val_truth = np.stack([val_values[:, c, a] for c, a in val_tracks]) if val_tracks else None
+    val_truths = [np.stack([val_values[:, c, a] for c, a in task_targets])
+                  for _, task_targets in tasks]
 
     def make_loader(epoch: int, generator: torch.Generator) -> _BinBatches:
         return _BinBatches(values, bins, config.batch_size, generator)
 
     def train_step(net: EDICEModel, batch: torch.Tensor, ctx: Any) -> torch.Tensor:
         size = batch.shape[0]
-        if masking == "random":
-            targets = _random_targets(flat_tracks, size, n_targets, ctx.generator)
-        else:
+        weights = None
+        if masking == "tissue":
             targets = _tissue_targets(train_mask, size, ctx.generator)
+        elif config.sparse_cell_fraction > 0:
+            targets, weights = _sparse_cell_targets(train_mask, size, n_targets,
+                                                    config.sparse_cell_fraction, ctx.generator)
+            weights = weights.to(ctx.device)
+        else:
+            targets = _random_targets(flat_tracks, size, n_targets, ctx.generator)
         targets = targets.to(ctx.device)
         support = train_support.expand(size, -1, -1).reshape(size, -1).clone()
         support.scatter_(1, targets, False)
         truth = batch.reshape(size, -1).gather(1, targets)
         pred = net(batch, support.view(size, n_cells, n_assays), targets // n_assays,
                    targets % n_assays)
-        return torch.mean((pred - truth) ** 2)
+        if weights is None:
+            return torch.mean((pred - truth) ** 2)
+        return torch.sum(weights * (pred - truth) ** 2) / weights.sum()
 
     def val_mse(net: EDICEModel) -> float:
-        pred = _predict_array(net, val_values, train_mask, val_tracks, device,
-                              max(config.batch_size, 1024))
-        return float(np.mean((pred - val_truth) ** 2))
+        squared, count = 0.0, 0
+        for (support, task_targets), truth in zip(tasks, val_truths, strict=True):
+            inputs = np.where(support[None], val_values, np.float32(0))
+            pred = _predict_array(net, inputs, support, task_targets, device,
+                                  max(config.batch_size, 1024))
+            squared += float(np.sum((pred.astype(np.float64) - truth) ** 2))
+            count += truth.size
+        return squared / count
 
     best: dict[str, Any] = {}
 
     def epoch_end(record: dict[str, Any]) -> None:
-        if val_tracks:
+        if validating:
             if monitor == "val_mse":
                 record["val_mse"] = record["metric"]
             else:
@@ -616,6 +762,7 @@ def train_edice(
     run = {"model": MODEL_NAME, "config": config.to_dict(), "masking": masking,
            "monitor": monitor, "lr": lr if lr is not None else config.lr,
            "train_mask": train_mask.astype(int).tolist(), "val_tracks": val_tracks,
+           "val_tasks": [(support.astype(int).tolist(), t) for support, t in tasks[bool(val_tracks):]],
            "shape": list(values.shape), **dict(metadata or {})}
     if checkpoint_dir is not None and resume:
         _check_resume(checkpoint_dir, run)
@@ -735,7 +882,8 @@ class EDICEImputer(EpigenomeImputer):
         self.model = EDICEModel(len(cells), len(assays), self.config).to(self._device())
         return self.model
 
-    def fit(self, ds: xr.Dataset, *, val_tracks: Sequence[Track] = ()) -> EDICEImputer:
+    def fit(self, ds: xr.Dataset, *, val_tracks: Sequence[Track] = (),
+            validation: Literal["auto", "none"] = "auto") -> EDICEImputer:
         """Train on the observed tracks of ``ds`` (any scale; converted to arcsinh).
 
         Parameters
@@ -744,36 +892,50 @@ class EDICEImputer(EpigenomeImputer):
             Signal dataset ``(cell, assay, bin)``; its cells and assays become the model's
             node sets.
         val_tracks
-            Observed tracks held out of training and used for early stopping
-            (``config.patience``) and best-weight selection on their MSE.
+            Observed tracks held out of training (the paper's validation split), predicted from
+            all training tracks.
+        validation
+            ``"auto"``: when some cell type is profiled in fewer marks than the others (a new
+            cell type to impute), also validate on :func:`sparse_cell_validation` problems:
+            each fully profiled cell type reduced to the sparse cell type's marks, scored at
+            :attr:`EDICEConfig.val_bins` bins outside the training bins. ``"none"``: only
+            ``val_tracks``.
+
+            With any validation, early stopping (``config.patience``) and the returned
+            (best) weights follow the validation MSE, also across a resume; without, the
+            training loss.
 
         Returns
         -------
         EDICEImputer
             ``self``, with :attr:`history` holding one record per epoch.
         """
+        if validation not in ("auto", "none"):
+            raise ValueError(f"validation must be 'auto' or 'none', got {validation!r}")
         # Read only the bins that are trained or validated on (genome-length inputs may be lazy).
         n_bins = ds.sizes["bin"]
         train_bins = _subset(n_bins, self.config.train_bins, self.config.seed, 1)
-        val_bins = _subset(n_bins, self.config.val_bins, self.config.seed, 2)
-        needed = np.union1d(train_bins, val_bins) if len(val_tracks) else train_bins
-        values, observed = _dense_signal(ds.isel(bin=needed) if len(needed) < n_bins else ds,
-                                         self.name)
+        val_bins = _validation_bins(n_bins, train_bins, self.config.val_bins, self.config.seed)
+        observed_all = np.asarray(ds["observed"].transpose("cell", "assay").values, dtype=bool)
         val_index = _track_index(ds, [(str(c), str(a)) for c, a in val_tracks], "validation")
         for c, a in val_index:
-            if not observed[c, a]:
+            if not observed_all[c, a]:
                 raise ValueError(f"validation track {ds['cell'].values[c]}."
                                  f"{ds['assay'].values[a]} is not observed")
-        train_mask = observed.copy()
+        train_mask = observed_all.copy()
         for c, a in val_index:
             train_mask[c, a] = False
+        val_tasks = sparse_cell_validation(train_mask) if validation == "auto" else []
+        validating = bool(val_index or val_tasks)
+        needed = np.union1d(train_bins, val_bins) if validating else train_bins
+        values, _ = _dense_signal(ds.isel(bin=needed) if len(needed) < n_bins else ds, self.name)
         model = self.build_model(ds["cell"].values, ds["assay"].values)
         metadata = {"cells": self.cells_, "assays": self.assays_,
                     "data_sha256": array_checksum(values)}
         self.fit_result = train_edice(
-            model, values, train_mask, self.config, val_tracks=val_index,
+            model, values, train_mask, self.config, val_tracks=val_index, val_tasks=val_tasks,
             bins=np.searchsorted(needed, train_bins),
-            val_bins=np.searchsorted(needed, val_bins) if len(val_tracks) else np.arange(0),
+            val_bins=np.searchsorted(needed, val_bins) if validating else np.arange(0),
             checkpoint_dir=self.checkpoint_dir, resume=self.resume, device=self._device(),
             progress=self.progress, metadata=metadata)
         self.history = list(self.fit_result.history)
