@@ -320,3 +320,35 @@ def test_fully_observed_dataset_fits_jointly_as_before(name):
     forced = get_epigenome_imputer(name, preset="quick", device="cpu", progress=False,
                                    **settings).fit(hide_tracks(ds, NEW_TARGETS), new_cells=[])
     assert forced.new_cells_ == []
+
+
+def test_predictd_initial_biases_leave_out_the_validation_entries():
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=(6, 2, 3)).astype(np.float32)
+    mask = np.array([[1, 1, 1], [1, 0, 1]], dtype=bool)
+    held_out = np.zeros(values.shape, dtype=bool)
+    held_out[0, 0, 0] = held_out[3, 1, 2] = True
+    model = PredictdModel(2, 3, 6, 4)
+    model.init_biases(values, mask, held_out)
+    obs = np.where(mask[None] & ~held_out, values, np.nan)
+    mean = np.nanmean(obs)
+    assert float(model.mean) == pytest.approx(mean, rel=1e-6)
+    np.testing.assert_allclose(model.genome_bias.detach().numpy(),
+                               np.nanmean(obs, axis=(1, 2)) - mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.cell_bias.detach().numpy(),
+                               np.nanmean(obs, axis=(0, 2)) - mean, rtol=1e-5, atol=1e-6)
+    # Changing a held-out value leaves every bias unchanged.
+    changed = values.copy()
+    changed[0, 0, 0] += 100
+    other = PredictdModel(2, 3, 6, 4)
+    other.init_biases(changed, mask, held_out)
+    for name in ("genome_bias", "cell_bias", "assay_bias", "mean"):
+        assert torch.equal(getattr(model, name), getattr(other, name))
+
+
+def test_predictd_training_improves_on_its_initial_validation_mse():
+    # The initial genome biases average only the training entries of a bin, so a held-out
+    # entry is not already part of its own prediction and training can improve on it.
+    ds = planted_dataset(seed=3)
+    imp = PredictdImputer("quick", device="cpu", progress=False, max_epochs=5).fit(hide_tracks(ds, HELD_OUT))
+    assert min(imp.validation_mse_) < imp.validation_mse_[0]
