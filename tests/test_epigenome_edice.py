@@ -45,16 +45,17 @@ def planted_dataset(n_cells=6, n_assays=4, n_bins=800, rank=2, seed=0):
 
 
 def _reference_forward(model: EDICEModel, values, support, target_cells, target_assays):
-    """The eDICE forward pass written out in NumPy from the notes (eval mode)."""
+    """The eDICE forward pass written out in NumPy from the TF code's description (eval mode)."""
     p = {k: v.detach().double().numpy() for k, v in model.state_dict().items()}
 
     def dense(x, name):
         return x @ p[f"{name}.weight"].T + p[f"{name}.bias"]
 
-    def encoder(prefix, x, m, n_layers, n_heads):
+    def encoder(prefix, x, m, n_layers, n_heads, identity_min=0):
         counts = m.sum(-1)
+        identity = p[f"{prefix}.global_embedding"] * (counts >= identity_min)[..., None]
         h = np.maximum(dense(np.where(m, x, 0) / np.maximum(counts, 1)[..., None],
-                             f"{prefix}.project"), 0) + p[f"{prefix}.global_embedding"]
+                             f"{prefix}.project"), 0) + identity
         missing = counts == 0
         for layer in range(n_layers):
             block = f"{prefix}.blocks.{layer}"
@@ -75,7 +76,8 @@ def _reference_forward(model: EDICEModel, values, support, target_cells, target_
 
     n_layers = len(model.cell_encoder.blocks)
     n_heads = model.cell_encoder.blocks[0].attention.n_heads
-    cell = encoder("cell_encoder", values, support, n_layers, n_heads)
+    cell = encoder("cell_encoder", values, support, n_layers, n_heads,
+                   model.cell_encoder.identity_min_inputs)
     assay = encoder("assay_encoder", np.swapaxes(values, 1, 2), np.swapaxes(support, 1, 2),
                     n_layers, n_heads)
     rows = np.arange(values.shape[0])[:, None]
@@ -85,10 +87,11 @@ def _reference_forward(model: EDICEModel, values, support, target_cells, target_
     return dense(x, f"decoder.{len(model.decoder) - 1}")[..., 0]
 
 
-@pytest.mark.parametrize("n_attn_layers", [1, 2])
-def test_forward_matches_numpy_reference(n_attn_layers):
+@pytest.mark.parametrize(("n_attn_layers", "identity_min_marks"), [(1, 0), (2, 0), (1, 2)])
+def test_forward_matches_numpy_reference(n_attn_layers, identity_min_marks):
     torch.manual_seed(0)
-    cfg = edice_config("quick", **{**TINY, "n_attn_layers": n_attn_layers})
+    cfg = edice_config("quick", **{**TINY, "n_attn_layers": n_attn_layers,
+                                   "identity_min_marks": identity_min_marks})
     model = EDICEModel(5, 3, cfg).double().eval()
     rng = np.random.default_rng(1)
     values = rng.normal(size=(4, 5, 3))
@@ -106,7 +109,7 @@ def test_forward_matches_numpy_reference(n_attn_layers):
 
 def test_unobserved_node_is_not_a_key():
     torch.manual_seed(0)
-    model = EDICEModel(4, 3, edice_config("quick", **TINY)).eval()
+    model = EDICEModel(4, 3, edice_config("quick", **TINY, identity_min_marks=0)).eval()
     values = torch.randn(2, 4, 3)
     support = torch.ones(2, 4, 3, dtype=torch.bool)
     support[:, 3] = False  # cell 3 unobserved everywhere
@@ -119,7 +122,7 @@ def test_unobserved_node_is_not_a_key():
 
 
 def test_parameter_count_at_paper_configuration():
-    # notes §1.1: 368,000 per encoder plus a 5,249,025-parameter decoder for 127 x 24
+    # the TF model's: 368,000 per encoder plus a 5,249,025-parameter decoder for 127 x 24
     assert count_parameters(127, 24, "paper") == 2 * 368_000 + 5_249_025 == 5_985_025
     # hand count for a tiny model: encoder = F*D + D + N*D + 4(D*D + D) + (D*H + H + H*D + D)
     d, h = 8, 8
@@ -364,3 +367,22 @@ def test_best_weights_survive_a_resume(tmp_path):
     assert straight.fit_result.best_epoch == 7  # before the interruption: epoch 8 is worse
     for key, value in first.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_a_cell_type_with_few_input_marks_is_known_by_its_signal_alone():
+    config = EDICEConfig(**{**TINY, "identity_min_marks": 2})
+    torch.manual_seed(0)
+    model = EDICEModel(3, 4, config).eval()
+    values = torch.rand(5, 3, 4)
+    support = torch.ones(5, 3, 4, dtype=torch.bool)
+    support[:, 2, 1:] = False  # cell 2 has one input mark, cells 0 and 1 have four
+    cells, assays = torch.tensor([[2, 0]] * 5), torch.tensor([[1, 1]] * 5)
+    before = model(values, support, cells, assays)
+    with torch.no_grad():
+        model.cell_encoder.global_embedding[2] += 1.0
+    torch.testing.assert_close(model(values, support, cells, assays), before, rtol=0, atol=0)
+    with torch.no_grad():
+        model.cell_encoder.global_embedding[0] += 1.0
+    assert not torch.allclose(model(values, support, cells, assays)[:, 1], before[:, 1])
+    # with the paper's setting (0) every cell type's embedding counts
+    assert EDICEModel(3, 4, EDICEConfig(**TINY)).cell_encoder.identity_min_inputs == 0

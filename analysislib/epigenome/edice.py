@@ -48,7 +48,10 @@ several training tracks): with ``sparse_cell_fraction`` > 0, that fraction of th
 as such a cell type instead (one training cell type keeps 1 to all but one of its marks, the rest
 of its marks are the targets, every other track is an input), and
 :meth:`EDICEImputer.fit` validates, by default, on the same problem at held-out bins
-(:func:`sparse_cell_validation`), which sets early stopping and the returned weights.
+(:func:`sparse_cell_validation`), which sets early stopping and the returned weights. With
+``identity_min_marks``, a cell type seen through fewer marks than that at a bin gets no learned
+global embedding: on the real Roadmap tracks a new cell type's embedding, trained only on its
+one observed mark, shifted the level of its imputed marks by a seed-dependent amount.
 
 Choices the paper leaves open, fixed here:
 
@@ -139,6 +142,11 @@ class EDICEConfig:
         but one) of its marks as inputs, its other marks are the targets and every other track
         is an input. This is the test a new cell type with few marks poses (see
         :func:`_sparse_cell_targets`). 0 gives the paper's masking.
+    identity_min_marks
+        A cell type with fewer observed input marks than this at a bin is known by its signal
+        alone: its learned global embedding is not added. A cell type profiled in one or two
+        marks never trains its embedding on the marks it lacks, so the embedding only adds a
+        level the data cannot check. 0 (the paper) always adds it.
     """
 
     embed_dim: int = 256
@@ -160,6 +168,7 @@ class EDICEConfig:
     seed: int = 211
     grad_clip_norm: float | None = None
     sparse_cell_fraction: float = 0.0
+    identity_min_marks: int = 0
 
     def __post_init__(self) -> None:
         for name in ("embed_dim", "n_heads", "n_attn_layers", "ffn_dim", "decoder_hidden",
@@ -179,6 +188,9 @@ class EDICEConfig:
             raise ValueError(f"eDICE lr must be positive, got {self.lr!r}")
         if self.n_targets <= 0:
             raise ValueError(f"eDICE n_targets must be positive, got {self.n_targets!r}")
+        if int(self.identity_min_marks) != self.identity_min_marks or self.identity_min_marks < 0:
+            raise ValueError("eDICE identity_min_marks must be a non-negative integer, got "
+                             f"{self.identity_min_marks!r}")
         if not 0 <= self.sparse_cell_fraction <= 1:
             raise ValueError("eDICE sparse_cell_fraction must be in [0, 1], got "
                              f"{self.sparse_cell_fraction!r}")
@@ -196,14 +208,16 @@ class EDICEConfig:
 #: ``entex``: the ENTEx transfer model of ``entex_LOO_tissue_transfer.py`` (embedding 64,
 #: decoder 512, seed 43, 20 pre-training epochs; the paper text says 128 and 30); ``quick``: a
 #: small CPU model trained on 20,000 bins, same code path, with half of its training bins masked
-#: as a sparsely profiled cell type and up to 16 epochs, stopped after 3 without a better
-#: validation MSE (the paper presets keep the paper's random masking and fixed epochs).
+#: as a sparsely profiled cell type, no identity embedding for a cell type seen through fewer
+#: than 3 marks, and up to 16 epochs, stopped after 3 without a better validation MSE (the paper
+#: presets keep the paper's random masking, identity embeddings and fixed epochs).
 EDICE_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "entex": {"embed_dim": 64, "decoder_hidden": 512, "seed": 43, "epochs": 20},
     "quick": {"embed_dim": 32, "ffn_dim": 64, "decoder_hidden": 128, "lr": 1e-3,
               "batch_size": 128, "epochs": 16, "patience": 3, "n_targets": 0.25,
-              "train_bins": 20_000, "val_bins": 5_000, "sparse_cell_fraction": 0.5},
+              "train_bins": 20_000, "val_bins": 5_000, "sparse_cell_fraction": 0.5,
+              "identity_min_marks": 3},
 }
 
 
@@ -318,8 +332,10 @@ class _AttentionBlock(nn.Module):
 class _SignalEncoder(nn.Module):
     """Embeds each node (cell type or assay) from its observed values at one bin."""
 
-    def __init__(self, n_nodes: int, n_feats: int, cfg: EDICEConfig) -> None:
+    def __init__(self, n_nodes: int, n_feats: int, cfg: EDICEConfig,
+                 identity_min_inputs: int = 0) -> None:
         super().__init__()
+        self.identity_min_inputs = identity_min_inputs
         self.project = _dense(n_feats, cfg.embed_dim)
         self.global_embedding = nn.Parameter(
             torch.empty(n_nodes, cfg.embed_dim).uniform_(-0.05, 0.05))
@@ -332,7 +348,10 @@ class _SignalEncoder(nn.Module):
         """Contextual embeddings ``(batch, n_nodes, embed_dim)`` of every node."""
         counts = support.sum(-1, keepdim=True)
         scaled = torch.where(support, values, 0.0) / counts.clamp(min=1)
-        h = torch.relu(self.project(scaled)) + self.global_embedding
+        identity = self.global_embedding
+        if self.identity_min_inputs:
+            identity = identity * (counts >= self.identity_min_inputs).to(identity.dtype)
+        h = torch.relu(self.project(scaled)) + identity
         h = self.embedding_dropout(h)
         missing = counts[..., 0] == 0
         for block in self.blocks:  # the last block is the cross-attention of the TF code
@@ -354,7 +373,7 @@ class EDICEModel(nn.Module):
     def __init__(self, n_cells: int, n_assays: int, config: EDICEConfig) -> None:
         super().__init__()
         self.n_cells, self.n_assays = n_cells, n_assays
-        self.cell_encoder = _SignalEncoder(n_cells, n_assays, config)
+        self.cell_encoder = _SignalEncoder(n_cells, n_assays, config, config.identity_min_marks)
         self.assay_encoder = _SignalEncoder(n_assays, n_cells, config)
         layers: list[nn.Module] = []
         width = 2 * config.embed_dim
