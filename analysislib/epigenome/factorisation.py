@@ -339,7 +339,7 @@ def select_new_cells(mask: np.ndarray, cells: Sequence[str], new_cells: Sequence
         new[[index[str(c)] for c in new_cells]] = True
     if not (mask & ~new[:, None]).any():
         raise ValueError(f"{method}: no reference cell type with an observed track is left once "
-                         f"the new cell types {[c for c, n in zip(cells, new) if n]} are set "
+                         f"the new cell types {[c for c, n in zip(cells, new, strict=True) if n]} are set "
                          "aside")
     return new
 
