@@ -23,8 +23,10 @@ tissues (an individualised AVG, :class:`~analysislib.epigenome.imputer.AverageIm
 Presets (:data:`TRANSFER_PRESETS`): ``entex`` is the code's configuration (eDICE ``entex``:
 embedding 64, decoder 512, 4 heads, seed 43; 20 pre-training epochs at 3e-4; fine-tuning
 15 epochs at 3e-5 with patience 5). The paper's text gives 128/512 and 30 pre-training epochs;
-the code is followed. ``quick`` is the small eDICE ``quick`` model (6 pre-training epochs at
-1e-3 on 10,000 bins, then 4 fine-tuning epochs at 1e-4: the same tenfold rate reduction).
+the code is followed. ``quick`` is the small eDICE ``quick`` architecture (6 pre-training epochs
+at 1e-3, batches of 128, on 10,000 bins, then 4 fine-tuning epochs at 1e-4: the same tenfold rate
+reduction), without the quick preset's settings for a new cell type, which would drop the target
+tissue's identity embedding.
 
 Scores here are the two of Fig. 5e, MSE and Pearson r on the arcsinh scale, per imputed track;
 :func:`analysislib.epigenome.metrics.score_tracks` gives the full set from the same predictions.
@@ -104,7 +106,11 @@ class TransferConfig:
 TRANSFER_PRESETS: dict[str, dict[str, Any]] = {
     "entex": {"edice_preset": "entex", "edice": {}, "ft_lr": 3e-5, "ft_epochs": 15,
               "ft_patience": 5},
-    "quick": {"edice_preset": "quick", "edice": {"epochs": 6, "train_bins": 10_000},
+    # The quick eDICE preset's new-cell-type settings do not apply here: the target tissue's
+    # identity embedding, learned on the training individual, is what transfers.
+    "quick": {"edice_preset": "quick",
+              "edice": {"epochs": 6, "train_bins": 10_000, "lr": 1e-3, "batch_size": 128,
+                        "patience": None, "sparse_cell_fraction": 0.0, "identity_min_marks": 0},
               "ft_lr": 1e-4, "ft_epochs": 4, "ft_patience": 5},
 }
 
