@@ -6,11 +6,12 @@ import importlib.util
 import io
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from analysislib.epigenome.chromimpute import chromimpute_available
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "epigenome_accuracy.py"
 REQUIRED = {"method", "fold", "kept", "assay", "seed", "pearson", "mse", "peak_precision",
@@ -291,20 +292,10 @@ def test_main_with_tiny_edice_prints_the_margins(benchmark, data_mirror, capsys)
     assert "of 1 folds (need 1)" in out
 
 
-def _has_chromimpute() -> bool:
-    from analysislib.epigenome.chromimpute import find_chromimpute_jar
-    from analysislib.errors import ToolNotFoundError
-
-    try:
-        find_chromimpute_jar()
-    except ToolNotFoundError:
-        return False
-    return shutil.which("java") is not None
-
 
 @pytest.mark.tools
 @pytest.mark.slow
-@pytest.mark.skipif(not _has_chromimpute(), reason="ChromImpute not installed")
+@pytest.mark.skipif(not chromimpute_available(), reason="ChromImpute not installed")
 def test_chromimpute_fold(benchmark, simulated):
     from analysislib.epigenome.imputer import get_epigenome_imputer
 

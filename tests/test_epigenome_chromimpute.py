@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import shutil
 import stat
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 from analysislib.epigenome.chromimpute import (
     CHROMIMPUTE_JAR_ENV,
     ChromImputeImputer,
+    chromimpute_available,
     find_chromimpute_jar,
     read_fixedstep_wig,
 )
@@ -23,16 +23,7 @@ from analysislib.epigenome.tensor import create_signal_dataset, hide_tracks, to_
 from analysislib.errors import ExternalToolError, InputFormatError, ToolNotFoundError
 from analysislib.simulate.epigenome import simulate_epigenome
 
-
-def _has_chromimpute() -> bool:
-    try:
-        find_chromimpute_jar()
-    except ToolNotFoundError:
-        return False
-    return shutil.which("java") is not None
-
-
-needs_chromimpute = pytest.mark.skipif(not _has_chromimpute(), reason="ChromImpute not installed")
+needs_chromimpute = pytest.mark.skipif(not chromimpute_available(), reason="ChromImpute not installed")
 SMALL = {"num_samples": 4000}  # quick preset: windows 10/40 bins
 
 
@@ -43,7 +34,7 @@ def simulated():
 
 @pytest.fixture(scope="module")
 def fitted(simulated):
-    if not _has_chromimpute():
+    if not chromimpute_available():
         pytest.skip("ChromImpute not installed")
     imputer = ChromImputeImputer("quick", **SMALL)
     return imputer.fit(simulated)

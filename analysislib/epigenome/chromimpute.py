@@ -71,6 +71,7 @@ __all__ = [
     "CHROMIMPUTE_JAR_ENV",
     "CHROMIMPUTE_PRESETS",
     "ChromImputeImputer",
+    "chromimpute_available",
     "chromimpute_version",
     "find_chromimpute_jar",
     "read_fixedstep_wig",
@@ -112,6 +113,15 @@ def find_chromimpute_jar() -> Path:
     if _DEBIAN_JAR.is_file():
         return _DEBIAN_JAR
     raise ToolNotFoundError("ChromImpute", "chromimpute")
+
+
+def chromimpute_available() -> bool:
+    """Whether ChromImpute can run here: its jar is found and ``java`` is on ``PATH``."""
+    try:
+        find_chromimpute_jar()
+    except ToolNotFoundError:
+        return False
+    return shutil.which("java") is not None
 
 
 def chromimpute_version() -> str:
