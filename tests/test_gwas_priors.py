@@ -239,3 +239,62 @@ def test_result_rows_round_trip_through_the_store(sim: SimulatedGwas, tmp_path) 
     values = dict(zip(back["metric"], back["value"], strict=True))
     assert values["delta_nll"] == pytest.approx(ev["delta_nll"])
     assert back["n"].iloc[0] == sim.indices("test").size
+
+
+class _Interrupted(RuntimeError):
+    """Stands in for a crash or Ctrl-C in the middle of training."""
+
+
+def test_best_weights_survive_an_interruption_and_resume(sim: SimulatedGwas, tmp_path,
+                                                         monkeypatch) -> None:
+    # Issue 14 item 5: with keep_best, a run interrupted after its best epoch and resumed from
+    # its checkpoint must return what the uninterrupted run returns (weights, best_epoch,
+    # history), not the best of the epochs trained after the resume.
+    from analysislib.gwas import priors
+    from analysislib.training import list_checkpoints, read_checkpoint_header
+
+    def run(directory) -> tuple:
+        torch.manual_seed(3)
+        model = make_prior("mlp", 3, 1, 4, hidden=(8,))
+        # lr 0.3 makes the validation delta NLL peak early (epoch 2 of 6) on this simulation
+        config = PriorTrainingConfig(epochs=6, lr=0.3, warmup_steps=2, windows_per_step=3,
+                                     target_size=100, flank=0, device="cpu", seed=9,
+                                     checkpoint_dir=str(directory) if directory else None)
+        trained = train_prior(model, sim, config)
+        return trained, torch.cat([p.detach().flatten() for p in model.parameters()]).numpy()
+
+    straight, straight_weights = run(None)
+    assert straight.best_epoch == 2 and straight.fit.best_epoch == 2
+    checkpointed, checkpointed_weights = run(tmp_path / "uninterrupted")
+    assert checkpointed.best_epoch == 2  # checkpointing alone changes nothing
+    np.testing.assert_array_equal(checkpointed_weights, straight_weights)
+
+    # Interrupt the run in epoch 4 (its validation raises): epoch 3 is the last checkpoint.
+    evaluate, calls = priors._evaluate_windows, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(None)
+        if len(calls) == 4:
+            raise _Interrupted("killed during epoch 4")
+        return evaluate(*args, **kwargs)
+
+    directory = tmp_path / "interrupted"
+    monkeypatch.setattr(priors, "_evaluate_windows", interrupted)
+    with pytest.raises(_Interrupted):
+        run(directory)
+    monkeypatch.setattr(priors, "_evaluate_windows", evaluate)
+    checkpoints = list_checkpoints(directory)
+    assert read_checkpoint_header(checkpoints[-1])["epoch"] == 3
+    assert not [p.name for p in directory.iterdir() if ".tmp" in p.name]  # nothing half-written
+
+    resumed, resumed_weights = run(directory)
+    assert resumed.fit.resumed_from == checkpoints[-1]
+    assert resumed.best_epoch == straight.best_epoch == 2
+    assert resumed.fit.best_epoch == 2 and resumed.fit.best_metric == straight.fit.best_metric
+    assert resumed.fit.history == straight.fit.history
+    np.testing.assert_array_equal(resumed_weights, straight_weights)
+
+    # Calling it again on the finished run trains nothing and still returns the best weights.
+    again, again_weights = run(directory)
+    assert again.best_epoch == 2 and len(again.fit.history) == 6
+    np.testing.assert_array_equal(again_weights, straight_weights)

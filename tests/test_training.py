@@ -567,6 +567,59 @@ def linear_problem():
     return model, optimizer, step, [(x, y)]
 
 
+class _Killed(RuntimeError):
+    """Stands in for a process killed between two file writes."""
+
+
+def test_resume_repairs_best_copy_after_a_kill_between_the_two_writes(tmp_path, monkeypatch):
+    # fit writes epoch_N.pt and then copies it to best.pt; a kill in between leaves a
+    # checkpoint naming epoch N the best beside an older best.pt. The resumed run must still
+    # return (restore_best) the weights of epoch N, as the uninterrupted run does.
+    from analysislib.training import loop
+
+    scores = {0: 0.5, 1: 0.4, 2: 0.45}  # epoch 2 is the best
+
+    def run(directory, epochs=3):
+        model, optimizer, step, loader = linear_problem()
+        result = fit(
+            model,
+            optimizer,
+            step,
+            loader,
+            epochs=epochs,
+            checkpoint_dir=directory,
+            validate=lambda net, epoch: scores[epoch],
+            restore_best=True,
+            progress=False,
+        )
+        return model, result
+
+    reference, ref_result = run(tmp_path / "straight")
+    assert ref_result.best_epoch == 2
+
+    copy = loop._atomic_copy
+
+    def killed_at_epoch_2(source, destination):
+        if Path(source).name == checkpoint_path(tmp_path, 2).name:
+            raise _Killed
+        copy(source, destination)
+
+    directory = tmp_path / "killed"
+    monkeypatch.setattr(loop, "_atomic_copy", killed_at_epoch_2)
+    with pytest.raises(_Killed):
+        run(directory)
+    monkeypatch.setattr(loop, "_atomic_copy", copy)
+    assert read_checkpoint_header(latest_checkpoint(directory))["epoch"] == 2
+    assert read_checkpoint_header(directory / "best.pt")["epoch"] == 1  # stale copy
+    assert not [p.name for p in directory.iterdir() if ".tmp" in p.name]
+
+    model, result = run(directory)
+    assert result.resumed_from == checkpoint_path(directory, 2)
+    assert result.best_epoch == 2 and result.history == ref_result.history
+    assert read_checkpoint_header(result.best_checkpoint)["epoch"] == 2
+    assert_same_parameters(model, reference)
+
+
 def test_early_stopping_and_lr_decay_in_fit(tmp_path):
     model, optimizer, step, loader = linear_problem()
     scores = iter([0.5, 0.4, 0.45, 0.41, 0.3])  # improves, improves, worse, worse

@@ -48,6 +48,7 @@ the error of ``log F`` against the simulated truth (MAE, RMSE, Pearson r; DeepWA
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -92,6 +93,8 @@ __all__ = [
     "result_rows",
     "train_prior",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Training objectives.
 OBJECTIVES = ("likelihood", "ldsr")
@@ -546,10 +549,13 @@ class PriorTrainingConfig:
     progress
         Show progress bars.
     keep_best
-        Return the weights of the epoch with the best validation delta NLL (among the epochs
-        trained in this call) instead of the last ones, when the simulation has a ``valid``
-        split. The notes do not say how DeepWAS picks its final weights; selecting on the
-        held-out likelihood is the usual Lightning ``ModelCheckpoint`` practice.
+        Return the weights of the epoch with the best validation delta NLL instead of the last
+        ones, when the simulation has a ``valid`` split. With ``checkpoint_dir`` the best
+        weights go to ``best.pt`` and the best metric and epoch into every checkpoint, so a run
+        interrupted and resumed returns the same weights and ``best_epoch`` as an uninterrupted
+        one, even when the best epoch came before the interruption. The notes do not say how
+        DeepWAS picks its final weights; selecting on the held-out likelihood is the usual
+        Lightning ``ModelCheckpoint`` practice.
     """
 
     objective: Objective = "likelihood"
@@ -651,7 +657,7 @@ def train_prior(
     -------
     TrainedPrior
     """
-    from analysislib.training import fit, select_device
+    from analysislib.training import fit, read_checkpoint_header, select_device
 
     config = config or PriorTrainingConfig()
     if config.objective not in OBJECTIVES:
@@ -699,15 +705,20 @@ def train_prior(
     epoch_seconds: list[float] = []
     clock = [time.perf_counter()]
 
-    best: dict[str, Any] = {"metric": math.inf, "state": None, "epoch": None}
+    # Best weights (by the validation delta NLL, which ``fit`` monitors): with a checkpoint
+    # directory ``fit`` keeps them in ``best.pt`` (and the best metric and epoch in every
+    # checkpoint), so they survive an interruption and resume, and loads them back at the end;
+    # without one, an in-memory copy is enough (the same split as in eDICE's trainer).
+    selecting = config.keep_best and valid is not None
+    in_memory = selecting and config.checkpoint_dir is None
+    best: dict[str, Any] = {"state": None, "epoch": None}
 
     def lap(record: dict[str, Any]) -> None:
         now = time.perf_counter()
         epoch_seconds.append(now - clock[0])
         clock[0] = now
-        metric = record.get("metric", math.nan)
-        if config.keep_best and valid is not None and metric < best["metric"]:
-            best.update(metric=metric, epoch=record["epoch"],
+        if in_memory and record.get("improved"):
+            best.update(epoch=record["epoch"],
                         state={k: v.detach().clone() for k, v in model.state_dict().items()})
 
     started = clock[0]
@@ -716,17 +727,28 @@ def train_prior(
         lambda epoch, gen: _batches(windows, config.windows_per_step, gen),
         epochs=config.epochs, seed=config.seed, checkpoint_dir=config.checkpoint_dir,
         scheduler=scheduler, scheduler_interval="step", grad_clip_norm=config.grad_clip,
-        validate=check if valid is not None else None, save_best=False,
+        validate=check if valid is not None else None,
+        save_best=selecting, restore_best=selecting,
         metadata={"objective": config.objective, "kind": kind, "features": features.name},
         progress=config.progress, on_epoch_end=lap,
     )
     seconds = time.perf_counter() - started
-    if best["state"] is not None:
-        model.load_state_dict(best["state"])
+    best_epoch = None
+    if in_memory:
+        if best["state"] is not None:
+            model.load_state_dict(best["state"])
+        best_epoch = best["epoch"]
+    elif selecting and result.best_epoch is not None:
+        if result.best_checkpoint is not None:  # fit has loaded best.pt into the model
+            best_epoch = read_checkpoint_header(result.best_checkpoint)["epoch"]
+        else:  # a checkpoint directory written without best.pt (older analysislib)
+            logger.warning("%s holds no best.pt; returning the last weights (epoch %d), not "
+                           "those of the best epoch %d", config.checkpoint_dir,
+                           result.epochs_completed, result.best_epoch)
     model.eval()
     return TrainedPrior(model=model, features=features, config=config, fit=result,
                         n_parameters=_n_parameters(model), seconds=seconds, kind=kind,
-                        epoch_seconds=epoch_seconds, best_epoch=best["epoch"])
+                        epoch_seconds=epoch_seconds, best_epoch=best_epoch)
 
 
 # ------------------------------------------------------------------------------ evaluation

@@ -32,6 +32,7 @@ from analysislib.training.checkpoint import (
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    read_checkpoint_header,
     save_checkpoint,
     unwrap_model,
 )
@@ -200,6 +201,33 @@ def _remove_stale_temporaries(directory: Path, prefix: str) -> None:
 def _atomic_copy(source: Path, destination: Path) -> None:
     with atomic_output(destination) as tmp:
         shutil.copyfile(source, tmp)
+        with open(tmp, "rb+") as handle:  # on disk before the rename, as save_checkpoint does
+            os.fsync(handle.fileno())
+
+
+def _sync_best_copy(directory: Path, best_path: Path, best_epoch: int, prefix: str) -> None:
+    """On resume, make ``best.pt`` the checkpoint of ``best_epoch`` again if it is not.
+
+    A checkpoint is written first and then copied to ``best.pt``; a process killed between the
+    two leaves a checkpoint naming its own epoch as the best beside the previous ``best.pt``
+    (and a directory written with ``save_best=False`` has none). The best epoch's checkpoint is
+    copied again when it is still there.
+    """
+    try:
+        if read_checkpoint_header(best_path)["epoch"] == best_epoch:
+            return
+    except CheckpointError:  # missing or damaged
+        pass
+    source = checkpoint_path(directory, best_epoch, prefix)
+    if source.exists():
+        _atomic_copy(source, best_path)
+        logger.warning(
+            "%s did not hold the best epoch %d; copied it from %s", best_path, best_epoch, source
+        )
+    else:
+        logger.warning(
+            "%s does not hold the best epoch %d and its checkpoint is gone", best_path, best_epoch
+        )
 
 
 def fit(
@@ -392,6 +420,9 @@ def fit(
             resumed_from = last_checkpoint = latest
             if is_main:
                 logger.info("resumed from %s (epoch %d, step %d)", latest, ckpt.epoch, ckpt.step)
+                if save_best and best_epoch is not None and best_path is not None:
+                    _sync_best_copy(directory, best_path, int(best_epoch), checkpoint_prefix)
+            barrier()
 
     def write_checkpoint(completed: int, improved: bool) -> Path | None:
         if directory is None:
