@@ -14,6 +14,7 @@ __all__ = [
     "ChecksumError",
     "ExternalToolError",
     "InputFormatError",
+    "NotPositiveDefiniteError",
     "ToolNotFoundError",
     "VariableSpecError",
 ]
@@ -77,6 +78,10 @@ class ExternalToolError(AnalysisLibError, RuntimeError):
         super().__init__(
             f"{' '.join(command)} exited with status {returncode}. Last stderr lines:\n{stderr_tail}"
         )
+
+
+class NotPositiveDefiniteError(AnalysisLibError, ValueError):
+    """A covariance or LD matrix that must be positive (semi-)definite is not."""
 
 
 class CheckpointError(AnalysisLibError):

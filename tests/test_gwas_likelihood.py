@@ -316,11 +316,12 @@ def test_cg_hutchinson_gradient_stochastic_error(problem):
     for seed in range(4):
         out, info = window_nll(z, R, lf, target=t, method="cg", vtol=0.1, seed=seed,
                                return_info=True)
-        assert info.n_probes == 100
+        # probes are added until the stated relative standard error (10%) is reached
+        assert 16 <= info.n_probes <= 1024 and info.grad_rel_stderr <= 0.1
         (g,) = torch.autograd.grad(out, lf)
         mean += g / 4
         errors.append(float((g - g_ref).norm() / g_ref.norm()))
-    # 100 probes: about 5-10% relative error here; averaging 4 seeds (400 probes) shrinks it
+    # about 5-10% relative error here; averaging 4 seeds shrinks it
     assert max(errors) < 0.15
     assert float((mean - g_ref).norm() / g_ref.norm()) < np.mean(errors)
 

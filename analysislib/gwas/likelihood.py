@@ -1,8 +1,7 @@
 """DeepWAS full GWAS marginal likelihood on banded LD windows, with three solvers.
 
-Follows Amin, Potapczynski & Wilson (ICML 2025, arXiv 2506.19598) as read from the authors' code
-in ``research/deepwas_ld_simulation.md`` section 1.1 (section 3 for the simulation it is fitted
-to). With standardised genotypes, per-SNP prior ``beta_j ~ N(0, F_j)`` and ``z = sqrt(N) beta_hat``,
+Follows Amin, Potapczynski & Wilson (ICML 2025, arXiv 2506.19598, section 3) and the authors'
+DeepWAS code (``src/models``: ``SNPTrainerChol``, ``WASP_new``, ``CG_iterators.py``). With standardised genotypes, per-SNP prior ``beta_j ~ N(0, F_j)`` and ``z = sqrt(N) beta_hat``,
 
     z ~ N(0, C),    C = R diag(F) R + sigma R + eps I,
 
@@ -37,7 +36,7 @@ Solvers (``method=`` of :func:`window_nll`):
 ``"cg"``
     Iterative (``src/models/CG_iterators.py``, not wired into DeepWAS's ``train.py``): the solve
     ``C_tt^-1 z`` by batched preconditioned conjugate gradients, only matrix-vector products with
-    ``U`` and ``R_tt``. Preconditioner (``preconditioner="spectral"``, the notes' form): with
+    ``U`` and ``R_tt``. Preconditioner (``preconditioner="spectral"``, the form in ``CG_iterators.py``): with
     ``R = Q diag(lambda) Q'`` (``eigh`` of the whole window) and ``mu = mean(F)``,
     ``P = Q_t diag(1 / (mu lambda^2 + sigma lambda + eps)) Q_t'`` (``Q_t`` = target rows of
     ``Q``). It is the exact inverse only when ``F`` is constant *and* the targets are the whole
@@ -49,7 +48,7 @@ Solvers (``method=`` of :func:`window_nll`):
     where ``C_tt`` is ``G diag(F) G' + diag(sigma lambda + eps)`` (``G = Q_t' R[t, :]``) and the
     preconditioner is diagonal, so no ``n_t x n_t`` products remain. The gradient of
     ``log|C_tt|`` is the Hutchinson estimator ``tr(C^-1 dC) ~ (1/S) sum_s (C^-1 p_s)' dC p_s`` with
-    ``S = round(1 / vtol^2)`` Gaussian probes solved by the same PCG (``vtol=0`` uses the
+    ``S`` Gaussian probes (see below) solved by the same PCG (``vtol=0`` uses the
     ``n_t`` unit vectors, which makes the gradient exact). The original's forward returns a
     random placeholder for ``log|C|``; here the forward returns, with ``logdet="slq"``
     (default), a preconditioned stochastic Lanczos quadrature estimate
@@ -58,7 +57,26 @@ Solvers (``method=`` of :func:`window_nll`):
     operator), Rademacher probes and full reorthogonalisation; or, with ``logdet="exact"``, the
     exact value from a dense Cholesky factor (for validation: it costs as much as the exact
     solver). The quadratic term is always exact up to the CG tolerance, and its gradient is
-    exact given the solve.
+    exact given the solve. Probe counts follow stated variance targets rather than a fixed
+    number: ``vtol`` (default 0.1) is the largest standard error the Hutchinson estimate may put
+    on the gradient, relative to the gradient's norm; probes start at ``min_probes`` (16) and are
+    added, in one block sized from the observed variance, up to ``max_probes`` (1024).
+    ``logdet_tol`` (default 5e-3) bounds the SLQ standard error per target SNP in the same way
+    (``slq_probes`` to start, at most ``max_slq_probes``). A missed target warns.
+``"banded"``
+    Exact on a banded LD window (:mod:`analysislib.gwas.banded`): ``R`` kept to ``bandwidth``
+    SNPs either side of the diagonal (Bartlett-tapered by default, so it stays positive
+    semi-definite), where ``C_tt`` is block-tridiagonal in blocks of ``2 b`` and its Cholesky
+    factor costs ``O(n_t b^2)`` instead of ``O(n_t^2 m)`` to form and ``O(n_t^3)`` to factor.
+    Autograd throughout, so the gradient is exact.
+``"banded_cg"``
+    The iterative solver on the same banded window: PCG with ``O(n_t b)`` products, Hutchinson
+    gradient and SLQ log-determinant as for ``"cg"``, and the preconditioner ``"tridiagonal"``
+    (default: the block-tridiagonal Cholesky factor of ``C_tt``, so PCG needs 1-2 iterations and
+    SLQ is exact), ``"block"`` (block-Jacobi, its diagonal blocks only: cheaper to factor, but
+    165 iterations on an 8,000-SNP window in ``benchmarks/gwas_likelihood_solvers.py``) or
+    ``None``. Products and solves are batched over every right-hand side, so ``z`` and all
+    probes go through PCG as one block.
 
 Choices the paper leaves open, made here: ``sigma`` may be a float (fixed, as in the UKBB
 config) or a tensor (trained, the ``train_sigma`` option); the ``-n_t log N`` Jacobian from z to
@@ -72,6 +90,7 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -79,7 +98,17 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from analysislib.errors import AnalysisLibError
+from analysislib.errors import NotPositiveDefiniteError
+from analysislib.gwas.banded import (
+    BandedWindow,
+    band_window,
+    block_cholesky,
+    block_jacobi,
+    block_logdet,
+    block_lower_solve,
+    block_solve,
+    block_upper_solve,
+)
 
 __all__ = [
     "LOG_2PI",
@@ -104,15 +133,11 @@ __all__ = [
 LOG_2PI = math.log(2.0 * math.pi)
 
 #: Solvers accepted by :func:`window_nll`.
-METHODS = ("cholesky", "woodbury", "cg")
+METHODS = ("cholesky", "woodbury", "cg", "banded", "banded_cg")
 
-Method = Literal["cholesky", "woodbury", "cg"]
+Method = Literal["cholesky", "woodbury", "cg", "banded", "banded_cg"]
 Tensor = torch.Tensor
 _DTYPE = torch.float64
-
-
-class NotPositiveDefiniteError(AnalysisLibError, ValueError):
-    """A covariance or LD matrix that must be positive (semi-)definite is not."""
 
 
 # ------------------------------------------------------------------------------------ windows
@@ -401,10 +426,43 @@ def _as_matrix(R: Any, name: str, device: torch.device) -> Tensor:
             "window_matrix(R_global, window)")
     if isinstance(R, torch.Tensor):
         mat = R.detach().to(device=device, dtype=_DTYPE)
-    else:
-        mat = torch.as_tensor(np.asarray(R, dtype=np.float64), device=device)
+        # a window tensor is checked once, not on every likelihood evaluation (training calls
+        # window_nll on the same tensors every epoch); an in-place change bumps _version
+        if _CHECKED.get(R):
+            return mat
+        _check_square_symmetric(mat, name)
+        _CHECKED.set(R, True)
+        return mat
+    mat = torch.as_tensor(np.asarray(R, dtype=np.float64), device=device)
     _check_square_symmetric(mat, name)
     return mat
+
+
+class _PerTensor:
+    """Values attached to live tensors by identity, valid while the tensor is not modified.
+
+    (``weakref.WeakKeyDictionary`` cannot hold tensors: it compares keys with ``==``.)
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[int, tuple[weakref.ref, int, Any]] = {}
+
+    def get(self, tensor: Tensor) -> Any:
+        item = self._items.get(id(tensor))
+        if item is None or item[0]() is not tensor or item[1] != tensor._version:
+            return None
+        return item[2]
+
+    def set(self, tensor: Tensor, value: Any) -> None:
+        key = id(tensor)
+        self._items[key] = (weakref.ref(tensor, lambda _: self._items.pop(key, None)),
+                            tensor._version, value)
+
+
+#: Window tensors already checked by :func:`_as_matrix`.
+_CHECKED = _PerTensor()
+#: Banded forms of dense window tensors, per (target, bandwidth, taper, device).
+_BANDED = _PerTensor()
 
 
 def _local_slice(target: slice, m: int) -> slice:
@@ -437,17 +495,15 @@ class _Problem:
         return self.U.shape[1]
 
 
-def _prepare_problem(
-    z_target: Any, R_window: Any, log_F: Any, target: slice, sigma: Any, eps: float
-) -> _Problem:
+def _check_inputs(
+    z_target: Any, log_F: Any, m: int, target: slice, sigma: Any, eps: float,
+) -> tuple[Tensor, Tensor, Tensor | float, slice]:
+    """Validated ``z`` (float64), ``log_F``, ``sigma`` and the local target slice."""
+    device = log_F.device if isinstance(log_F, torch.Tensor) else torch.device("cpu")
     if isinstance(log_F, torch.Tensor):
-        device = log_F.device
         log_F_t = log_F if log_F.dtype == _DTYPE else log_F.to(_DTYPE)
     else:
-        device = torch.device("cpu")
         log_F_t = torch.as_tensor(np.asarray(log_F, dtype=np.float64))
-    R = _as_matrix(R_window, "R_window", device)
-    m = R.shape[0]
     t = _local_slice(target, m)
     if log_F_t.shape != (m,):
         raise ValueError(
@@ -477,6 +533,15 @@ def _prepare_problem(
         raise ValueError(f"sigma must be positive, got {sig_value}")
     if not float(eps) >= 0:
         raise ValueError(f"eps must be non-negative, got {eps}")
+    return z, log_F_t, sig, t
+
+
+def _prepare_problem(
+    z_target: Any, R_window: Any, log_F: Any, target: slice, sigma: Any, eps: float
+) -> _Problem:
+    device = log_F.device if isinstance(log_F, torch.Tensor) else torch.device("cpu")
+    R = _as_matrix(R_window, "R_window", device)
+    z, log_F_t, sig, t = _check_inputs(z_target, log_F, R.shape[0], target, sigma, eps)
     U = R[t, :]
     return _Problem(z=z, U=U, R_tt=U[:, t].clone(), log_F=log_F_t, sigma=sig, eps=float(eps),
                     target=t)
@@ -501,7 +566,7 @@ class WindowFactor:
         ``rtt_eigvecs' R[t, :]``, ``(n_t, m)``, used by ``"woodbury"``.
     r_eigvals, q_target
         ``eigh(R)`` of the whole window (eigenvalues, and the target rows of the eigenvectors,
-        ``(n_t, m)``) for the notes' ``"spectral"`` preconditioner; ``None`` unless requested.
+        ``(n_t, m)``) for the ``"spectral"`` preconditioner; ``None`` unless requested.
     """
 
     n_snps: int
@@ -539,7 +604,7 @@ def prepare_window(
     target
         Local slice of the target SNPs.
     spectral
-        Also compute ``eigh`` of the whole window for the notes' spectral CG preconditioner
+        Also compute ``eigh`` of the whole window for the spectral CG preconditioner
         (``O(m^3)``; not needed by ``"woodbury"`` or ``preconditioner="target"``).
     psd_tol
         Eigenvalues below ``-psd_tol * max(1, |lambda|_max)`` raise
@@ -609,6 +674,10 @@ class NLLInfo:
         ``"exact"`` or ``"slq"``.
     logdet_stderr
         Standard error of the SLQ estimate across its probes (0 when exact).
+    grad_rel_stderr
+        Standard error of the Hutchinson part of the gradient relative to the gradient of
+        ``log|C_tt| + z'C_tt^-1 z`` with respect to ``F`` (norms over the window's SNPs; 0 when
+        exact or without gradient).
     """
 
     method: str
@@ -622,6 +691,7 @@ class NLLInfo:
     relative_residual: float | None = None
     logdet_estimate: str = "exact"
     logdet_stderr: float = 0.0
+    grad_rel_stderr: float = 0.0
 
 
 @dataclass
@@ -785,7 +855,7 @@ def _solve_woodbury(p: _Problem, factor: WindowFactor, rank_tol: float | None,
 
 @dataclass
 class _CGState:
-    p: _Problem
+    p: _Problem | None  # dense problem (method "cg")
     factor: WindowFactor | None
     preconditioner: str | None
     tol: float
@@ -796,9 +866,17 @@ class _CGState:
     slq_probes: int
     lanczos_steps: int
     need_grad: bool
+    min_probes: int = 16
+    max_probes: int = 1024
+    logdet_tol: float | None = None
+    max_slq_probes: int = 256
+    banded: BandedWindow | None = None  # banded problem (method "banded_cg")
+    z: Tensor | None = None
+    eps: float = 0.0
     info: NLLInfo | None = None
     solves: Tensor | None = None
     probes: Tensor | None = None
+    dlogdet_F: Tensor | None = None
     ops: Any = None
 
 
@@ -809,21 +887,27 @@ def _spectral_diag(lam: Tensor, mu: float, sigma: float, eps: float) -> Tensor:
 
 @dataclass
 class _Operators:
-    """``C_tt`` and its preconditioner in one basis: the SNPs, or the eigenbasis of ``R_tt``.
+    """``C_tt``, its preconditioner and the pieces of the gradient, in one basis.
 
-    In the eigenbasis (``rotated``), ``C~ = Q_t' C_tt Q_t = G diag(F) G' + diag(sigma lambda +
-    eps)`` with ``G = Q_t' R[t, :]``: products cost ``2 n_t m + n_t`` per column instead of
-    ``2 n_t m + n_t^2``, and the ``"target"`` preconditioner is diagonal. Gaussian probes are
-    rotation-invariant, so the estimators are the same in either basis.
+    Dense problems use the SNPs or the eigenbasis of ``R_tt`` (``rotated``): there
+    ``C~ = Q_t' C_tt Q_t = G diag(F) G' + diag(sigma lambda + eps)`` with ``G = Q_t' R[t, :]``,
+    products cost ``2 n_t m + n_t`` per column instead of ``2 n_t m + n_t^2``, and the
+    ``"target"`` preconditioner is diagonal. Gaussian probes are rotation-invariant, so the
+    estimators are the same in either basis. Banded problems use the padded target rows of a
+    :class:`~analysislib.gwas.banded.BandedWindow`.
     """
 
     matvec: Callable[[Tensor], Tensor]
     precond: Callable[[Tensor], Tensor] | None
-    U: Tensor  # d C / d F_j = U_j U_j'
+    ut: Callable[[Tensor], Tensor]  # V -> U' V, restricted to the window's SNPs (dC/dF_j = U_j U_j')
     sigma_op: Callable[[Tensor], Tensor]  # d C / d sigma, applied to vectors
     z: Tensor
     mu: float
     rotated: bool
+    dim: int  # rows of the operator
+    real_rows: Tensor | None = None  # padded layouts: which rows are targets
+    # () -> (V -> M^-1/2 C M^-T/2 V, log|M|) for the preconditioned SLQ log-determinant
+    whitened: Callable[[], tuple[Callable[[Tensor], Tensor], float]] | None = None
 
 
 def _make_operators(state: _CGState, F: Tensor, sigma: float, *,
@@ -846,9 +930,10 @@ def _make_operators(state: _CGState, F: Tensor, sigma: float, *,
         def diag_precond(V: Tensor) -> Tensor:
             return d_t[:, None] * V
 
-        return _Operators(matvec, diag_precond if state.preconditioner == "target" else None, G,
-                          lambda V: lam[:, None] * V,
-                          state.factor.rtt_eigvecs.T @ p.z, mu, True)
+        return _Operators(matvec, diag_precond if state.preconditioner == "target" else None,
+                          lambda V: G.T @ V, lambda V: lam[:, None] * V,
+                          state.factor.rtt_eigvecs.T @ p.z, mu, True, p.n_t,
+                          whitened=lambda: _spectral_whitening(state, matvec, mu, sigma))
 
     def matvec(V: Tensor) -> Tensor:
         return p.U @ (F[:, None] * (p.U.T @ V)) + sigma * (p.R_tt @ V) + p.eps * V
@@ -866,12 +951,59 @@ def _make_operators(state: _CGState, F: Tensor, sigma: float, *,
 
         def precond(V: Tensor) -> Tensor:
             return Qt @ (d_t[:, None] * (Qt.T @ V))
-    return _Operators(matvec, precond, p.U, lambda V: p.R_tt @ V, p.z, mu, False)
+    def whitened() -> tuple[Callable[[Tensor], Tensor], float]:
+        rot = _make_operators(state, F, sigma, rotate=True)
+        return _spectral_whitening(state, rot.matvec, mu, sigma)
+
+    return _Operators(matvec, precond, lambda V: p.U.T @ V, lambda V: p.R_tt @ V, p.z, mu, False,
+                      p.n_t, whitened=whitened)
 
 
-def _slq_logdet(matvec: Callable[[Tensor], Tensor], probes: Tensor,
-                steps: int) -> tuple[float, float]:
-    """Stochastic Lanczos quadrature of ``tr log(A)`` (mean, standard error over probes)."""
+def _spectral_whitening(state: _CGState, rotated_matvec: Callable[[Tensor], Tensor], mu: float,
+                        sigma: float) -> tuple[Callable[[Tensor], Tensor], float]:
+    """``M^-1/2 C M^-1/2`` in the eigenbasis of ``R_tt``, ``M`` the ``"target"`` approximation."""
+    e = _spectral_diag(state.factor.rtt_eigvals, mu, sigma, state.p.eps)
+    isq = e.rsqrt()
+
+    def whitened(V: Tensor) -> Tensor:
+        return isq[:, None] * rotated_matvec(isq[:, None] * V)
+
+    return whitened, float(torch.log(e).sum())
+
+
+def _banded_operators(state: _CGState, F: Tensor, sigma: float) -> _Operators:
+    """``C_tt`` on the padded rows of a banded window; preconditioners from its blocks."""
+    bw = state.banded
+    F_cols = bw.pad_window(F)
+    matvec = bw.c_operator(F_cols, sigma, state.eps)
+    window = slice(bw.pad, bw.pad + bw.n_snps)
+    if state.preconditioner not in ("block", "tridiagonal", None):
+        raise ValueError("preconditioner must be 'block', 'tridiagonal' or None for "
+                         f"method='banded_cg', got {state.preconditioner!r}")
+    factor: tuple[Tensor, Tensor | None] | None = None
+    if state.preconditioner is not None:
+        D, B = bw.c_blocks(F_cols, sigma, state.eps)
+        factor = ((block_jacobi(D), None) if state.preconditioner == "block"
+                  else block_cholesky(D, B))
+
+    def precond(V: Tensor) -> Tensor:
+        return block_solve(*factor, V)
+
+    def whitened() -> tuple[Callable[[Tensor], Tensor], float]:
+        if factor is None:
+            return matvec, 0.0
+        L, M = factor
+        return (lambda V: block_lower_solve(L, M, matvec(block_upper_solve(L, M, V))),
+                float(block_logdet(L)))
+
+    return _Operators(matvec, precond if factor is not None else None,
+                      lambda V: bw.ut_mul(V)[window], bw.rtt_mul, state.z, float(F.mean()),
+                      False, bw.n_rows, real_rows=bw.real_rows(), whitened=whitened)
+
+
+
+def _slq_logdet(matvec: Callable[[Tensor], Tensor], probes: Tensor, steps: int) -> Tensor:
+    """Stochastic Lanczos quadrature of ``tr log(A)``: one estimate per probe column."""
     n, k = probes.shape
     steps = max(1, min(int(steps), n))
     norms = probes.norm(dim=0)
@@ -909,67 +1041,140 @@ def _slq_logdet(matvec: Callable[[Tensor], Tensor], probes: Tensor,
         T[:, idx[1:], idx[:-1]] = off
     theta, vecs = torch.linalg.eigh(T)
     tau2 = vecs[:, 0, :] ** 2
-    est = norms**2 * (tau2 * torch.log(theta.clamp_min(1e-300))).sum(1)
-    stderr = float(est.std() / math.sqrt(k)) if k > 1 else float("nan")
-    return float(est.mean()), stderr
+    return norms**2 * (tau2 * torch.log(theta.clamp_min(1e-300))).sum(1)
+
+
+def _draw(state: _CGState, ops: _Operators, k: int, kind: str) -> Tensor:
+    """``k`` Gaussian or Rademacher probe columns, zero on padded rows."""
+    if kind == "gaussian":
+        P = torch.randn(ops.dim, k, dtype=_DTYPE, generator=state.generator, device="cpu")
+    else:
+        P = torch.randint(0, 2, (ops.dim, k), generator=state.generator,
+                          device="cpu").to(_DTYPE) * 2 - 1
+    P = P.to(ops.z.device)
+    return P if ops.real_rows is None else P * ops.real_rows[:, None]
+
+
+def _unit_probes(ops: _Operators) -> Tensor:
+    eye = torch.eye(ops.dim, dtype=_DTYPE, device=ops.z.device)
+    return eye if ops.real_rows is None else eye[:, ops.real_rows]
+
+
+def _more_probes(have: int, rel_stderr: float, target: float, cap: int) -> int:
+    """Extra probes for a relative standard error ``target`` (it falls as ``1/sqrt(S)``)."""
+    if not rel_stderr > target or have >= cap:
+        return 0
+    # 10% over the estimate, since the variance itself is estimated from the probes so far
+    return min(cap, math.ceil(1.1 * have * (rel_stderr / target) ** 2)) - have
 
 
 class _IterativeNLL(torch.autograd.Function):
-    """``log|C_tt| + z'C_tt^-1 z`` by PCG; Hutchinson gradient of the log-determinant."""
+    """``log|C_tt| + z'C_tt^-1 z`` by PCG; Hutchinson gradient of the log-determinant.
+
+    Probe counts follow stated variance targets: the Hutchinson estimate of ``d log|C| / dF``
+    starts with ``min_probes`` Gaussian probes (solved in one block with ``z``) and adds one more
+    block, sized from the observed variance, when the standard error it puts on the gradient
+    ``d(log|C| + z'C^-1 z) / dF`` exceeds ``vtol`` relative to that gradient (norms over the
+    window's SNPs); the SLQ log-determinant starts with ``slq_probes`` and adds a block when its
+    standard error per target SNP exceeds ``logdet_tol``.
+    """
 
     @staticmethod
     def forward(ctx: Any, log_F: Tensor, sigma: Tensor, state: _CGState) -> Tensor:
-        p = state.p
         F = torch.exp(log_F.detach())
         sig = float(sigma.detach())
-        ops = _make_operators(state, F, sig)
-        n_t = p.n_t
+        ops = (_banded_operators(state, F, sig) if state.banded is not None
+               else _make_operators(state, F, sig))
+        n_t = state.banded.n_t if state.banded is not None else state.p.n_t
+        probes = None
         if state.need_grad:
-            if state.vtol == 0:
-                probes = torch.eye(n_t, dtype=_DTYPE, device=p.z.device)
-            else:
-                S = max(1, round(1.0 / state.vtol**2))
-                probes = torch.randn(n_t, S, dtype=_DTYPE, generator=state.generator,
-                                     device="cpu").to(p.z.device)
+            probes = (_unit_probes(ops) if state.vtol == 0
+                      else _draw(state, ops, state.min_probes, "gaussian"))
             rhs = torch.cat([ops.z[:, None], probes], dim=1)
         else:
-            probes, rhs = None, ops.z[:, None]
+            rhs = ops.z[:, None]
         res = pcg(ops.matvec, rhs, ops.precond, tol=state.tol, max_iter=state.max_iter)
-        quad = ops.z @ res.x[:, 0]
-        if not bool(res.converged.all()):
+        solves, iterations = res.x, [res.iterations]
+        converged, residual = bool(res.converged.all()), float(res.relative_residual.max())
+        grad_rel_stderr = 0.0
+        if probes is not None:
+            X, P = solves[:, 1:], probes
+            terms = ops.ut(X) * ops.ut(P)  # (m, S): per-probe estimates of d log|C| / dF
+            if state.vtol > 0:
+                # relative to the whole gradient d(log|C| + z'C^-1 z)/dF: its quadratic part,
+                # -(U' alpha)^2, is exact given the solve
+                quad_grad = ops.ut(solves[:, :1])[:, 0] ** 2
+
+                def rel_stderr(t: Tensor) -> float:
+                    se = t.std(1).norm() / math.sqrt(t.shape[1])
+                    return float(se / (t.mean(1) - quad_grad).norm().clamp_min(1e-300))
+
+                grad_rel_stderr = rel_stderr(terms)
+                while extra := _more_probes(probes.shape[1], grad_rel_stderr, state.vtol,
+                                            state.max_probes):
+                    P, P2 = probes, _draw(state, ops, extra, "gaussian")
+                    res2 = pcg(ops.matvec, P2, ops.precond, tol=state.tol,
+                               max_iter=state.max_iter)
+                    solves, probes = torch.cat([solves, res2.x], 1), torch.cat([P, P2], 1)
+                    iterations.append(res2.iterations)
+                    converged = converged and bool(res2.converged.all())
+                    residual = max(residual, float(res2.relative_residual.max()))
+                    terms = torch.cat([terms, ops.ut(res2.x) * ops.ut(P2)], 1)
+                    grad_rel_stderr = rel_stderr(terms)
+                if grad_rel_stderr > state.vtol:
+                    warnings.warn(
+                        f"Hutchinson gradient: relative standard error {grad_rel_stderr:.3f} "
+                        f"after {probes.shape[1]} probes (max_probes) misses vtol={state.vtol}",
+                        RuntimeWarning, stacklevel=4)
+                state.dlogdet_F = terms.mean(1)
+            else:
+                state.dlogdet_F = terms.sum(1)  # unit vectors: the exact trace
+        quad = ops.z @ solves[:, 0]
+        if not converged:
             warnings.warn(
                 f"PCG did not reach tol={state.tol} in {state.max_iter} iterations (largest "
-                f"relative residual {float(res.relative_residual.max()):.2e})",
-                RuntimeWarning, stacklevel=4)
+                f"relative residual {residual:.2e})", RuntimeWarning, stacklevel=4)
         if state.logdet == "exact":
-            L = _cholesky(_dense_C(_replace_sigma(p, sig), F), "C_tt")
-            logdet, stderr, how = float(2.0 * torch.log(torch.diagonal(L)).sum()), 0.0, "exact"
+            if state.banded is not None:
+                bw = state.banded
+                L, _ = block_cholesky(*bw.c_blocks(bw.pad_window(F), sig, state.eps))
+                logdet = float(block_logdet(L))
+            else:
+                L = _cholesky(_dense_C(_replace_sigma(state.p, sig), F), "C_tt")
+                logdet = float(2.0 * torch.log(torch.diagonal(L)).sum())
+            stderr, how = 0.0, "exact"
         elif state.logdet == "slq":
-            # log|C| = log|M| + tr log(M^-1/2 C M^-1/2), M = Q_t diag(e) Q_t', in the eigenbasis
-            rot = ops if ops.rotated else _make_operators(state, F, sig, rotate=True)
-            e = _spectral_diag(state.factor.rtt_eigvals, ops.mu, sig, p.eps)
-            isq = e.rsqrt()
-
-            def whitened(V: Tensor) -> Tensor:
-                return isq[:, None] * rot.matvec(isq[:, None] * V)
-
-            signs = torch.randint(0, 2, (n_t, state.slq_probes), generator=state.generator,
-                                  device="cpu").to(device=p.z.device, dtype=_DTYPE) * 2 - 1
-            est, stderr = _slq_logdet(whitened, signs, state.lanczos_steps)
-            logdet, how = float(torch.log(e).sum()) + est, "slq"
+            # log|C| = log|M| + tr log(M^-1/2 C M^-1/2), M the preconditioner's approximation
+            whitened, logdet_m = ops.whitened()
+            est = _slq_logdet(whitened, _draw(state, ops, state.slq_probes, "rademacher"),
+                              state.lanczos_steps)
+            while state.logdet_tol is not None and est.numel() > 1 and (extra := _more_probes(
+                    est.numel(), float(est.std() / math.sqrt(est.numel())) / n_t,
+                    state.logdet_tol, state.max_slq_probes)):
+                est = torch.cat([est, _slq_logdet(
+                    whitened, _draw(state, ops, extra, "rademacher"), state.lanczos_steps)])
+            stderr = (float(est.std() / math.sqrt(est.numel())) if est.numel() > 1
+                      else float("nan"))
+            if state.logdet_tol is not None and stderr / n_t > state.logdet_tol:
+                warnings.warn(
+                    f"SLQ log-determinant: standard error {stderr / n_t:.2e} per target SNP after "
+                    f"{est.numel()} probes (max_slq_probes) misses logdet_tol={state.logdet_tol}",
+                    RuntimeWarning, stacklevel=4)
+            logdet, how = logdet_m + float(est.mean()), "slq"
         else:
             raise ValueError(f"logdet must be 'slq' or 'exact', got {state.logdet!r}")
+        probe_iters = torch.cat(iterations)[1:]
         state.info = NLLInfo(
-            "cg", logdet, float(quad), cg_iterations=int(res.iterations[0]),
-            probe_iterations=int(res.iterations[1:].max()) if res.iterations.numel() > 1 else 0,
-            n_probes=0 if probes is None else int(probes.shape[1]),
-            converged=bool(res.converged.all()),
-            relative_residual=float(res.relative_residual.max()), logdet_estimate=how,
-            logdet_stderr=stderr)
-        state.solves, state.probes, state.ops = res.x, probes, ops
+            "banded_cg" if state.banded is not None else "cg", logdet, float(quad),
+            cg_iterations=int(res.iterations[0]),
+            probe_iterations=int(probe_iters.max()) if probe_iters.numel() else 0,
+            n_probes=0 if probes is None else int(probes.shape[1]), converged=converged,
+            relative_residual=residual, logdet_estimate=how, logdet_stderr=stderr,
+            grad_rel_stderr=grad_rel_stderr)
+        state.solves, state.probes, state.ops = solves, probes, ops
         ctx.state = state
         ctx.save_for_backward(F)
-        return torch.as_tensor(logdet + float(quad), dtype=_DTYPE, device=p.z.device)
+        return torch.as_tensor(logdet + float(quad), dtype=_DTYPE, device=ops.z.device)
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
@@ -978,19 +1183,18 @@ class _IterativeNLL(torch.autograd.Function):
         if state.probes is None:
             raise RuntimeError("the CG likelihood was evaluated without gradient probes")
         ops: _Operators = state.ops
-        alpha = state.solves[:, 0]
+        alpha = state.solves[:, :1]
         X = state.solves[:, 1:]
         P = state.probes
-        Ua = ops.U.T @ alpha
+        Ua = ops.ut(alpha)[:, 0]
         # d quad / dF_j = -(U' alpha)_j^2 ; d logdet / dF_j ~ mean_s (U' C^-1 p_s)_j (U' p_s)_j
-        # unit-vector probes (vtol = 0) sum to the exact trace; Gaussian probes average
-        scale = 1.0 if state.vtol == 0 else 1.0 / P.shape[1]
-        dlogdet_F = ((ops.U.T @ X) * (ops.U.T @ P)).sum(1) * scale
-        g_logF = grad_out * F * (dlogdet_F - Ua**2)
+        # (forward); unit-vector probes (vtol = 0) sum to the exact trace
+        g_logF = grad_out * F * (state.dlogdet_F - Ua**2)
         g_sigma = None
         if ctx.needs_input_grad[1]:
+            scale = 1.0 if state.vtol == 0 else 1.0 / P.shape[1]
             d_logdet_sigma = (X * ops.sigma_op(P)).sum() * scale
-            d_quad_sigma = -(alpha @ ops.sigma_op(alpha[:, None])[:, 0])
+            d_quad_sigma = -(alpha[:, 0] @ ops.sigma_op(alpha)[:, 0])
             g_sigma = grad_out * (d_logdet_sigma + d_quad_sigma)
         return g_logF, g_sigma, None
 
@@ -1000,30 +1204,95 @@ def _replace_sigma(p: _Problem, sigma: float) -> _Problem:
                     target=p.target)
 
 
+_CG_OPTIONS = {"tol", "max_iter", "vtol", "min_probes", "max_probes", "seed", "generator",
+               "logdet", "slq_probes", "logdet_tol", "max_slq_probes", "lanczos_steps"}
+
+
+def _cg_state(options: dict[str, Any], need_grad: bool, **fields: Any) -> _CGState:
+    vtol = float(options.get("vtol", 0.1))
+    if vtol < 0:
+        raise ValueError(f"vtol must be >= 0, got {vtol}")
+    min_probes, max_probes = int(options.get("min_probes", 16)), int(options.get("max_probes",
+                                                                                 1024))
+    if not 2 <= min_probes <= max_probes:
+        raise ValueError(f"need 2 <= min_probes <= max_probes, got {min_probes}, {max_probes}")
+    logdet_tol = options.get("logdet_tol", 5e-3)
+    if logdet_tol is not None and not float(logdet_tol) > 0:
+        raise ValueError(f"logdet_tol must be positive or None, got {logdet_tol}")
+    generator = options.get("generator")
+    if generator is None:
+        generator = torch.Generator().manual_seed(int(options.get("seed", 0)))
+    return _CGState(
+        tol=float(options.get("tol", 1e-6)), max_iter=int(options.get("max_iter", 1000)),
+        vtol=vtol, min_probes=min_probes, max_probes=max_probes, generator=generator,
+        logdet=options.get("logdet", "slq"), slq_probes=int(options.get("slq_probes", 16)),
+        logdet_tol=None if logdet_tol is None else float(logdet_tol),
+        max_slq_probes=int(options.get("max_slq_probes", 256)),
+        lanczos_steps=int(options.get("lanczos_steps", 40)), need_grad=need_grad, **fields)
+
+
+def _needs_grad(log_F: Tensor, sigma: Tensor) -> bool:
+    return torch.is_grad_enabled() and (log_F.requires_grad or sigma.requires_grad)
+
+
+def _as_sigma_tensor(sigma: Tensor | float, device: torch.device) -> Tensor:
+    return sigma if isinstance(sigma, torch.Tensor) else torch.tensor(sigma, dtype=_DTYPE,
+                                                                      device=device)
+
+
 def _solve_cg(p: _Problem, R_window: Any, options: dict[str, Any]) -> tuple[Tensor, NLLInfo]:
-    allowed = {"factor", "preconditioner", "tol", "max_iter", "vtol", "seed", "generator",
-               "logdet", "slq_probes", "lanczos_steps"}
-    unknown = set(options) - allowed
+    unknown = set(options) - _CG_OPTIONS - {"factor", "preconditioner"}
     if unknown:
         raise TypeError(f"unknown options for method='cg': {sorted(unknown)}")
     preconditioner = options.get("preconditioner", "spectral")
     factor = _factor_for(p, options.get("factor"), preconditioner == "spectral", R_window)
-    vtol = float(options.get("vtol", 0.1))
-    if vtol < 0:
-        raise ValueError(f"vtol must be >= 0, got {vtol}")
-    generator = options.get("generator")
-    if generator is None:
-        generator = torch.Generator().manual_seed(int(options.get("seed", 0)))
-    sigma_t = p.sigma if isinstance(p.sigma, torch.Tensor) else torch.tensor(
-        p.sigma, dtype=_DTYPE, device=p.z.device)
-    need_grad = torch.is_grad_enabled() and (p.log_F.requires_grad or sigma_t.requires_grad)
-    state = _CGState(
-        p=p, factor=factor, preconditioner=preconditioner, tol=float(options.get("tol", 1e-6)),
-        max_iter=int(options.get("max_iter", 1000)), vtol=vtol, generator=generator,
-        logdet=options.get("logdet", "slq"), slq_probes=int(options.get("slq_probes", 16)),
-        lanczos_steps=int(options.get("lanczos_steps", 40)), need_grad=need_grad)
+    sigma_t = _as_sigma_tensor(p.sigma, p.z.device)
+    state = _cg_state(options, _needs_grad(p.log_F, sigma_t), p=p, factor=factor,
+                      preconditioner=preconditioner, eps=p.eps)
     total = _IterativeNLL.apply(p.log_F, sigma_t, state)
     return total, state.info
+
+
+def _banded_for(R_window: Any, target: slice, m: int, options: dict[str, Any],
+                device: torch.device) -> BandedWindow:
+    """The window as a :class:`BandedWindow`: given one, or banded here from a dense window."""
+    if isinstance(R_window, BandedWindow):
+        if "bandwidth" in options or "taper" in options:
+            raise TypeError("bandwidth and taper belong to band_window(); this window is "
+                            f"already banded at {R_window.bandwidth} SNPs")
+        t = _local_slice(target, R_window.n_snps)
+        if R_window.n_snps != m or (t.start, t.stop) != (R_window.target.start,
+                                                         R_window.target.stop):
+            raise ValueError(
+                f"the banded window has {R_window.n_snps} SNPs and target "
+                f"{R_window.target.start}:{R_window.target.stop}; log_F has {m} values and "
+                f"target is {t.start}:{t.stop}")
+        return R_window
+    if "bandwidth" not in options:
+        raise TypeError("the banded methods need a BandedWindow (band_window(...)) or a dense "
+                        "window with bandwidth=...")
+    key = (target.start, target.stop, int(options["bandwidth"]), options.get("taper", "bartlett"),
+           str(device))
+    if not isinstance(R_window, torch.Tensor):
+        return band_window(R_window, target=target, bandwidth=key[2], taper=key[3],
+                           device=device)
+    bands = _BANDED.get(R_window) or {}  # band a training window once, not every step
+    if key not in bands:
+        bands[key] = band_window(R_window, target=target, bandwidth=key[2], taper=key[3],
+                                 device=device)
+        _BANDED.set(R_window, bands)
+    return bands[key]
+
+
+def _solve_banded(bw: BandedWindow, z: Tensor, log_F: Tensor, sigma: Tensor | float,
+                  eps: float) -> tuple[Tensor, Tensor, NLLInfo]:
+    """Exact: block-tridiagonal Cholesky of the banded ``C_tt``; autograd throughout."""
+    D, B = bw.c_blocks(bw.pad_window(torch.exp(log_F)), sigma, eps)
+    L, M = block_cholesky(D, B, "C_tt = U diag(F) U' + sigma R_tt + eps I (banded)")
+    zp = bw.pad_targets(z)[:, None]
+    quad = (zp * block_solve(L, M, zp)).sum()
+    logdet = block_logdet(L)
+    return logdet, quad, NLLInfo("banded", float(logdet.detach()), float(quad.detach()))
 
 
 def cg_operators(
@@ -1043,7 +1312,7 @@ def cg_operators(
     R_window, log_F, target, sigma, eps
         As in :func:`window_nll` (``log_F`` is used without gradient).
     preconditioner
-        ``"spectral"`` (the notes' ``P``), ``"target"`` or ``None``.
+        ``"spectral"`` (``CG_iterators.py``'s ``P``), ``"target"`` or ``None``.
     factor
         A :class:`WindowFactor` to reuse; computed when ``None``.
 
@@ -1091,7 +1360,10 @@ def window_nll(
     z_target
         z-scores of the target SNPs, shape ``(n_t,)``.
     R_window
-        Dense ``(m, m)`` LD matrix of the window (NumPy or torch; see :func:`window_matrix`).
+        Dense ``(m, m)`` LD matrix of the window (NumPy or torch; see :func:`window_matrix`), or
+        for the banded methods a :class:`~analysislib.gwas.banded.BandedWindow`
+        (:func:`~analysislib.gwas.banded.band_window`). A torch tensor is checked for symmetry
+        (and, with ``bandwidth``, banded) once and reused while it is not modified.
     log_F
         Log prior variance (z scale) of every window SNP, shape ``(m,)``; a float64 tensor to
         differentiate (other dtypes are converted to float64).
@@ -1104,7 +1376,8 @@ def window_nll(
     n
         GWAS sample size for the Jacobian term; ``None`` leaves it out.
     method
-        ``"cholesky"``, ``"woodbury"`` or ``"cg"`` (see the module docstring).
+        ``"cholesky"``, ``"woodbury"``, ``"cg"``, ``"banded"`` or ``"banded_cg"`` (see the
+        module docstring).
     return_info
         Also return an :class:`NLLInfo` with the log-determinant, quadratic form and, for
         ``"cg"``, iteration counts.
@@ -1113,9 +1386,14 @@ def window_nll(
         of ``R_tt`` with eigenvalue ``<=`` it; default ``None`` keeps all, exact), ``inner``
         (``"auto"``, ``"eigen"`` for the ``r x r`` form, ``"snps"`` for ``WASP_new``'s
         ``m x m`` form). ``"cg"``: ``factor``, ``preconditioner`` (``"spectral"`` default,
-        ``"target"`` or ``None``), ``tol`` (1e-6), ``max_iter`` (1000), ``vtol`` (0.1, so 100
-        Hutchinson probes; 0 for exact unit probes), ``seed`` (0) or ``generator``, ``logdet``
-        (``"slq"`` default or ``"exact"``), ``slq_probes`` (16), ``lanczos_steps`` (40).
+        ``"target"`` or ``None``), ``tol`` (1e-6), ``max_iter`` (1000), ``vtol`` (0.1: relative
+        standard error target of the gradient; 0 for exact unit probes), ``min_probes`` (16),
+        ``max_probes`` (1024), ``seed`` (0) or ``generator``, ``logdet`` (``"slq"`` default or
+        ``"exact"``), ``slq_probes`` (16, the first SLQ block), ``logdet_tol`` (5e-3 per target
+        SNP; ``None`` keeps ``slq_probes``), ``max_slq_probes`` (256), ``lanczos_steps`` (40).
+        ``"banded"``: ``bandwidth`` and ``taper`` (``"bartlett"``) when ``R_window`` is dense.
+        ``"banded_cg"``: those, ``preconditioner`` (``"tridiagonal"``, ``"block"`` or ``None``)
+        and the ``"cg"`` options other than ``factor``.
 
     Returns
     -------
@@ -1132,6 +1410,32 @@ def window_nll(
         ``C_tt`` (or ``R_window`` where its eigenvalues are computed) is not positive
         (semi-)definite.
     """
+    if method in ("banded", "banded_cg"):
+        m = np.shape(log_F)[0] if np.ndim(log_F) == 1 else -1
+        if isinstance(R_window, BandedWindow):
+            m = R_window.n_snps
+        z, log_F_t, sig, t = _check_inputs(z_target, log_F, m if m >= 0 else np.shape(
+            R_window)[0], target, sigma, eps)
+        cg_keys = _CG_OPTIONS | {"preconditioner"} if method == "banded_cg" else set()
+        unknown = set(solver_options) - {"bandwidth", "taper"} - cg_keys
+        if unknown:
+            raise TypeError(f"unknown options for method={method!r}: {sorted(unknown)}")
+        bw = _banded_for(R_window, t, log_F_t.shape[0], solver_options, log_F_t.device)
+        if method == "banded":
+            logdet, quad, info = _solve_banded(bw, z, log_F_t, sig, float(eps))
+            nll = _nll_from_parts(logdet, quad, bw.n_t, n)
+        else:
+            sigma_t = _as_sigma_tensor(sig, z.device)
+            options = {k: v for k, v in solver_options.items() if k in cg_keys}
+            state = _cg_state(options, _needs_grad(log_F_t, sigma_t), p=None, factor=None,
+                              preconditioner=options.get("preconditioner", "tridiagonal"),
+                              banded=bw,
+                              z=bw.pad_targets(z), eps=float(eps))
+            total = _IterativeNLL.apply(log_F_t, sigma_t, state)
+            info = state.info
+            nll = _nll_from_parts(total, torch.zeros((), dtype=_DTYPE, device=total.device),
+                                  bw.n_t, n)
+        return (nll, info) if return_info else nll
     p = _prepare_problem(z_target, R_window, log_F, target, sigma, eps)
     if method == "cholesky":
         if solver_options:

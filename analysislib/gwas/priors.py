@@ -490,10 +490,16 @@ def _target(batch: dict[str, Any]) -> slice:
 
 
 def likelihood_loss(log_f: torch.Tensor, batch: dict[str, Any], *, sigma: float = 1.0,
-                    eps: float = 1e-4, method: str = "cholesky") -> torch.Tensor:
-    """Full-likelihood loss of one window: per-target-SNP NLL (:func:`window_nll`)."""
+                    eps: float = 1e-4, method: str = "cholesky",
+                    bandwidth: int | None = None) -> torch.Tensor:
+    """Full-likelihood loss of one window: per-target-SNP NLL (:func:`window_nll`).
+
+    ``bandwidth`` is required by the banded methods (``"banded"``, ``"banded_cg"``); each window
+    is banded (Bartlett-tapered) once and reused across steps.
+    """
+    options = {} if bandwidth is None else {"bandwidth": bandwidth}
     return window_nll(batch["z"], batch["R"], log_f, target=_target(batch), sigma=sigma,
-                      eps=eps, method=method)
+                      eps=eps, method=method, **options)
 
 
 def ldsr_loss(log_f: torch.Tensor, batch: dict[str, Any], *, sigma: float = 1.0
@@ -537,7 +543,10 @@ class PriorTrainingConfig:
     sigma, eps
         Residual scale (fixed) and diagonal jitter of the likelihood.
     method
-        Solver of :func:`window_nll` (``"cholesky"``, ``"woodbury"``, ``"cg"``).
+        Solver of :func:`window_nll` (``"cholesky"``, ``"woodbury"``, ``"cg"``, ``"banded"``,
+        ``"banded_cg"``).
+    bandwidth
+        LD band in SNPs for the banded solvers (required by them, ignored by the others).
     ldsr_h2
         ``h²`` in the LDSR weights (``herit = 0.5``).
     seed
@@ -570,6 +579,7 @@ class PriorTrainingConfig:
     sigma: float = 1.0
     eps: float = 1e-4
     method: str = "cholesky"
+    bandwidth: int | None = None
     ldsr_h2: float = 0.5
     seed: int = 0
     device: str = "auto"
@@ -662,6 +672,8 @@ def train_prior(
     config = config or PriorTrainingConfig()
     if config.objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {config.objective!r}")
+    if config.method.startswith("banded") and config.bandwidth is None:
+        raise ValueError(f"method={config.method!r} needs PriorTrainingConfig(bandwidth=...)")
     features = features or feature_set(sim, "all")
     device = select_device(config.device)
     model = model.to(device=device, dtype=_DTYPE)
@@ -685,8 +697,9 @@ def train_prior(
         losses = []
         for w, log_f in zip(batch, _window_log_f(net, batch, tracks, scalars), strict=True):
             if config.objective == "likelihood":
-                losses.append(likelihood_loss(log_f, w, sigma=config.sigma, eps=config.eps,
-                                              method=config.method))
+                losses.append(likelihood_loss(
+                    log_f, w, sigma=config.sigma, eps=config.eps, method=config.method,
+                    bandwidth=config.bandwidth if config.method.startswith("banded") else None))
             else:
                 losses.append(ldsr_loss(log_f, w, sigma=config.sigma))
         return torch.stack(losses).mean()
