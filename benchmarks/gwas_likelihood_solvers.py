@@ -1,50 +1,61 @@
-"""Benchmark: DeepWAS window likelihood, Cholesky against Woodbury against PCG, by window size.
+"""Benchmark: DeepWAS window likelihood on banded LD, dense Cholesky/Woodbury against banded solvers.
 
-For each window size ``m`` (``--sizes``, default 500 1000 2000 4000) the window's targets are
-its middle third (DeepWAS evaluates the middle 1 Mb of 3 Mb LD windows), ``n_t = m // 3``. One
-run times, in float64 on the same data, the loss plus its gradient with respect to ``log_F``
+For each window size ``m`` (``--sizes``, default 1,000 to 32,000 SNPs) the window's targets are
+its middle third (DeepWAS evaluates the middle 1 Mb of 3 Mb LD windows), ``n_t = m // 3``, and the
+LD is kept to a band of ``--bandwidth`` SNPs (default 500), Bartlett-tapered so that it stays
+positive semi-definite (see :mod:`analysislib.gwas.banded`). Every solver works on that same
+banded matrix; one run times, in float64, the loss plus its gradient with respect to ``log_F``
 (``window_nll(...).backward()``) for
 
-* ``cholesky``: the exact dense solver, the reference of every ratio;
-* ``woodbury``: the exact determinant-lemma/Woodbury solver with all eigen-directions, given
-  its cached ``F``-independent factor (``eigh(R_tt)``, timed separately as ``setup``), and
-  ``woodbury-r``, the same dropping eigen-directions with eigenvalue <= 1e-10 (exact for
-  low-rank LD, as here: the panel has fewer samples than large windows have SNPs);
-* ``cg-spectral`` / ``cg-target``: PCG with the notes' spectral preconditioner (setup: ``eigh``
-  of the whole window) or the target-block variant (setup: ``eigh(R_tt)``), ``vtol`` Hutchinson
-  probes (``--vtol``, default 0.1: 100 probes) and the SLQ log-determinant estimate.
+* ``cholesky``: the exact dense solver on the dense form of the band, the reference of every
+  ratio (up to ``--dense-max`` SNPs: its window is an ``m x m`` dense array);
+* ``woodbury``: the exact determinant-lemma/Woodbury solver, given its cached ``eigh(R_tt)``
+  (timed separately as setup), up to ``--dense-max``;
+* ``banded``: the exact block-tridiagonal Cholesky of the banded ``C_tt`` (autograd gradient);
+* ``banded_cg``: PCG on the banded operator with the block-tridiagonal preconditioner, Hutchinson
+  gradient with the probe count from ``--vtol`` and the SLQ log-determinant; ``banded_cg-block``
+  (block-Jacobi preconditioner) when asked for with ``--methods``.
 
-It prints times, ratios to Cholesky, NLL values and their relative differences from Cholesky,
-and PCG iteration counts of the ``z`` solve with no preconditioner, the spectral one and the
-target one (``--max-iter`` caps the unpreconditioned count).
+Banding the window (``band_window``) is setup, timed separately; the dense methods get a dense
+array holding the band's target rows and columns (all they read). ``rel_error`` is the relative
+difference of the per-SNP NLL from Cholesky's (from ``banded`` where Cholesky was not run);
+``grad_rel_error`` likewise for the gradient. Memory is the peak increase of this process's
+resident set during the call (psutil, 5 ms polling).
 
-LD comes from a simulated panel (``analysislib.simulate.genotypes.simulate_genotypes``, YRI/CEU/
-CHB, ``--samples`` diploids, MAF >= 1%): standardised allele counts ``Z`` (SNPs x samples),
-``R = Z Z' / n``, which is PSD by construction (rank <= n). ``z`` is drawn from the model as in
-the notes' section 3: ``z = R b + Z g / sqrt(n)`` with ``b ~ N(0, F)``, ``g ~ N(0, I)`` and
+LD comes from a simulated panel (``simulate_genotypes``, YRI/CEU/CHB, ``--samples`` diploids, MAF
+>= 1%): standardised allele counts ``Z`` (SNPs x samples), ``R = Z Z' / n``; the band is computed
+from ``Z`` block by block, so no dense ``m x m`` matrix is needed for the banded solvers. ``z`` is
+drawn from the model ``z = R b + Z g / sqrt(n)`` with ``b ~ N(0, F)``, ``g ~ N(0, I)`` and
 ``log F ~ N(log 0.2, 1)`` (``F`` on the z scale, about ``N h^2 / M`` for ``N = 4e5``,
 ``h^2 = 0.5``, ``M = 1e6``).
 
 Run from the project root::
 
-    .venv/bin/python benchmarks/gwas_likelihood_solvers.py --sizes 500 1000 2000 4000
+    .venv/bin/python benchmarks/gwas_likelihood_solvers.py --json build/gwas_solvers.json
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import math
 import platform
 import statistics
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from edice_vs_baselines import PeakRSS
+
 from analysislib.genotype.stats import minor_allele_frequency
-from analysislib.gwas.likelihood import cg_operators, pcg, prepare_window, window_nll
+from analysislib.gwas.banded import band_window
+from analysislib.gwas.likelihood import prepare_window, window_nll
 from analysislib.simulate.genotypes import simulate_genotypes
 
 __all__ = ["main"]
@@ -52,6 +63,8 @@ __all__ = ["main"]
 #: Common (MAF >= 1%) SNPs per Mb in the simulated panel with 3 x 1000 diploids (measured in
 #: benchmarks/ld_vs_plink.py).
 COMMON_SNPS_PER_MB = 3600
+METHODS = ("cholesky", "woodbury", "banded", "banded_cg", "banded_cg-block")
+DEFAULT_METHODS = ("cholesky", "woodbury", "banded", "banded_cg")
 
 
 def standardized_panel(samples: int, snps: int, seed: int) -> np.ndarray:
@@ -71,73 +84,111 @@ def standardized_panel(samples: int, snps: int, seed: int) -> np.ndarray:
     return x
 
 
-def timed(fn, repeats: int) -> tuple[float, object]:
-    """Median wall time of ``fn()`` over ``repeats`` calls and the last result."""
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
-
-
 def loss_and_grad(z, R, log_F0, target, **options):
-    """``window_nll`` value and its gradient; returns (value, info)."""
+    """``window_nll`` value, gradient and info for one call."""
     log_F = log_F0.clone().requires_grad_(True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         nll, info = window_nll(z, R, log_F, target=target, return_info=True, **options)
     nll.backward()
-    return float(nll.detach()), info
+    return float(nll.detach()), log_F.grad, info
 
 
-def run_size(Z: np.ndarray, m: int, args: argparse.Namespace, rng: np.random.Generator) -> dict:
-    """All solvers on the first window of ``m`` SNPs."""
+def measured(fn, repeats: int):
+    """Median seconds over ``repeats`` calls, peak RSS increase (MiB) and the last result."""
+    times, peak, out = [], 0.0, None
+    for _ in range(repeats):
+        with PeakRSS() as mem:
+            t0 = time.perf_counter()
+            out = fn()
+            times.append(time.perf_counter() - t0)
+        peak = max(peak, mem.peak_mb)
+    return statistics.median(times), peak, out
+
+
+def dense_band(bw) -> torch.Tensor:
+    """``m x m`` dense array with the band's target rows and columns (what dense solvers read)."""
+    U = bw.dense_u()
+    R = torch.zeros(bw.n_snps, bw.n_snps, dtype=torch.float64)
+    R[bw.target, :] = U
+    R[:, bw.target] = U.T
+    return R
+
+
+def run_size(Z: np.ndarray, m: int, args: argparse.Namespace, rng: np.random.Generator
+             ) -> list[dict]:
+    """Every requested solver on the first window of ``m`` SNPs; one JSON row per method."""
     Zm = Z[:m]
     n_ref = Zm.shape[1]
-    R = torch.tensor(Zm @ Zm.T / n_ref)
     t = slice(m // 3, m // 3 + m // 3)
     log_F = torch.tensor(rng.normal(math.log(0.2), 1.0, m))
     b = rng.standard_normal(m) * np.exp(0.5 * log_F.numpy())
-    z_all = R.numpy() @ b + Zm @ rng.standard_normal(n_ref) / math.sqrt(n_ref)
-    z = z_all[t]
-    row: dict = {"m": m, "n_t": t.stop - t.start}
-    reps = args.repeats
-
-    row["cholesky"], (row["v_cholesky"], _) = timed(lambda: loss_and_grad(z, R, log_F, t), reps)
-
-    row["setup_target"], fac = timed(lambda: prepare_window(R, target=t, spectral=False), 1)
-    row["woodbury"], (row["v_woodbury"], _) = timed(
-        lambda: loss_and_grad(z, R, log_F, t, method="woodbury", factor=fac), reps)
-    row["woodbury-r"], (row["v_woodbury-r"], info) = timed(
-        lambda: loss_and_grad(z, R, log_F, t, method="woodbury", factor=fac, rank_tol=1e-10),
-        reps)
-    row["rank"] = info.rank
-
-    cg_opts = {"vtol": args.vtol, "tol": args.tol, "seed": 0, "max_iter": args.max_iter}
-    row["cg-target"], (row["v_cg-target"], info_t) = timed(
-        lambda: loss_and_grad(z, R, log_F, t, method="cg", factor=fac, preconditioner="target",
-                              **cg_opts), reps)
-    row["probe_it_target"] = info_t.probe_iterations
-    row["slq_se"] = 0.5 / row["n_t"] * info_t.logdet_stderr
-    if m <= args.max_spectral:
-        row["setup_spectral"], fac_s = timed(lambda: prepare_window(R, target=t), 1)
-        row["cg-spectral"], (row["v_cg-spectral"], info_s) = timed(
-            lambda: loss_and_grad(z, R, log_F, t, method="cg", factor=fac_s,
-                                  preconditioner="spectral", **cg_opts), reps)
-        row["probe_it_spectral"] = info_s.probe_iterations
-    else:
-        fac_s = None
-    zt = torch.tensor(z)
-    for name, pc, f in (("none", None, None), ("spectral", "spectral", fac_s),
-                        ("target", "target", fac)):
-        if pc == "spectral" and f is None:
-            row[f"it_{name}"] = None
+    z = (Zm @ (Zm.T @ b / n_ref + rng.standard_normal(n_ref) / math.sqrt(n_ref)))[t]
+    bw_seconds, _, bw = measured(lambda: band_window(
+        target=t, bandwidth=args.bandwidth, n_snps=m,
+        block_fn=lambda rows, cols: Zm[rows] @ Zm[cols].T / n_ref), 1)
+    base = {"window": m, "bandwidth": args.bandwidth, "n_targets": t.stop - t.start}
+    rows, results = [], {}
+    cg = {"vtol": args.vtol, "tol": args.tol, "seed": 0, "max_iter": args.max_iter}
+    dense = m <= args.dense_max and any(k in args.methods for k in ("cholesky", "woodbury"))
+    R = dense_band(bw) if dense else None
+    for method in args.methods:
+        setup = bw_seconds if method.startswith("banded") else 0.0
+        if method in ("cholesky", "woodbury") and not dense:
             continue
-        matvec, precond = cg_operators(R, log_F, target=t, preconditioner=pc, factor=f)
-        res = pcg(matvec, zt, precond, tol=args.tol, max_iter=args.max_iter)
-        row[f"it_{name}"] = int(res.iterations[0]) if bool(res.converged[0]) else None
-    return row
+        if method == "cholesky":
+            call = lambda: loss_and_grad(z, R, log_F, t)
+        elif method == "woodbury":
+            setup, _, fac = measured(lambda: prepare_window(R, target=t, spectral=False), 1)
+            call = lambda fac=fac: loss_and_grad(z, R, log_F, t, method="woodbury",
+                                                 factor=fac)
+        elif method == "banded":
+            call = lambda: loss_and_grad(z, bw, log_F, t, method="banded")
+        else:
+            pc = "block" if method.endswith("-block") else "tridiagonal"
+            call = lambda pc=pc: loss_and_grad(z, bw, log_F, t, method="banded_cg",
+                                               preconditioner=pc, **cg)
+        seconds, memory, (value, grad, info) = measured(call, args.repeats)
+        results[method] = (value, grad)
+        rows.append({**base, "method": method, "seconds": seconds, "setup_seconds": setup,
+                     "iterations": info.cg_iterations, "probe_iterations": info.probe_iterations,
+                     "n_probes": info.n_probes, "memory_mb": memory, "nll": value,
+                     "logdet_stderr_per_snp": info.logdet_stderr / base["n_targets"],
+                     "grad_rel_stderr": info.grad_rel_stderr})
+        print(f"#   m={m} {method}: {seconds:.3f} s (setup {setup:.2f} s), {memory:.0f} MiB, "
+              f"iterations {info.cg_iterations}, probes {info.n_probes}", flush=True)
+    reference = "cholesky" if "cholesky" in results else "banded"
+    for row in rows:
+        if reference in results:
+            ref_value, ref_grad = results[reference]
+            value, grad = results[row["method"]]
+            row["rel_error"] = abs(value - ref_value) / abs(ref_value)
+            row["grad_rel_error"] = float((grad - ref_grad).norm() / ref_grad.norm())
+            row["reference"] = reference
+    return rows
+
+
+def loglog_slope(rows: list[dict], method: str) -> float | None:
+    """Least-squares slope of log(seconds) against log(window) for one method."""
+    pts = [(math.log(r["window"]), math.log(r["seconds"])) for r in rows if r["method"] == method]
+    if len(pts) < 2:
+        return None
+    x, y = np.array(pts).T
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def crossover(rows: list[dict], method: str) -> int | None:
+    """Smallest window from which ``method`` beats Cholesky at every larger measured size."""
+    chol = {r["window"]: r["seconds"] for r in rows if r["method"] == "cholesky"}
+    mine = {r["window"]: r["seconds"] for r in rows if r["method"] == method}
+    sizes = sorted(set(chol) & set(mine))
+    best = None
+    for size in reversed(sizes):
+        if mine[size] < chol[size]:
+            best = size
+        else:
+            break
+    return best
 
 
 def fmt(x, spec: str = ".3f") -> str:
@@ -146,18 +197,23 @@ def fmt(x, spec: str = ".3f") -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the benchmark and print the table."""
+    """Run the benchmark, print the tables and optionally write JSON rows."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[500, 1000, 2000, 4000])
+    ap.add_argument("--sizes", type=int, nargs="+",
+                    default=[1000, 2000, 4000, 8000, 16000, 32000])
+    ap.add_argument("--bandwidth", type=int, default=500, help="LD band in SNPs")
+    ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(DEFAULT_METHODS))
     ap.add_argument("--samples", type=int, default=3000, help="panel diploids (3 populations)")
-    ap.add_argument("--vtol", type=float, default=0.1, help="Hutchinson probes = 1/vtol^2")
+    ap.add_argument("--vtol", type=float, default=0.1,
+                    help="Hutchinson target: relative standard error of the gradient")
     ap.add_argument("--tol", type=float, default=1e-6, help="PCG relative tolerance")
     ap.add_argument("--max-iter", type=int, default=3000)
-    ap.add_argument("--max-spectral", type=int, default=4000,
-                    help="largest window for the spectral preconditioner (its eigh is O(m^3))")
+    ap.add_argument("--dense-max", type=int, default=16000,
+                    help="largest window for the dense solvers (an m x m float64 array)")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--json", type=Path, help="write the rows as a JSON list here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
@@ -168,48 +224,41 @@ def main(argv: list[str] | None = None) -> None:
           f"{time.perf_counter() - t0:.1f} s")
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{args.threads} thread(s), {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; "
-          f"vtol={args.vtol} ({max(1, round(1 / args.vtol**2)) if args.vtol else 'unit'} "
-          f"probes), tol={args.tol}")
-    methods = ["cholesky", "woodbury", "woodbury-r", "cg-spectral", "cg-target"]
-    rows = []
+          f"bandwidth {args.bandwidth} (Bartlett taper), vtol={args.vtol}, tol={args.tol}")
+    rows: list[dict] = []
     for m in args.sizes:
-        row = run_size(Z, m, args, rng)
-        rows.append(row)
-        print(f"# m={m}: " + ", ".join(f"{k}={fmt(v, '.4g') if isinstance(v, float) else v}"
-                                       for k, v in row.items()), flush=True)
+        rows += run_size(Z, m, args, rng)
+        if args.json:  # rewritten after each size, so a long run leaves its rows behind
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            tmp = args.json.with_name(args.json.name + ".tmp")
+            tmp.write_text(json.dumps(rows, indent=1))
+            tmp.replace(args.json)
 
-    print("\nloss + gradient per window, seconds (ratio = time / cholesky time)")
-    print(f"{'m':>6} {'n_t':>5} {'rank':>5} " + " ".join(f"{k:>12}" for k in methods)
-          + f" {'setup eigh(Rtt)':>16} {'setup eigh(R)':>14}")
+    methods = [k for k in args.methods if any(r["method"] == k for r in rows)]
+    print("\nloss + gradient per window, seconds (ratio to Cholesky; < 1 is faster)")
+    print(f"{'window':>7} {'n_t':>6} " + " ".join(f"{k:>22}" for k in methods))
+    for m in args.sizes:
+        by = {r["method"]: r for r in rows if r["window"] == m}
+        chol = by.get("cholesky", {}).get("seconds")
+        cells = []
+        for k in methods:
+            r = by.get(k)
+            ratio = f" ({r['seconds'] / chol:.2f})" if r and chol else ""
+            cells.append(f"{(fmt(r['seconds']) + ratio) if r else '-':>22}")
+        print(f"{m:>7} {m // 3:>6} " + " ".join(cells))
+    print("\nsetup seconds / peak memory MiB / iterations (z solve, probes) / probes / "
+          "rel. error of the NLL and of the gradient against the reference")
     for r in rows:
-        print(f"{r['m']:>6} {r['n_t']:>5} {r['rank']:>5} "
-              + " ".join(f"{fmt(r.get(k)):>12}" for k in methods)
-              + f" {fmt(r['setup_target']):>16} {fmt(r.get('setup_spectral')):>14}")
-    print("\nratios to cholesky (< 1 is faster)")
-    for r in rows:
-        print(f"{r['m']:>6} " + " ".join(
-            f"{k}={fmt(r[k] / r['cholesky'] if r.get(k) is not None else None, '.2f')}"
-            for k in methods[1:]))
-    print("\nper-SNP NLL values; relative difference from cholesky")
-    for r in rows:
-        ref = r["v_cholesky"]
-        parts = [f"cholesky={ref:.8f}"]
-        for k in methods[1:]:
-            v = r.get(f"v_{k}")
-            parts.append(f"{k}={fmt(None if v is None else abs(v - ref) / abs(ref), '.1e')}")
-        print(f"{r['m']:>6} " + " ".join(parts)
-              + f" (cg SLQ standard error {r['slq_se']:.1e} per SNP)")
-    print("\nPCG iterations for the z solve (tol "
-          f"{args.tol}; '-' = not converged in {args.max_iter} or not run) and for probes")
-    print(f"{'m':>6} {'none':>6} {'spectral':>9} {'target':>7} {'probes spectral':>16} "
-          f"{'probes target':>14}")
-    for r in rows:
-        print(f"{r['m']:>6} {fmt(r['it_none'], 'd'):>6} {fmt(r['it_spectral'], 'd'):>9} "
-              f"{fmt(r['it_target'], 'd'):>7} {fmt(r.get('probe_it_spectral'), 'd'):>16} "
-              f"{fmt(r['probe_it_target'], 'd'):>14}")
-    wins = [r["m"] for r in rows if r["cg-target"] < r["cholesky"]]
-    print("\niterative path (cg-target) faster than cholesky from m = "
-          + (str(min(wins)) if wins else "never in this run"))
+        print(f"{r['window']:>7} {r['method']:>16}: setup {r['setup_seconds']:.2f}, "
+              f"{r['memory_mb']:.0f} MiB, it {fmt(r['iterations'], 'd')}/"
+              f"{fmt(r['probe_iterations'], 'd')}, probes {fmt(r['n_probes'], 'd')}, "
+              f"rel_error {fmt(r.get('rel_error'), '.1e')}, grad {fmt(r.get('grad_rel_error'), '.1e')}"
+              f" (vs {r.get('reference', '-')})")
+    for k in methods:
+        if k.startswith("banded"):
+            print(f"\n{k}: log-log slope of seconds against window {fmt(loglog_slope(rows, k), '.2f')}"
+                  f"; beats Cholesky from window {fmt(crossover(rows, k), 'd')} on")
+    print(f"cholesky: log-log slope {fmt(loglog_slope(rows, 'cholesky'), '.2f')}")
 
 
 if __name__ == "__main__":

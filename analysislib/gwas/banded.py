@@ -49,6 +49,7 @@ __all__ = [
     "block_lower_solve",
     "block_solve",
     "block_upper_solve",
+    "selected_inverse",
 ]
 
 Tensor = torch.Tensor
@@ -69,7 +70,7 @@ class BandedWindow:
     ----------
     slabs
         ``(n_blocks, s, s + 2 b)``: block ``i``'s rows of ``U`` over padded window columns
-        ``col_index[i]``.
+        ``col_index[i]``; ``s = 2 b``, or ``n_t`` when the targets fit in one block.
     col_index
         ``(n_blocks, s + 2 b)`` padded-window column of each slab column.
     bandwidth
@@ -91,8 +92,8 @@ class BandedWindow:
 
     @property
     def block(self) -> int:
-        """Rows per block, ``s = 2 b``."""
-        return 2 * self.bandwidth
+        """Rows per block: ``s = 2 b``, or all targets when there are no more than that."""
+        return self.slabs.shape[1]
 
     @property
     def n_blocks(self) -> int:
@@ -197,6 +198,24 @@ class BandedWindow:
                            self.slabs[1:, :, :b]], dim=2)
         return D, B + sigma * r_sub
 
+    def quadratic_diag(self, Zd: Tensor, Zs: Tensor | None) -> Tensor:
+        """``diag(U' Z U)`` over the window's SNPs, for ``Z`` known on its block tridiagonal.
+
+        ``Zd``/``Zs`` are ``Z``'s diagonal and sub-diagonal blocks (:func:`selected_inverse`;
+        ``Zs=None`` for block-diagonal ``Z``). A column of ``U`` spans at most two consecutive
+        blocks, so these blocks are all the products need.
+        """
+        b, s = self.bandwidth, self.block
+        out = ((Zd @ self.slabs) * self.slabs).sum(1)  # (n_blocks, s + 2b)
+        full = self.slabs.new_zeros(self.n_columns)
+        full.index_add_(0, self.col_index.reshape(-1), out.reshape(-1))
+        if Zs is not None and self.n_blocks > 1:
+            # block i+1's first 2b columns are block i's last 2b
+            cross = 2.0 * ((Zs @ self.slabs[:-1, :, s:s + 2 * b]) * self.slabs[1:, :, :2 * b]
+                           ).sum(1)
+            full.index_add_(0, self.col_index[1:, :2 * b].reshape(-1), cross.reshape(-1))
+        return full[self.pad:self.pad + self.n_snps]
+
     def dense_u(self) -> Tensor:
         """Dense ``(n_t, m)`` ``U`` of the (tapered) band, for tests and small windows."""
         out = self.slabs.new_zeros((self.n_rows, self.n_columns))
@@ -264,7 +283,7 @@ def band_window(
         raise ValueError(f"target must be a non-empty contiguous slice of the {m}-SNP window, "
                          f"got {target}")
     t = slice(start, stop)
-    s = 2 * b
+    s = min(2 * b, stop - start)  # one block needs no coupling, so no padding either
     n_blocks = -(-(stop - start) // s)
     width = s + 2 * b
     slabs = torch.zeros((n_blocks, s, width), dtype=_DTYPE, device=device)
@@ -355,6 +374,28 @@ def block_solve(L: Tensor, M: Tensor | None, Y: Tensor) -> Tensor:
     """Solve ``C X = Y`` with the factor of :func:`block_cholesky` (or :func:`block_jacobi`,
     ``M=None``, for the block-diagonal part of ``C``); ``Y`` is ``(N s, k)``."""
     return block_upper_solve(L, M, block_lower_solve(L, M, Y))
+
+
+def selected_inverse(L: Tensor, M: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Diagonal and sub-diagonal blocks of ``C^-1`` from the factor of :func:`block_cholesky`.
+
+    The block form of Takahashi's recursion (Takahashi, Fagan & Chin 1973), from the last block
+    up: ``Z_NN = (L_N L_N')^-1``, ``Z_{i+1,i} = -Z_{i+1,i+1} M_i L_i^-1`` and
+    ``Z_ii = L_i^-T (L_i^-1 - M_i' Z_{i+1,i})``, in ``O(N s^3)``. With ``M=None`` (a
+    block-Jacobi factor) the blocks are simply inverted.
+    """
+    N, s, _ = L.shape
+    if M is None:
+        return torch.cholesky_inverse(L), None
+    eye = torch.eye(s, dtype=L.dtype, device=L.device)
+    Zd: list[Tensor] = [L.new_zeros(0)] * N
+    Zs: list[Tensor] = [L.new_zeros(0)] * (N - 1)
+    Zd[N - 1] = torch.cholesky_inverse(L[N - 1])
+    for i in range(N - 2, -1, -1):
+        L_inv = torch.linalg.solve_triangular(L[i], eye, upper=False)
+        Zs[i] = -Zd[i + 1] @ M[i] @ L_inv
+        Zd[i] = torch.linalg.solve_triangular(L[i].T, L_inv - M[i].T @ Zs[i], upper=True)
+    return torch.stack(Zd), (torch.stack(Zs) if N > 1 else L.new_zeros((0, s, s)))
 
 
 def block_logdet(L: Tensor) -> Tensor:

@@ -108,6 +108,7 @@ from analysislib.gwas.banded import (
     block_lower_solve,
     block_solve,
     block_upper_solve,
+    selected_inverse,
 )
 
 __all__ = [
@@ -908,6 +909,8 @@ class _Operators:
     real_rows: Tensor | None = None  # padded layouts: which rows are targets
     # () -> (V -> M^-1/2 C M^-T/2 V, log|M|) for the preconditioned SLQ log-determinant
     whitened: Callable[[], tuple[Callable[[Tensor], Tensor], float]] | None = None
+    # () -> diag(U' M^-1 U) exactly, M the preconditioner: the Hutchinson control variate
+    precond_trace: Callable[[], Tensor] | None = None
 
 
 def _make_operators(state: _CGState, F: Tensor, sigma: float, *,
@@ -996,9 +999,13 @@ def _banded_operators(state: _CGState, F: Tensor, sigma: float) -> _Operators:
         return (lambda V: block_lower_solve(L, M, matvec(block_upper_solve(L, M, V))),
                 float(block_logdet(L)))
 
+    def precond_trace() -> Tensor:
+        return bw.quadratic_diag(*selected_inverse(*factor))
+
     return _Operators(matvec, precond if factor is not None else None,
                       lambda V: bw.ut_mul(V)[window], bw.rtt_mul, state.z, float(F.mean()),
-                      False, bw.n_rows, real_rows=bw.real_rows(), whitened=whitened)
+                      False, bw.n_rows, real_rows=bw.real_rows(), whitened=whitened,
+                      precond_trace=precond_trace if factor is not None else None)
 
 
 
@@ -1028,6 +1035,8 @@ def _slq_logdet(matvec: Callable[[Tensor], Tensor], probes: Tensor, steps: int) 
         alive = alive & (b > 1e-10 * a.abs().clamp_min(1e-300))
         b = torch.where(alive, b, torch.zeros_like(b))
         betas.append(b)
+        if not bool(alive.any()):  # every Krylov space is exhausted (e.g. an exact M)
+            break
         q_prev, beta_prev = q, b
         q = torch.where(alive, w / torch.where(alive, b, torch.ones_like(b)), torch.zeros_like(w))
         basis.append(q)
@@ -1099,7 +1108,19 @@ class _IterativeNLL(torch.autograd.Function):
         grad_rel_stderr = 0.0
         if probes is not None:
             X, P = solves[:, 1:], probes
-            terms = ops.ut(X) * ops.ut(P)  # (m, S): per-probe estimates of d log|C| / dF
+            # control variate (Wenger et al. 2022, ICML, "Preconditioning for scalable GP
+            # hyperparameter optimization"): tr(C^-1 dC) = tr(M^-1 dC) + tr((C^-1 - M^-1) dC),
+            # the first term exact from the preconditioner's blocks, probes only for the second
+            exact = ops.precond_trace() if state.vtol > 0 and ops.precond_trace else None
+
+            def per_probe(X: Tensor, P: Tensor) -> Tensor:
+                UP = ops.ut(P)
+                if exact is None:
+                    return ops.ut(X) * UP
+                return ops.ut(X - ops.precond(P)) * UP
+
+            offset = 0.0 if exact is None else exact
+            terms = per_probe(X, P)  # (m, S): per-probe estimates of d log|C| / dF - offset
             if state.vtol > 0:
                 # relative to the whole gradient d(log|C| + z'C^-1 z)/dF: its quadratic part,
                 # -(U' alpha)^2, is exact given the solve
@@ -1107,7 +1128,7 @@ class _IterativeNLL(torch.autograd.Function):
 
                 def rel_stderr(t: Tensor) -> float:
                     se = t.std(1).norm() / math.sqrt(t.shape[1])
-                    return float(se / (t.mean(1) - quad_grad).norm().clamp_min(1e-300))
+                    return float(se / (offset + t.mean(1) - quad_grad).norm().clamp_min(1e-300))
 
                 grad_rel_stderr = rel_stderr(terms)
                 while extra := _more_probes(probes.shape[1], grad_rel_stderr, state.vtol,
@@ -1119,14 +1140,14 @@ class _IterativeNLL(torch.autograd.Function):
                     iterations.append(res2.iterations)
                     converged = converged and bool(res2.converged.all())
                     residual = max(residual, float(res2.relative_residual.max()))
-                    terms = torch.cat([terms, ops.ut(res2.x) * ops.ut(P2)], 1)
+                    terms = torch.cat([terms, per_probe(res2.x, P2)], 1)
                     grad_rel_stderr = rel_stderr(terms)
                 if grad_rel_stderr > state.vtol:
                     warnings.warn(
                         f"Hutchinson gradient: relative standard error {grad_rel_stderr:.3f} "
                         f"after {probes.shape[1]} probes (max_probes) misses vtol={state.vtol}",
                         RuntimeWarning, stacklevel=4)
-                state.dlogdet_F = terms.mean(1)
+                state.dlogdet_F = offset + terms.mean(1)
             else:
                 state.dlogdet_F = terms.sum(1)  # unit vectors: the exact trace
         quad = ops.z @ solves[:, 0]
