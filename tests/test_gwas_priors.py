@@ -298,3 +298,19 @@ def test_best_weights_survive_an_interruption_and_resume(sim: SimulatedGwas, tmp
     again, again_weights = run(directory)
     assert again.best_epoch == 2 and len(again.fit.history) == 6
     np.testing.assert_array_equal(again_weights, straight_weights)
+
+
+def test_linear_prior_trained_on_banded_ld_recovers_the_truth(sim: SimulatedGwas) -> None:
+    torch.manual_seed(0)
+    fs = feature_set(sim, "all")
+    model = make_prior("linear", 3, 1, 4, init_log_f=initial_log_f(sim.z, sim.ld_scores))
+    config = PriorTrainingConfig(objective="likelihood", epochs=20, lr=0.05, warmup_steps=5,
+                                 windows_per_step=2, target_size=100, flank=0, device="cpu",
+                                 method="banded", bandwidth=30)
+    trained = train_prior(model, sim, config, features=fs, kind="linear")
+    np.testing.assert_allclose(model.linear.weight.detach().numpy()[0], [1.0, -0.7, 0.0, 0.5],
+                               atol=0.35)
+    assert evaluate_prior(trained, sim, "test")["log_f_r"] > 0.95
+    config.bandwidth = None
+    with pytest.raises(ValueError, match="bandwidth"):
+        train_prior(model, sim, config, features=fs)
