@@ -206,12 +206,15 @@ def test_preconditioner_control_variate(window):
     R, b, t, log_F, z = window
     bw = band_window(R, target=t, bandwidth=b)
     lf_ref = torch.tensor(log_F, requires_grad=True)
-    window_nll(z, bw, lf_ref, target=t, method="banded").backward()
+    sig_ref = torch.tensor(0.8, dtype=torch.float64, requires_grad=True)
+    window_nll(z, bw, lf_ref, target=t, sigma=sig_ref, method="banded").backward()
     lf = torch.tensor(log_F, requires_grad=True)
-    out, info = window_nll(z, bw, lf, target=t, method="banded_cg", return_info=True)
+    sig = torch.tensor(0.8, dtype=torch.float64, requires_grad=True)
+    out, info = window_nll(z, bw, lf, target=t, sigma=sig, method="banded_cg", return_info=True)
     out.backward()
     assert info.n_probes == 16 and info.grad_rel_stderr < 1e-6  # nothing left to estimate
     np.testing.assert_allclose(lf.grad.numpy(), lf_ref.grad.numpy(), rtol=1e-5, atol=1e-9)
+    assert float(sig.grad) == pytest.approx(float(sig_ref.grad), rel=1e-7)
     lf = torch.tensor(log_F, requires_grad=True)
     _, block = window_nll(z, bw, lf, target=t, method="banded_cg", preconditioner="block",
                             min_probes=64, max_probes=64, return_info=True)

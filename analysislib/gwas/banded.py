@@ -186,17 +186,34 @@ class BandedWindow:
         """
         b, s = self.bandwidth, self.block
         weighted = self.slabs * F_cols[self.col_index][:, None, :]
-        real = self.real_rows().reshape(self.n_blocks, 1, s)
-        # R_tt keeps target columns only: the last block's padded rows are flank SNPs
-        D = weighted @ self.slabs.transpose(1, 2) + sigma * (self.slabs[:, :, b:b + s] * real)
+        r_diag, r_sub = self.rtt_blocks()
+        D = weighted @ self.slabs.transpose(1, 2) + sigma * r_diag
         diag = torch.where(self.real_rows(), eps, 1.0).to(_DTYPE).reshape(self.n_blocks, s)
         D = D + torch.diag_embed(diag)
         if self.n_blocks == 1:
             return D, D.new_zeros((0, s, s))
         B = weighted[1:, :, :2 * b] @ self.slabs[:-1, :, s:s + 2 * b].transpose(1, 2)
+        return D, B + sigma * r_sub
+
+    def rtt_blocks(self) -> tuple[Tensor, Tensor]:
+        """Diagonal and sub-diagonal ``s x s`` blocks of ``R_tt`` (padded rows zero)."""
+        b, s = self.bandwidth, self.block
+        # R_tt keeps target columns only: the last block's padded rows are flank SNPs
+        real = self.real_rows().reshape(self.n_blocks, 1, s)
+        r_diag = self.slabs[:, :, b:b + s] * real
+        if self.n_blocks == 1:
+            return r_diag, r_diag.new_zeros((0, s, s))
         r_sub = torch.cat([self.slabs.new_zeros((self.n_blocks - 1, s, b)),
                            self.slabs[1:, :, :b]], dim=2)
-        return D, B + sigma * r_sub
+        return r_diag, r_sub
+
+    def rtt_trace(self, Zd: Tensor, Zs: Tensor | None) -> Tensor:
+        """``tr(Z R_tt)`` for ``Z`` known on its block tridiagonal (:func:`selected_inverse`)."""
+        r_diag, r_sub = self.rtt_blocks()
+        out = (Zd * r_diag).sum()
+        if Zs is not None and self.n_blocks > 1:
+            out = out + 2.0 * (Zs * r_sub).sum()
+        return out
 
     def quadratic_diag(self, Zd: Tensor, Zs: Tensor | None) -> Tensor:
         """``diag(U' Z U)`` over the window's SNPs, for ``Z`` known on its block tridiagonal.

@@ -878,6 +878,7 @@ class _CGState:
     solves: Tensor | None = None
     probes: Tensor | None = None
     dlogdet_F: Tensor | None = None
+    sigma_offset: Tensor | None = None
     ops: Any = None
 
 
@@ -909,8 +910,9 @@ class _Operators:
     real_rows: Tensor | None = None  # padded layouts: which rows are targets
     # () -> (V -> M^-1/2 C M^-T/2 V, log|M|) for the preconditioned SLQ log-determinant
     whitened: Callable[[], tuple[Callable[[Tensor], Tensor], float]] | None = None
-    # () -> diag(U' M^-1 U) exactly, M the preconditioner: the Hutchinson control variate
-    precond_trace: Callable[[], Tensor] | None = None
+    # () -> (diag(U' M^-1 U), tr(M^-1 R_tt)) exactly, M the preconditioner: the Hutchinson
+    # control variates of d log|C| / dF and d log|C| / d sigma
+    precond_trace: Callable[[], tuple[Tensor, Tensor]] | None = None
 
 
 def _make_operators(state: _CGState, F: Tensor, sigma: float, *,
@@ -999,8 +1001,9 @@ def _banded_operators(state: _CGState, F: Tensor, sigma: float) -> _Operators:
         return (lambda V: block_lower_solve(L, M, matvec(block_upper_solve(L, M, V))),
                 float(block_logdet(L)))
 
-    def precond_trace() -> Tensor:
-        return bw.quadratic_diag(*selected_inverse(*factor))
+    def precond_trace() -> tuple[Tensor, Tensor]:
+        Z = selected_inverse(*factor)
+        return bw.quadratic_diag(*Z), bw.rtt_trace(*Z)
 
     return _Operators(matvec, precond if factor is not None else None,
                       lambda V: bw.ut_mul(V)[window], bw.rtt_mul, state.z, float(F.mean()),
@@ -1111,7 +1114,8 @@ class _IterativeNLL(torch.autograd.Function):
             # control variate (Wenger et al. 2022, ICML, "Preconditioning for scalable GP
             # hyperparameter optimization"): tr(C^-1 dC) = tr(M^-1 dC) + tr((C^-1 - M^-1) dC),
             # the first term exact from the preconditioner's blocks, probes only for the second
-            exact = ops.precond_trace() if state.vtol > 0 and ops.precond_trace else None
+            exact, state.sigma_offset = (ops.precond_trace()
+                                         if state.vtol > 0 and ops.precond_trace else (None, None))
 
             def per_probe(X: Tensor, P: Tensor) -> Tensor:
                 UP = ops.ut(P)
@@ -1214,7 +1218,11 @@ class _IterativeNLL(torch.autograd.Function):
         g_sigma = None
         if ctx.needs_input_grad[1]:
             scale = 1.0 if state.vtol == 0 else 1.0 / P.shape[1]
-            d_logdet_sigma = (X * ops.sigma_op(P)).sum() * scale
+            if state.sigma_offset is None:
+                d_logdet_sigma = (X * ops.sigma_op(P)).sum() * scale
+            else:  # the same control variate as for F
+                d_logdet_sigma = (state.sigma_offset
+                                  + ((X - ops.precond(P)) * ops.sigma_op(P)).sum() * scale)
             d_quad_sigma = -(alpha[:, 0] @ ops.sigma_op(alpha)[:, 0])
             g_sigma = grad_out * (d_logdet_sigma + d_quad_sigma)
         return g_logF, g_sigma, None
