@@ -206,8 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``analysislib`` console script.
 
-    Expected failures (bad input, missing data or tools, unknown names) print one ``error:``
-    line and exit 1; set ``ANALYSISLIB_DEBUG=1`` for the traceback.
+    Expected failures (bad input, missing data or tools, unknown names, unreadable or
+    unwritable files) print one ``error:`` line naming the file (and record) and exit 1; set
+    ``ANALYSISLIB_DEBUG=1`` for the traceback.
     """
     import os
 
@@ -216,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
-    except (AnalysisLibError, FileNotFoundError, KeyError, ValueError) as err:
+    except (AnalysisLibError, OSError, EOFError, KeyError, ValueError) as err:
         if os.environ.get("ANALYSISLIB_DEBUG"):
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err

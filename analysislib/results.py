@@ -8,6 +8,19 @@ Layout: ``<root>/<task>/<run_id>.parquet``, one file per run, written atomically
 concatenates them. Nothing is ever rewritten, so concurrent runs cannot corrupt each other. The
 root is ``$ANALYSISLIB_RESULTS`` or ``results/`` under the current directory.
 
+Integrity: beside each ``RUN.parquet`` lies ``RUN.parquet.sha256``, the sha256 of the parquet
+bytes in ``sha256sum`` format (``sha256sum -c`` checks it too). Writers build both as hidden
+temporaries ending in ``.tmp`` (never matched by the reader) and rename the checksum into place
+first, so a writer killed at any moment leaves either nothing visible or a complete pair (an
+orphan ``.sha256`` without its parquet is ignored). The reader verifies every file before it
+parses it and checks that the table has the schema below, its folder's task and its file's run
+id. A file failing any check is damaged: :meth:`ResultsStore.read` raises an
+:class:`~analysislib.errors.InputFormatError` naming it, or with ``on_damaged="skip"`` leaves
+it out with a warning naming it; it never returns values that differ from those written.
+Files written before checksums existed (no ``.sha256``) are still read, after the same schema
+checks, with one :class:`UnverifiedResultsWarning` per read naming how many there are;
+:meth:`ResultsStore.add_checksums` records checksums for them.
+
 Schema (:data:`COLUMNS`):
 
 ============== ======== =====================================================================
@@ -45,24 +58,29 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import io
 import json
 import os
 import subprocess
 import uuid
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
+from analysislib.errors import InputFormatError
 from analysislib.io.atomic import atomic_output
 
 __all__ = [
+    "CHECKSUM_SUFFIX",
     "COLUMNS",
     "OPTIONAL_COLUMNS",
     "RESULTS_ENV",
     "ResultsStore",
+    "UnverifiedResultsWarning",
     "array_checksum",
     "code_version",
     "new_run_id",
@@ -80,6 +98,12 @@ COLUMNS: dict[str, str] = {
 }
 #: Columns added to the schema later: NaN when a writer or a stored file lacks them.
 OPTIONAL_COLUMNS: tuple[str, ...] = ("fit_seconds", "impute_seconds")
+#: Suffix of the checksum file stored beside each ``RUN.parquet``.
+CHECKSUM_SUFFIX = ".sha256"
+
+
+class UnverifiedResultsWarning(UserWarning):
+    """Some stored files have no checksum (written before checksums existed)."""
 
 
 def new_run_id() -> str:
@@ -153,26 +177,64 @@ class ResultsStore:
         target = self.root / str(frame["task"].iloc[0]) / f"{frame['run_id'].iloc[0]}.parquet"
         if target.exists():
             raise FileExistsError(f"{target} exists: run ids are written once")
-        with atomic_output(target) as tmp:
+        # Hidden temporaries ending in .tmp; the checksum is renamed into place first.
+        with atomic_output(target, companions=(CHECKSUM_SUFFIX,), keep_suffix=False) as tmp:
             frame.to_parquet(tmp, index=False)
+            _write_checksum(tmp, Path(f"{tmp}{CHECKSUM_SUFFIX}"), target.name)
         return target
 
-    def read(self, task: str | None = None, *, latest: bool = False, **filters: Any) -> pd.DataFrame:
+    def files(self, task: str | None = None) -> list[Path]:
+        """The stored run files (of one task), sorted; temporaries and hidden files excluded."""
+        if not self.root.is_dir():
+            return []
+        folders = [self.root / task] if task else sorted(self.root.iterdir())
+        return sorted(f for folder in folders if folder.is_dir() and not folder.name.startswith(".")
+                      for f in folder.glob("*.parquet") if _is_run_file(f))
+
+    def read(self, task: str | None = None, *, latest: bool = False,
+             on_damaged: Literal["raise", "skip"] = "raise", **filters: Any) -> pd.DataFrame:
         """All rows (of one task), optionally filtered by column equality or membership.
 
         ``store.read("genotype_imputation", method=["beagle", "minimac4"], metric="r2")``
 
         With ``latest=True`` only the most recent run of each (task, dataset, scenario, method)
         is kept, so re-running an experiment replaces it in summaries without deleting history.
+
+        Every file is checked against its ``.sha256`` and the schema before its rows are used.
+        A damaged file raises (``on_damaged="raise"``, the default) or is left out with a
+        warning naming it (``on_damaged="skip"``). Files without a checksum (written before
+        checksums existed) are read after the schema checks, with one
+        :class:`UnverifiedResultsWarning`.
+
+        Raises
+        ------
+        InputFormatError
+            A file is damaged (checksum mismatch, unreadable parquet, wrong schema); the message
+            names it.
         """
-        pattern = f"{task}/*.parquet" if task else "*/*.parquet"
-        files = sorted(self.root.glob(pattern))
-        if not files:
+        if on_damaged not in ("raise", "skip"):
+            raise ValueError(f"on_damaged must be 'raise' or 'skip', not {on_damaged!r}")
+        tables, unverified = [], []
+        for path in self.files(task):
+            try:
+                table, verified = _load_run_file(path)
+            except InputFormatError as err:
+                if on_damaged == "raise":
+                    raise
+                warnings.warn(f"skipping damaged results file: {err}", stacklevel=2)
+                continue
+            tables.append(table)
+            if not verified:
+                unverified.append(path)
+        if unverified:
+            warnings.warn(
+                f"{len(unverified)} results file(s) have no {CHECKSUM_SUFFIX} checksum and cannot "
+                f"be verified (written before checksums existed), e.g. {unverified[0]}; "
+                "ResultsStore.add_checksums() records checksums for them",
+                UnverifiedResultsWarning, stacklevel=2)
+        if not tables:
             return pd.DataFrame({c: pd.Series(dtype=t) for c, t in COLUMNS.items()})
-        frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-        # Files written before a column was added read back with NaN there.
-        frame = frame.reindex(columns=list(COLUMNS)).astype(
-            {c: COLUMNS[c] for c in OPTIONAL_COLUMNS})
+        frame = pd.concat(tables, ignore_index=True)
         for column, wanted in filters.items():
             if column not in COLUMNS:
                 raise KeyError(f"no column {column!r}; columns: {list(COLUMNS)}")
@@ -186,17 +248,111 @@ class ResultsStore:
 
     def tasks(self) -> list[str]:
         """Tasks with at least one run in the store."""
-        if not self.root.is_dir():
-            return []
-        return sorted(p.name for p in self.root.iterdir()
-                      if p.is_dir() and next(p.glob("*.parquet"), None) is not None)
+        return sorted({f.parent.name for f in self.files()})
 
-    def runs(self, task: str | None = None) -> pd.DataFrame:
-        """One row per run: identity, cost and provenance."""
+    def runs(self, task: str | None = None, *,
+             on_damaged: Literal["raise", "skip"] = "raise") -> pd.DataFrame:
+        """One row per run: identity, cost and provenance (``on_damaged`` as in :meth:`read`)."""
         keys = ["run_id", "timestamp", "task", "dataset", "scenario", "method", "runtime_s",
                 "fit_seconds", "impute_seconds", "peak_memory_mb", "parameters", "data_checksum",
                 "code_version"]
-        return self.read(task)[keys].drop_duplicates("run_id").reset_index(drop=True)
+        table = self.read(task, on_damaged=on_damaged)
+        return table[keys].drop_duplicates("run_id").reset_index(drop=True)
+
+    def add_checksums(self) -> list[Path]:
+        """Write the missing ``.sha256`` of files stored before checksums existed.
+
+        Every such file must first pass the schema checks of :meth:`read`; if one fails, none
+        is written. Returns the checksum files written.
+
+        Raises
+        ------
+        InputFormatError
+            A file without a checksum fails the schema checks; nothing is written for it.
+        """
+        unsealed = {}
+        for path in self.files():
+            if not Path(f"{path}{CHECKSUM_SUFFIX}").exists():
+                data = path.read_bytes()
+                _parse_run_file(path, data)  # check them all before writing any
+                unsealed[path] = hashlib.sha256(data).hexdigest()
+        written = []
+        for path, digest in unsealed.items():
+            sidecar = Path(f"{path}{CHECKSUM_SUFFIX}")
+            with atomic_output(sidecar, keep_suffix=False) as tmp:
+                tmp.write_text(f"{digest}  {path.name}\n")
+            written.append(sidecar)
+        return written
+
+
+def _is_run_file(path: Path) -> bool:
+    """Whether a ``*.parquet`` name is a stored run (not hidden, not a temporary)."""
+    return not path.name.startswith(".") and ".tmp" not in path.name
+
+
+def _write_checksum(data_path: Path, sidecar: Path, name: str) -> None:
+    """Write ``sha256  name`` of ``data_path``'s bytes to ``sidecar`` (sha256sum format)."""
+    digest = hashlib.sha256(data_path.read_bytes()).hexdigest()
+    sidecar.write_text(f"{digest}  {name}\n")
+
+
+def _load_run_file(path: Path) -> tuple[pd.DataFrame, bool]:
+    """Read one stored run, verified: its rows, and whether a checksum vouched for them."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise InputFormatError(path, f"damaged results file: cannot read it ({err})") from None
+    sidecar = Path(f"{path}{CHECKSUM_SUFFIX}")
+    try:
+        recorded_text = sidecar.read_bytes()
+    except FileNotFoundError:
+        return _parse_run_file(path, data), False
+    except OSError as err:
+        raise InputFormatError(
+            path, f"damaged results file: cannot read its checksum {sidecar.name} ({err})") from None
+    fields = recorded_text.split()
+    recorded = fields[0].decode("ascii", "replace").lower() if fields else ""
+    if (len(fields) != 2 or len(recorded) != 64 or not all(c in "0123456789abcdef" for c in recorded)
+            or fields[1].lstrip(b"*") != path.name.encode()):
+        raise InputFormatError(
+            path, f"damaged results file: its checksum file {sidecar.name} is malformed "
+            f"(expected 'SHA256  {path.name}')")
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != recorded:
+        raise InputFormatError(
+            path, f"damaged results file: sha256 {actual} differs from {recorded} recorded in "
+            f"{sidecar.name} when it was written")
+    return _parse_run_file(path, data), True
+
+
+def _parse_run_file(path: Path, data: bytes) -> pd.DataFrame:
+    """Parse a stored run's parquet bytes and check schema, task and run id."""
+    try:
+        table = pd.read_parquet(io.BytesIO(data))
+    except Exception as err:  # noqa: BLE001 - pyarrow raises many types for corrupt bytes
+        reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+        raise InputFormatError(path, f"damaged results file: not a readable parquet file ({reason})"
+                               ) from None
+    required = [c for c in COLUMNS if c not in OPTIONAL_COLUMNS]
+    missing = [c for c in required if c not in table.columns]
+    extra = [c for c in table.columns if c not in COLUMNS]
+    if missing or extra:
+        raise InputFormatError(path, f"damaged results file: missing columns {missing}, "
+                               f"unknown columns {extra}")
+    # Files written before a column was added read back with NaN there.
+    table = table.reindex(columns=list(COLUMNS))
+    try:
+        table = table.astype(COLUMNS)
+    except (TypeError, ValueError) as err:
+        raise InputFormatError(path, f"damaged results file: a column has the wrong type ({err})"
+                               ) from None
+    checks = (("task", path.parent.name), ("run_id", path.name.removesuffix(".parquet")))
+    for column, expected in checks:
+        found = sorted(set(table[column].astype(str)))
+        if found != [expected]:
+            raise InputFormatError(path, f"damaged results file: column {column} holds {found[:3]}, "
+                                   f"expected only {expected!r} (from the file's path)")
+    return table
 
 
 def parameters_json(parameters: Mapping[str, Any]) -> str:

@@ -102,3 +102,38 @@ def test_unknown_catalog_field_is_named(tmp_path):
     bad.write_text(yaml.safe_dump({"version": 1, "datasets": {"x": entry}}))
     with pytest.raises(ValueError, match=r"'x' has unknown fields \['sha'\]"):
         load_catalog(bad)
+
+
+def test_hash_memo_sees_an_in_place_edit_with_the_same_size_and_mtime(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from analysislib import catalog
+
+    path = tmp_path / "track.npz"
+    path.write_bytes(b"a" * 64)
+    os.utime(path, ns=(10**18, 10**18))
+    # Hash "much later" than the file changed, so the result is memoised.
+    now = time.time_ns
+    monkeypatch.setattr(catalog.time, "time_ns", lambda: now() + 10 * 10**9)
+    assert sha256_of(path) == hashlib.sha256(b"a" * 64).hexdigest()
+    memo = dict(catalog._VERIFIED)
+    assert any(key[0] == str(path.resolve()) for key in memo)
+    assert sha256_of(path) == hashlib.sha256(b"a" * 64).hexdigest()  # served from the memo
+    before = path.stat()
+    with open(path, "r+b") as handle:  # in place: same inode, same size
+        handle.write(b"b")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # mtime put back
+    after = path.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino, before.st_size, before.st_mtime_ns)
+    assert sha256_of(path) == hashlib.sha256(b"b" + b"a" * 63).hexdigest()
+
+
+def test_hash_of_a_file_changed_just_now_is_not_memoised(tmp_path):
+    from analysislib import catalog
+
+    path = tmp_path / "fresh.bin"
+    path.write_bytes(b"fresh")
+    assert sha256_of(path) == hashlib.sha256(b"fresh").hexdigest()
+    assert not any(key[0] == str(path.resolve()) for key in catalog._VERIFIED)

@@ -1,9 +1,21 @@
 from __future__ import annotations
 
+import re
+import warnings
+
 import pandas as pd
 import pytest
 
-from analysislib.results import COLUMNS, ResultsStore, array_checksum, new_run_id, parameters_json
+from analysislib.errors import InputFormatError
+from analysislib.results import (
+    CHECKSUM_SUFFIX,
+    COLUMNS,
+    ResultsStore,
+    UnverifiedResultsWarning,
+    array_checksum,
+    new_run_id,
+    parameters_json,
+)
 
 
 def _rows(run_id, method="beagle", values=(0.9, 0.8)):
@@ -73,7 +85,8 @@ def test_fit_and_impute_seconds_are_stored_and_old_rows_read_as_nan(tmp_path):
     old = pd.DataFrame(_rows("run1", method="old", values=(0.5,)))
     assert "fit_seconds" not in old.columns
     old.to_parquet(tmp_path / "genotype_imputation" / "run1.parquet", index=False)
-    table = store.read("genotype_imputation")
+    with pytest.warns(UnverifiedResultsWarning, match="1 results file"):
+        table = store.read("genotype_imputation")
     assert list(table.columns) == list(COLUMNS)
     by_method = table.set_index("method")
     assert by_method.loc["beagle", "fit_seconds"].tolist() == [1.25, 1.25]
@@ -81,6 +94,144 @@ def test_fit_and_impute_seconds_are_stored_and_old_rows_read_as_nan(tmp_path):
     for method in ("old", "minimac4"):
         assert pd.isna(by_method.loc[method, "fit_seconds"])
         assert pd.isna(by_method.loc[method, "impute_seconds"])
-    runs = store.runs().set_index("run_id")
+    with pytest.warns(UnverifiedResultsWarning):
+        runs = store.runs().set_index("run_id")
     assert runs.loc["run2", "fit_seconds"] == 1.25 and pd.isna(runs.loc["run1", "impute_seconds"])
     assert table["fit_seconds"].dtype == "float64"
+
+
+# ----------------------------------------------------------------------------- integrity
+
+
+def test_reader_never_matches_a_temporary_of_a_killed_writer(tmp_path, monkeypatch):
+    from analysislib import results
+
+    store = ResultsStore(tmp_path)
+    store.append(_rows("run1"))
+    folder = tmp_path / "genotype_imputation"
+    # What a writer of the old naming killed mid-append left behind (issue repro).
+    (folder / ".x.parquet.ab.tmp.parquet").write_bytes(b"PAR1")
+    # A writer killed now: read the store while the temporaries exist, before any rename.
+    seen = {}
+    write_checksum = results._write_checksum
+
+    def read_mid_append(data_path, sidecar, name):
+        write_checksum(data_path, sidecar, name)
+        seen["temporaries"] = sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+        seen["rows"] = len(store.read())
+
+    monkeypatch.setattr(results, "_write_checksum", read_mid_append)
+    store.append(_rows("run2"))
+    assert seen["rows"] == 2  # run1 only: neither temporary was read
+    temporaries = [n for n in seen["temporaries"] if n.startswith(".run2.parquet.")]
+    assert len(temporaries) == 2 and not any(n.endswith(".parquet") for n in temporaries)
+    assert len(store.read()) == 4 and store.tasks() == ["genotype_imputation"]
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
+        "run1.parquet", f"run1.parquet{CHECKSUM_SUFFIX}", "run2.parquet", f"run2.parquet{CHECKSUM_SUFFIX}"]
+
+
+def test_checksum_file_is_sha256sum_format_and_an_orphan_is_ignored(tmp_path):
+    import hashlib
+
+    store = ResultsStore(tmp_path)
+    path = store.append(_rows("run1"))
+    sidecar = path.with_name(path.name + CHECKSUM_SUFFIX)
+    assert sidecar.read_text() == f"{hashlib.sha256(path.read_bytes()).hexdigest()}  run1.parquet\n"
+    # Killed between the two renames: the checksum is in place, its parquet is not.
+    sidecar.with_name("run0.parquet" + CHECKSUM_SUFFIX).write_text(sidecar.read_text())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(store.read()) == 2
+
+
+def _flipped_reads(store, flipped, named, original, masks=None):
+    """Flip each byte of ``flipped``: every read must raise naming ``named`` or return ``original``.
+
+    Byte ``i`` gets bit ``i % 8`` flipped, or each XOR mask of ``masks`` in turn.
+    """
+    data = flipped.read_bytes()
+    outcomes = {"raised": 0, "identical": 0}
+    for i in range(len(data)):
+        for mask in masks or [1 << (i % 8)]:
+            flipped.write_bytes(data[:i] + bytes([data[i] ^ mask]) + data[i + 1:])
+            try:
+                table = store.read()
+            except InputFormatError as err:
+                assert str(err).startswith(f"{named}: damaged results file"), str(err)
+                outcomes["raised"] += 1
+                continue
+            pd.testing.assert_frame_equal(table, original)
+            outcomes["identical"] += 1
+    flipped.write_bytes(data)
+    return outcomes
+
+
+def test_every_single_byte_flip_raises_naming_the_file_or_reads_identical(tmp_path):
+    store = ResultsStore(tmp_path)
+    path = store.append(_rows("run1", values=(0.5,)))
+    original = store.read()
+    outcomes = _flipped_reads(store, path, path, original)
+    assert outcomes == {"raised": path.stat().st_size, "identical": 0}
+    sidecar = path.with_name(path.name + CHECKSUM_SUFFIX)
+    masks = (0x01, 0x02, 0x20, 0x80, 0xFF)
+    outcomes = _flipped_reads(store, sidecar, path, original, masks)
+    # Only changing a hex letter's case keeps the record (0x20 on a-f); all else raises.
+    assert outcomes["raised"] + outcomes["identical"] == len(masks) * sidecar.stat().st_size
+    assert outcomes["identical"] < 64
+    pd.testing.assert_frame_equal(store.read(), original)
+
+
+def test_damaged_file_is_skipped_with_a_warning_naming_it_when_asked(tmp_path):
+    store = ResultsStore(tmp_path)
+    path = store.append(_rows("run1", values=(0.5,)))
+    store.append(_rows("run2", method="minimac4", values=(0.7,)))
+    other = store.read(method="minimac4")
+    data = path.read_bytes()
+    for i in range(0, len(data), 101):
+        path.write_bytes(data[:i] + bytes([data[i] ^ 0x10]) + data[i + 1:])
+        with pytest.warns(UserWarning, match=re.escape(f"skipping damaged results file: {path}: damaged")):
+            kept = store.read(on_damaged="skip")
+        pd.testing.assert_frame_equal(kept, other)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [(lambda p: p.write_bytes(b"PAR1"), "differs from"),
+     (lambda p: p.write_bytes(b""), "differs from"),
+     (lambda p: p.with_name(p.name + CHECKSUM_SUFFIX).write_text("nonsense\n"), "malformed")],
+)
+def test_damaged_file_is_named_in_one_line(tmp_path, damage, message):
+    store = ResultsStore(tmp_path)
+    path = store.append(_rows("run1"))
+    damage(path)
+    with pytest.raises(InputFormatError, match=message) as info:
+        store.read()
+    assert str(info.value).startswith(f"{path}: damaged results file") and "\n" not in str(info.value)
+    with pytest.warns(UserWarning, match="skipping damaged results file"):
+        assert store.read(on_damaged="skip").empty
+    with pytest.raises(ValueError, match="on_damaged"):
+        store.read(on_damaged="ignore")
+
+
+def test_old_files_without_checksum_read_with_one_warning_until_checksummed(tmp_path):
+    store = ResultsStore(tmp_path)
+    folder = tmp_path / "genotype_imputation"
+    folder.mkdir()
+    for run in ("run1", "run2"):
+        pd.DataFrame(_rows(run)).to_parquet(folder / f"{run}.parquet", index=False)
+    with pytest.warns(UnverifiedResultsWarning) as caught:
+        assert len(store.read()) == 4
+    assert len(caught) == 1 and "2 results file(s)" in str(caught[0].message)
+    # Schema checks still apply: a legacy file whose run id changed is refused by name.
+    bad = pd.DataFrame(_rows("runX"))
+    bad.to_parquet(folder / "run3.parquet", index=False)
+    with pytest.raises(InputFormatError, match=r"run3\.parquet: damaged results file: column run_id"):
+        store.read()
+    with pytest.raises(InputFormatError, match=r"run3\.parquet"):
+        store.add_checksums()
+    (folder / "run3.parquet").unlink()
+    assert [p.name for p in store.add_checksums()] == [
+        f"run1.parquet{CHECKSUM_SUFFIX}", f"run2.parquet{CHECKSUM_SUFFIX}"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(store.read()) == 4

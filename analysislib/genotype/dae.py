@@ -1863,6 +1863,22 @@ class ImputeReport:
         ])
 
 
+def _refuse_output_is_input(in_vcf: str | os.PathLike[str], out_vcf: str | os.PathLike[str]) -> None:
+    """Raise ValueError if writing ``out_vcf`` would replace ``in_vcf``.
+
+    Compares resolved paths (symbolic links, ``..``) and, when both exist, file identity
+    (device and inode: hard links, bind mounts).
+    """
+    source, target = Path(in_vcf), Path(out_vcf)
+    same = source.resolve() == target.resolve()
+    if not same and source.exists() and target.exists():
+        same = os.path.samefile(source, target)
+    if same:
+        raise ValueError(
+            f"{out_vcf}: the output is the input file {in_vcf} (the same file); writing it "
+            "would replace the input, so choose another output path")
+
+
 def impute_vcf(
     bundle: Bundle | str | os.PathLike[str],
     in_vcf: str | os.PathLike[str],
@@ -1901,9 +1917,16 @@ def impute_vcf(
     Returns
     -------
     ImputeReport
+
+    Raises
+    ------
+    ValueError
+        ``out_vcf`` is ``in_vcf`` (by path or by identity, e.g. a hard link): nothing is read
+        or written.
     """
     from analysislib.io.vcf import read_vcf, write_vcf
 
+    _refuse_output_is_input(in_vcf, out_vcf)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     if not isinstance(bundle, Bundle):

@@ -16,7 +16,8 @@ __all__ = ["atomic_output"]
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str], companions: tuple[str, ...] = ()) -> Iterator[Path]:
+def atomic_output(path: str | os.PathLike[str], companions: tuple[str, ...] = (), *,
+                  keep_suffix: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it into place only if the block succeeds.
 
     Parameters
@@ -25,16 +26,21 @@ def atomic_output(path: str | os.PathLike[str], companions: tuple[str, ...] = ()
         Final destination.
     companions
         Suffixes of companion files written next to the temporary file (for example ``".tbi"``
-        for a tabix index). They are renamed together with the main file, or removed on failure.
+        for a tabix index). They are renamed into place before the main file (so the main file
+        never appears without them), or removed on failure.
+    keep_suffix
+        Give the temporary file the destination's suffixes (``.NAME.XXXX.tmp.vcf.gz``) for tools
+        that sniff them (default). With False its name ends in ``.tmp`` (``.NAME.XXXX.tmp``), so
+        a reader globbing ``*.parquet`` never picks up a temporary left by a killed writer.
 
     Yields
     ------
     Path
-        Where to write. It keeps the destination's suffixes so tools that sniff them still work.
+        Where to write: a hidden sibling of ``path`` (its name starts with a dot).
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(final.suffixes)
+    suffix = "".join(final.suffixes) if keep_suffix else ""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{suffix}", dir=final.parent)
     os.close(fd)
     umask = os.umask(0)

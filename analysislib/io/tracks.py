@@ -18,7 +18,9 @@ import json
 import os
 import shutil
 import tempfile
+import tokenize
 import zipfile
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -70,7 +72,15 @@ def parse_roadmap_name(path: PathLike) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
+# What NumPy, zipfile and zlib raise for a damaged or cut npz (zero bytes: EOFError; a flipped
+# deflate bit: zlib.error; a damaged .npy header: SyntaxError or tokenize.TokenError).
+_NPZ_ERRORS = (zipfile.BadZipFile, OSError, ValueError, EOFError, zlib.error, NotImplementedError,
+               SyntaxError, tokenize.TokenError, KeyError)
+
+
 def _load_npz_track(path: Path) -> np.ndarray:
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputFormatError(path, "empty file (0 bytes): not an npz archive")
     try:
         with np.load(path, allow_pickle=False) as archive:
             keys = list(archive.files)
@@ -78,10 +88,14 @@ def _load_npz_track(path: Path) -> np.ndarray:
                 raise InputFormatError(path, f"expected the array key {NPZ_KEY!r}, found {keys}",
                                        record=f"key {NPZ_KEY}")
             values = archive[NPZ_KEY]
-    except (zipfile.BadZipFile, OSError, ValueError) as err:
-        if isinstance(err, InputFormatError):
-            raise
-        raise InputFormatError(path, f"not a readable npz archive ({err})") from err
+    except InputFormatError:
+        raise
+    except FileNotFoundError:
+        raise
+    except _NPZ_ERRORS as err:
+        reason = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        raise InputFormatError(path, f"not a readable npz archive, the file is damaged or cut "
+                               f"short ({reason})") from None
     if values.ndim != 1:
         raise InputFormatError(path, f"expected a 1-D track, got shape {values.shape}",
                                record=f"key {NPZ_KEY}")

@@ -118,6 +118,8 @@ def _inspect(path: Path) -> _Layout:
     """Open ``path`` with pysam, check it is VCF/BCF and read its header."""
     if not path.exists():
         raise FileNotFoundError(f"no such VCF/BCF file: {path}")
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputFormatError(path, "not a readable VCF/BCF file: empty file (0 bytes)")
     with open(path, "rb") as handle:
         magic = handle.read(18)
     is_gzip = magic[:2] == b"\x1f\x8b"
@@ -138,8 +140,10 @@ def _inspect(path: Path) -> _Layout:
                 fmt, samples, names, lengths = _pysam_header(header_only)
         else:
             fmt, samples, names, lengths = _pysam_header(path)
-    except (ValueError, OSError) as err:
-        raise InputFormatError(path, f"not a readable VCF/BCF file ({err})") from None
+    except (ValueError, OSError, NotImplementedError, AssertionError) as err:
+        # htslib says only "does not have valid header"; find the damaged block or header line.
+        reason = _diagnose_unreadable(path, bool(is_bgzf), is_gzip)
+        raise InputFormatError(path, reason or f"not a readable VCF/BCF file ({err})") from None
     if fmt not in ("VCF", "BCF"):
         raise InputFormatError(path, f"not a VCF/BCF file (htslib detected {fmt})")
     if len(set(samples)) != len(samples):
@@ -153,13 +157,143 @@ def _inspect(path: Path) -> _Layout:
 
 
 def _pysam_header(path: Path) -> tuple[str, tuple[str, ...], tuple[str, ...], tuple[int | None, ...]]:
-    """Format, samples, contig names and lengths, as htslib parses the header."""
+    """Format, samples, contig names and lengths, as htslib parses the header.
+
+    Contigs are taken from the ``##contig`` header records in file order, not from pysam's
+    ``header.contigs``: that mapping fails with a bare AssertionError when the lines carry
+    ``IDX=`` values with gaps (as in htslib's ``test/modhdr.vcf.gz``), which htslib and
+    bcftools accept.
+    """
     import pysam
 
     with _quiet_htslib(), pysam.VariantFile(str(path)) as vf:
-        contigs = list(vf.header.contigs.values())
-        return (str(vf.format), tuple(str(s) for s in vf.header.samples),
-                tuple(str(c.name) for c in contigs), tuple(c.length for c in contigs))
+        names: dict[str, None] = {}
+        lengths: list[int | None] = []
+        for record in vf.header.records:
+            if record.type != "CONTIG" or record.get("ID") is None or str(record["ID"]) in names:
+                continue
+            names[str(record["ID"])] = None
+            length = str(record.get("length") or "")
+            lengths.append(int(length) if length.isdigit() else None)
+        return (str(vf.format), tuple(str(s) for s in vf.header.samples), tuple(names),
+                tuple(lengths))
+
+
+_HEADER_LIMIT = 256 * 2**20  # header bytes examined when explaining why a file cannot be opened
+_FIXED_COLUMNS = (b"#CHROM", b"POS", b"ID", b"REF", b"ALT", b"QUAL", b"FILTER", b"INFO")
+
+
+def _bgzf_header_bytes(path: Path) -> bytes:
+    """Decompress the BGZF blocks holding the header, checking each block's CRC32 and size.
+
+    Stops after the block that ends the ``#CHROM`` line. Raises InputFormatError naming the
+    byte offset of a damaged or cut block.
+    """
+    text = bytearray()
+    offset = 0
+    with open(path, "rb") as handle:
+        while len(text) < _HEADER_LIMIT:
+            head = handle.read(18)
+            if not head:
+                break
+            if (len(head) < 18 or head[:4] != b"\x1f\x8b\x08\x04" or head[10:12] != b"\x06\x00"
+                    or head[12:16] != b"BC\x02\x00"):
+                raise InputFormatError(path, f"damaged BGZF block header at byte {offset} "
+                                       "(the file is corrupt or cut short)")
+            size = int.from_bytes(head[16:18], "little") + 1
+            rest = handle.read(size - 18)
+            if len(rest) != size - 18 or size < 26:
+                raise InputFormatError(path, f"the BGZF block at byte {offset} is cut short "
+                                       "(truncated file)")
+            try:
+                data = zlib.decompress(rest[:-8], -15)
+            except zlib.error as err:
+                raise InputFormatError(path, f"corrupt compressed data in the BGZF block at byte "
+                                       f"{offset} ({err})") from None
+            crc, length = int.from_bytes(rest[-8:-4], "little"), int.from_bytes(rest[-4:], "little")
+            if zlib.crc32(data) != crc or len(data) != length:
+                raise InputFormatError(path, f"checksum (CRC32) mismatch in the BGZF block at byte "
+                                       f"{offset}: the file is damaged")
+            text += data
+            offset += size
+            chrom = text.find(b"#CHROM")
+            if chrom >= 0 and text.find(b"\n", chrom) >= 0:
+                break
+    return bytes(text)
+
+
+def _diagnose_unreadable(path: Path, is_bgzf: bool, is_gzip: bool) -> str | None:
+    """Why htslib refused to open ``path``: a damaged block or the header line at fault.
+
+    Raises InputFormatError for damaged compressed data; returns a message for a header
+    problem, or None when no cause is found.
+    """
+    if is_bgzf:
+        text = _bgzf_header_bytes(path)
+    elif is_gzip:
+        text = _gzip_header(path)
+    else:
+        with open(path, "rb") as handle:
+            text = handle.read(_HEADER_LIMIT)
+    if text[:3] == b"BCF":
+        return None
+    lines = text.split(b"\n")
+    if not lines[0].startswith(b"##fileformat=VCF"):
+        return (f"not a readable VCF/BCF file: line 1 is {lines[0][:40]!r}, not "
+                "##fileformat=VCFv4.x (the file is another format, or its header is damaged)")
+    chrom = next((i for i, line in enumerate(lines) if line[:1] != b"#" or line[:2] != b"##"), None)
+    if chrom is None or not lines[chrom].startswith(b"#CHROM"):
+        where = f"line {chrom + 1} is {lines[chrom][:40]!r}" if chrom is not None else "none found"
+        return f"no #CHROM header line after the ## lines ({where}): the header is cut short or damaged"
+    columns = lines[chrom].rstrip(b"\r").split(b"\t")
+    if tuple(columns[:8]) != _FIXED_COLUMNS or (len(columns) > 8 and columns[8] != b"FORMAT"):
+        return (f"malformed #CHROM header line (line {chrom + 1}): it must start with "
+                f"{' '.join(c.decode() for c in _FIXED_COLUMNS)} [FORMAT], got "
+                f"{b' '.join(columns[:9])[:80]!r}")
+    samples = columns[9:]
+    seen: dict[bytes, int] = {}
+    for column, sample in enumerate(samples, start=10):
+        if sample in seen:
+            return (f"duplicate sample ID {sample.decode(errors='replace')!r} in the #CHROM header "
+                    f"line (line {chrom + 1}, columns {seen[sample]} and {column}); sample IDs "
+                    "must be unique")
+        seen[sample] = column
+    for number, line in enumerate(lines[:chrom + 1], start=1):
+        try:
+            line.decode()
+        except UnicodeDecodeError:
+            return f"non-UTF-8 bytes in header line {number}: {line[:60]!r}"
+    bad = _first_bad_header_line(lines[:chrom], lines[chrom])
+    if bad is not None:
+        return f"malformed header line {bad + 1}: {lines[bad][:100].decode(errors='replace')!r}"
+    return None
+
+
+def _first_bad_header_line(meta: list[bytes], chrom_line: bytes) -> int | None:
+    """Index of the first ``##`` line that htslib rejects (bisection over header prefixes)."""
+    import pysam
+
+    def accepted(n: int) -> bool:
+        with tempfile.TemporaryDirectory() as scratch:
+            header = Path(scratch) / "header.vcf"
+            header.write_bytes(b"\n".join([*meta[:n], chrom_line]) + b"\n")
+            try:
+                with _quiet_htslib(), pysam.VariantFile(str(header)) as vf:
+                    list(vf.header.records)
+            except (ValueError, OSError, NotImplementedError, AssertionError):
+                return False
+            return True
+
+    if not meta or accepted(len(meta)):
+        return None
+    low, high = 0, len(meta) - 1  # the first line whose prefix is rejected is in [low, high]
+    while low < high:
+        middle = (low + high) // 2
+        if accepted(middle + 1):
+            low = middle + 1
+        else:
+            high = middle
+    return low
 
 
 def _gzip_header(path: Path) -> bytes:
