@@ -7,8 +7,10 @@ Examples
 ``analysislib catalog list``  lists the datasets; ``analysislib catalog fetch NAME`` resolves one.
 ``analysislib evaluate --method beagle --dataset 1kg_chr22_array500 --scenario typed_1in3``
 scores an imputer and appends the rows to the results store.
+``analysislib train reference.vcf.gz --out BUNDLE --preset quick`` trains one autoencoder per LD
+tile of a reference panel (Dias et al. 2022) into a model bundle, resuming an interrupted run.
 ``analysislib impute --models BUNDLE in.vcf.gz out.vcf.gz --threads 4`` imputes a VCF with a trained
-autoencoder bundle (Dias et al. 2022) and writes GT:DS:GP with a tabix index.
+autoencoder bundle and writes GT:DS:GP with a tabix index.
 ``analysislib dashboard --results results --port 5006``  serves the methods dashboard over the
 results store on http://127.0.0.1:5006.
 """
@@ -16,6 +18,7 @@ results store on http://127.0.0.1:5006.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 
@@ -128,6 +131,243 @@ def _impute(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The record ``analysislib train`` keeps in a bundle folder: the reference's sha256 and the
+#: settings that shape the weights, so a rerun resumes only the same run.
+TRAIN_RECORD_NAME = "analysislib-train.json"
+_TRAIN_RECORD_FORMAT = "analysislib-train-run"
+_TRAIN_LOCK_NAME = ".analysislib-train.lock"
+
+
+def _train_settings(args: argparse.Namespace) -> dict:
+    """Preset, epochs, hyperparameters and tiling of a ``train`` run (what shapes the weights)."""
+    from analysislib.genotype.dae import DAE_PRESETS
+
+    if args.preset not in DAE_PRESETS:
+        raise ValueError(f"unknown preset {args.preset!r}; choose from {', '.join(DAE_PRESETS)}")
+    for option, value, least in (("--threads", args.threads, 1), ("--jobs", args.jobs, 1),
+                                 ("--epochs", args.epochs, 1), ("--seed", args.seed, 0)):
+        if value is not None and value < least:
+            raise ValueError(f"{option} must be at least {least}, got {value}")
+    if args.scheduler and args.jobs is not None:
+        raise ValueError("--jobs sets local worker processes; with --scheduler the cluster's "
+                         "workers train the tiles, so leave --jobs out")
+    preset = DAE_PRESETS[args.preset]
+    return {"preset": args.preset,
+            "epochs": args.epochs if args.epochs is not None else preset["epochs"],
+            "hparams": {**preset["hparams"], "seed": args.seed},
+            "tiling": dict(preset["tiling"])}
+
+
+def _bundle_folder_state(out) -> str:
+    """``new``, ``finished`` (a bundle), ``run`` (an interrupted ``train`` run), ``tiles``
+    (tiles with no run record) or ``other`` (a folder holding something else)."""
+    from analysislib.genotype.dae import MANIFEST_NAME, TILES_DIR
+
+    if not out.exists():
+        return "new"
+    if not out.is_dir():
+        raise ValueError(f"{out}: exists and is not a folder; --out takes the bundle folder")
+    if (out / MANIFEST_NAME).is_file():
+        return "finished"
+    if (out / TRAIN_RECORD_NAME).is_file():
+        return "run"
+    if (out / TILES_DIR).is_dir():
+        return "tiles"
+    return "other" if any(p.name != _TRAIN_LOCK_NAME for p in out.iterdir()) else "new"
+
+
+@contextlib.contextmanager
+def _training_lock(out):
+    """Hold an exclusive lock on ``out`` while ``train`` writes into it (POSIX ``flock``), so two
+    runs never train into one folder; the lock file goes once the bundle is finished."""
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no locking
+        yield
+        return
+    path = out / _TRAIN_LOCK_NAME
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise ValueError(f"{out}: another `analysislib train` is writing into this folder; "
+                             "wait for it to finish or choose another --out") from None
+        yield
+        path.unlink(missing_ok=True)  # only after success; a failed run keeps it (harmless)
+
+
+def _discard_training(out) -> None:
+    """Remove what ``train`` (or a bundle) put in ``out``: the manifest first, so no half-removed
+    folder still reads as a finished bundle. Other files are left alone."""
+    import shutil
+
+    from analysislib.genotype.dae import MANIFEST_NAME, PACKED_WEIGHTS_NAME, TILES_DIR
+
+    for name in (MANIFEST_NAME, PACKED_WEIGHTS_NAME, TRAIN_RECORD_NAME):
+        (out / name).unlink(missing_ok=True)
+    for name in (TILES_DIR, "checkpoints"):
+        shutil.rmtree(out / name, ignore_errors=True)
+
+
+def _check_resumable(out, state: str, record: dict, force: bool) -> bool:
+    """Refuse (ValueError) a folder ``train`` must not write into; True when resuming."""
+    import json
+
+    if state == "other":
+        raise ValueError(f"{out}: the folder is not empty and holds no model bundle or "
+                         "interrupted training run; choose a new or empty folder")
+    if state == "finished" and not force:
+        raise ValueError(f"{out}: already holds a finished model bundle; pass --force to train "
+                         "it again (the bundle is replaced) or choose another --out")
+    if state == "tiles" and not force:
+        raise ValueError(f"{out}: holds tiles of a training run that left no {TRAIN_RECORD_NAME} "
+                         "(not started by `analysislib train`), so it cannot be resumed safely; "
+                         "pass --force to discard them or choose another --out")
+    if state != "run":
+        return False
+    path = out / TRAIN_RECORD_NAME
+    try:
+        stored = json.loads(path.read_text())
+        differs = [key for key in ("reference_sha256", "settings") if stored.get(key) != record[key]]
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as err:
+        if not force:
+            raise ValueError(f"{path}: unreadable training record ({err}); pass --force to "
+                             "discard the interrupted run") from None
+        return False
+    if not differs:
+        return True
+    if force:
+        return False
+    what = []
+    if "reference_sha256" in differs:
+        what.append(f"another reference ({stored.get('reference', '?')}, sha256 "
+                    f"{str(stored.get('reference_sha256'))[:12]}…)")
+    if "settings" in differs:
+        theirs, ours = _flat(stored.get("settings") or {}), _flat(record["settings"])
+        keys = [k for k in dict.fromkeys([*ours, *theirs]) if theirs.get(k) != ours.get(k)]
+        what.append("other settings (" + ", ".join(
+            f"{k} {theirs.get(k)!r} there, {ours.get(k)!r} now" for k in keys) + ")")
+    raise ValueError(f"{out}: holds an interrupted run of {' and '.join(what)}; rerun that "
+                     "command to finish it, pass --force to discard it, or choose another --out")
+
+
+def _flat(settings: dict) -> dict:
+    """``{"hparams": {"seed": 0}}`` -> ``{"hparams.seed": 0}``, to name what differs."""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in _flat(value).items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def _read_reference(path):
+    """The reference panel of ``train``, checked (InputFormatError naming the file)."""
+    from analysislib.errors import InputFormatError
+    from analysislib.io.vcf import read_vcf
+
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such reference VCF/BCF file")
+    if not path.is_file():
+        raise InputFormatError(path, "is not a file; train takes a VCF, bgzipped VCF or BCF")
+    reference = read_vcf(path, multiallelic="split", fields=("GT",))
+    if reference.sizes["variants"] == 0:
+        raise InputFormatError(path, "no variant records (the file holds a header only): "
+                               "nothing to train on")
+    if reference.sizes["samples"] == 0:
+        raise InputFormatError(path, "no samples: a reference panel needs genotypes")
+    ploidy = reference.sizes["ploidy"]
+    if ploidy != 2:
+        kind = {1: "haploid", 3: "triploid", 4: "tetraploid"}.get(ploidy, f"of ploidy {ploidy}")
+        raise InputFormatError(path, f"genotypes are {kind} (from the first genotype call); the "
+                               "autoencoders train on diploid genotypes only")
+    return reference
+
+
+def _connect_scheduler(address: str):
+    """A ``dask.distributed`` client of ``address``, or ValueError in one line."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise ValueError("--scheduler needs the 'distributed' package (pip install distributed)") from None
+    try:
+        return Client(address)
+    except (OSError, TimeoutError, ValueError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"scheduler {address}: cannot connect ({reason})") from None
+
+
+def _train(args: argparse.Namespace) -> int:
+    import datetime
+    import json
+    import time
+    from pathlib import Path
+
+    from analysislib.catalog import sha256_of
+    from analysislib.errors import InputFormatError
+    from analysislib.genotype.dae import TILES_DIR, train_bundle
+    from analysislib.io.atomic import atomic_output
+    from analysislib.tiling import tile_genome
+
+    started = time.perf_counter()
+    settings = _train_settings(args)
+    reference_path = Path(args.reference)
+    out = Path(args.out).resolve()  # dask workers and worker processes need an absolute path
+    state = _bundle_folder_state(out)
+    if state != "run":  # refuse before the (possibly long) read of the reference
+        _check_resumable(out, state, {}, args.force)
+    reference = _read_reference(reference_path)
+    record = {"format": _TRAIN_RECORD_FORMAT, "format_version": 1,
+              "reference": str(reference_path.resolve()),
+              "reference_sha256": sha256_of(reference_path), "settings": settings}
+    resuming = _check_resumable(out, state, record, args.force)
+    try:
+        tiling = tile_genome(reference, **settings["tiling"])
+    except ValueError as err:
+        raise InputFormatError(reference_path, f"cannot tile the panel into LD tiles ({err})") from None
+    n_tiles = len(tiling.tiles)
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(_connect_scheduler(args.scheduler)) if args.scheduler else None
+        stack.enter_context(_training_lock(out))
+        if _bundle_folder_state(out) != state:
+            raise ValueError(f"{out}: the folder changed while the reference was read (another "
+                             "`analysislib train`?); run the command again")
+        if state in ("finished", "tiles") or (state == "run" and not resuming):
+            _discard_training(out)
+        if resuming:
+            kept = len(list((out / TILES_DIR).glob("*.json")))
+            print(f"resuming the interrupted run in {out}: {kept} of {n_tiles} tiles were written",
+                  file=sys.stderr)
+        else:
+            record["started"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+            with atomic_output(out / TRAIN_RECORD_NAME) as tmp:
+                tmp.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"training {n_tiles} tiles of {reference.sizes['variants']} variants, "
+              f"{reference.sizes['samples']} samples ({settings['preset']} preset) into {out}",
+              file=sys.stderr)
+        try:
+            bundle = train_bundle(reference, tiling, settings["hparams"], out,
+                                  epochs=settings["epochs"], n_jobs=args.jobs or 1, client=client,
+                                  threads_per_job=args.threads, resume=True,
+                                  progress=False if args.no_progress else None)
+        except KeyboardInterrupt:
+            done = len(list((out / TILES_DIR).glob("*.json")))
+            print(f"error: {out}: interrupted; {done} of {n_tiles} tiles are kept: run the same "
+                  "command again to resume", file=sys.stderr)
+            return 130
+        except RuntimeError as err:  # a tile failed or a worker died; finished tiles are kept
+            raise ValueError(f"{out}: {err} (finished tiles are kept: run the same command again "
+                             "to resume)") from None
+    reused = int(bundle.manifest.get("training", {}).get("tiles_reused", 0))
+    trained = f"{n_tiles - reused} trained, {reused} kept from the interrupted run" if reused else "all trained"
+    print(f"bundle {out}: {n_tiles} tiles ({trained}), {len(bundle.variants)} variants, "
+          f"{time.perf_counter() - started:.1f} s")
+    print(f"impute with: analysislib impute --models {out} TARGETS.vcf.gz IMPUTED.vcf.gz")
+    return 0
+
+
 def _dashboard(args: argparse.Namespace) -> int:
     import panel as pn
 
@@ -183,6 +423,26 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--metric", default=None,
                             help="metric to lead the printed summary (default: aggregate_r2 for "
                                  "random_* scenarios, r2 otherwise; both are always shown)")
+    train = commands.add_parser(
+        "train", help="train an autoencoder bundle on a reference VCF/BCF (resumes a stopped run)")
+    train.add_argument("reference", help="reference panel: diploid VCF, bgzipped VCF or BCF")
+    train.add_argument("--out", required=True, metavar="BUNDLE",
+                       help="bundle folder (new, empty, or holding an interrupted run to resume)")
+    train.add_argument("--preset", default="quick",
+                       help="quick (default), standard or full: epochs, hyperparameters, tiling")
+    train.add_argument("--epochs", type=int, default=None,
+                       help="epochs per tile (default: the preset's; full trains to early stopping)")
+    train.add_argument("--seed", type=int, default=0, help="seed of weights and masks (default 0)")
+    train.add_argument("--threads", type=int, default=None,
+                       help="torch threads per worker (default: CPU count / --jobs; 1 on a cluster)")
+    train.add_argument("--jobs", type=int, default=None,
+                       help="local worker processes training tiles in parallel (default 1)")
+    train.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="dask.distributed scheduler (tcp://host:8786) whose workers train the "
+                            "tiles; they must see --out on a shared file system")
+    train.add_argument("--force", action="store_true",
+                       help="replace a finished bundle or discard another interrupted run in --out")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     impute = commands.add_parser("impute", help="impute a VCF with a trained autoencoder bundle")
     impute.add_argument("--models", required=True, metavar="BUNDLE", help="model bundle folder")
     impute.add_argument("input", help="target VCF/BCF (typed genotypes)")
@@ -239,6 +499,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _evaluate(args)
     if args.command == "impute":
         return _impute(args)
+    if args.command == "train":
+        return _train(args)
     if args.command == "dashboard":
         return _dashboard(args)
     return _catalog(args)

@@ -837,8 +837,8 @@ def _read_manifest(root: Path) -> dict[str, Any]:
         raise BundleError(root, "no such model bundle folder")
     if not path.is_file():
         partial = (root / TILES_DIR).is_dir() and any((root / TILES_DIR).glob("*.json"))
-        hint = (" (tiles are present: training was interrupted; run train_bundle again with the "
-                "same arguments to finish it)") if partial else ""
+        hint = (" (tiles are present: training was interrupted; run train_bundle or "
+                "`analysislib train` again with the same arguments to finish it)") if partial else ""
         raise BundleError(root, f"not a model bundle: {MANIFEST_NAME} is missing{hint}")
     try:
         manifest = json.loads(path.read_text())
