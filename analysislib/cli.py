@@ -11,6 +11,9 @@ scores an imputer and appends the rows to the results store.
 tile of a reference panel (Dias et al. 2022) into a model bundle, resuming an interrupted run.
 ``analysislib impute --models BUNDLE in.vcf.gz out.vcf.gz --threads 4`` imputes a VCF with a trained
 autoencoder bundle and writes GT:DS:GP with a tabix index.
+``analysislib impute-tracks E003:H3K4me3=a.bw E017:H3K4me3=b.bw E017:H3K27me3=c.bw --impute
+E003:H3K27me3 --method avg --out imputed/`` imputes epigenomic tracks from bigWig/bedGraph files
+and writes ``imputed/E003.H3K27me3.imputed.bw``.
 ``analysislib dashboard --results results --port 5006``  serves the methods dashboard over the
 results store on http://127.0.0.1:5006.
 """
@@ -368,6 +371,140 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Epigenomic imputers that train with torch (``--threads`` sets torch's thread count for them).
+_TORCH_TRACK_METHODS = ("edice", "predictd", "avocado")
+
+
+def _parse_track_spec(text: str) -> tuple[tuple[str, str], str]:
+    """``CELL:MARK=PATH`` -> ``((cell, mark), path)``."""
+    label, sep, path = text.partition("=")
+    cell, colon, mark = label.partition(":")
+    if not sep or not colon or not cell or not mark or not path or ":" in mark:
+        raise ValueError(f"track {text!r}: expected CELL:MARK=PATH, for example "
+                         "E003:H3K4me3=E003.H3K4me3.bw")
+    return (cell, mark), path
+
+
+def _parse_targets(values: Sequence[str]) -> list[tuple[str, str]]:
+    """``--impute CELL:MARK[,CELL:MARK...]`` (repeatable) -> ordered unique ``(cell, mark)``."""
+    targets: list[tuple[str, str]] = []
+    for value in values:
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            cell, colon, mark = item.partition(":")
+            if not colon or not cell or not mark or ":" in mark or "=" in item:
+                raise ValueError(f"--impute {item!r}: expected CELL:MARK, for example E003:H3K4me3")
+            if (cell, mark) not in targets:
+                targets.append((cell, mark))
+    if not targets:
+        raise ValueError("--impute: name at least one CELL:MARK track to impute")
+    return targets
+
+
+def _track_imputer_parameters(args: argparse.Namespace) -> dict:
+    """Constructor keywords of ``--method`` from ``--preset`` and ``--seed`` (AVG takes none)."""
+    from analysislib.epigenome.imputer import EPIGENOME_IMPUTERS
+
+    if args.method not in EPIGENOME_IMPUTERS:
+        raise ValueError(f"unknown epigenomic imputer {args.method!r}; choose from "
+                         f"{', '.join(sorted(EPIGENOME_IMPUTERS))}")
+    if args.method == "avg":
+        return {}
+    parameters = {"preset": args.preset}
+    if args.seed is not None:
+        parameters["seed"] = args.seed
+    if args.method in _TORCH_TRACK_METHODS:
+        parameters["device"] = "cpu"
+    return parameters
+
+
+@contextlib.contextmanager
+def _track_threads(method: str, threads: int | None):
+    """Limit BLAS/OpenMP threads (and torch's, for the torch methods) to ``threads``."""
+    if threads is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads):
+        if method not in _TORCH_TRACK_METHODS:
+            yield
+            return
+        import torch
+
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
+
+
+def _impute_tracks(args: argparse.Namespace) -> int:
+    import os
+    import time
+    from pathlib import Path
+
+    from analysislib.epigenome.imputer import get_epigenome_imputer
+    from analysislib.errors import InputFormatError
+    from analysislib.io.tracks import parse_region, read_track_files, write_bigwig
+
+    started = time.perf_counter()
+    # Check names, options and targets before any file is read.
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    if args.bin_size < 1:
+        raise ValueError(f"--bin-size must be at least 1, got {args.bin_size}")
+    if args.seed is not None and args.seed < 0:
+        raise ValueError(f"--seed must be at least 0, got {args.seed}")
+    parameters = _track_imputer_parameters(args)
+    tracks: dict[tuple[str, str], Path] = {}
+    for spec in args.tracks:
+        key, path = _parse_track_spec(spec)
+        if key in tracks:
+            raise InputFormatError(path, f"second file for track {key[0]}:{key[1]}; the first is "
+                                         f"{tracks[key]}")
+        tracks[key] = Path(path)
+    targets = _parse_targets(args.impute)
+    cells, marks = {c for c, _ in tracks}, {m for _, m in tracks}
+    for cell, mark in targets:
+        if (cell, mark) in tracks:
+            raise InputFormatError(tracks[cell, mark], f"--impute {cell}:{mark}: this track is "
+                                   "observed (given as input); impute only tracks with no file")
+        if cell not in cells:
+            raise ValueError(f"--impute {cell}:{mark}: no input track of cell {cell} "
+                             f"(cells: {', '.join(sorted(cells))})")
+        if mark not in marks:
+            raise ValueError(f"--impute {cell}:{mark}: mark {mark} has no input track in any "
+                             f"cell (marks: {', '.join(sorted(marks))})")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: exists and is not a folder; --out takes a folder")
+    outputs = {target: out / f"{target[0]}.{target[1]}.imputed.bw" for target in targets}
+    for destination in outputs.values():
+        for source in tracks.values():
+            if destination.exists() and source.exists() and os.path.samefile(destination, source):
+                raise ValueError(f"{destination}: is an input track; choose another --out")
+    regions = [parse_region(text) for text in args.regions] if args.regions else None
+    imputer = get_epigenome_imputer(args.method, **parameters)
+
+    scale = "neglog10p" if args.transform == "arcsinh" else "arcsinh"
+    ds = read_track_files(tracks, regions=regions, bin_size=args.bin_size, scale=scale)
+    print(f"read {len(tracks)} tracks ({ds.sizes['cell']} cells × {ds.sizes['assay']} marks, "
+          f"{ds.sizes['bin']} bins of {args.bin_size} bp); fitting {args.method}", file=sys.stderr)
+    with _track_threads(args.method, args.threads):
+        imputer.fit(ds)
+        predicted = imputer.predict(targets)
+    chrom_sizes = ds.attrs["chrom_sizes"]
+    for (cell, mark), destination in outputs.items():
+        write_bigwig(predicted.sel(track=f"{cell}.{mark}"), destination, chrom_sizes,
+                     scale=scale, bin_size=args.bin_size)
+        print(destination)
+    print(f"imputed {len(outputs)} tracks with {args.method} in "
+          f"{time.perf_counter() - started:.1f} s (written on the input scale: "
+          f"{'raw' if scale == 'neglog10p' else 'arcsinh'})", file=sys.stderr)
+    return 0
+
+
 def _dashboard(args: argparse.Namespace) -> int:
     import panel as pn
 
@@ -452,6 +589,30 @@ def build_parser() -> argparse.ArgumentParser:
                         help="A/T and C/G SNPs: use as written (keep, default) or leave untyped")
     impute.add_argument("--no-verify", action="store_true",
                         help="skip the sha256 check of the bundle files")
+    tracks = commands.add_parser(
+        "impute-tracks", help="impute epigenomic tracks (bigWig/bedGraph in, bigWig out)")
+    tracks.add_argument("tracks", nargs="+", metavar="CELL:MARK=PATH",
+                        help="observed tracks, one bigWig or bedGraph file per cell and mark")
+    tracks.add_argument("--impute", action="append", required=True, metavar="CELL:MARK",
+                        help="track to impute (repeatable, or comma-separated)")
+    tracks.add_argument("--method", default="avg",
+                        help="avg (default), edice, predictd, avocado or chromimpute")
+    tracks.add_argument("--preset", default="quick",
+                        help="the method's preset (default quick; avg has none)")
+    tracks.add_argument("--out", required=True, metavar="DIR",
+                        help="folder for CELL.MARK.imputed.bw (created if needed)")
+    tracks.add_argument("--regions", action="append", default=None, metavar="CHROM:START-END",
+                        help="region to read, 0-based half-open (repeatable; default: every "
+                             "chromosome of the files)")
+    tracks.add_argument("--bin-size", type=int, default=25, help="bin width in bp (default 25)")
+    tracks.add_argument("--transform", choices=("arcsinh", "none"), default="arcsinh",
+                        help="arcsinh (default): the files hold raw -log10 p, which is "
+                             "arcsinh-transformed to fit; none: they already hold arcsinh values. "
+                             "Outputs are written on the input scale")
+    tracks.add_argument("--threads", type=int, default=None,
+                        help="CPU threads (BLAS, and torch for edice/predictd/avocado)")
+    tracks.add_argument("--seed", type=int, default=None,
+                        help="seed of the trained methods (default: the preset's)")
     dashboard = commands.add_parser("dashboard", help="serve the methods dashboard (Panel)")
     dashboard.add_argument("--results", default=None,
                            help="results store folder (default $ANALYSISLIB_RESULTS or ./results)")
@@ -501,6 +662,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _impute(args)
     if args.command == "train":
         return _train(args)
+    if args.command == "impute-tracks":
+        return _impute_tracks(args)
     if args.command == "dashboard":
         return _dashboard(args)
     return _catalog(args)

@@ -247,3 +247,33 @@ def test_from_panel_checks_its_inputs() -> None:
     with pytest.raises(ValueError, match="two LD blocks"):
         simulate_gwas_from_panel(hap, np.arange(40), tracks, scalars, ["t"], ["s"], truth=truth,
                                  ld_block_snps=30)
+
+
+def test_standard_preset_is_sized_for_the_model_size_claim() -> None:
+    quick, standard = GWAS_PRESETS["quick"], GWAS_PRESETS["standard"]
+    geno = standard.genotype_overrides
+    assert geno["populations"] == ("CEU",) and geno["samples_per_population"] == 500
+    assert geno["sequence_length"] == 7 * quick.genotype_overrides["sequence_length"]
+    assert standard.ld_block_snps == 500 and standard.min_maf == quick.min_maf
+    assert standard.n_segments == 20 and standard.n_track_cells == quick.n_track_cells
+    # h2 grows with the number of SNPs (~23,000 against ~3,100), so the per-SNP signal
+    # N h2 / M, and with it the mean chi2, stays close to the quick preset's.
+    per_snp = {name: p.n_gwas * p.h2 / m for name, p, m in
+               (("quick", quick, 3_100), ("standard", standard, 23_000))}
+    assert 0.5 < per_snp["standard"] / per_snp["quick"] < 1.0
+
+
+@pytest.mark.slow  # ~45 s and 1.6 GB: the whole standard simulation
+def test_standard_preset_has_tens_of_thousands_of_snps() -> None:
+    sim = simulate_gwas("standard", seed=0)
+    assert 20_000 <= sim.n_snps <= 30_000
+    assert sim.annotations.shape[1:] == (20, 16)
+    blocks = np.bincount(sim.ld_block)
+    assert len(blocks) >= 40 and blocks.min() >= 500
+    counts = {s: int((sim.split == s).sum()) for s in ("train", "valid", "test")}
+    assert counts["train"] >= 15_000 and counts["valid"] >= 1_000 and counts["test"] >= 3_000
+    assert 4.0 < sim.chi2.mean() < 12.0
+    # every held-out run starts and ends on an LD-block boundary (windows need no flank)
+    for a, b in sim.segment_bounds(["valid", "test"]):
+        assert sim.ld_block[a] != sim.ld_block[a - 1] if a else True
+        assert b == sim.n_snps or sim.ld_block[b] != sim.ld_block[b - 1]

@@ -12,16 +12,19 @@ line or record.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
+import itertools
 import json
 import os
 import shutil
+import struct
 import tempfile
 import tokenize
 import zipfile
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +42,15 @@ from analysislib.errors import InputFormatError
 from analysislib.io.atomic import atomic_output
 
 __all__ = [
+    "BIGWIG_MAGIC",
+    "parse_region",
     "parse_roadmap_name",
     "read_bedgraph",
     "read_bigwig",
     "read_roadmap_npz",
+    "read_track_files",
     "read_zarr",
+    "track_file_format",
     "write_bedgraph",
     "write_bigwig",
     "write_roadmap_npz",
@@ -638,6 +645,329 @@ def write_bedgraph(
                     for s, e, v in zip(bin_starts.tolist(), bin_ends.tolist(), bin_values.tolist(),
                                        strict=True))
     return path
+
+
+# --------------------------------------------------------------------------- track sets
+
+#: The first four bytes of a bigWig file (magic number 0x888FFC26, little-endian).
+BIGWIG_MAGIC = b"\x26\xfc\x8f\x88"
+_BIGWIG_SUFFIXES = (".bw", ".bigwig")
+
+
+def parse_region(text: str) -> tuple[str, int, int]:
+    """Parse ``chrom:start-end`` (0-based, half-open as in BED; commas in numbers are allowed).
+
+    Raises
+    ------
+    ValueError
+        If ``text`` is not of that form or the region is empty.
+    """
+    chrom, sep, span = str(text).rpartition(":")
+    first, dash, last = span.replace(",", "").partition("-")
+    if not sep or not chrom or not dash or not first.isdigit() or not last.isdigit():
+        raise ValueError(f"region {text!r}: expected chrom:start-end (0-based, half-open)")
+    start, end = int(first), int(last)
+    if end <= start:
+        raise ValueError(f"region {text!r}: end must be greater than start")
+    return chrom, start, end
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 (libBigWig prints its own messages on failure)."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # pragma: no cover - no stderr descriptor
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def track_file_format(path: PathLike) -> str:
+    """``"bigwig"`` for a file starting with the bigWig magic number, ``"bedgraph"`` otherwise.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    InputFormatError
+        If ``path`` is not a file, is empty, or is named ``.bw``/``.bigWig`` without being one.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such track file")
+    if not path.is_file():
+        raise InputFormatError(path, "is not a file; expected a bigWig or bedGraph track")
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if magic == BIGWIG_MAGIC:
+        return "bigwig"
+    if not magic:
+        raise InputFormatError(path, "empty file (0 bytes): not a bigWig or bedGraph track")
+    if path.name.lower().endswith(_BIGWIG_SUFFIXES):
+        raise InputFormatError(path, "not a bigWig file (no bigWig magic number at its start)")
+    return "bedgraph"
+
+
+def _check_bigwig_layout(path: Path) -> None:
+    """Refuse a bigWig whose header points beyond the file's end (libBigWig crashes on some)."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+        if len(head) < 64:
+            raise InputFormatError(path, f"bigWig file cut short: {size} bytes, fewer than its "
+                                         "64-byte header")
+        (_, _, zoom_levels, chrom_tree, full_data, full_index, _, _, _, total_summary, _,
+         _) = struct.unpack("<IHHQQQHHQQIQ", head)
+        zooms = handle.read(24 * zoom_levels)
+    parts = {"zoom headers": 64 + 24 * zoom_levels, "chromosome tree": chrom_tree + 32,
+             "data": full_data + 4, "index": full_index + 48}
+    if total_summary:
+        parts["summary"] = total_summary + 40
+    if len(zooms) == 24 * zoom_levels:
+        for level in range(zoom_levels):
+            _, _, data, index = struct.unpack_from("<IIQQ", zooms, 24 * level)
+            parts[f"zoom level {level + 1} data"] = data + 4
+            parts[f"zoom level {level + 1} index"] = index + 48
+    for part, end in parts.items():
+        if end > size:
+            raise InputFormatError(path, f"bigWig file cut short or damaged: its {part} lies "
+                                         f"beyond the end of the file ({size} bytes)")
+    with open(path, "rb") as handle:
+        _check_bigwig_trees(path, handle, size, chrom_tree, full_index, full_data)
+
+
+def _check_bigwig_trees(path: Path, handle: Any, size: int, chrom_tree: int, full_index: int,
+                        full_data: int) -> None:
+    """Walk the chromosome B+ tree and the data R-tree, checking every count and offset."""
+
+    def damaged(what: str) -> InputFormatError:
+        return InputFormatError(path, f"damaged bigWig file: its {what} is inconsistent")
+
+    def read(offset: int, n: int) -> bytes:
+        if offset < 0 or offset + n > size:
+            raise damaged("index (an offset points outside the file)")
+        handle.seek(offset)
+        return handle.read(n)
+
+    magic, block, key_size, value_size, n_chroms, _ = struct.unpack(
+        "<IIIIQQ", read(chrom_tree, 32))
+    if magic != 0x78CA8C91 or value_size != 8 or not 0 < key_size <= 256 or block == 0:
+        raise damaged("chromosome tree header")
+    ids: set[int] = set()
+    pending = [(chrom_tree + 32, 0)]
+    while pending:
+        offset, depth = pending.pop()
+        leaf, _, count = struct.unpack("<BBH", read(offset, 4))
+        if depth > 32 or count > block or leaf > 1:
+            raise damaged("chromosome tree")
+        item = key_size + 8
+        items = read(offset + 4, count * item)
+        for i in range(count):
+            if leaf:
+                chrom_id, _ = struct.unpack_from("<II", items, i * item + key_size)
+                if chrom_id >= n_chroms or chrom_id in ids or items[i * item] == 0:
+                    raise damaged("chromosome tree")
+                ids.add(chrom_id)
+            else:
+                (child,) = struct.unpack_from("<Q", items, i * item + key_size)
+                pending.append((child, depth + 1))
+    if len(ids) != n_chroms:
+        raise damaged("chromosome tree")
+    magic, block, _, _, _, _, _, _, _ = struct.unpack("<IIQIIIIQI", read(full_index, 44))
+    if magic != 0x2468ACE0 or block == 0:
+        raise damaged("data index header")
+    pending = [(full_index + 48, 0)]
+    while pending:
+        offset, depth = pending.pop()
+        leaf, _, count = struct.unpack("<BBH", read(offset, 4))
+        if depth > 32 or count > block or leaf > 1:
+            raise damaged("data index")
+        item = 32 if leaf else 24
+        items = read(offset + 4, count * item)
+        for i in range(count):
+            start_chrom, _, end_chrom, _ = struct.unpack_from("<IIII", items, i * item)
+            if start_chrom >= n_chroms or end_chrom >= n_chroms or start_chrom > end_chrom:
+                raise damaged("data index")
+            if leaf:
+                data, data_size = struct.unpack_from("<QQ", items, i * item + 16)
+                if data < full_data or data + data_size > size:
+                    raise damaged("data index (a block lies outside the file)")
+            else:
+                (child,) = struct.unpack_from("<Q", items, i * item + 16)
+                pending.append((child, depth + 1))
+
+
+def _bigwig_chrom_sizes(path: Path) -> dict[str, int]:
+    import pyBigWig
+
+    _check_bigwig_layout(path)
+    try:
+        with _quiet_stderr():
+            handle = pyBigWig.open(str(path))
+    except RuntimeError:
+        raise InputFormatError(path, "not a readable bigWig file: its header is damaged or the "
+                                     "file is cut short") from None
+    if handle is None or not handle.isBigWig():
+        raise InputFormatError(path, "not a bigWig file")
+    try:
+        return {str(name): int(size) for name, size in handle.chroms().items()}
+    finally:
+        handle.close()
+
+
+def _bedgraph_intervals(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    try:
+        return _parse_bedgraph(path)
+    except (UnicodeDecodeError, EOFError, zlib.error, gzip.BadGzipFile) as err:
+        raise InputFormatError(path, f"neither a bigWig file nor a readable text bedGraph "
+                                     f"({type(err).__name__})") from None
+
+
+def _check_same_chromosomes(path: Path, sizes: Mapping[str, int], reference: Path,
+                            layout: Mapping[str, int], exact_lengths: bool) -> None:
+    """InputFormatError naming ``path`` when its chromosomes differ from ``reference``'s."""
+    extra = [c for c in sizes if c not in layout]
+    missing = [c for c in layout if c not in sizes]
+    if extra or missing:
+        what = []
+        if extra:
+            what.append(f"has {', '.join(extra[:5])}, which {reference.name} lacks")
+        if missing:
+            what.append(f"lacks {', '.join(missing[:5])} of {reference.name}")
+        raise InputFormatError(path, f"chromosome mismatch between tracks: it {' and '.join(what)}"
+                               "; give --regions to read only shared regions")
+    for name, size in sizes.items():
+        if (size != layout[name]) if exact_lengths else (size > layout[name]):
+            raise InputFormatError(path, f"chromosome mismatch between tracks: {name} has length "
+                                         f"{size} here but {layout[name]} in {reference.name}",
+                                   record=name)
+
+
+def read_track_files(
+    tracks: Mapping[tuple[str, str], PathLike],
+    *,
+    regions: Sequence[tuple[str, int, int]] | None = None,
+    bin_size: int = 25,
+    scale: str = "neglog10p",
+    fill_value: float = 0.0,
+) -> xr.Dataset:
+    """Read one bigWig or bedGraph file per ``(cell, assay)`` into a binned signal dataset.
+
+    Parameters
+    ----------
+    tracks
+        ``(cell, assay) -> path``. The format is told by the file's content: bigWig by its magic
+        number, anything else is read as bedGraph (plain or gzip).
+    regions
+        ``(chrom, start, end)`` regions, 0-based half-open, non-overlapping. By default every
+        chromosome of the files, whole; then all tracks must have the same chromosomes (and
+        bigWig files the same lengths).
+    bin_size
+        Bin width in bp; each bin holds the base-weighted mean of the covered bases.
+    scale
+        What the files hold: ``"neglog10p"`` (raw −log10 p) or ``"arcsinh"``.
+    fill_value
+        Value of bins with no covered base.
+
+    Returns
+    -------
+    xarray.Dataset
+        Signal dataset over the sorted cells and assays; a cell × assay pair with no file is
+        unobserved (NaN). ``attrs["chrom_sizes"]`` holds every chromosome's length (from the
+        first bigWig's header, or else the largest interval or region end of the bedGraph
+        files), the header for writing predictions back with :func:`write_bigwig`.
+
+    Raises
+    ------
+    FileNotFoundError, InputFormatError
+        Naming the file: a missing, empty, damaged or non-bigWig file, a bad bedGraph line, or
+        chromosomes and regions that do not match between the tracks.
+    """
+    if not tracks:
+        raise ValueError("no track files given")
+    if bin_size <= 0:
+        raise ValueError(f"bin size must be positive, got {bin_size}")
+    paths = {key: Path(p) for key, p in tracks.items()}
+    formats = {key: track_file_format(path) for key, path in paths.items()}
+    bedgraphs = {key: _bedgraph_intervals(paths[key])
+                 for key, kind in formats.items() if kind == "bedgraph"}
+    sizes = {key: (_bigwig_chrom_sizes(paths[key]) if kind == "bigwig"
+                   else {c: int(e[-1]) for c, (_, e, _) in bedgraphs[key].items()})
+             for key, kind in formats.items()}
+    bigwigs = [key for key, kind in formats.items() if kind == "bigwig"]
+    reference = paths[bigwigs[0] if bigwigs else next(iter(paths))]
+    if bigwigs:
+        layout = dict(sizes[bigwigs[0]])
+    else:
+        layout = {}
+        for found in sizes.values():
+            for name, end in found.items():
+                layout[name] = max(end, layout.get(name, 0))
+    if regions is None:
+        for key, found in sizes.items():
+            _check_same_chromosomes(paths[key], found, reference, layout,
+                                    exact_lengths=formats[key] == "bigwig")
+        spans = [(name, 0, size) for name, size in layout.items()]
+    else:
+        spans = [(str(c), int(s), int(e)) for c, s, e in regions]
+        for chrom, start, end in spans:
+            if not 0 <= start < end:
+                raise ValueError(f"region {chrom}:{start}-{end} is empty or negative")
+        ordered = sorted(spans)
+        for (c1, _, e1), (c2, s2, _) in itertools.pairwise(ordered):
+            if c1 == c2 and s2 < e1:
+                raise ValueError(f"regions overlap on {c1} near {s2}; give disjoint regions")
+        for key, found in sizes.items():
+            for chrom, _, end in spans:
+                if chrom not in found:
+                    kind = "is not in the file" if formats[key] == "bigwig" else "has no intervals"
+                    raise InputFormatError(paths[key], f"chromosome {chrom} of --regions {kind} "
+                                           f"(it has {', '.join(list(found)[:5])})", record=chrom)
+                if formats[key] == "bigwig" and end > found[chrom]:
+                    raise InputFormatError(paths[key], f"region {chrom}:{end} ends beyond the "
+                                           f"chromosome's length {found[chrom]}", record=chrom)
+        if not bigwigs:  # bedGraph files carry no lengths: reach at least to each region's end
+            for chrom, _, end in spans:
+                layout[chrom] = max(end, layout.get(chrom, 0))
+    edges = [_bin_edges(start, end, bin_size) for _, start, end in spans]
+    bin_chrom = np.concatenate([np.full(e.size - 1, c) for (c, _, _), e in zip(spans, edges,
+                                                                                 strict=True)])
+    bin_start = np.concatenate([e[:-1] for e in edges])
+    cells = sorted({c for c, _ in paths})
+    assays = sorted({a for _, a in paths})
+    signal = np.full((len(cells), len(assays), bin_start.size), np.nan, dtype=np.float32)
+    for (cell, assay), path in paths.items():
+        row = signal[cells.index(cell), assays.index(assay)]
+        offset = 0
+        for (chrom, start, end), edge in zip(spans, edges, strict=True):
+            n = edge.size - 1
+            if formats[(cell, assay)] == "bigwig":
+                try:
+                    with _quiet_stderr():
+                        values = read_bigwig(path, chrom, start, end, bin_size,
+                                             fill_value=fill_value).values
+                except RuntimeError:
+                    raise InputFormatError(path, "damaged bigWig file: its data cannot be read",
+                                           record=f"{chrom}:{start}-{end}") from None
+            else:
+                s, e, v = bedgraphs[(cell, assay)][chrom]
+                values = _interval_bin_means(s, e, v, edge, fill_value)
+            row[offset: offset + n] = values
+            offset += n
+    observed = np.zeros((len(cells), len(assays)), dtype=bool)
+    for cell, assay in paths:
+        observed[cells.index(cell), assays.index(assay)] = True
+    return create_signal_dataset(
+        signal, cells=cells, assays=assays, observed=observed, bin_start=bin_start,
+        bin_chrom=bin_chrom, bin_size=bin_size, scale=scale,
+        attrs={"source": "bigWig/bedGraph tracks", "chrom_sizes": layout})
 
 
 # --------------------------------------------------------------------------- zarr

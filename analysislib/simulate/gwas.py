@@ -230,13 +230,24 @@ class GwasPreset:
 
 #: ``quick``: CEU 300 diploids over 2 Mb (about 3,100 SNPs with MAF >= 5% in 250-SNP blocks;
 #: seeds 0 and 1 gave 3,141 and 3,051), 4 cell types x 5 marks = 20 tracks, h2 = 0.004 (mean
-#: chi2 about 6-10), about 10 s on 2 busy cores. ``full``: CEU 2,500 diploids over 20 Mb with
+#: chi2 about 6-10), about 10 s on 2 busy cores. ``standard``: CEU 500 diploids over 14 Mb with
+#: MAF >= 5% (about 23,000 SNPs in 44-48 LD blocks of 500; seeds 0-4 gave 21,912-24,169), the
+#: same 20 tracks (the epigenome's ``quick`` preset, 8 cell types, over 560,000 bins), h2 = 0.02
+#: (so the per-SNP signal ``N h2 / M`` and the mean chi2, 7.4-8.9 for seeds 0-4, are close to
+#: ``quick``'s), 20 segments (15,400-17,200 training SNPs in 14, 2,000-2,500 validation SNPs in
+#: 2, 4,000-5,000 test SNPs in 4); 16-42 s (depending on the load) and 1.6 GB peak on one
+#: thread: the scale at which notebook 40 tests whether larger priors help.
+#: ``full``: CEU 2,500 diploids over 20 Mb with
 #: MAF >= 1% (about 26,500 SNPs, the scale of the notes' section 1.2 run; not run here),
 #: 1,000-SNP blocks, 12 cell types x 10 assays = 120 tracks, h2 = 0.02.
 GWAS_PRESETS: dict[str, GwasPreset] = {
     "quick": GwasPreset(
         genotype_overrides={"populations": ("CEU",), "samples_per_population": 300,
                             "sequence_length": 2_000_000}),
+    "standard": GwasPreset(
+        genotype_overrides={"populations": ("CEU",), "samples_per_population": 500,
+                            "sequence_length": 14_000_000},
+        ld_block_snps=500, h2=0.02, n_segments=20),
     "full": GwasPreset(
         genotype_preset="full",
         genotype_overrides={"populations": ("CEU",), "samples_per_population": 2500,
@@ -561,7 +572,7 @@ def simulate_gwas(
     Parameters
     ----------
     preset
-        ``"quick"``, ``"full"`` (:data:`GWAS_PRESETS`) or a :class:`GwasPreset`.
+        ``"quick"``, ``"standard"``, ``"full"`` (:data:`GWAS_PRESETS`) or a :class:`GwasPreset`.
     seed
         Seeds genotypes, epigenome, scores, effects, noise and the split (independent streams).
     truth
