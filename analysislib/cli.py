@@ -269,23 +269,14 @@ def _flat(settings: dict) -> dict:
 def _read_reference(path):
     """The reference panel of ``train``, checked (InputFormatError naming the file)."""
     from analysislib.errors import InputFormatError
-    from analysislib.io.vcf import read_vcf
+    from analysislib.io.vcf import check_diploid_panel, read_vcf
 
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such reference VCF/BCF file")
     if not path.is_file():
         raise InputFormatError(path, "is not a file; train takes a VCF, bgzipped VCF or BCF")
     reference = read_vcf(path, multiallelic="split", fields=("GT",))
-    if reference.sizes["variants"] == 0:
-        raise InputFormatError(path, "no variant records (the file holds a header only): "
-                               "nothing to train on")
-    if reference.sizes["samples"] == 0:
-        raise InputFormatError(path, "no samples: a reference panel needs genotypes")
-    ploidy = reference.sizes["ploidy"]
-    if ploidy != 2:
-        kind = {1: "haploid", 3: "triploid", 4: "tetraploid"}.get(ploidy, f"of ploidy {ploidy}")
-        raise InputFormatError(path, f"genotypes are {kind} (from the first genotype call); the "
-                               "autoencoders train on diploid genotypes only")
+    check_diploid_panel(reference, path, "train on")
     return reference
 
 

@@ -37,7 +37,6 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from analysislib.errors import InputFormatError
 from analysislib.genotype.imputer import GenotypeImputer, check_imputed
 from analysislib.results import (
     ResultsStore,
@@ -258,22 +257,6 @@ class EvaluationResult:
         return table
 
 
-def _check_evaluable(ds: xr.Dataset, where: str) -> None:
-    """Raise InputFormatError (naming ``where``) unless ``ds`` has variants and diploid calls."""
-    if ds.sizes["variants"] == 0:
-        raise InputFormatError(where, "no variant records (the file holds a header only): "
-                               "nothing to impute or score")
-    ploidy = ds.sizes["ploidy"]
-    if ploidy != 2:
-        kind = {1: "haploid", 3: "triploid", 4: "tetraploid"}.get(ploidy, f"of ploidy {ploidy}")
-        raise InputFormatError(
-            where, f"genotypes are {kind} (from the first genotype call); imputation is scored "
-            "on diploid genotypes only")
-    if ds.sizes["samples"] < 2:
-        raise InputFormatError(where, f"{ds.sizes['samples']} sample(s); evaluation holds some "
-                               "samples out as targets, so it needs at least 2")
-
-
 def evaluate(
     method: str | GenotypeImputer,
     dataset: str | os.PathLike[str] | xr.Dataset,
@@ -326,7 +309,11 @@ def evaluate(
         checksum = array_checksum(ds["call_genotype"].values, ds["variant_position"].values)
     else:
         ds, label, checksum = load_genotypes(dataset)
-    _check_evaluable(ds, label if isinstance(dataset, xr.Dataset) else str(dataset))
+    from analysislib.io.vcf import check_diploid_panel
+
+    # evaluation holds some samples out as targets, so it needs at least 2
+    check_diploid_panel(ds, label if isinstance(dataset, xr.Dataset) else str(dataset),
+                        "impute or score", min_samples=2)
     scenario_obj = parse_scenario(scenario) if isinstance(scenario, str) else scenario
     if isinstance(method, str):
         imputer = make_imputer(method, **{**(method_parameters or {}),

@@ -180,7 +180,8 @@ class ResultsStore:
         # Hidden temporaries ending in .tmp; the checksum is renamed into place first.
         with atomic_output(target, companions=(CHECKSUM_SUFFIX,), keep_suffix=False) as tmp:
             frame.to_parquet(tmp, index=False)
-            _write_checksum(tmp, Path(f"{tmp}{CHECKSUM_SUFFIX}"), target.name)
+            _write_checksum(Path(f"{tmp}{CHECKSUM_SUFFIX}"),
+                            hashlib.sha256(tmp.read_bytes()).hexdigest(), target.name)
         return target
 
     def files(self, task: str | None = None) -> list[Path]:
@@ -280,7 +281,7 @@ class ResultsStore:
         for path, digest in unsealed.items():
             sidecar = Path(f"{path}{CHECKSUM_SUFFIX}")
             with atomic_output(sidecar, keep_suffix=False) as tmp:
-                tmp.write_text(f"{digest}  {path.name}\n")
+                _write_checksum(tmp, digest, path.name)
             written.append(sidecar)
         return written
 
@@ -290,9 +291,8 @@ def _is_run_file(path: Path) -> bool:
     return not path.name.startswith(".") and ".tmp" not in path.name
 
 
-def _write_checksum(data_path: Path, sidecar: Path, name: str) -> None:
-    """Write ``sha256  name`` of ``data_path``'s bytes to ``sidecar`` (sha256sum format)."""
-    digest = hashlib.sha256(data_path.read_bytes()).hexdigest()
+def _write_checksum(sidecar: Path, digest: str, name: str) -> None:
+    """Write ``digest  name`` to ``sidecar``, the format ``sha256sum -c`` reads."""
     sidecar.write_text(f"{digest}  {name}\n")
 
 

@@ -145,6 +145,11 @@ class BandedWindow:
         mask[: self.n_t] = True
         return mask
 
+    def jitter(self, eps: float) -> Tensor:
+        """Diagonal added to ``C_tt``: ``eps`` on target rows, 1 on padded rows (which keeps
+        them decoupled and out of the determinant)."""
+        return torch.where(self.real_rows(), eps, 1.0).to(_DTYPE)
+
     # -------------------------------------------------------------------- products
 
     def u_mul(self, W: Tensor) -> Tensor:
@@ -169,7 +174,7 @@ class BandedWindow:
 
     def c_operator(self, F_cols: Tensor, sigma: float, eps: float) -> Callable[[Tensor], Tensor]:
         """``V -> C_tt V`` on padded rows, with ``F_cols`` from :meth:`pad_window`."""
-        diag = torch.where(self.real_rows(), eps, 1.0).to(_DTYPE)[:, None]
+        diag = self.jitter(eps)[:, None]
 
         def matvec(V: Tensor) -> Tensor:
             return (self.u_mul(F_cols[:, None] * self.ut_mul(V)) + sigma * self.rtt_mul(V)
@@ -188,8 +193,7 @@ class BandedWindow:
         weighted = self.slabs * F_cols[self.col_index][:, None, :]
         r_diag, r_sub = self.rtt_blocks()
         D = weighted @ self.slabs.transpose(1, 2) + sigma * r_diag
-        diag = torch.where(self.real_rows(), eps, 1.0).to(_DTYPE).reshape(self.n_blocks, s)
-        D = D + torch.diag_embed(diag)
+        D = D + torch.diag_embed(self.jitter(eps).reshape(self.n_blocks, s))
         if self.n_blocks == 1:
             return D, D.new_zeros((0, s, s))
         B = weighted[1:, :, :2 * b] @ self.slabs[:-1, :, s:s + 2 * b].transpose(1, 2)

@@ -891,7 +891,7 @@ def _spectral_diag(lam: Tensor, mu: float, sigma: float, eps: float) -> Tensor:
 class _Operators:
     """``C_tt``, its preconditioner and the pieces of the gradient, in one basis.
 
-    Dense problems use the SNPs or the eigenbasis of ``R_tt`` (``rotated``): there
+    Dense problems use the SNPs or the eigenbasis of ``R_tt`` (``rotate=True``): there
     ``C~ = Q_t' C_tt Q_t = G diag(F) G' + diag(sigma lambda + eps)`` with ``G = Q_t' R[t, :]``,
     products cost ``2 n_t m + n_t`` per column instead of ``2 n_t m + n_t^2``, and the
     ``"target"`` preconditioner is diagonal. Gaussian probes are rotation-invariant, so the
@@ -903,10 +903,7 @@ class _Operators:
     precond: Callable[[Tensor], Tensor] | None
     ut: Callable[[Tensor], Tensor]  # V -> U' V, restricted to the window's SNPs (dC/dF_j = U_j U_j')
     sigma_op: Callable[[Tensor], Tensor]  # d C / d sigma, applied to vectors
-    z: Tensor
-    mu: float
-    rotated: bool
-    dim: int  # rows of the operator
+    z: Tensor  # right-hand side; its length is the operator's size
     real_rows: Tensor | None = None  # padded layouts: which rows are targets
     # () -> (V -> M^-1/2 C M^-T/2 V, log|M|) for the preconditioned SLQ log-determinant
     whitened: Callable[[], tuple[Callable[[Tensor], Tensor], float]] | None = None
@@ -937,7 +934,7 @@ def _make_operators(state: _CGState, F: Tensor, sigma: float, *,
 
         return _Operators(matvec, diag_precond if state.preconditioner == "target" else None,
                           lambda V: G.T @ V, lambda V: lam[:, None] * V,
-                          state.factor.rtt_eigvecs.T @ p.z, mu, True, p.n_t,
+                          state.factor.rtt_eigvecs.T @ p.z,
                           whitened=lambda: _spectral_whitening(state, matvec, mu, sigma))
 
     def matvec(V: Tensor) -> Tensor:
@@ -956,12 +953,13 @@ def _make_operators(state: _CGState, F: Tensor, sigma: float, *,
 
         def precond(V: Tensor) -> Tensor:
             return Qt @ (d_t[:, None] * (Qt.T @ V))
+
     def whitened() -> tuple[Callable[[Tensor], Tensor], float]:
         rot = _make_operators(state, F, sigma, rotate=True)
         return _spectral_whitening(state, rot.matvec, mu, sigma)
 
-    return _Operators(matvec, precond, lambda V: p.U.T @ V, lambda V: p.R_tt @ V, p.z, mu, False,
-                      p.n_t, whitened=whitened)
+    return _Operators(matvec, precond, lambda V: p.U.T @ V, lambda V: p.R_tt @ V, p.z,
+                      whitened=whitened)
 
 
 def _spectral_whitening(state: _CGState, rotated_matvec: Callable[[Tensor], Tensor], mu: float,
@@ -1006,8 +1004,8 @@ def _banded_operators(state: _CGState, F: Tensor, sigma: float) -> _Operators:
         return bw.quadratic_diag(*Z), bw.rtt_trace(*Z)
 
     return _Operators(matvec, precond if factor is not None else None,
-                      lambda V: bw.ut_mul(V)[window], bw.rtt_mul, state.z, float(F.mean()),
-                      False, bw.n_rows, real_rows=bw.real_rows(), whitened=whitened,
+                      lambda V: bw.ut_mul(V)[window], bw.rtt_mul, state.z,
+                      real_rows=bw.real_rows(), whitened=whitened,
                       precond_trace=precond_trace if factor is not None else None)
 
 
@@ -1059,16 +1057,16 @@ def _slq_logdet(matvec: Callable[[Tensor], Tensor], probes: Tensor, steps: int) 
 def _draw(state: _CGState, ops: _Operators, k: int, kind: str) -> Tensor:
     """``k`` Gaussian or Rademacher probe columns, zero on padded rows."""
     if kind == "gaussian":
-        P = torch.randn(ops.dim, k, dtype=_DTYPE, generator=state.generator, device="cpu")
+        P = torch.randn(ops.z.shape[0], k, dtype=_DTYPE, generator=state.generator, device="cpu")
     else:
-        P = torch.randint(0, 2, (ops.dim, k), generator=state.generator,
+        P = torch.randint(0, 2, (ops.z.shape[0], k), generator=state.generator,
                           device="cpu").to(_DTYPE) * 2 - 1
     P = P.to(ops.z.device)
     return P if ops.real_rows is None else P * ops.real_rows[:, None]
 
 
 def _unit_probes(ops: _Operators) -> Tensor:
-    eye = torch.eye(ops.dim, dtype=_DTYPE, device=ops.z.device)
+    eye = torch.eye(ops.z.shape[0], dtype=_DTYPE, device=ops.z.device)
     return eye if ops.real_rows is None else eye[:, ops.real_rows]
 
 
@@ -1282,20 +1280,17 @@ def _solve_cg(p: _Problem, R_window: Any, options: dict[str, Any]) -> tuple[Tens
     return total, state.info
 
 
-def _banded_for(R_window: Any, target: slice, m: int, options: dict[str, Any],
+def _banded_for(R_window: Any, target: slice, options: dict[str, Any],
                 device: torch.device) -> BandedWindow:
     """The window as a :class:`BandedWindow`: given one, or banded here from a dense window."""
     if isinstance(R_window, BandedWindow):
         if "bandwidth" in options or "taper" in options:
             raise TypeError("bandwidth and taper belong to band_window(); this window is "
                             f"already banded at {R_window.bandwidth} SNPs")
-        t = _local_slice(target, R_window.n_snps)
-        if R_window.n_snps != m or (t.start, t.stop) != (R_window.target.start,
-                                                         R_window.target.stop):
+        if (target.start, target.stop) != (R_window.target.start, R_window.target.stop):
             raise ValueError(
-                f"the banded window has {R_window.n_snps} SNPs and target "
-                f"{R_window.target.start}:{R_window.target.stop}; log_F has {m} values and "
-                f"target is {t.start}:{t.stop}")
+                f"the banded window was made for target {R_window.target.start}:"
+                f"{R_window.target.stop}, not {target.start}:{target.stop}")
         return R_window
     if "bandwidth" not in options:
         raise TypeError("the banded methods need a BandedWindow (band_window(...)) or a dense "
@@ -1440,16 +1435,13 @@ def window_nll(
         (semi-)definite.
     """
     if method in ("banded", "banded_cg"):
-        m = np.shape(log_F)[0] if np.ndim(log_F) == 1 else -1
-        if isinstance(R_window, BandedWindow):
-            m = R_window.n_snps
-        z, log_F_t, sig, t = _check_inputs(z_target, log_F, m if m >= 0 else np.shape(
-            R_window)[0], target, sigma, eps)
+        m = R_window.n_snps if isinstance(R_window, BandedWindow) else np.shape(R_window)[0]
+        z, log_F_t, sig, t = _check_inputs(z_target, log_F, m, target, sigma, eps)
         cg_keys = _CG_OPTIONS | {"preconditioner"} if method == "banded_cg" else set()
         unknown = set(solver_options) - {"bandwidth", "taper"} - cg_keys
         if unknown:
             raise TypeError(f"unknown options for method={method!r}: {sorted(unknown)}")
-        bw = _banded_for(R_window, t, log_F_t.shape[0], solver_options, log_F_t.device)
+        bw = _banded_for(R_window, t, solver_options, log_F_t.device)
         if method == "banded":
             logdet, quad, info = _solve_banded(bw, z, log_F_t, sig, float(eps))
             nll = _nll_from_parts(logdet, quad, bw.n_t, n)

@@ -54,6 +54,7 @@ from analysislib.io.atomic import atomic_output
 
 __all__ = [
     "LAZY_THRESHOLD_BYTES",
+    "check_diploid_panel",
     "check_same_samples",
     "read_vcf",
     "write_vcf",
@@ -1518,6 +1519,25 @@ def write_vcf(
 # --------------------------------------------------------------------------------------------
 # Sample checks
 # --------------------------------------------------------------------------------------------
+
+
+def check_diploid_panel(ds: xr.Dataset, where: Any, purpose: str, *, min_samples: int = 1) -> None:
+    """InputFormatError naming ``where`` unless ``ds`` has variants, samples and diploid calls.
+
+    ``purpose`` completes the messages ("train on", "impute or score"); ``min_samples`` is the
+    fewest samples the caller can use.
+    """
+    if ds.sizes["variants"] == 0:
+        raise InputFormatError(where, "no variant records (the file holds a header only): "
+                               f"nothing to {purpose}")
+    if ds.sizes["samples"] < min_samples:
+        raise InputFormatError(where, f"{ds.sizes['samples']} sample(s); at least {min_samples} "
+                               f"needed to {purpose}")
+    ploidy = ds.sizes["ploidy"]
+    if ploidy != 2:
+        kind = {1: "haploid", 3: "triploid", 4: "tetraploid"}.get(ploidy, f"of ploidy {ploidy}")
+        raise InputFormatError(where, f"genotypes are {kind} (from the first genotype call); "
+                               f"only diploid genotypes can be used to {purpose}")
 
 
 def check_same_samples(ds_a: xr.Dataset, ds_b: xr.Dataset, *, ignore_order: bool = False) -> None:
