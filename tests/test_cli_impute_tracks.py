@@ -256,3 +256,14 @@ def test_bad_track_spec_and_duplicate_track(bigwigs, tmp_path, capsys):
     assert "expected CELL:MARK=PATH" in _one_error_line(capsys)
     assert main(["impute-tracks", *_specs(bigwigs), f"C2:M1={path}", *args]) == 1
     assert "second file for track C2:M1" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize("damage", ["cut", "flipped"])
+def test_read_bigwig_checks_the_layout_before_libbigwig_opens_it(tmp_path, damage):
+    """The public reader is guarded too: libBigWig crashed the process on these files."""
+    from analysislib.io.tracks import read_bigwig
+
+    path = (_damaged_bigwig(tmp_path / "cut.bw", 64) if damage == "cut"
+            else _flipped_key_size(tmp_path / "flip.bw"))
+    with pytest.raises(InputFormatError, match=path.name):
+        read_bigwig(path, "chr1")

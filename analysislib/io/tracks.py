@@ -305,17 +305,8 @@ def read_bigwig(
         Dims ``(bin,)`` with coordinates ``bin_start``, ``bin_chrom`` and attributes ``scale``,
         ``bin_size``.
     """
-    import pyBigWig
-
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(path)
-    try:
-        handle = pyBigWig.open(str(path))
-    except RuntimeError as err:
-        raise InputFormatError(path, f"not a readable bigWig file ({err})") from err
-    if handle is None or not handle.isBigWig():
-        raise InputFormatError(path, "not a bigWig file")
+    handle = _open_bigwig(path)
     try:
         sizes = handle.chroms()
         chroms = _chrom_list(chrom, list(sizes))
@@ -330,27 +321,60 @@ def read_bigwig(
             if region_end > sizes[name]:
                 raise ValueError(f"end {region_end} is beyond {name}'s length {sizes[name]}")
             edges = _bin_edges(start, region_end, bin_size)
-            means = np.empty(edges.size - 1)
-            step = max(1, chunk_bases // bin_size) * bin_size
-            for lo in range(start, region_end, step):
-                hi = min(lo + step, region_end)
-                base = np.asarray(handle.values(name, lo, hi, numpy=True), dtype=np.float64)
-                n_chunk_bins = -(-(hi - lo) // bin_size)
-                padded = np.full(n_chunk_bins * bin_size, np.nan)
-                padded[: base.size] = base
-                padded = padded.reshape(n_chunk_bins, bin_size)
-                covered = np.isfinite(padded).sum(axis=1)
-                total = np.nansum(padded, axis=1)
-                first = (lo - start) // bin_size
-                means[first: first + n_chunk_bins] = np.where(
-                    covered > 0, total / np.maximum(covered, 1), fill_value)
-            pieces.append(means)
-            chrom_labels.append(np.full(means.size, name))
+            pieces.append(_binned_bigwig(handle, path, name, edges, bin_size, fill_value,
+                                         chunk_bases))
+            chrom_labels.append(np.full(edges.size - 1, name))
             bin_starts.append(edges[:-1])
     finally:
         handle.close()
     return _track_array(np.concatenate(pieces), np.concatenate(chrom_labels),
                         np.concatenate(bin_starts), scale=scale, bin_size=bin_size, source=path)
+
+
+def _open_bigwig(path: Path) -> Any:
+    """An open pyBigWig handle, after checking the file's layout (libBigWig crashes the process
+    on some damaged files); FileNotFoundError or InputFormatError naming the file otherwise."""
+    import pyBigWig
+
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such track file")
+    _check_bigwig_layout(path)
+    try:
+        with _quiet_stderr():
+            handle = pyBigWig.open(str(path))
+    except RuntimeError:
+        raise InputFormatError(path, "not a readable bigWig file: its header is damaged or the "
+                                     "file is cut short") from None
+    if handle is None or not handle.isBigWig():
+        raise InputFormatError(path, "not a bigWig file")
+    return handle
+
+
+def _binned_bigwig(handle: Any, path: Path, chrom: str, edges: np.ndarray, bin_size: int,
+                   fill_value: float, chunk_bases: int = 10_000_000) -> np.ndarray:
+    """Base-weighted bin means of ``chrom`` between ``edges[0]`` and ``edges[-1]``, read in
+    chunks of ``chunk_bases``; bins with no covered base get ``fill_value``."""
+    start, region_end = int(edges[0]), int(edges[-1])
+    means = np.empty(edges.size - 1)
+    step = max(1, chunk_bases // bin_size) * bin_size
+    for lo in range(start, region_end, step):
+        hi = min(lo + step, region_end)
+        try:
+            with _quiet_stderr():
+                base = np.asarray(handle.values(chrom, lo, hi, numpy=True), dtype=np.float64)
+        except RuntimeError:
+            raise InputFormatError(path, "damaged bigWig file: its data cannot be read",
+                                   record=f"{chrom}:{lo}-{hi}") from None
+        n_chunk_bins = -(-(hi - lo) // bin_size)
+        padded = np.full(n_chunk_bins * bin_size, np.nan)
+        padded[: base.size] = base
+        padded = padded.reshape(n_chunk_bins, bin_size)
+        covered = np.isfinite(padded).sum(axis=1)
+        total = np.nansum(padded, axis=1)
+        first = (lo - start) // bin_size
+        means[first: first + n_chunk_bins] = np.where(
+            covered > 0, total / np.maximum(covered, 1), fill_value)
+    return means
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -804,24 +828,6 @@ def _check_bigwig_trees(path: Path, handle: Any, size: int, chrom_tree: int, ful
                 pending.append((child, depth + 1))
 
 
-def _bigwig_chrom_sizes(path: Path) -> dict[str, int]:
-    import pyBigWig
-
-    _check_bigwig_layout(path)
-    try:
-        with _quiet_stderr():
-            handle = pyBigWig.open(str(path))
-    except RuntimeError:
-        raise InputFormatError(path, "not a readable bigWig file: its header is damaged or the "
-                                     "file is cut short") from None
-    if handle is None or not handle.isBigWig():
-        raise InputFormatError(path, "not a bigWig file")
-    try:
-        return {str(name): int(size) for name, size in handle.chroms().items()}
-    finally:
-        handle.close()
-
-
 def _bedgraph_intervals(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     try:
         return _parse_bedgraph(path)
@@ -898,7 +904,25 @@ def read_track_files(
     formats = {key: track_file_format(path) for key, path in paths.items()}
     bedgraphs = {key: _bedgraph_intervals(paths[key])
                  for key, kind in formats.items() if kind == "bedgraph"}
-    sizes = {key: (_bigwig_chrom_sizes(paths[key]) if kind == "bigwig"
+    handles: dict[tuple[str, str], Any] = {}  # each bigWig is checked and opened once
+    try:
+        for key, kind in formats.items():
+            if kind == "bigwig":
+                handles[key] = _open_bigwig(paths[key])
+        return _read_opened_tracks(paths, formats, bedgraphs, handles, regions, bin_size, scale,
+                                   fill_value)
+    finally:
+        for handle in handles.values():
+            handle.close()
+
+
+def _read_opened_tracks(paths: Mapping[tuple[str, str], Path], formats: Mapping[tuple[str, str], str],
+                        bedgraphs: Mapping[tuple[str, str], Any],
+                        handles: Mapping[tuple[str, str], Any],
+                        regions: Sequence[tuple[str, int, int]] | None, bin_size: int, scale: str,
+                        fill_value: float) -> xr.Dataset:
+    """:func:`read_track_files` once its bedGraphs are parsed and its bigWigs are open."""
+    sizes = {key: ({str(c): int(n) for c, n in handles[key].chroms().items()} if kind == "bigwig"
                    else {c: int(e[-1]) for c, (_, e, _) in bedgraphs[key].items()})
              for key, kind in formats.items()}
     bigwigs = [key for key, kind in formats.items() if kind == "bigwig"]
@@ -946,16 +970,11 @@ def read_track_files(
     for (cell, assay), path in paths.items():
         row = signal[cells.index(cell), assays.index(assay)]
         offset = 0
-        for (chrom, start, end), edge in zip(spans, edges, strict=True):
+        for (chrom, _, _), edge in zip(spans, edges, strict=True):
             n = edge.size - 1
             if formats[(cell, assay)] == "bigwig":
-                try:
-                    with _quiet_stderr():
-                        values = read_bigwig(path, chrom, start, end, bin_size,
-                                             fill_value=fill_value).values
-                except RuntimeError:
-                    raise InputFormatError(path, "damaged bigWig file: its data cannot be read",
-                                           record=f"{chrom}:{start}-{end}") from None
+                values = _binned_bigwig(handles[(cell, assay)], path, chrom, edge, bin_size,
+                                        fill_value)
             else:
                 s, e, v = bedgraphs[(cell, assay)][chrom]
                 values = _interval_bin_means(s, e, v, edge, fill_value)
