@@ -1,7 +1,7 @@
 """Functional priors for GWAS: models from annotations to log prior variance, two objectives.
 
-The DeepWAS models and trainers (Amin, Potapczynski & Wilson, ICML 2025), following the
-authors' code as read in ``research/deepwas_ld_simulation.md`` section 1.1:
+The DeepWAS models and trainers (Amin, Potapczynski & Wilson, ICML 2025, arXiv 2506.19598),
+following the authors' DeepWAS repository:
 
 Models (all map a SNP's annotations to ``log F_N``, the log prior variance on the z scale):
 

@@ -1,16 +1,17 @@
 """Simulated GWAS summary statistics with functional annotations and a known prior (DeepWAS).
 
 The synthetic stand-in for the DeepWAS experiments (Amin, Potapczynski & Wilson, ICML 2025,
-``papers/deepwas_summary.txt``), following the method notes ``research/deepwas_ld_simulation.md``
-section 1.1 ("Semi-synthetic simulation") and section 3 ("Simulating GWAS summary statistics"):
+arXiv 2506.19598: the semi-synthetic simulation and the simulation of GWAS summary statistics,
+as the authors' repository implements them):
 
 1. **Genotypes and LD.** A coalescent panel from :func:`~analysislib.simulate.genotypes.
    simulate_genotypes` (one population, CEU by default). SNPs with minor allele frequency at least
    ``min_maf`` are kept and cut into contiguous LD blocks of ``ld_block_snps`` SNPs. The LD
    matrix ``R`` is **block-diagonal**: within a block ``R_b = Z_b Z_bᵀ / n_ref`` where ``Z_b``
-   holds the standardised haplotype alleles. The notes (section 3, "Pitfall") show that a dense
+   holds the standardised haplotype alleles. A dense
    panel ``R`` carries off-band ``r² ≈ 1/n_ref`` everywhere and inflates the LDSC intercept
-   (3.18 against 1.30); the block-diagonal ``R`` is their fix, and it is exactly PSD.
+   (3.18 against 1.30 in the authors' simulation); the block-diagonal ``R`` is the authors' fix, and
+   it is exactly PSD.
 2. **Annotations.** Epigenomic tracks from :func:`~analysislib.simulate.epigenome.
    simulate_epigenome` laid over the same region (bin ``b`` covers bp ``[region_start + 25 b,
    region_start + 25 (b + 1))``), arcsinh-transformed and standardised per track (DeepWAS
@@ -238,7 +239,7 @@ class GwasPreset:
 #: 2, 4,000-5,000 test SNPs in 4); 16-42 s (depending on the load) and 1.6 GB peak on one
 #: thread: the scale at which notebook 40 tests whether larger priors help.
 #: ``full``: CEU 2,500 diploids over 20 Mb with
-#: MAF >= 1% (about 26,500 SNPs, the scale of the notes' section 1.2 run; not run here),
+#: MAF >= 1% (about 26,500 SNPs, the scale of the paper's semi-synthetic runs; not run here),
 #: 1,000-SNP blocks, 12 cell types x 10 assays = 120 tracks, h2 = 0.02.
 GWAS_PRESETS: dict[str, GwasPreset] = {
     "quick": GwasPreset(
