@@ -28,14 +28,16 @@ from typing import Any
 
 import yaml
 
-from analysislib.errors import ChecksumError
+from analysislib.errors import AnalysisLibError, ChecksumError, InputFormatError
 
 __all__ = [
     "CACHE_ENV",
     "CATALOG_ENV",
     "MIRROR_ENV",
     "Catalog",
+    "DataFileNotFoundError",
     "DatasetEntry",
+    "UnknownDatasetError",
     "fetch",
     "load_catalog",
     "open_dataset",
@@ -47,6 +49,31 @@ CATALOG_ENV = "ANALYSISLIB_CATALOG"
 _REQUIRED = ("kind", "description", "citation")
 _KINDS = ("genotypes", "epigenome", "gwas", "results")
 _FIELDS = {"kind", "description", "citation", "license", "files", "loader", "generator", "parameters"}
+
+
+class UnknownDatasetError(AnalysisLibError, KeyError):
+    """A dataset name the catalog does not hold; the message names the catalog and lists the known ones."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class DataFileNotFoundError(AnalysisLibError, FileNotFoundError):
+    """A catalog file, or a dataset file in neither mirror nor cache that cannot be downloaded."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a repeated mapping key (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} appears twice in one mapping", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 @dataclass(frozen=True)
@@ -153,7 +180,7 @@ class Catalog(Mapping[str, DatasetEntry]):
         try:
             return self._entries[name]
         except KeyError:
-            raise KeyError(
+            raise UnknownDatasetError(
                 f"no dataset {name!r} in {self.source}; known: {', '.join(sorted(self._entries))}"
             ) from None
 
@@ -170,7 +197,7 @@ class Catalog(Mapping[str, DatasetEntry]):
         ------
         ChecksumError
             If a mirrored, cached or downloaded file does not match the catalog's sha256.
-        FileNotFoundError
+        DataFileNotFoundError
             If a file is in neither mirror nor cache and cannot be downloaded.
         """
         entry = self[name]
@@ -197,7 +224,7 @@ class Catalog(Mapping[str, DatasetEntry]):
             raise ChecksumError(spec["url"], spec["sha256"], str(err)) from err
         except Exception as err:
             where = f"${MIRROR_ENV}={mirror}" if mirror else f"${MIRROR_ENV} (unset)"
-            raise FileNotFoundError(
+            raise DataFileNotFoundError(
                 f"{rel} is not in {where} nor in the cache {cache}, and downloading "
                 f"{spec['url']} failed ({type(err).__name__}: {err}). Point {MIRROR_ENV} at a "
                 "folder holding a copy, e.g. ../shared/data."
@@ -235,31 +262,51 @@ def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
 
     Raises
     ------
-    ValueError
-        Naming the entry and field when the catalog is malformed.
+    InputFormatError
+        Naming the file, and the line or the entry and field, when the catalog is malformed.
+    DataFileNotFoundError
+        If the catalog file does not exist.
     """
     source = Path(path) if path is not None else _default_catalog_path()
-    raw = yaml.safe_load(source.read_text())
-    if not isinstance(raw, dict) or raw.get("version") != 1 or "datasets" not in raw:
-        raise ValueError(f"{source}: expected 'version: 1' and a 'datasets' mapping")
+    # Every failure is one error naming the file (issue 16): no bare YAML, decode or type errors.
+    try:
+        raw = yaml.load(source.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader
+    except FileNotFoundError:
+        raise DataFileNotFoundError(f"{source}: no such data catalog file") from None
+    except OSError as err:
+        raise InputFormatError(source, f"cannot read the data catalog ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise InputFormatError(source, f"not UTF-8 text (byte {err.start})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise InputFormatError(source, f"not valid YAML: {problem}",
+                               record=f"line {mark.line + 1}" if mark else None) from None
+    if not isinstance(raw, dict) or raw.get("version") != 1 or not isinstance(raw.get("datasets"), dict):
+        raise InputFormatError(source, "expected 'version: 1' and a 'datasets' mapping")
     entries = {}
     for name, fields in raw["datasets"].items():
+        if not isinstance(name, str) or not isinstance(fields, dict):
+            raise InputFormatError(source, f"dataset {name!r} must be a name holding a mapping of fields")
         missing = [key for key in _REQUIRED if not fields.get(key)]
         if missing:
-            raise ValueError(f"{source}: dataset {name!r} lacks {', '.join(missing)}")
-        if fields["kind"] not in _KINDS:
-            raise ValueError(f"{source}: dataset {name!r} has unknown kind {fields['kind']!r}")
+            raise InputFormatError(source, f"dataset {name!r} lacks {', '.join(missing)}")
+        if not isinstance(fields["kind"], str) or fields["kind"] not in _KINDS:
+            raise InputFormatError(source, f"dataset {name!r} has unknown kind {fields['kind']!r}")
         if bool(fields.get("files")) == bool(fields.get("generator")):
-            raise ValueError(f"{source}: dataset {name!r} needs either 'files' or 'generator'")
+            raise InputFormatError(source, f"dataset {name!r} needs either 'files' or 'generator'")
+        for key, kind in (("files", dict), ("parameters", dict), ("loader", str), ("generator", str)):
+            if fields.get(key) is not None and not isinstance(fields[key], kind):
+                raise InputFormatError(source, f"dataset {name!r}: {key!r} must be a {kind.__name__}")
         for rel, spec in (fields.get("files") or {}).items():
-            sha = str(spec.get("sha256", ""))
+            sha = str(spec.get("sha256", "")) if isinstance(spec, dict) else ""
             if len(sha) != 64 or not spec.get("url"):
-                raise ValueError(f"{source}: dataset {name!r} file {rel!r} needs url and a sha256")
+                raise InputFormatError(source, f"dataset {name!r} file {rel!r} needs url and a sha256")
         if fields.get("files") and not fields.get("license"):
-            raise ValueError(f"{source}: dataset {name!r} lacks license")
+            raise InputFormatError(source, f"dataset {name!r} lacks license")
         unknown = sorted(set(fields) - _FIELDS)
         if unknown:
-            raise ValueError(f"{source}: dataset {name!r} has unknown fields {unknown}")
+            raise InputFormatError(source, f"dataset {name!r} has unknown fields {unknown}")
         entries[name] = DatasetEntry(name=name, **fields)
     return Catalog(entries, source)
 

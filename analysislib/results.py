@@ -341,6 +341,15 @@ def _parse_run_file(path: Path, data: bytes) -> pd.DataFrame:
                                f"unknown columns {extra}")
     # Files written before a column was added read back with NaN there.
     table = table.reindex(columns=list(COLUMNS))
+    # astype would change values silently here: 10.5 -> 10, and uint64 above 2**63 wraps negative.
+    for column in (c for c, t in COLUMNS.items() if t == "int64"):
+        values = table[column]
+        kind = values.dtype.kind
+        exact = kind == "i" or (kind == "u" and (values.empty or int(values.max()) < 2**63)) or (
+            kind == "f" and bool(np.all(values.isna() | ((values == np.trunc(values)) & (values.abs() < 2**63)))))
+        if not exact:
+            raise InputFormatError(path, f"damaged results file: column {column} holds {values.dtype} "
+                                   "values that are not all int64 integers")
     try:
         table = table.astype(COLUMNS)
     except (TypeError, ValueError) as err:

@@ -833,6 +833,9 @@ class Bundle:
 
 def _read_manifest(root: Path) -> dict[str, Any]:
     path = root / MANIFEST_NAME
+    if root.exists() and not root.is_dir():  # "no such folder" would be wrong about a file
+        raise BundleError(root, "not a model bundle: this is a file; a bundle is a folder holding "
+                          f"{MANIFEST_NAME}")
     if not root.is_dir():
         raise BundleError(root, "no such model bundle folder")
     if not path.is_file():
@@ -853,6 +856,25 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     for key in ("tiles", "files", "contigs"):
         if key not in manifest:
             raise BundleError(path, f"the manifest lacks {key!r}")
+    # Wrong JSON types are named here, not met later as bare TypeError or ValueError (issue 16).
+    files, tiles, contigs = manifest["files"], manifest["tiles"], manifest["contigs"]
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise BundleError(path, "'files' must map file names to sha256 strings")
+    if not isinstance(contigs, list) or not all(isinstance(c, str) for c in contigs):
+        raise BundleError(path, "'contigs' must be a list of contig names")
+    if not isinstance(tiles, list) or not all(isinstance(t, dict) for t in tiles):
+        raise BundleError(path, "'tiles' must be a list of tile entries")
+    for tile in tiles:
+        lacking = sorted({"id", "contig", "n_variants", "weights", "variants", "config"} - set(tile))
+        if lacking:
+            raise BundleError(path, f"tile {tile.get('id')}: the entry lacks {', '.join(lacking)}")
+        n = tile.get("n_variants")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise BundleError(path, f"tile {tile.get('id')}: 'n_variants' must be a positive integer, "
+                              f"not {n!r}")
+    ids = [str(tile["id"]) for tile in tiles]
+    if len(set(ids)) != len(ids):
+        raise BundleError(path, f"tile ids repeat: {sorted({i for i in ids if ids.count(i) > 1})}")
     return manifest
 
 
@@ -904,6 +926,9 @@ def load_bundle(path: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
                 raise BundleChecksumError(file, expected, actual)
     if "packed_weights" in manifest:
         _check_packed(root, manifest, tiles)
+    elif "packed" in tiles:  # a damaged 'packed_weights' key would silently switch engines
+        raise BundleError(root / MANIFEST_NAME, "the tiles have 'packed' entries but the manifest has "
+                          "no 'packed_weights'")
     contig_rank = {c: i for i, c in enumerate(manifest["contigs"])}
     parts: dict[str, list[np.ndarray]] = {name: [] for name in (*VARIANT_COLUMNS, "row", "within", "edge", "rank")}
     for row, (rel, contig, n) in enumerate(zip(tiles["variants"], tiles["contig"], tiles["n_variants"],

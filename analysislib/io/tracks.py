@@ -308,7 +308,7 @@ def read_bigwig(
     path = Path(path)
     handle = _open_bigwig(path)
     try:
-        sizes = handle.chroms()
+        sizes = _bigwig_chroms(handle, path)
         chroms = _chrom_list(chrom, list(sizes))
         if len(chroms) > 1 and (start != 0 or end is not None):
             raise ValueError("start/end can only be given with a single chromosome")
@@ -348,6 +348,14 @@ def _open_bigwig(path: Path) -> Any:
     if handle is None or not handle.isBigWig():
         raise InputFormatError(path, "not a bigWig file")
     return handle
+
+
+def _bigwig_chroms(handle: Any, path: Path) -> dict[str, int]:
+    """The chromosome sizes of an open bigWig; a damaged name raises InputFormatError naming the file."""
+    try:
+        return handle.chroms()
+    except RuntimeError:  # pyBigWig on a name that is not UTF-8, e.g. one flipped bit
+        raise InputFormatError(path, "damaged bigWig file: its chromosome list cannot be read") from None
 
 
 def _binned_bigwig(handle: Any, path: Path, chrom: str, edges: np.ndarray, bin_size: int,
@@ -478,7 +486,10 @@ def read_bedgraph(
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(path)
-    intervals = _parse_bedgraph(path)
+    try:
+        intervals = _parse_bedgraph(path)
+    except (UnicodeDecodeError, EOFError, zlib.error, gzip.BadGzipFile) as err:  # bare before
+        raise InputFormatError(path, f"not a readable text bedGraph ({type(err).__name__})") from None
     chroms = _chrom_list(chrom, list(intervals))
     if len(chroms) > 1 and (start != 0 or end is not None):
         raise ValueError("start/end can only be given with a single chromosome")
@@ -922,7 +933,8 @@ def _read_opened_tracks(paths: Mapping[tuple[str, str], Path], formats: Mapping[
                         regions: Sequence[tuple[str, int, int]] | None, bin_size: int, scale: str,
                         fill_value: float) -> xr.Dataset:
     """:func:`read_track_files` once its bedGraphs are parsed and its bigWigs are open."""
-    sizes = {key: ({str(c): int(n) for c, n in handles[key].chroms().items()} if kind == "bigwig"
+    sizes = {key: ({str(c): int(n) for c, n in _bigwig_chroms(handles[key], paths[key]).items()}
+                   if kind == "bigwig"
                    else {c: int(e[-1]) for c, (_, e, _) in bedgraphs[key].items()})
              for key, kind in formats.items()}
     bigwigs = [key for key, kind in formats.items() if kind == "bigwig"]
