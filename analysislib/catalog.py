@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from analysislib.errors import AnalysisLibError, ChecksumError, InputFormatError
+from analysislib.errors import ChecksumError, DataFileNotFoundError, InputFormatError, UnknownDatasetError
 
 __all__ = [
     "CACHE_ENV",
@@ -49,17 +49,6 @@ CATALOG_ENV = "ANALYSISLIB_CATALOG"
 _REQUIRED = ("kind", "description", "citation")
 _KINDS = ("genotypes", "epigenome", "gwas", "results")
 _FIELDS = {"kind", "description", "citation", "license", "files", "loader", "generator", "parameters"}
-
-
-class UnknownDatasetError(AnalysisLibError, KeyError):
-    """A dataset name the catalog does not hold; the message names the catalog and lists the known ones."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
-
-
-class DataFileNotFoundError(AnalysisLibError, FileNotFoundError):
-    """A catalog file, or a dataset file in neither mirror nor cache that cannot be downloaded."""
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

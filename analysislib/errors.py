@@ -12,10 +12,12 @@ __all__ = [
     "AnalysisLibError",
     "CheckpointError",
     "ChecksumError",
+    "DataFileNotFoundError",
     "ExternalToolError",
     "InputFormatError",
     "NotPositiveDefiniteError",
     "ToolNotFoundError",
+    "UnknownDatasetError",
     "VariableSpecError",
 ]
 
@@ -82,6 +84,17 @@ class ExternalToolError(AnalysisLibError, RuntimeError):
 
 class NotPositiveDefiniteError(AnalysisLibError, ValueError):
     """A covariance or LD matrix that must be positive (semi-)definite is not."""
+
+
+class UnknownDatasetError(AnalysisLibError, KeyError):
+    """A dataset name the catalog does not hold; the message names the catalog and lists the known ones."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class DataFileNotFoundError(AnalysisLibError, FileNotFoundError):
+    """A catalog file, or a dataset file in neither mirror nor cache that cannot be downloaded."""
 
 
 class CheckpointError(AnalysisLibError):
