@@ -116,3 +116,63 @@ def test_plain_gzip_cut_short_is_named(tmp_path):
     with pytest.raises(InputFormatError, match="truncated or corrupt") as info:
         read_vcf(path)
     assert str(info.value).startswith(str(path))
+
+
+# ---------------------------------------------------------------- damaged records in plain text
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_RECORDS = _vcf_text().splitlines()
+_FIRST_RECORD = 4  # lines before it: fileformat, contig, FORMAT, #CHROM
+_FIELD_TEXT = st.text(alphabet="01|/.,;:=-ACGTN<>*[]x\t ", max_size=8)
+
+
+def _write_with_record_field(path: Path, record: int, field: int, value: str) -> Path:
+    lines = list(_RECORDS)
+    fields = lines[_FIRST_RECORD + record].split("\t")
+    fields[field] = value
+    lines[_FIRST_RECORD + record] = "\t".join(fields)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(record=st.integers(0, 11), field=st.integers(0, 9 + len(SAMPLES) - 1), value=_FIELD_TEXT,
+       chunk=st.sampled_from([None, 5]))
+def test_a_damaged_record_is_named_by_line_or_leaves_the_others_intact(tmp_path, record, field, value, chunk):
+    # chunk=5: the lazy reader, which parses the file in chunks of 5 records.
+    path = _write_with_record_field(tmp_path / "damaged.vcf", record, field, value)
+    try:
+        got = np.asarray(read_vcf(path, chunk_variants=chunk)["call_genotype"].values)  # lazy: errors here
+    except InputFormatError as err:
+        message = str(err)
+        assert message.startswith(str(path)) and "\n" not in message, message
+        # The damaged line, or the next one when a changed CHROM or POS breaks the sort order.
+        named = [f"line {_FIRST_RECORD + record + k}" for k in (1, 2)]
+        assert any(n in message for n in named) and ("unsorted" in message or named[0] in message), message
+        return
+    # Read without complaint: every other record reads back exactly as written.
+    expected = read_vcf(_bgzip(_vcf_text(), tmp_path / "ok.vcf.gz"))
+    assert got.shape[0] == expected.sizes["variants"]
+    others = np.arange(12) != record
+    np.testing.assert_array_equal(got[others],
+                                  expected["call_genotype"].values[others])
+
+
+@pytest.mark.parametrize(("field", "value", "says"), [
+    (1, "abc", "POS 'abc' is not an integer"),
+    (0, "", "CHROM '' is empty"),
+    (3, "", "empty REF allele"),
+    (4, "", "empty allele in ALT"),
+    (8, "DP", "no GT field"),
+    (9, "0|x", "malformed GT '0|x' for sample S0"),
+    (9, "0|2", "refers to allele 2"),
+    (9, "0|1|1", "mixed ploidy"),
+])
+def test_each_kind_of_broken_record_names_file_record_and_line(tmp_path, field, value, says):
+    path = _write_with_record_field(tmp_path / "broken.vcf", 3, field, value)
+    with pytest.raises(InputFormatError) as info:
+        read_vcf(path)
+    message = str(info.value)
+    assert message.startswith(f"{path} at record ") and "line 8" in message and says in message, message

@@ -442,6 +442,8 @@ def _parse_site(line: bytes, record_no: int, ctx: _Context) -> _Site:
         raise ctx.error(f"POS {columns[1].decode(errors='replace')!r} is not an integer",
                         ctx.label(record_no, contig, None)) from None
     label = ctx.label(record_no, contig, position)
+    if not contig.strip() or contig != contig.strip():  # would surface later as "unsorted"
+        raise ctx.error(f"CHROM {contig!r} is empty or has surrounding spaces", label)
     if position < 0:
         raise ctx.error(f"negative POS {position}", label)
     if not ref or ref == ".":
