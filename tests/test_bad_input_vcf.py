@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pysam
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from analysislib.errors import InputFormatError
 from analysislib.io.vcf import read_vcf
@@ -119,9 +121,6 @@ def test_plain_gzip_cut_short_is_named(tmp_path):
 
 
 # ---------------------------------------------------------------- damaged records in plain text
-
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 _RECORDS = _vcf_text().splitlines()
 _FIRST_RECORD = 4  # lines before it: fileformat, contig, FORMAT, #CHROM
