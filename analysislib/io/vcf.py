@@ -56,7 +56,9 @@ __all__ = [
     "LAZY_THRESHOLD_BYTES",
     "check_diploid_panel",
     "check_same_samples",
+    "header_text",
     "read_vcf",
+    "records_output",
     "write_vcf",
 ]
 
@@ -1244,12 +1246,44 @@ def _allele_tokens(alleles: np.ndarray, width: int) -> tuple[np.ndarray, np.ndar
 
 
 def _float_tokens(values: np.ndarray, decimals: int) -> tuple[np.ndarray, np.ndarray]:
-    """Non-negative floats with ``decimals`` places, trailing zeros trimmed; NaN becomes ``.``."""
+    """Non-negative floats with ``decimals`` places, trailing zeros trimmed; NaN becomes ``.``.
+
+    Values are rounded to integers ``k = rint(value * 10**decimals)`` and each ``k`` is looked
+    up in a table of its text (:func:`_float_table`); the text equals :func:`_float_tokens_direct`.
+    """
+    missing = ~np.isfinite(values)
+    scaled = np.rint(np.where(missing, 0, values) * 10**decimals).astype(np.int64)
+    width = len(str(int(scaled.max(initial=0)) // 10**decimals))
+    if 10 ** (width + decimals) > _TABLE_LIMIT:
+        return _float_tokens_direct(values, decimals)
+    digits, keep = _float_table(decimals, width)
+    text, kept = digits[scaled], keep[scaled]
+    int_last = digits.shape[1] - decimals - 2  # last integer digit ("0" of a missing value)
+    text[..., int_last] = np.where(missing, DOT, text[..., int_last])
+    return text, kept
+
+
+_TABLE_LIMIT = 10**5  # most entries of a lookup table of float texts
+_float_tables: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _float_table(decimals: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Text and keep-mask of ``k / 10**decimals`` for every ``k`` of ``width`` integer digits (cached)."""
+    key = (decimals, width)
+    if key not in _float_tables:
+        _float_tables[key] = _float_tokens_direct(
+            np.arange(10 ** (width + decimals)) / 10**decimals, decimals, width=width)
+    return _float_tables[key]
+
+
+def _float_tokens_direct(values: np.ndarray, decimals: int, width: int | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_float_tokens` computed digit by digit (any magnitude)."""
     missing = ~np.isfinite(values)
     scale = 10**decimals
     scaled = np.rint(np.where(missing, 0, values) * scale).astype(np.int64)
     whole, fraction = np.divmod(scaled, scale)
-    width = max(1, len(str(int(whole.max(initial=0)))))
+    width = width or max(1, len(str(int(whole.max(initial=0)))))
     int_digits, int_keep = _digit_tokens(whole, width)
     int_digits[..., -1] = np.where(missing, DOT, int_digits[..., -1])
     frac_digits = np.empty((*values.shape, decimals), np.uint8)
@@ -1268,11 +1302,13 @@ def _const(shape: tuple[int, ...], char: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _format_calls(gt: np.ndarray, phased: np.ndarray, ds: np.ndarray | None,
-                  gp: np.ndarray | None, decimals: int, allele_width: int) -> tuple[np.ndarray, np.ndarray]:
+                  gp: np.ndarray | None, decimals: int, allele_width: int, *, line_end: bool = True
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Sample columns of a block of variants: the bytes of every line and each line's length.
 
     Each call becomes a fixed-width byte row with a keep-mask; dropping the masked bytes leaves
-    the exact text, calls separated by tabs and lines ended by a newline.
+    the exact text, calls separated by tabs and lines ended by a newline (by a tab when
+    ``line_end`` is False: more sample columns follow, as when samples come in batches).
     """
     n_var, n_samples, ploidy = gt.shape
     shape = (n_var, n_samples)
@@ -1295,7 +1331,8 @@ def _format_calls(gt: np.ndarray, phased: np.ndarray, ds: np.ndarray | None,
                 keep &= ~absent
             parts.append((token, keep))
     end, end_keep = _const(shape, "\t")
-    end[:, -1] = NEWLINE
+    if line_end:
+        end[:, -1] = NEWLINE
     parts.append((end, end_keep))
     text = np.concatenate([p[0] for p in parts], axis=-1)
     keep = np.concatenate([p[1] for p in parts], axis=-1)
@@ -1347,9 +1384,15 @@ def _check_writable(ds: xr.Dataset, fields: Sequence[str]) -> None:
 
 
 def _header(ds: xr.Dataset, fields: Sequence[str]) -> bytes:
+    return header_text(ds.attrs["contigs"], ds.attrs.get("contig_lengths"), fields,
+                       [str(s) for s in ds["sample_id"].values])
+
+
+def header_text(contigs: Sequence[str], lengths: Sequence[int] | None, fields: Sequence[str],
+                sample_ids: Sequence[str]) -> bytes:
+    """The VCF header :func:`write_vcf` writes (contigs, FORMAT fields, sample columns)."""
     lines = ["##fileformat=VCFv4.2", "##source=analysislib"]
-    lengths = ds.attrs.get("contig_lengths")
-    for i, contig in enumerate(ds.attrs["contigs"]):
+    for i, contig in enumerate(contigs):
         length = f",length={lengths[i]}" if lengths is not None and i < len(lengths) else ""
         lines.append(f"##contig=<ID={contig}{length}>")
     described = {
@@ -1359,8 +1402,8 @@ def _header(ds: xr.Dataset, fields: Sequence[str]) -> bytes:
     }
     lines += [described[f] for f in fields]
     columns = ["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO"]
-    if ds.sizes["samples"]:
-        columns += ["FORMAT", *(str(s) for s in ds["sample_id"].values)]
+    if len(sample_ids):
+        columns += ["FORMAT", *sample_ids]
     lines.append("\t".join(columns))
     return ("\n".join(lines) + "\n").encode()
 
@@ -1458,18 +1501,8 @@ def write_vcf(
         written. Nothing is written: output goes to a temporary file renamed into place
         (with its index) only on success.
     """
-    import pysam
-
     path = Path(path)
-    name = path.name
-    if name.endswith((".vcf.gz", ".vcf.bgz")):
-        kind, companions = "vcf.gz", (".tbi",)
-    elif name.endswith(".bcf"):
-        kind, companions = "bcf", (".csi",)
-    elif name.endswith(".vcf"):
-        kind, companions = "vcf", ()
-    else:
-        raise ValueError(f"{path}: the file name must end in .vcf.gz, .bcf or .vcf")
+    _output_kind(path)
     if not 0 <= compress_level <= 9:
         raise ValueError("compress_level must be between 0 and 9")
     available = {"GT": "call_genotype", "DS": "call_dosage", "GP": "call_genotype_probability"}
@@ -1488,32 +1521,63 @@ def write_vcf(
         raise ValueError("DS and GP can only be written for biallelic variants (2 alleles)")
     _check_writable(ds, fields)
 
-    header = _header(ds, fields)
+    with records_output(path, _header(ds, fields), compress_level=compress_level) as write:
+        for chunk in _vcf_lines(ds, fields, decimals, block_variants):
+            write(chunk)
+    return path
+
+
+def _output_kind(path: Path) -> tuple[str, tuple[str, ...]]:
+    name = path.name
+    if name.endswith((".vcf.gz", ".vcf.bgz")):
+        return "vcf.gz", (".tbi",)
+    if name.endswith(".bcf"):
+        return "bcf", (".csi",)
+    if name.endswith(".vcf"):
+        return "vcf", ()
+    raise ValueError(f"{path}: the file name must end in .vcf.gz, .bcf or .vcf")
+
+
+@contextlib.contextmanager
+def records_output(path: str | os.PathLike[str], header: bytes, *, compress_level: int = 6
+                   ) -> Iterator[Any]:
+    """Write a VCF from its header and record text, atomically, with its index.
+
+    Yields a function that appends record lines (bytes). ``.vcf.gz`` is bgzipped and gets a
+    ``.tbi``, ``.bcf`` is converted by htslib and gets a ``.csi``, ``.vcf`` is plain text. The
+    file appears under ``path`` only when the block ends without error (see
+    :func:`~analysislib.io.atomic.atomic_output`); otherwise nothing is left behind and an
+    older file at ``path`` is kept.
+    """
+    import pysam
+
+    path = Path(path)
+    kind, companions = _output_kind(path)
+    if not 0 <= compress_level <= 9:
+        raise ValueError("compress_level must be between 0 and 9")
     with atomic_output(path, companions=companions) as tmp:
         if kind == "vcf":
             with open(tmp, "wb") as out:
                 out.write(header)
-                out.writelines(_vcf_lines(ds, fields, decimals, block_variants))
+                yield out.write
         elif kind == "vcf.gz":
             with pysam.BGZFile(str(tmp), f"wb{compress_level}") as out:  # has no writelines
                 out.write(header)
-                for chunk in _vcf_lines(ds, fields, decimals, block_variants):
-                    out.write(chunk)
+                yield out.write
             with _quiet_htslib():
                 pysam.tabix_index(str(tmp), preset="vcf", force=True)
         else:
-            with tempfile.TemporaryDirectory(dir=tmp.parent, prefix=f".{name}.") as scratch:
+            with tempfile.TemporaryDirectory(dir=tmp.parent, prefix=f".{path.name}.") as scratch:
                 text_path = Path(scratch) / "records.vcf"
                 with open(text_path, "wb") as out:
                     out.write(header)
-                    out.writelines(_vcf_lines(ds, fields, decimals, block_variants))
+                    yield out.write
                 with _quiet_htslib(), pysam.VariantFile(str(text_path)) as source, \
                         pysam.VariantFile(str(tmp), f"wb{compress_level}", header=source.header) as target:
                     for record in source:
                         target.write(record)
             with _quiet_htslib():
                 pysam.tabix_index(str(tmp), preset="bcf", csi=True, force=True)
-    return path
 
 
 # --------------------------------------------------------------------------------------------
