@@ -78,7 +78,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
-import xarray as xr
 
 from analysislib import variables
 from analysislib.catalog import sha256_of
@@ -88,6 +87,7 @@ from analysislib.io.atomic import atomic_output
 
 if TYPE_CHECKING:
     import torch
+    import xarray as xr
 
     from analysislib.genotype.autoencoder import DAEHyperparameters, TrainedTile
 
@@ -1547,13 +1547,21 @@ def map_variants(
         lengths show another genome build; most shared positions have other alleles (another
         build or reference); or no input variant matches a bundle variant.
     """
-    if strand_ambiguous not in ("keep", "drop"):
-        raise ValueError("strand_ambiguous must be 'keep' or 'drop'")
     where = str(source or target.attrs.get("source") or "target dataset")
     if target.sizes.get("alleles", 2) > 2:
         raise InputFormatError(where, "multi-allelic variants: split them first (read_vcf(..., "
                                "multiallelic='split') or bcftools norm -m-)")
-    names = _contig_names(target).astype(str)
+    return _map_sites(bundle, _contig_names(target).astype(str), target["variant_position"].values,
+                      target["variant_allele"].values, _contig_length_map(target),
+                      strand_ambiguous=strand_ambiguous, where=where)
+
+
+def _map_sites(bundle: Bundle, names: np.ndarray, positions: np.ndarray, alleles: np.ndarray,
+               contig_lengths: Mapping[str, int], *, strand_ambiguous: StrandPolicy, where: str
+               ) -> VariantMapping:
+    """:func:`map_variants` on the variant columns: contig name per variant, positions, alleles."""
+    if strand_ambiguous not in ("keep", "drop"):
+        raise ValueError("strand_ambiguous must be 'keep' or 'drop'")
     bundle_contigs = bundle.contigs
     by_normal = {normalise_contig(c): c for c in bundle_contigs}
     contig_map: dict[str, str] = {}
@@ -1570,14 +1578,14 @@ def map_variants(
         raise InputFormatError(where, f"no input contig matches the model bundle's: the input has {shown}; "
                                f"the bundle has {', '.join(bundle_contigs)} (names like '22' and 'chr22' "
                                "are matched automatically)")
-    _check_build(bundle, target, contig_map, where)
+    _check_build(bundle, contig_lengths, contig_map, where)
 
     n_input = len(names)
-    t_alleles = np.asarray(target["variant_allele"].values, dtype=object)
+    t_alleles = np.asarray(alleles, dtype=object)
     t_ref = t_alleles[:, 0].astype(str).astype(object)
     t_alt = (t_alleles[:, 1].astype(str).astype(object) if t_alleles.shape[1] > 1
              else np.full(n_input, "", dtype=object))
-    t_pos = np.asarray(target["variant_position"].values, dtype=np.int64)
+    t_pos = np.asarray(positions, dtype=np.int64)
     t_table = pd.DataFrame({"t": np.flatnonzero(on_bundle), "contig": mapped[on_bundle],
                             "pos": t_pos[on_bundle]})
     b = bundle.variants
@@ -1619,9 +1627,8 @@ def map_variants(
     return VariantMapping(t_idx[keep], b_idx[keep], np.isin(kind[keep], _FLIP_KINDS), counts, contig_map)
 
 
-def _check_build(bundle: Bundle, target: xr.Dataset, contig_map: Mapping[str, str], where: str) -> None:
+def _check_build(bundle: Bundle, theirs: Mapping[str, int], contig_map: Mapping[str, str], where: str) -> None:
     """Compare contig lengths declared by the input with the bundle's; raise on a build mismatch."""
-    theirs = _contig_length_map(target)
     ours = bundle.contig_lengths
     for name, length in theirs.items():
         bundle_name = contig_map.get(name, name)
@@ -1716,12 +1723,17 @@ def _output_layout(bundle: Bundle, target: xr.Dataset, strand_ambiguous: StrandP
     if target.sizes["samples"] == 0:
         raise InputFormatError(where, "no samples to impute")
     mapping = map_variants(bundle, target, strand_ambiguous=strand_ambiguous, source=where)
+    return (mapping, *_covered_variants(bundle, mapping))
+
+
+def _covered_variants(bundle: Bundle, mapping: VariantMapping) -> tuple[set[str], np.ndarray, np.ndarray]:
+    """Bundle contigs the input covers, the bundle rows on them (``keep``), each row's output index."""
     contig_of = bundle.variants["contig"].to_numpy()
     covered = set(contig_of[mapping.bundle_index].tolist())
     keep = np.flatnonzero(np.isin(contig_of, list(covered)))
     local = np.full(len(contig_of), -1, dtype=np.int64)
     local[keep] = np.arange(len(keep))
-    return mapping, covered, keep, local
+    return covered, keep, local
 
 
 def impute_dataset(
@@ -2186,7 +2198,7 @@ def impute_vcf(
         ``out_vcf`` is ``in_vcf`` (by path or by identity, e.g. a hard link): nothing is read
         or written.
     """
-    from analysislib.io.vcf import header_text, read_vcf, records_output
+    from analysislib.io.vcf import header_text, read_vcf_arrays, records_output
 
     _refuse_output_is_input(in_vcf, out_vcf)
     if batch_samples < 1:
@@ -2198,19 +2210,27 @@ def impute_vcf(
     engine = _check_engine(bundle, engine)
     seconds["load bundle"] = time.perf_counter() - started
     mark = time.perf_counter()
-    target = read_vcf(in_vcf, multiallelic="split", fields=("GT",))
-    target = target.compute() if any(v.chunks for v in target.data_vars.values()) else target
+    target = read_vcf_arrays(in_vcf, multiallelic="split", fields=("GT",))  # no xarray, no dask
     seconds["read"] = time.perf_counter() - mark
     mark = time.perf_counter()
     where = str(in_vcf)
-    mapping, covered, keep, local = _output_layout(bundle, target, strand_ambiguous, where)
-    n_samples = target.sizes["samples"]
-    typed_in = np.asarray(target["call_genotype"].values, dtype=np.int8)[mapping.input_index]
+    n_samples = len(target.sample_id)
+    if target.call_genotype.shape[2] != 2:
+        raise InputFormatError(where, f"ploidy {target.call_genotype.shape[2]}; the autoencoder imputes "
+                               "diploid genotypes")
+    if n_samples == 0:
+        raise InputFormatError(where, "no samples to impute")
+    contigs = np.asarray(target.contigs, dtype=object)
+    mapping = _map_sites(bundle, contigs[target.variant_contig].astype(str), target.variant_position,
+                         target.variant_allele,
+                         dict(zip(target.contigs, target.attrs.get("contig_lengths") or [], strict=False)),
+                         strand_ambiguous=strand_ambiguous, where=where)
+    covered, keep, local = _covered_variants(bundle, mapping)
+    typed_in = target.call_genotype[mapping.input_index]
     typed_in = np.where(mapping.flip[:, None, None] & (typed_in >= 0), 1 - typed_in, typed_in).astype(np.int8)
-    phased_in = (np.asarray(target["call_genotype_phased"].values, dtype=bool)[mapping.input_index]
-                 if "call_genotype_phased" in target else np.zeros(typed_in.shape[:2], dtype=bool))
+    phased_in = target.call_genotype_phased[mapping.input_index]
     typed_rows = local[mapping.bundle_index]
-    sample_ids = [str(s) for s in target["sample_id"].values]
+    sample_ids = target.sample_id
     del target
     names = [c for c in bundle.contigs if c in covered]
     inverse = {dst: src for src, dst in mapping.contig_map.items()}

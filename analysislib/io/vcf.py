@@ -42,22 +42,25 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import xarray as xr
 
 from analysislib import variables
 from analysislib.errors import InputFormatError
-from analysislib.genotype.dataset import create_genotype_dataset
 from analysislib.io.atomic import atomic_output
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = [
     "LAZY_THRESHOLD_BYTES",
+    "VCFArrays",
     "check_diploid_panel",
     "check_same_samples",
     "header_text",
     "read_vcf",
+    "read_vcf_arrays",
     "records_output",
     "write_vcf",
 ]
@@ -1122,6 +1125,83 @@ def read_vcf(
         names the file and the record (``record 12 (22:16050075, line 265)``). With lazy reading
         the call-level checks run when a chunk is computed.
     """
+    ctx, requested = _open_for_reading(path, multiallelic, samples, fields, chunk_variants)
+    layout = ctx.layout
+    lazy = chunk_variants is not None or layout.size > LAZY_THRESHOLD_BYTES
+    if lazy and layout.container != "gzip":  # plain gzip cannot seek: read eagerly
+        # First pass over sites only; the per-chunk size needs the ploidy, which the pass finds.
+        variants, _, chunks = _scan(ctx, chunk_variants or _chunk_size(None, layout, 2), requested)
+        want = tuple(f for f in requested if f.encode() in variants.format_keys)
+        arrays = _lazy_arrays(ctx, want, chunks)
+        read = _assemble(ctx, variants, arrays)
+    else:
+        read = _read_eagerly(ctx, requested)
+        if lazy:
+            import dask.array as da
+
+            size = _chunk_size(chunk_variants, layout, ctx.ploidy or 2)
+            for name in _CALL_NAMES:
+                value = getattr(read, name)
+                if value is not None:
+                    setattr(read, name, da.from_array(value, chunks=(size, *value.shape[1:])))
+    from analysislib.genotype.dataset import create_genotype_dataset
+
+    return create_genotype_dataset(
+        contigs=read.contigs, variant_contig=read.variant_contig, variant_position=read.variant_position,
+        variant_allele=read.variant_allele, variant_id=read.variant_id, sample_id=read.sample_id,
+        call_genotype=read.call_genotype, call_genotype_phased=read.call_genotype_phased,
+        call_dosage=read.call_dosage, call_genotype_probability=read.call_genotype_probability,
+        attrs=read.attrs)
+
+
+_CALL_NAMES = ("call_genotype", "call_genotype_phased", "call_dosage", "call_genotype_probability")
+
+
+@dataclass
+class VCFArrays:
+    """A VCF's variants, samples and calls as NumPy arrays (:func:`read_vcf_arrays`).
+
+    The fields are the variables and attributes of the dataset :func:`read_vcf` returns:
+    ``contigs`` (header contigs, then others in order of appearance), ``variant_contig``
+    (index into ``contigs``), ``variant_position``, ``variant_allele`` (variants, 2),
+    ``variant_id``, ``sample_id``, ``call_genotype`` (variants, samples, ploidy; -1 missing),
+    ``call_genotype_phased``, ``call_dosage`` and ``call_genotype_probability`` (None unless
+    read) and ``attrs`` (``source``, multi-allelic counts, ``contig_lengths`` when every contig
+    has one).
+    """
+
+    contigs: list[str]
+    variant_contig: np.ndarray
+    variant_position: np.ndarray
+    variant_allele: np.ndarray
+    variant_id: np.ndarray
+    sample_id: list[str]
+    call_genotype: Any
+    call_genotype_phased: Any
+    call_dosage: Any
+    call_genotype_probability: Any
+    attrs: dict[str, Any]
+
+
+def read_vcf_arrays(
+    path: str | os.PathLike[str],
+    *,
+    multiallelic: Multiallelic = "error",
+    samples: Sequence[str] | None = None,
+    fields: Iterable[str] = ("GT", "DS", "GP"),
+) -> VCFArrays:
+    """Read a VCF, bgzipped VCF or BCF file into NumPy arrays, without xarray or dask.
+
+    The same reading, checks and errors as :func:`read_vcf` (whose parameters these are),
+    always eager; for callers that need arrays, not a dataset (``analysislib impute``).
+    """
+    ctx, requested = _open_for_reading(path, multiallelic, samples, fields, None)
+    return _read_eagerly(ctx, requested)
+
+
+def _open_for_reading(path: str | os.PathLike[str], multiallelic: Multiallelic, samples: Any,
+                      fields: Iterable[str], chunk_variants: int | None) -> tuple[_Context, tuple[str, ...]]:
+    """Check the arguments, open the file and return the parsing context and DS/GP requested."""
     path = Path(path)
     if multiallelic not in ("error", "split", "drop"):
         raise ValueError(f"multiallelic must be 'error', 'split' or 'drop', not {multiallelic!r}")
@@ -1132,46 +1212,38 @@ def read_vcf(
     if chunk_variants is not None and chunk_variants < 1:
         raise ValueError("chunk_variants must be a positive integer")
     layout = _inspect(path)
-    ctx = _Context(layout, multiallelic, _resolve_samples(layout, samples),
-                   _count_header_lines(layout))
-    lazy = chunk_variants is not None or layout.size > LAZY_THRESHOLD_BYTES
-    seekable = layout.container != "gzip"
-    requested = tuple(f for f in ("DS", "GP") if f in fields)
+    ctx = _Context(layout, multiallelic, _resolve_samples(layout, samples), _count_header_lines(layout))
+    return ctx, tuple(f for f in ("DS", "GP") if f in fields)
 
-    if lazy and seekable:
-        # First pass over sites only; the per-chunk size needs the ploidy, which the pass finds.
-        variants, _, chunks = _scan(ctx, chunk_variants or _chunk_size(None, layout, 2), requested)
-        want = tuple(f for f in requested if f.encode() in variants.format_keys)
-        arrays = _lazy_arrays(ctx, want, chunks)
-    else:
-        variants, blocks, _ = _scan(ctx, None, requested)
-        want = tuple(f for f in requested if f.encode() in variants.format_keys)
-        if not blocks:
-            blocks = [_parse_block([], ctx, want)]
-        arrays = _join_blocks(blocks, want)
-        if lazy or chunk_variants is not None:
-            import dask.array as da
 
-            size = _chunk_size(chunk_variants, layout, ctx.ploidy or 2)
-            arrays = {name: da.from_array(a, chunks=(size, *a.shape[1:])) for name, a in arrays.items()}
+def _read_eagerly(ctx: _Context, requested: tuple[str, ...]) -> VCFArrays:
+    variants, blocks, _ = _scan(ctx, None, requested)
+    want = tuple(f for f in requested if f.encode() in variants.format_keys)
+    if not blocks:
+        blocks = [_parse_block([], ctx, want)]
+    return _assemble(ctx, variants, _join_blocks(blocks, want))
 
+
+def _assemble(ctx: _Context, variants: _Variants, arrays: dict[str, Any]) -> VCFArrays:
+    """Variant columns, samples and attributes around the call arrays."""
+    layout = ctx.layout
     if variants.n_split or variants.n_dropped:
         logger.warning("%s: %d multi-allelic record(s) split into biallelic variants, %d dropped",
-                       path, variants.n_split, variants.n_dropped)
+                       layout.path, variants.n_split, variants.n_dropped)
     sample_ids = list(layout.samples)
     if ctx.sample_index is not None:
         sample_ids = [sample_ids[i] for i in ctx.sample_index]
     n_variants = len(variants.position)
     attrs: dict[str, Any] = {
-        "source": str(path),
+        "source": str(layout.path),
         "n_multiallelic_split": variants.n_split,
         "n_multiallelic_dropped": variants.n_dropped,
     }
     lengths = layout.contig_lengths
     if len(variants.contig_names) == len(lengths) and all(x is not None for x in lengths):
         attrs["contig_lengths"] = [int(x) for x in lengths if x is not None]
-    return create_genotype_dataset(
-        contigs=variants.contig_names,
+    return VCFArrays(
+        contigs=list(variants.contig_names),
         variant_contig=np.asarray(variants.contig, dtype=np.int32),
         variant_position=np.asarray(variants.position, dtype=np.int64),
         variant_allele=np.array(variants.alleles, dtype=object).reshape(n_variants, 2),
