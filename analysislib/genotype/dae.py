@@ -2243,7 +2243,9 @@ def impute_vcf(
     plan = plan_stream(bundle.variants["tile"].to_numpy()[keep], n_samples, batch_samples=batch_samples,
                        chunk_genotypes=chunk_genotypes)
     needed = sorted(set(bundle.variants["tile"].to_numpy()[keep].tolist()))
-    untyped_tiles = sum(not np.isin(local[bundle.members[row]], typed_rows).any() for row in needed)
+    typed_out = np.zeros(len(keep), dtype=bool)
+    typed_out[typed_rows] = True
+    untyped_tiles = sum(not typed_out[local[bundle.members[row]]].any() for row in needed)
     settings = {"batch_samples": batch_samples, "engine": engine, "threads": threads, "decimals": decimals}
     works = (_chunk_work(bundle, chunk, keep, local, typed_rows, typed_in, phased_in, prefixes)
              for chunk in plan.chunks)

@@ -1329,7 +1329,7 @@ def _float_tokens(values: np.ndarray, decimals: int) -> tuple[np.ndarray, np.nda
     if 10 ** (width + decimals) > _TABLE_LIMIT:
         return _float_tokens_direct(values, decimals)
     digits, keep = _float_table(decimals, width)
-    text, kept = digits[scaled], keep[scaled]
+    text, kept = np.take(digits, scaled, axis=0), np.take(keep, scaled, axis=0)
     int_last = digits.shape[1] - decimals - 2  # last integer digit ("0" of a missing value)
     text[..., int_last] = np.where(missing, DOT, text[..., int_last])
     return text, kept
@@ -1382,6 +1382,9 @@ def _format_calls(gt: np.ndarray, phased: np.ndarray, ds: np.ndarray | None,
     the exact text, calls separated by tabs and lines ended by a newline (by a tab when
     ``line_end`` is False: more sample columns follow, as when samples come in batches).
     """
+    fast = _format_calls_packed(gt, phased, ds, gp, decimals, allele_width, line_end)
+    if fast is not None:
+        return fast
     n_var, n_samples, ploidy = gt.shape
     shape = (n_var, n_samples)
     parts: list[tuple[np.ndarray, np.ndarray]] = []
@@ -1408,6 +1411,74 @@ def _format_calls(gt: np.ndarray, phased: np.ndarray, ds: np.ndarray | None,
     parts.append((end, end_keep))
     text = np.concatenate([p[0] for p in parts], axis=-1)
     keep = np.concatenate([p[1] for p in parts], axis=-1)
+    return text[keep], keep.sum(axis=(1, 2))
+
+
+_packed_tables: dict[tuple[str, int, int], np.ndarray] = {}
+
+
+def _packed_table(separator: str, decimals: int, width: int) -> np.ndarray:
+    """``separator`` + the text of ``k / 10**decimals`` for every ``k`` of ``width`` integer digits,
+    each packed into one uint64 (bytes left-aligned, zero padded); the last entry is ``separator.``
+    (a missing value). Cached.
+    """
+    key = (separator, decimals, width)
+    if key not in _packed_tables:
+        n = 10 ** (width + decimals)
+        digits, keep = _float_table(decimals, width)
+        texts = [separator.encode() + row[mask].tobytes() for row, mask in zip(digits, keep, strict=True)]
+        texts.append(f"{separator}.".encode())
+        _packed_tables[key] = np.frombuffer(b"".join(t.ljust(8, b"\0") for t in texts),
+                                            dtype=np.uint64, count=n + 1).copy()
+    return _packed_tables[key]
+
+
+def _format_calls_packed(gt: np.ndarray, phased: np.ndarray, ds: np.ndarray | None, gp: np.ndarray | None,
+                         decimals: int, allele_width: int, line_end: bool
+                         ) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`_format_calls` for one-digit alleles and short numbers; None where it does not apply.
+
+    Each DS or GP value, with the ``:`` or ``,`` before it, is at most 8 bytes, so it is one
+    uint64 looked up in a table (:func:`_packed_table`) and stored into an 8-byte slot of the
+    call's fixed-width row; padding bytes are zero, so dropping the zero bytes leaves the text.
+    The text is the same as the general path's (the tables are made by it).
+    """
+    values: list[tuple[np.ndarray, str]] = []
+    if ds is not None:
+        values.append((ds, ":"))
+    absent = None
+    if gp is not None:
+        absent = np.isnan(gp).all(axis=-1)
+        values += [(gp[..., g], ":" if g == 0 else ",") for g in range(gp.shape[-1])]
+    scaled = []
+    for value, separator in values:
+        missing = ~np.isfinite(value)
+        k = np.rint(np.where(missing, 0, value) * 10**decimals).astype(np.int64)
+        width = len(str(int(k.max(initial=0)) // 10**decimals))
+        if allele_width != 1 or 2 + width + decimals > 8 or 10 ** (width + decimals) > _TABLE_LIMIT:
+            return None
+        table = _packed_table(separator, decimals, width)
+        scaled.append((table, np.where(missing, len(table) - 1, k)))
+    n_var, n_samples, ploidy = gt.shape
+    gt_width = 2 * ploidy - 1
+    row_width = gt_width + 8 * len(values) + 1
+    text = np.zeros((n_var, n_samples, row_width), np.uint8)
+    for h in range(ploidy):
+        text[..., 2 * h] = np.where(gt[..., h] < 0, DOT, gt[..., h] + ZERO)
+        if h:
+            text[..., 2 * h - 1] = np.where(phased, PIPE, SLASH)
+    if values:
+        slots = text[..., gt_width:gt_width + 8 * len(values)].view(np.uint64)
+        for j, (table, k) in enumerate(scaled):
+            slots[..., j] = np.take(table, k)
+        if absent is not None and absent.any():  # no GP at all: one '.'
+            first = len(values) - gp.shape[-1]
+            slots[absent, first] = _packed_table(":", decimals, 1)[-1]
+            slots[absent, first + 1:] = 0
+    text[..., -1] = TAB
+    if line_end:
+        text[:, -1, -1] = NEWLINE
+    keep = text != 0
     return text[keep], keep.sum(axis=(1, 2))
 
 
