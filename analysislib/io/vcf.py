@@ -1424,12 +1424,18 @@ def _packed_table(separator: str, decimals: int, width: int) -> np.ndarray:
     """
     key = (separator, decimals, width)
     if key not in _packed_tables:
-        n = 10 ** (width + decimals)
         digits, keep = _float_table(decimals, width)
-        texts = [separator.encode() + row[mask].tobytes() for row, mask in zip(digits, keep, strict=True)]
-        texts.append(f"{separator}.".encode())
-        _packed_tables[key] = np.frombuffer(b"".join(t.ljust(8, b"\0") for t in texts),
-                                            dtype=np.uint64, count=n + 1).copy()
+        # The kept bytes of a number are one run (leading and trailing zeros dropped): gather it.
+        first = keep.argmax(axis=1)
+        length = keep.sum(axis=1)
+        row = np.concatenate([digits, np.zeros((len(digits), 8), np.uint8)], axis=1)
+        spans = np.take_along_axis(row, first[:, None] + np.arange(7), axis=1)
+        spans[np.arange(7) >= length[:, None]] = 0
+        bytes_ = np.zeros((len(digits) + 1, 8), np.uint8)
+        bytes_[:, 0] = ord(separator)
+        bytes_[:-1, 1:] = spans
+        bytes_[-1, 1] = DOT  # a missing value
+        _packed_tables[key] = bytes_.view(np.uint64).ravel()
     return _packed_tables[key]
 
 
