@@ -22,10 +22,13 @@ call:
 * :func:`map_variants`: matches input variants to bundle variants by contig, position and
   alleles (allele flips recoded, strand flips and strand-ambiguous SNPs handled and counted,
   contig names ``22`` / ``chr22`` mapped), with clear errors for inputs that do not fit;
-* :func:`impute_dataset` / :func:`impute_vcf`: all samples of a tile in one batch (NumPy
+* :func:`impute_dataset` / :func:`impute_vcf`: each tile's model on the target samples (NumPy
   forward pass from ``weights.npy``, or torch for older bundles), overlapping tiles resolved
-  by :data:`OVERLAP_RULE`, typed
-  genotypes passed through, GT:DS:GP (GP normalised) written with bgzip and tabix;
+  by :data:`OVERLAP_RULE`, typed genotypes passed through, GT:DS:GP (GP normalised) written
+  with bgzip and tabix. :func:`impute_dataset` returns a dataset in memory;
+  :func:`impute_vcf` streams: region chunks (:func:`plan_stream`) in sample batches, each
+  chunk written before the next (or imputed on a ``dask.distributed`` cluster), into one
+  atomically renamed file;
 * :class:`DAEImputer`: the :class:`~analysislib.genotype.imputer.GenotypeImputer` ("dae") used
   by the evaluation harness.
 
@@ -47,7 +50,8 @@ writing) is vectorised over variants and samples. Importing torch takes longer t
 chromosome of array data, so inference runs the packed weights through
 :func:`~analysislib.genotype.autoencoder.numpy_forward` (one file read for all tiles, the
 matrix products in NumPy's BLAS, results equal to torch's to float32 rounding) and
-``analysislib impute`` never imports torch. On array panels with tens of variants per tile the
+``analysislib impute`` never imports torch; it reads the VCF into NumPy arrays
+(:func:`~analysislib.io.vcf.read_vcf_arrays`), so xarray and dask are not imported either. On array panels with tens of variants per tile the
 per-tile overhead dominates, so threads go to tiles only when tiles are large
 (:func:`_thread_split`). The torch path (older bundles, ``engine="torch"``) stores weights in
 one storage per file and runs them through one weightless model per tile shape
