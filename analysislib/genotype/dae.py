@@ -2015,14 +2015,12 @@ def _impute_chunk(bundle: Bundle, work: _ChunkWork, *, batch_samples: int, engin
     :func:`~analysislib.io.vcf.write_vcf`: the same decoding, hard calls for typed genotypes,
     GP normalisation and rounding.
     """
-    from analysislib.genotype.encoding import allele_presence, genotype_probabilities_from_presence
-    from analysislib.io.vcf import _format_calls, _normalise_gp
+    from analysislib.genotype.encoding import allele_presence
 
     n_var = work.stop - work.start
     rows_out = np.arange(work.start, work.stop) - work.span_start  # chunk variants in the span
     n_samples = work.typed.shape[1]
     span = work.typed.shape[0]
-    eye = np.eye(3, dtype=np.float32)
     columns: list[list[bytes]] = []
     for first in range(0, n_samples, batch_samples):
         last = min(first + batch_samples, n_samples)
@@ -2030,25 +2028,48 @@ def _impute_chunk(bundle: Bundle, work: _ChunkWork, *, batch_samples: int, engin
         batch = work.typed[:, first:last]
         presence = allele_presence(batch).reshape(size, span, 2)
         raw = _run_tiles(bundle, work.tiles, presence, n_var, engine=engine, threads=threads)
-        gp = genotype_probabilities_from_presence(raw.reshape(size, -1)).transpose(1, 0, 2).astype(np.float32)
-        typed = batch[rows_out]
-        called = (typed >= 0).all(axis=2)
-        gp[called] = eye[(typed > 0).sum(axis=2)[called]]
-        dosage = (gp[..., 1] + 2 * gp[..., 2]).astype(np.float32)
-        best = gp.argmax(axis=2)
-        genotypes = np.stack([best == 2, best >= 1], axis=2).astype(np.int8)
-        genotypes[called] = typed[called]
-        phased = work.phased[rows_out, first:last] & called
-        # As write_vcf: DS as float64, GP renormalised in float64.
-        text, lengths = _format_calls(genotypes, phased, dosage.astype(np.float64),
-                                      _normalise_gp(gp.astype(np.float64)), decimals, 1,
-                                      line_end=last == n_samples)
-        ends = np.cumsum(lengths).tolist()
-        flat = text.tobytes()
-        columns.append([flat[e - n:e] for e, n in zip(ends, lengths.tolist(), strict=True)])
+        lines: list[bytes] = []
+        step = max(1, _FORMAT_BLOCK_CALLS // size)  # variants decoded and formatted at a time
+        for start in range(0, n_var, step):
+            block = slice(start, min(start + step, n_var))
+            lines += _decode_and_format(raw[:, block], batch[rows_out[block]],
+                                        work.phased[rows_out[block], first:last], decimals,
+                                        line_end=last == n_samples)
+        columns.append(lines)
     if len(columns) == 1:
         return b"".join(prefix + text for prefix, text in zip(work.prefixes, columns[0], strict=True))
     return b"".join(prefix + b"".join(texts) for prefix, *texts in zip(work.prefixes, *columns, strict=True))
+
+
+_FORMAT_BLOCK_CALLS = 2**16  # calls decoded and formatted at a time (temporaries stay in cache)
+
+
+def _decode_and_format(raw: np.ndarray, typed: np.ndarray, phased: np.ndarray, decimals: int, *,
+                       line_end: bool) -> list[bytes]:
+    """Sample columns of some variants as text, one bytes object per variant.
+
+    ``raw`` holds the sigmoid outputs ``(samples, variants, 2)``, ``typed`` the input calls
+    ``(variants, samples, 2)`` (-1 untyped) and ``phased`` their phase. The numbers are those of
+    :func:`impute_dataset` followed by :func:`~analysislib.io.vcf.write_vcf`: normalised
+    probabilities, hard calls for typed genotypes, DS in float32, GP renormalised in float64.
+    """
+    from analysislib.genotype.encoding import genotype_probabilities_from_presence
+    from analysislib.io.vcf import _format_calls, _normalise_gp
+
+    size = raw.shape[0]
+    gp = genotype_probabilities_from_presence(raw.reshape(size, -1)).transpose(1, 0, 2).astype(np.float32)
+    called = (typed[..., 0] >= 0) & (typed[..., 1] >= 0)
+    alt_count = (typed[..., 0] > 0).astype(np.int8) + (typed[..., 1] > 0)
+    gp[called] = np.eye(3, dtype=np.float32)[alt_count[called]]
+    dosage = (gp[..., 1] + 2 * gp[..., 2]).astype(np.float32)
+    best = gp.argmax(axis=2)
+    genotypes = np.stack([best == 2, best >= 1], axis=2).astype(np.int8)
+    genotypes[called] = typed[called]
+    text, lengths = _format_calls(genotypes, phased & called, dosage.astype(np.float64),
+                                  _normalise_gp(gp.astype(np.float64)), decimals, 1, line_end=line_end)
+    ends = np.cumsum(lengths).tolist()
+    flat = text.tobytes()
+    return [flat[e - n:e] for e, n in zip(ends, lengths.tolist(), strict=True)]
 
 
 _worker_bundles: dict[tuple[str, bool], Bundle] = {}

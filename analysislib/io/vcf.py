@@ -1454,7 +1454,7 @@ def _format_calls_packed(gt: np.ndarray, phased: np.ndarray, ds: np.ndarray | No
         values.append((ds, ":"))
     absent = None
     if gp is not None:
-        absent = np.isnan(gp).all(axis=-1)
+        absent = np.logical_and.reduce([np.isnan(gp[..., g]) for g in range(gp.shape[-1])])
         values += [(gp[..., g], ":" if g == 0 else ",") for g in range(gp.shape[-1])]
     scaled = []
     for value, separator in values:
@@ -1485,12 +1485,21 @@ def _format_calls_packed(gt: np.ndarray, phased: np.ndarray, ds: np.ndarray | No
     if line_end:
         text[:, -1, -1] = NEWLINE
     keep = text != 0
-    return text[keep], keep.sum(axis=(1, 2))
+    return text[keep], np.count_nonzero(keep.reshape(n_var, -1), axis=1)
+
+
+def _sum_last_axis(values: np.ndarray) -> np.ndarray:
+    """``values.sum(axis=-1)`` for a short last axis, added left to right as NumPy does there,
+    but as whole-array additions (a reduction over a length-3 axis is slow)."""
+    total = values[..., 0].copy()
+    for k in range(1, values.shape[-1]):
+        total += values[..., k]
+    return total
 
 
 def _normalise_gp(gp: np.ndarray) -> np.ndarray:
     """Scale each GP row to sum to 1; rows with NaN, or summing to 0, become missing."""
-    total = gp.sum(axis=-1, keepdims=True)
+    total = _sum_last_axis(gp)[..., None]
     bad = ~np.isfinite(total) | (total <= 0)
     return np.where(bad, np.nan, gp / np.where(bad, 1, total))
 
