@@ -63,6 +63,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import datetime
+import functools
 import itertools
 import json
 import logging
@@ -1676,13 +1677,22 @@ def _engine_threads(engine: str, threads: int | None) -> Iterator[None]:
         return
     if threads < 1:
         raise ValueError("threads must be at least 1")
-    try:  # installed with scikit-learn; without it BLAS keeps its own thread count
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - scikit-learn is a dependency
+    controller = _blas_controller()
+    if controller is None:  # pragma: no cover - threadpoolctl comes with scikit-learn
         yield
         return
-    with threadpool_limits(limits=int(threads), user_api="blas"):
+    with controller.limit(limits=int(threads), user_api="blas"):
         yield
+
+
+@functools.cache
+def _blas_controller() -> Any:
+    """One ``threadpoolctl.ThreadpoolController`` per process (finding the libraries is slow)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover
+        return None
+    return ThreadpoolController()
 
 
 def _thread_split(threads: int | None, work: Sequence[float]) -> tuple[int, int | None]:
