@@ -89,9 +89,10 @@ def _scaling(sizes: list[int], masked, ref_vcf: Path, bundle_dir: Path, work: Pa
         for name, command in runs:
             run = run_tool(command, check=False)
             rows.append({"method": f"{name}, {size} targets", "n_targets": size,
-                         "median_seconds": run.seconds, "peak_memory_mb": run.peak_memory_mb,
+                         "median_seconds": run.seconds, "beagle_ratio": None, "aggregate_r2": None,
+                         "peak_memory_mb": run.peak_memory_mb,
                          "peak_memory_source": run.peak_memory_source, "returncode": run.returncode,
-                         "stderr_tail": run.stderr_tail[-300:] if run.returncode else ""})
+                         "stderr_tail": run.stderr_tail if run.returncode else ""})
             print(f"{size:>8} {name:<34} {run.seconds:>8.1f} {run.peak_memory_mb / 1024:>12.2f} "
                   f"{run.returncode:>5}")
             if name == "beagle" and run.returncode and beagle_heap:
@@ -99,13 +100,12 @@ def _scaling(sizes: list[int], masked, ref_vcf: Path, bundle_dir: Path, work: Pa
                 run = run_tool(["java", f"-Xmx{beagle_heap}", "-jar", "/usr/share/beagle/beagle.jar",
                                 *beagle], check=False)
                 rows.append({"method": f"{heap_name}, {size} targets", "n_targets": size,
-                             "median_seconds": run.seconds, "peak_memory_mb": run.peak_memory_mb,
+                             "median_seconds": run.seconds, "beagle_ratio": None, "aggregate_r2": None,
+                             "peak_memory_mb": run.peak_memory_mb,
                              "peak_memory_source": run.peak_memory_source, "returncode": run.returncode,
-                             "stderr_tail": run.stderr_tail[-300:] if run.returncode else ""})
+                             "stderr_tail": run.stderr_tail if run.returncode else ""})
                 print(f"{size:>8} {heap_name:<34} {run.seconds:>8.1f} {run.peak_memory_mb / 1024:>12.2f} "
                       f"{run.returncode:>5}")
-        for row in rows[-len(runs):]:
-            row["beagle_ratio"] = None
         beagle_ok = [r for r in rows if r["n_targets"] == size and r["method"].startswith("beagle")
                      and r["returncode"] == 0]
         dae_row = next(r for r in rows if r["method"] == f"analysislib impute, {size} targets")
