@@ -128,8 +128,13 @@ def _impute(args: argparse.Namespace) -> int:
 
     if args.threads < 1:
         raise ValueError("--threads must be at least 1")
-    report = impute_vcf(args.models, args.input, args.output, threads=args.threads,
-                        strand_ambiguous=args.strand_ambiguous, verify=not args.no_verify)
+    if args.batch_samples < 1:
+        raise ValueError("--batch-samples must be at least 1")
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(_connect_scheduler(args.scheduler)) if args.scheduler else None
+        report = impute_vcf(args.models, args.input, args.output, threads=args.threads,
+                            strand_ambiguous=args.strand_ambiguous, verify=not args.no_verify,
+                            batch_samples=args.batch_samples, client=client)
     print(report.summary())
     return 0
 
@@ -576,6 +581,12 @@ def build_parser() -> argparse.ArgumentParser:
     impute.add_argument("input", help="target VCF/BCF (typed genotypes)")
     impute.add_argument("output", help="imputed VCF (.vcf.gz gets a .tbi index)")
     impute.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+    impute.add_argument("--batch-samples", type=int, default=1000, metavar="N",
+                        help="samples imputed and formatted at a time; memory grows with it "
+                             "(default 1000)")
+    impute.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="dask.distributed scheduler (tcp://host:8786) whose workers impute "
+                             "the region chunks; the bundle folder must be readable by the workers")
     impute.add_argument("--strand-ambiguous", choices=("keep", "drop"), default="keep",
                         help="A/T and C/G SNPs: use as written (keep, default) or leave untyped")
     impute.add_argument("--no-verify", action="store_true",

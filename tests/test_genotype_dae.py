@@ -37,6 +37,7 @@ from analysislib.genotype.dae import (
     load_bundle,
     map_variants,
     normalise_contig,
+    plan_stream,
     plan_tile_tasks,
     train_bundle,
     write_manifest,
@@ -627,3 +628,114 @@ def test_output_reads_in_bcftools(tag_bundle: Path, tmp_path: Path):
                             str(tmp_path / "out.vcf.gz")], capture_output=True, text=True, check=True)
     assert query.stdout.splitlines() == ["600\t0/0\t0.2\t0.8,0.2,0", "700\t0/0\t0.2\t0.8,0.2,0",
                                          "800\t0/0\t0.2\t0.8,0.2,0"]
+
+
+# ------------------------------------------------------------------------------------------
+# Streamed imputation: region chunks, sample batches, dask, atomic output
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def streamed(panel: xr.Dataset, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, bytes]:
+    """A packed bundle, a 36-sample target VCF and the text of write_vcf(impute_dataset(...))."""
+    work = tmp_path_factory.mktemp("streamed")
+    bundle = train_bundle(panel, tile_table(panel.sizes["variants"]), FAST, work / "bundle", epochs=2,
+                          progress=False)
+    write_vcf(panel.isel(variants=slice(0, None, 3)), work / "in.vcf.gz")
+    typed = read_vcf(work / "in.vcf.gz", multiallelic="split", fields=("GT",))
+    write_vcf(impute_dataset(bundle, typed), work / "memory.vcf", fields=("GT", "DS", "GP"))
+    return bundle.path, work / "in.vcf.gz", (work / "memory.vcf").read_bytes()
+
+
+def test_plan_stream_bounds_the_genotypes_held():
+    supplier = [0, 0, 0, 1, 1, 2, 2, 2, 2, 3]
+    plan = plan_stream(supplier, 5, batch_samples=2, chunk_genotypes=20)  # about 4 variants a chunk
+    assert plan.chunks == ((0, 3), (3, 5), (5, 9), (9, 10))  # cut where the supplying tile changes
+    assert (plan.max_chunk_variants, plan.genotypes_held, plan.batch_genotypes) == (4, 20, 8)
+    assert plan_stream(supplier, 5, chunk_genotypes=1).chunks == ((0, 3), (3, 5), (5, 9), (9, 10))
+    assert plan_stream(supplier, 1).chunks == ((0, 10),)
+    # chr22 array sites (10,490 variants, 191 tiles of about 55) with 5,000 targets: each chunk's
+    # text covers at most 2**22 genotypes plus one tile, not the 52 million of the cohort
+    tiles = np.repeat(np.arange(191), 55)[:10_490]
+    plan = plan_stream(tiles, 5000)
+    assert plan.genotypes_held <= dae.CHUNK_GENOTYPES + 55 * 5000 and len(plan.chunks) == 13
+    assert plan.batch_genotypes == plan.max_chunk_variants * dae.DEFAULT_BATCH_SAMPLES
+    with pytest.raises(ValueError, match="at least 1"):
+        plan_stream(supplier, 5, batch_samples=0)
+
+
+def test_streamed_output_matches_the_in_memory_output(streamed, tmp_path: Path):
+    bundle, in_vcf, memory = streamed
+    for settings in ({}, {"chunk_genotypes": 1}, {"batch_samples": 36, "chunk_genotypes": 200}):
+        report = impute_vcf(bundle, in_vcf, tmp_path / "out.vcf", **settings)
+        assert (tmp_path / "out.vcf").read_bytes() == memory, settings
+    assert len(report.plan.chunks) > 1 and "region chunks" in report.summary()
+    # Batches of 7 (36 samples: 5 full batches and 1). BLAS sums float32 products in an order that
+    # depends on the number of rows, so a few values can round to the next 0.001: the same
+    # records and hard calls, DS/GP within one unit of the last decimal, and few such calls.
+    impute_vcf(bundle, in_vcf, tmp_path / "batched.vcf", batch_samples=7, chunk_genotypes=200)
+    site_a, gt_a, values_a = _split_calls(memory)
+    site_b, gt_b, values_b = _split_calls((tmp_path / "batched.vcf").read_bytes())
+    assert site_a == site_b
+    np.testing.assert_array_equal(gt_a, gt_b)
+    np.testing.assert_allclose(values_a, values_b, rtol=0, atol=1.0001e-3)
+    assert (values_a != values_b).any(axis=-1).mean() < 0.01
+
+
+def _split_calls(text: bytes) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Site columns, GT strings and DS + GP values of a GT:DS:GP VCF's records."""
+    records = [line.split("\t") for line in text.decode().splitlines() if not line.startswith("#")]
+    calls = np.array([r[9:] for r in records])
+    parts = np.char.partition(calls, ":")
+    values = np.char.replace(parts[..., 2], ":", ",")
+    numbers = np.array([[v.split(",") for v in row] for row in values], dtype=float)
+    return ["\t".join(r[:9]) for r in records], parts[..., 0], numbers
+
+
+def test_streamed_chunks_run_on_dask(streamed, tmp_path: Path):
+    distributed = pytest.importorskip("distributed")
+    bundle, in_vcf, memory = streamed
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://",
+                                  host="127.0.0.1", dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        report = impute_vcf(bundle, in_vcf, tmp_path / "dask.vcf", chunk_genotypes=200, client=client)
+    assert len(report.plan.chunks) > 2
+    assert (tmp_path / "dask.vcf").read_bytes() == memory
+
+
+def test_a_failure_midway_leaves_no_output(streamed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    bundle, in_vcf, _ = streamed
+    real = dae._impute_chunk
+    calls: list[int] = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise InputFormatError("in.vcf.gz", "simulated failure in the second chunk")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dae, "_impute_chunk", failing)
+    for out in (tmp_path / "new.vcf.gz", tmp_path / "old.vcf.gz"):
+        if out.name == "old.vcf.gz":
+            out.write_bytes(b"previous run")
+        with pytest.raises(InputFormatError, match="second chunk"):
+            impute_vcf(bundle, in_vcf, out, chunk_genotypes=200)
+        calls.clear()
+    assert not (tmp_path / "new.vcf.gz").exists() and (tmp_path / "old.vcf.gz").read_bytes() == b"previous run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.vcf.gz"]  # no temporary left
+
+
+def test_cli_impute_batches_and_refuses_bad_settings(streamed, tmp_path: Path, capsys):
+    bundle, in_vcf, memory = streamed
+    assert main(["impute", "--models", str(bundle), str(in_vcf), str(tmp_path / "cli.vcf"),
+                 "--batch-samples", "36"]) == 0
+    assert (tmp_path / "cli.vcf").read_bytes() == memory
+    assert "batches of 36" in capsys.readouterr().out
+    assert main(["impute", "--models", str(bundle), str(in_vcf), str(tmp_path / "x.vcf"),
+                 "--batch-samples", "0"]) == 1
+    assert capsys.readouterr().err == "error: --batch-samples must be at least 1\n"
+    assert main(["impute", "--models", str(bundle), str(in_vcf), str(tmp_path / "x.vcf"),
+                 "--scheduler", "tcp://127.0.0.1:9"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: scheduler tcp://127.0.0.1:9: cannot connect") and err.count("\n") == 1
+    assert not (tmp_path / "x.vcf").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import logging
 import shutil
 import subprocess
@@ -600,3 +601,34 @@ def test_vectorised_parser_matches_per_call_parser(tmp_path: Path) -> None:
         np.testing.assert_array_equal(fast["call_genotype_phased"].values[r], slow.phased[0])
         np.testing.assert_array_equal(fast["call_dosage"].values[r], slow.ds[0, :, 0])
         np.testing.assert_array_equal(fast["call_genotype_probability"].values[r], slow.gp[0])
+
+
+def test_packed_call_formatter_writes_the_general_formatters_text(monkeypatch: pytest.MonkeyPatch):
+    """DS/GP through uint64 lookup tables: byte for byte the digit-by-digit text, NaN and all."""
+    from analysislib.io import vcf
+
+    rng = np.random.default_rng(3)
+    shape = (40, 9)
+    gp = rng.dirichlet([0.3, 0.3, 0.3], size=shape)
+    hard = rng.random(shape) < 0.3
+    gp[hard] = np.eye(3)[rng.integers(0, 3, hard.sum())]
+    gp[rng.random(shape) < 0.1] = np.nan  # whole GP missing: one '.'
+    partial = gp.copy()
+    partial[rng.random((*shape, 3)) < 0.05] = np.nan
+    ds = gp[..., 1] + 2 * gp[..., 2]
+    ds[rng.random(shape) < 0.1] = np.nan
+    phased = rng.random(shape) < 0.5
+    cases = 0
+    for ploidy, decimals, (dosage, probability), line_end in itertools.product(
+            (1, 2), (1, 3, 4), ((ds, gp), (ds * 10, partial), (None, gp), (ds, None), (None, None)),
+            (True, False)):
+        gt = rng.integers(-1, 2, (*shape, ploidy)).astype(np.int8)
+        packed = vcf._format_calls_packed(gt, phased, dosage, probability, decimals, 1, line_end)
+        with monkeypatch.context() as patch:
+            patch.setattr(vcf, "_format_calls_packed", lambda *args: None)
+            text, lengths = vcf._format_calls(gt, phased, dosage, probability, decimals, 1, line_end=line_end)
+        if packed is not None:
+            cases += 1
+            assert packed[0].tobytes() == text.tobytes()
+            np.testing.assert_array_equal(packed[1], lengths)
+    assert cases >= 50

@@ -22,10 +22,13 @@ call:
 * :func:`map_variants`: matches input variants to bundle variants by contig, position and
   alleles (allele flips recoded, strand flips and strand-ambiguous SNPs handled and counted,
   contig names ``22`` / ``chr22`` mapped), with clear errors for inputs that do not fit;
-* :func:`impute_dataset` / :func:`impute_vcf`: all samples of a tile in one batch (NumPy
+* :func:`impute_dataset` / :func:`impute_vcf`: each tile's model on the target samples (NumPy
   forward pass from ``weights.npy``, or torch for older bundles), overlapping tiles resolved
-  by :data:`OVERLAP_RULE`, typed
-  genotypes passed through, GT:DS:GP (GP normalised) written with bgzip and tabix;
+  by :data:`OVERLAP_RULE`, typed genotypes passed through, GT:DS:GP (GP normalised) written
+  with bgzip and tabix. :func:`impute_dataset` returns a dataset in memory;
+  :func:`impute_vcf` streams: region chunks (:func:`plan_stream`) in sample batches, each
+  chunk written before the next (or imputed on a ``dask.distributed`` cluster), into one
+  atomically renamed file;
 * :class:`DAEImputer`: the :class:`~analysislib.genotype.imputer.GenotypeImputer` ("dae") used
   by the evaluation harness.
 
@@ -47,7 +50,8 @@ writing) is vectorised over variants and samples. Importing torch takes longer t
 chromosome of array data, so inference runs the packed weights through
 :func:`~analysislib.genotype.autoencoder.numpy_forward` (one file read for all tiles, the
 matrix products in NumPy's BLAS, results equal to torch's to float32 rounding) and
-``analysislib impute`` never imports torch. On array panels with tens of variants per tile the
+``analysislib impute`` never imports torch; it reads the VCF into NumPy arrays
+(:func:`~analysislib.io.vcf.read_vcf_arrays`), so xarray and dask are not imported either. On array panels with tens of variants per tile the
 per-tile overhead dominates, so threads go to tiles only when tiles are large
 (:func:`_thread_split`). The torch path (older bundles, ``engine="torch"``) stores weights in
 one storage per file and runs them through one weightless model per tile shape
@@ -59,6 +63,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import datetime
+import functools
 import itertools
 import json
 import logging
@@ -78,7 +83,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
-import xarray as xr
 
 from analysislib import variables
 from analysislib.catalog import sha256_of
@@ -88,13 +92,16 @@ from analysislib.io.atomic import atomic_output
 
 if TYPE_CHECKING:
     import torch
+    import xarray as xr
 
     from analysislib.genotype.autoencoder import DAEHyperparameters, TrainedTile
 
 __all__ = [
     "BUNDLE_FORMAT",
     "BUNDLE_FORMAT_VERSION",
+    "CHUNK_GENOTYPES",
     "DAE_PRESETS",
+    "DEFAULT_BATCH_SAMPLES",
     "KNOWN_CONTIG_LENGTHS",
     "OVERLAP_RULE",
     "PACKED_WEIGHTS_NAME",
@@ -103,6 +110,7 @@ __all__ = [
     "BundleError",
     "DAEImputer",
     "ImputeReport",
+    "StreamPlan",
     "VariantMapping",
     "impute_dataset",
     "impute_vcf",
@@ -110,6 +118,7 @@ __all__ = [
     "load_bundle",
     "map_variants",
     "normalise_contig",
+    "plan_stream",
     "plan_tile_tasks",
     "save_bundle",
     "tile_id_for",
@@ -1568,13 +1577,21 @@ def map_variants(
         lengths show another genome build; most shared positions have other alleles (another
         build or reference); or no input variant matches a bundle variant.
     """
-    if strand_ambiguous not in ("keep", "drop"):
-        raise ValueError("strand_ambiguous must be 'keep' or 'drop'")
     where = str(source or target.attrs.get("source") or "target dataset")
     if target.sizes.get("alleles", 2) > 2:
         raise InputFormatError(where, "multi-allelic variants: split them first (read_vcf(..., "
                                "multiallelic='split') or bcftools norm -m-)")
-    names = _contig_names(target).astype(str)
+    return _map_sites(bundle, _contig_names(target).astype(str), target["variant_position"].values,
+                      target["variant_allele"].values, _contig_length_map(target),
+                      strand_ambiguous=strand_ambiguous, where=where)
+
+
+def _map_sites(bundle: Bundle, names: np.ndarray, positions: np.ndarray, alleles: np.ndarray,
+               contig_lengths: Mapping[str, int], *, strand_ambiguous: StrandPolicy, where: str
+               ) -> VariantMapping:
+    """:func:`map_variants` on the variant columns: contig name per variant, positions, alleles."""
+    if strand_ambiguous not in ("keep", "drop"):
+        raise ValueError("strand_ambiguous must be 'keep' or 'drop'")
     bundle_contigs = bundle.contigs
     by_normal = {normalise_contig(c): c for c in bundle_contigs}
     contig_map: dict[str, str] = {}
@@ -1591,14 +1608,14 @@ def map_variants(
         raise InputFormatError(where, f"no input contig matches the model bundle's: the input has {shown}; "
                                f"the bundle has {', '.join(bundle_contigs)} (names like '22' and 'chr22' "
                                "are matched automatically)")
-    _check_build(bundle, target, contig_map, where)
+    _check_build(bundle, contig_lengths, contig_map, where)
 
     n_input = len(names)
-    t_alleles = np.asarray(target["variant_allele"].values, dtype=object)
+    t_alleles = np.asarray(alleles, dtype=object)
     t_ref = t_alleles[:, 0].astype(str).astype(object)
     t_alt = (t_alleles[:, 1].astype(str).astype(object) if t_alleles.shape[1] > 1
              else np.full(n_input, "", dtype=object))
-    t_pos = np.asarray(target["variant_position"].values, dtype=np.int64)
+    t_pos = np.asarray(positions, dtype=np.int64)
     t_table = pd.DataFrame({"t": np.flatnonzero(on_bundle), "contig": mapped[on_bundle],
                             "pos": t_pos[on_bundle]})
     b = bundle.variants
@@ -1640,9 +1657,8 @@ def map_variants(
     return VariantMapping(t_idx[keep], b_idx[keep], np.isin(kind[keep], _FLIP_KINDS), counts, contig_map)
 
 
-def _check_build(bundle: Bundle, target: xr.Dataset, contig_map: Mapping[str, str], where: str) -> None:
+def _check_build(bundle: Bundle, theirs: Mapping[str, int], contig_map: Mapping[str, str], where: str) -> None:
     """Compare contig lengths declared by the input with the bundle's; raise on a build mismatch."""
-    theirs = _contig_length_map(target)
     ours = bundle.contig_lengths
     for name, length in theirs.items():
         bundle_name = contig_map.get(name, name)
@@ -1686,13 +1702,22 @@ def _engine_threads(engine: str, threads: int | None) -> Iterator[None]:
         return
     if threads < 1:
         raise ValueError("threads must be at least 1")
-    try:  # installed with scikit-learn; without it BLAS keeps its own thread count
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - scikit-learn is a dependency
+    controller = _blas_controller()
+    if controller is None:  # pragma: no cover - threadpoolctl comes with scikit-learn
         yield
         return
-    with threadpool_limits(limits=int(threads), user_api="blas"):
+    with controller.limit(limits=int(threads), user_api="blas"):
         yield
+
+
+@functools.cache
+def _blas_controller() -> Any:
+    """One ``threadpoolctl.ThreadpoolController`` per process (finding the libraries is slow)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover
+        return None
+    return ThreadpoolController()
 
 
 def _thread_split(threads: int | None, work: Sequence[float]) -> tuple[int, int | None]:
@@ -1714,6 +1739,40 @@ def _thread_split(threads: int | None, work: Sequence[float]) -> tuple[int, int 
         return 1, 1
     workers = max(1, min(int(threads), len(work)))
     return workers, max(1, int(threads) // workers)
+
+
+def _check_engine(bundle: Bundle, engine: str | None) -> str:
+    if engine is None:
+        engine = "numpy" if bundle.packed else "torch"
+    if engine not in ("numpy", "torch"):
+        raise ValueError(f"engine must be 'numpy' or 'torch', got {engine!r}")
+    return engine
+
+
+def _output_layout(bundle: Bundle, target: xr.Dataset, strand_ambiguous: StrandPolicy, where: str
+                   ) -> tuple[VariantMapping, set[str], np.ndarray, np.ndarray]:
+    """Check the target and map it; the output is the bundle variants on the contigs it covers.
+
+    Returns the mapping, the covered bundle contigs, the bundle rows of the output variants
+    (``keep``) and, per bundle variant, its output row or -1 (``local``).
+    """
+    variables.validate(target, ["call_genotype", "variant_position", "variant_allele", "sample_id"])
+    if target.sizes["ploidy"] != 2:
+        raise InputFormatError(where, f"ploidy {target.sizes['ploidy']}; the autoencoder imputes diploid genotypes")
+    if target.sizes["samples"] == 0:
+        raise InputFormatError(where, "no samples to impute")
+    mapping = map_variants(bundle, target, strand_ambiguous=strand_ambiguous, source=where)
+    return (mapping, *_covered_variants(bundle, mapping))
+
+
+def _covered_variants(bundle: Bundle, mapping: VariantMapping) -> tuple[set[str], np.ndarray, np.ndarray]:
+    """Bundle contigs the input covers, the bundle rows on them (``keep``), each row's output index."""
+    contig_of = bundle.variants["contig"].to_numpy()
+    covered = set(contig_of[mapping.bundle_index].tolist())
+    keep = np.flatnonzero(np.isin(contig_of, list(covered)))
+    local = np.full(len(contig_of), -1, dtype=np.int64)
+    local[keep] = np.arange(len(keep))
+    return covered, keep, local
 
 
 def impute_dataset(
@@ -1773,24 +1832,10 @@ def impute_dataset(
     from analysislib.genotype.encoding import allele_presence, genotype_probabilities_from_presence
 
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-    if engine is None:
-        engine = "numpy" if bundle.packed else "torch"
-    if engine not in ("numpy", "torch"):
-        raise ValueError(f"engine must be 'numpy' or 'torch', got {engine!r}")
+    engine = _check_engine(bundle, engine)
     where = str(source or target.attrs.get("source") or "target dataset")
-    variables.validate(target, ["call_genotype", "variant_position", "variant_allele", "sample_id"])
-    if target.sizes["ploidy"] != 2:
-        raise InputFormatError(where, f"ploidy {target.sizes['ploidy']}; the autoencoder imputes diploid genotypes")
-    if target.sizes["samples"] == 0:
-        raise InputFormatError(where, "no samples to impute")
-    mapping = map_variants(bundle, target, strand_ambiguous=strand_ambiguous, source=where)
+    mapping, covered, keep, local = _output_layout(bundle, target, strand_ambiguous, where)
     n_samples = target.sizes["samples"]
-    # Output: the bundle variants on the contigs the input covers.
-    contig_of = bundle.variants["contig"].to_numpy()
-    covered = set(contig_of[mapping.bundle_index].tolist())
-    keep = np.flatnonzero(np.isin(contig_of, list(covered)))
-    local = np.full(len(contig_of), -1, dtype=np.int64)
-    local[keep] = np.arange(len(keep))
     n_out = len(keep)
 
     gt_in = np.asarray(target["call_genotype"].values, dtype=np.int8)[mapping.input_index]
@@ -1862,6 +1907,249 @@ def impute_dataset(
         call_dosage=dosage, call_genotype_probability=gp, attrs=attrs)
 
 
+# --------------------------------------------------------------------------------------------
+# Streamed VCF-to-VCF imputation: region chunks by sample batches
+# --------------------------------------------------------------------------------------------
+
+#: Default samples per batch of :func:`impute_vcf` (``analysislib impute --batch-samples``).
+DEFAULT_BATCH_SAMPLES = 1000
+#: Output genotypes (variants x samples) per region chunk of :func:`impute_vcf`: a chunk's
+#: text (about 20 bytes a genotype) is held until it is written.
+CHUNK_GENOTYPES = 2**22
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """How :func:`impute_vcf` cuts its work: region chunks of output variants, sample batches.
+
+    Chunks are runs of output variants ``[start, stop)`` that end where the supplying tile
+    changes (:data:`OVERLAP_RULE`), so a tile runs in one chunk. Within a chunk the samples go
+    ``batch_samples`` at a time through the models and the text formatter; the chunk's text is
+    then written and dropped.
+    """
+
+    n_samples: int
+    batch_samples: int
+    chunks: tuple[tuple[int, int], ...]
+
+    @property
+    def max_chunk_variants(self) -> int:
+        """Output variants of the largest chunk."""
+        return max((stop - start for start, stop in self.chunks), default=0)
+
+    @property
+    def genotypes_held(self) -> int:
+        """Output genotypes held at once as text (the largest chunk, every sample)."""
+        return self.max_chunk_variants * self.n_samples
+
+    @property
+    def batch_genotypes(self) -> int:
+        """Genotypes decoded at once in floating point (the largest chunk, one sample batch)."""
+        return self.max_chunk_variants * min(self.batch_samples, self.n_samples)
+
+
+def plan_stream(supplier: Sequence[int], n_samples: int, *, batch_samples: int = DEFAULT_BATCH_SAMPLES,
+                chunk_genotypes: int = CHUNK_GENOTYPES) -> StreamPlan:
+    """Cut output variants into region chunks of about ``chunk_genotypes`` genotypes.
+
+    Parameters
+    ----------
+    supplier
+        Per output variant (genome order), the tile row that supplies its values.
+    n_samples
+        Target samples.
+    batch_samples
+        Samples per batch.
+    chunk_genotypes
+        Variants x samples per chunk; a chunk holds at least one tile's variants.
+    """
+    if batch_samples < 1 or chunk_genotypes < 1 or n_samples < 1:
+        raise ValueError("batch_samples, chunk_genotypes and n_samples must be at least 1")
+    supplier = np.asarray(supplier)
+    ends = np.r_[np.flatnonzero(np.diff(supplier) != 0) + 1, len(supplier)] if len(supplier) else []
+    target = max(1, chunk_genotypes // n_samples)
+    chunks, start, last = [], 0, 0
+    for end in ends:
+        if end - start > target and last > start:
+            chunks.append((start, last))
+            start = last
+        last = int(end)
+    if last > start:
+        chunks.append((start, last))
+    return StreamPlan(int(n_samples), int(batch_samples), tuple(chunks))
+
+
+@dataclass
+class _ChunkWork:
+    """One region chunk: its record prefixes, its tiles and the typed genotypes they read.
+
+    ``typed``/``phased`` cover output rows ``span_start`` onwards (every sample), enough for
+    each tile's inputs; per tile, ``inputs`` are its variants' rows in that span and ``sources``
+    / ``targets`` the positions in its output that the chunk's variants ``[start, stop)`` take.
+    """
+
+    start: int
+    stop: int
+    span_start: int
+    prefixes: list[bytes]
+    tiles: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]  # row, inputs, sources, targets
+    typed: np.ndarray  # int8 (span, samples, 2), -1 untyped
+    phased: np.ndarray  # bool (span, samples)
+
+
+def _chunk_work(bundle: Bundle, chunk: tuple[int, int], keep: np.ndarray, local: np.ndarray,
+                typed_rows: np.ndarray, typed_in: np.ndarray, phased_in: np.ndarray,
+                prefixes: list[bytes]) -> _ChunkWork:
+    """Gather what :func:`_impute_chunk` needs for output variants ``chunk`` (driver side)."""
+    start, stop = chunk
+    primary = bundle.variants["tile"].to_numpy()
+    rows = list(dict.fromkeys(primary[keep[start:stop]].tolist()))  # supplying tiles, in order
+    members = [local[bundle.members[row]] for row in rows]
+    lo = min(int(m.min()) for m in members)
+    hi = max(int(m.max()) for m in members) + 1
+    tiles = []
+    for row, member in zip(rows, members, strict=True):
+        sources = np.flatnonzero((primary[bundle.members[row]] == row) & (member >= start) & (member < stop))
+        tiles.append((row, member - lo, sources, member[sources] - start))
+    inside = (typed_rows >= lo) & (typed_rows < hi)
+    n_samples = typed_in.shape[1]
+    typed = np.full((hi - lo, n_samples, 2), -1, dtype=np.int8)
+    typed[typed_rows[inside] - lo] = typed_in[inside]
+    phased = np.zeros((hi - lo, n_samples), dtype=bool)
+    phased[typed_rows[inside] - lo] = phased_in[inside]
+    return _ChunkWork(start, stop, lo, prefixes[start:stop], tiles, typed, phased)
+
+
+def _run_tiles(bundle: Bundle, tiles: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]],
+               presence: np.ndarray, n_var: int, *, engine: str, threads: int | None) -> np.ndarray:
+    """Sigmoid outputs ``(samples, n_var, 2)`` of a chunk's tiles for presence ``(samples, span, 2)``."""
+    size = presence.shape[0]
+    raw = np.empty((size, n_var, 2), dtype=np.float32)
+
+    def run_tile(tile: tuple[int, np.ndarray, np.ndarray, np.ndarray]) -> None:
+        row, inputs, sources, targets = tile
+        out = bundle.predict(row, presence[:, inputs].reshape(size, -1), engine=engine)
+        raw[:, targets] = out.reshape(size, -1, 2)[:, sources]
+
+    workers, per_worker = _thread_split(threads, [size * 2 * len(t[1]) ** 2 for t in tiles])
+    with _engine_threads(engine, per_worker):
+        if workers == 1:
+            for tile in tiles:
+                run_tile(tile)
+        else:
+            with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+                list(pool.map(run_tile, tiles))
+    return raw
+
+
+def _impute_chunk(bundle: Bundle, work: _ChunkWork, *, batch_samples: int, engine: str,
+                  threads: int | None, decimals: int) -> bytes:
+    """The VCF record lines (GT:DS:GP) of one region chunk, samples ``batch_samples`` at a time.
+
+    Per sample the numbers are those of :func:`impute_dataset` followed by
+    :func:`~analysislib.io.vcf.write_vcf`: the same decoding, hard calls for typed genotypes,
+    GP normalisation and rounding.
+    """
+    from analysislib.genotype.encoding import allele_presence
+
+    n_var = work.stop - work.start
+    rows_out = np.arange(work.start, work.stop) - work.span_start  # chunk variants in the span
+    n_samples = work.typed.shape[1]
+    span = work.typed.shape[0]
+    columns: list[list[bytes]] = []
+    for first in range(0, n_samples, batch_samples):
+        last = min(first + batch_samples, n_samples)
+        size = last - first
+        batch = work.typed[:, first:last]
+        presence = allele_presence(batch).reshape(size, span, 2)
+        raw = _run_tiles(bundle, work.tiles, presence, n_var, engine=engine, threads=threads)
+        lines: list[bytes] = []
+        step = max(1, _FORMAT_BLOCK_CALLS // size)  # variants decoded and formatted at a time
+        for start in range(0, n_var, step):
+            block = slice(start, min(start + step, n_var))
+            lines += _decode_and_format(raw[:, block], batch[rows_out[block]],
+                                        work.phased[rows_out[block], first:last], decimals,
+                                        line_end=last == n_samples)
+        columns.append(lines)
+    if len(columns) == 1:
+        return b"".join(prefix + text for prefix, text in zip(work.prefixes, columns[0], strict=True))
+    return b"".join(prefix + b"".join(texts) for prefix, *texts in zip(work.prefixes, *columns, strict=True))
+
+
+_FORMAT_BLOCK_CALLS = 2**16  # calls decoded and formatted at a time (temporaries stay in cache)
+
+
+def _decode_and_format(raw: np.ndarray, typed: np.ndarray, phased: np.ndarray, decimals: int, *,
+                       line_end: bool) -> list[bytes]:
+    """Sample columns of some variants as text, one bytes object per variant.
+
+    ``raw`` holds the sigmoid outputs ``(samples, variants, 2)``, ``typed`` the input calls
+    ``(variants, samples, 2)`` (-1 untyped) and ``phased`` their phase. The numbers are those of
+    :func:`impute_dataset` followed by :func:`~analysislib.io.vcf.write_vcf`: normalised
+    probabilities, hard calls for typed genotypes, DS in float32, GP renormalised in float64.
+    """
+    from analysislib.genotype.encoding import genotype_probabilities_from_presence
+    from analysislib.io.vcf import _format_calls, _normalise_gp
+
+    size = raw.shape[0]
+    gp = genotype_probabilities_from_presence(raw.reshape(size, -1)).transpose(1, 0, 2).astype(np.float32)
+    called = (typed[..., 0] >= 0) & (typed[..., 1] >= 0)
+    alt_count = (typed[..., 0] > 0).astype(np.int8) + (typed[..., 1] > 0)
+    gp[called] = np.eye(3, dtype=np.float32)[alt_count[called]]
+    dosage = (gp[..., 1] + 2 * gp[..., 2]).astype(np.float32)
+    best = gp.argmax(axis=2)
+    genotypes = np.stack([best == 2, best >= 1], axis=2).astype(np.int8)
+    genotypes[called] = typed[called]
+    text, lengths = _format_calls(genotypes, phased & called, dosage.astype(np.float64),
+                                  _normalise_gp(gp.astype(np.float64)), decimals, 1, line_end=line_end)
+    ends = np.cumsum(lengths).tolist()
+    flat = text.tobytes()
+    return [flat[e - n:e] for e, n in zip(ends, lengths.tolist(), strict=True)]
+
+
+_worker_bundles: dict[tuple[str, bool], Bundle] = {}
+_worker_lock = threading.Lock()
+
+
+def _impute_chunk_on_worker(bundle_path: str, verify: bool, work: _ChunkWork, **settings: Any) -> bytes:
+    """:func:`_impute_chunk` on a dask worker: the bundle is loaded once per worker process."""
+    with _worker_lock:
+        key = (bundle_path, verify)
+        if key not in _worker_bundles:
+            _worker_bundles[key] = load_bundle(bundle_path, verify=verify)
+    return _impute_chunk(_worker_bundles[key], work, **settings)
+
+
+def _record_prefixes(bundle: Bundle, keep: np.ndarray, contig_names: Mapping[str, str]) -> list[bytes]:
+    """CHROM..FORMAT columns of every output record, as :func:`~analysislib.io.vcf.write_vcf` writes them."""
+    variants = bundle.variants.iloc[keep]
+    return [f"{contig_names[c]}\t{p}\t{i or '.'}\t{r}\t{a or '.'}\t.\t.\t.\tGT:DS:GP\t".encode()
+            for c, p, i, r, a in zip(variants["contig"].tolist(), variants["pos"].tolist(),
+                                     variants["id"].tolist(), variants["ref"].tolist(),
+                                     variants["alt"].tolist(), strict=True)]
+
+
+def _ordered_results(works: Iterator[_ChunkWork], compute: Any, client: Any, bundle: Bundle, verify: bool,
+                     window: int, settings: dict[str, Any]) -> Iterator[bytes]:
+    """Each chunk's text in chunk order: computed here, or on ``client`` with ``window`` in flight."""
+    if client is None:
+        for work in works:
+            yield compute(work)
+        return
+    pending: list[Any] = []
+    try:
+        for work in works:
+            pending.append(client.submit(_impute_chunk_on_worker, str(bundle.path), verify, work,
+                                         pure=False, **settings))
+            if len(pending) >= window:
+                yield pending.pop(0).result()
+        while pending:
+            yield pending.pop(0).result()
+    finally:
+        if pending:
+            client.cancel(pending)
+
+
 @dataclass
 class ImputeReport:
     """What :func:`impute_vcf` did: output file, variant mapping and time per stage (seconds)."""
@@ -1874,6 +2162,7 @@ class ImputeReport:
     n_tiles_untyped: int
     threads: int
     seconds: dict[str, float]
+    plan: StreamPlan | None = None
 
     def summary(self) -> str:
         """Lines for the command line."""
@@ -1884,6 +2173,8 @@ class ImputeReport:
             self.mapping.summary(),
             *([f"  {self.n_tiles_untyped} tiles had no typed variant (imputed from the model alone)"]
               if self.n_tiles_untyped else []),
+            *([(f"  {len(self.plan.chunks)} region chunks, samples in batches of "
+               f"{min(self.plan.batch_samples, self.n_samples)}")] if self.plan is not None else []),
             "time: " + ", ".join(f"{k} {v:.2f} s" for k, v in s.items()),
         ])
 
@@ -1915,8 +2206,17 @@ def impute_vcf(
     decimals: int = 3,
     compress_level: int = 1,
     engine: Literal["numpy", "torch"] | None = None,
+    batch_samples: int = DEFAULT_BATCH_SAMPLES,
+    chunk_genotypes: int = CHUNK_GENOTYPES,
+    client: Any = None,
 ) -> ImputeReport:
     """Impute a VCF/BCF file with a model bundle and write GT:DS:GP as bgzipped, indexed VCF.
+
+    The output is streamed: region chunks of about ``chunk_genotypes`` output genotypes are
+    imputed ``batch_samples`` samples at a time, formatted and written before the next chunk
+    starts (:func:`plan_stream`), so the memory for outputs is bounded by the chunk, not the
+    cohort. The typed input genotypes (2 bytes each) are read whole. The text is the same as
+    ``write_vcf(impute_dataset(...))`` writes, whatever the batch and chunk sizes.
 
     Parameters
     ----------
@@ -1925,7 +2225,8 @@ def impute_vcf(
     in_vcf
         Target genotypes (VCF, bgzipped VCF or BCF). Multi-allelic records are split.
     out_vcf
-        Output path (``.vcf.gz`` gets a ``.tbi``, ``.bcf`` a ``.csi``); written atomically.
+        Output path (``.vcf.gz`` gets a ``.tbi``, ``.bcf`` a ``.csi``); written atomically: on
+        any failure no output (or the previous file) is left.
     threads
         CPU threads for inference (see :func:`impute_dataset`).
     strand_ambiguous
@@ -1938,6 +2239,14 @@ def impute_vcf(
         recompresses it if size matters.
     engine
         See :func:`impute_dataset` (default: NumPy when the bundle has packed weights).
+    batch_samples
+        Samples per batch through the models and the formatter.
+    chunk_genotypes
+        Output variants x samples per region chunk.
+    client
+        A ``dask.distributed`` client: chunks are imputed on its workers (each loads the
+        bundle from its folder once, so the folder must be reachable from the workers) and
+        written here in order, a few chunks in flight.
 
     Returns
     -------
@@ -1949,32 +2258,74 @@ def impute_vcf(
         ``out_vcf`` is ``in_vcf`` (by path or by identity, e.g. a hard link): nothing is read
         or written.
     """
-    from analysislib.io.vcf import read_vcf, write_vcf
+    from analysislib.io.vcf import header_text, read_vcf_arrays, records_output
 
     _refuse_output_is_input(in_vcf, out_vcf)
+    if batch_samples < 1:
+        raise ValueError("batch_samples must be at least 1")
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle, verify=verify)
+    engine = _check_engine(bundle, engine)
     seconds["load bundle"] = time.perf_counter() - started
     mark = time.perf_counter()
-    target = read_vcf(in_vcf, multiallelic="split", fields=("GT",))
-    target = target.compute() if any(v.chunks for v in target.data_vars.values()) else target
+    target = read_vcf_arrays(in_vcf, multiallelic="split", fields=("GT",))  # no xarray, no dask
     seconds["read"] = time.perf_counter() - mark
     mark = time.perf_counter()
-    imputed = impute_dataset(bundle, target, threads=threads, strand_ambiguous=strand_ambiguous,
-                             source=in_vcf, engine=engine)
-    seconds["impute"] = time.perf_counter() - mark
-    mark = time.perf_counter()
-    write_vcf(imputed, out_vcf, fields=("GT", "DS", "GP"), decimals=decimals, compress_level=compress_level)
-    seconds["write"] = time.perf_counter() - mark
-    seconds["total"] = time.perf_counter() - started
-    counts = json.loads(imputed.attrs["variant_mapping"])
-    mapping = VariantMapping(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, bool),
-                             counts["counts"], counts["contig_map"])
-    return ImputeReport(Path(out_vcf), mapping, imputed.sizes["samples"], imputed.sizes["variants"],
-                        int(imputed.attrs["tiles_imputed"]), int(imputed.attrs["tiles_without_typed_variants"]),
-                        threads, seconds)
+    where = str(in_vcf)
+    n_samples = len(target.sample_id)
+    if target.call_genotype.shape[2] != 2:
+        raise InputFormatError(where, f"ploidy {target.call_genotype.shape[2]}; the autoencoder imputes "
+                               "diploid genotypes")
+    if n_samples == 0:
+        raise InputFormatError(where, "no samples to impute")
+    contigs = np.asarray(target.contigs, dtype=object)
+    mapping = _map_sites(bundle, contigs[target.variant_contig].astype(str), target.variant_position,
+                         target.variant_allele,
+                         dict(zip(target.contigs, target.attrs.get("contig_lengths") or [], strict=False)),
+                         strand_ambiguous=strand_ambiguous, where=where)
+    covered, keep, local = _covered_variants(bundle, mapping)
+    typed_in = target.call_genotype[mapping.input_index]
+    typed_in = np.where(mapping.flip[:, None, None] & (typed_in >= 0), 1 - typed_in, typed_in).astype(np.int8)
+    phased_in = target.call_genotype_phased[mapping.input_index]
+    typed_rows = local[mapping.bundle_index]
+    sample_ids = target.sample_id
+    del target
+    names = [c for c in bundle.contigs if c in covered]
+    inverse = {dst: src for src, dst in mapping.contig_map.items()}
+    contig_names = {c: inverse.get(c, c) for c in names}
+    lengths = bundle.contig_lengths
+    header = header_text([contig_names[c] for c in names],
+                         [lengths[c] for c in names] if lengths and all(c in lengths for c in names) else None,
+                         ("GT", "DS", "GP"), sample_ids)
+    prefixes = _record_prefixes(bundle, keep, contig_names)
+    plan = plan_stream(bundle.variants["tile"].to_numpy()[keep], n_samples, batch_samples=batch_samples,
+                       chunk_genotypes=chunk_genotypes)
+    needed = sorted(set(bundle.variants["tile"].to_numpy()[keep].tolist()))
+    typed_out = np.zeros(len(keep), dtype=bool)
+    typed_out[typed_rows] = True
+    untyped_tiles = sum(not typed_out[local[bundle.members[row]]].any() for row in needed)
+    settings = {"batch_samples": batch_samples, "engine": engine, "threads": threads, "decimals": decimals}
+    works = (_chunk_work(bundle, chunk, keep, local, typed_rows, typed_in, phased_in, prefixes)
+             for chunk in plan.chunks)
+    window = 2 * max(1, len(client.nthreads())) if client is not None else 1
+    results = _ordered_results(works, lambda work: _impute_chunk(bundle, work, **settings), client,
+                               bundle, verify, window, settings)
+    seconds["impute"] = seconds["write"] = 0.0
+    with records_output(out_vcf, header, compress_level=compress_level) as write:
+        for _ in plan.chunks:
+            text = next(results)
+            now = time.perf_counter()
+            seconds["impute"] += now - mark
+            write(text)
+            mark = time.perf_counter()
+            seconds["write"] += mark - now
+    now = time.perf_counter()
+    seconds["write"] += now - mark  # bgzf end and index
+    seconds["total"] = now - started
+    return ImputeReport(Path(out_vcf), mapping, n_samples, len(keep), len(needed), int(untyped_tiles),
+                        threads, seconds, plan)
 
 
 # --------------------------------------------------------------------------------------------

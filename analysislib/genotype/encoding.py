@@ -56,7 +56,7 @@ def genotype_probabilities_from_presence(presence: Any, eps: float = 1e-12) -> n
         raise ValueError(f"expected (samples, 2 * variants) presence outputs, got shape {p.shape}")
     p_ref, p_alt = p[:, 0::2], p[:, 1::2]
     raw = np.stack([p_ref * (1 - p_alt), p_ref * p_alt, (1 - p_ref) * p_alt], axis=2)
-    total = raw.sum(axis=2, keepdims=True)
+    total = (raw[..., 0] + raw[..., 1] + raw[..., 2])[..., None]  # = raw.sum(axis=2), faster
     uniform = np.full_like(raw, 1 / 3)
     return np.where(total > eps, raw / np.maximum(total, eps), uniform)
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import xarray as xr
 
 from analysislib import variables
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = [
     "AlleleFrequencyImputer",

@@ -42,21 +42,26 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import xarray as xr
 
 from analysislib import variables
 from analysislib.errors import InputFormatError
-from analysislib.genotype.dataset import create_genotype_dataset
 from analysislib.io.atomic import atomic_output
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = [
     "LAZY_THRESHOLD_BYTES",
+    "VCFArrays",
     "check_diploid_panel",
     "check_same_samples",
+    "header_text",
     "read_vcf",
+    "read_vcf_arrays",
+    "records_output",
     "write_vcf",
 ]
 
@@ -1122,6 +1127,83 @@ def read_vcf(
         names the file and the record (``record 12 (22:16050075, line 265)``). With lazy reading
         the call-level checks run when a chunk is computed.
     """
+    ctx, requested = _open_for_reading(path, multiallelic, samples, fields, chunk_variants)
+    layout = ctx.layout
+    lazy = chunk_variants is not None or layout.size > LAZY_THRESHOLD_BYTES
+    if lazy and layout.container != "gzip":  # plain gzip cannot seek: read eagerly
+        # First pass over sites only; the per-chunk size needs the ploidy, which the pass finds.
+        variants, _, chunks = _scan(ctx, chunk_variants or _chunk_size(None, layout, 2), requested)
+        want = tuple(f for f in requested if f.encode() in variants.format_keys)
+        arrays = _lazy_arrays(ctx, want, chunks)
+        read = _assemble(ctx, variants, arrays)
+    else:
+        read = _read_eagerly(ctx, requested)
+        if lazy:
+            import dask.array as da
+
+            size = _chunk_size(chunk_variants, layout, ctx.ploidy or 2)
+            for name in _CALL_NAMES:
+                value = getattr(read, name)
+                if value is not None:
+                    setattr(read, name, da.from_array(value, chunks=(size, *value.shape[1:])))
+    from analysislib.genotype.dataset import create_genotype_dataset
+
+    return create_genotype_dataset(
+        contigs=read.contigs, variant_contig=read.variant_contig, variant_position=read.variant_position,
+        variant_allele=read.variant_allele, variant_id=read.variant_id, sample_id=read.sample_id,
+        call_genotype=read.call_genotype, call_genotype_phased=read.call_genotype_phased,
+        call_dosage=read.call_dosage, call_genotype_probability=read.call_genotype_probability,
+        attrs=read.attrs)
+
+
+_CALL_NAMES = ("call_genotype", "call_genotype_phased", "call_dosage", "call_genotype_probability")
+
+
+@dataclass
+class VCFArrays:
+    """A VCF's variants, samples and calls as NumPy arrays (:func:`read_vcf_arrays`).
+
+    The fields are the variables and attributes of the dataset :func:`read_vcf` returns:
+    ``contigs`` (header contigs, then others in order of appearance), ``variant_contig``
+    (index into ``contigs``), ``variant_position``, ``variant_allele`` (variants, 2),
+    ``variant_id``, ``sample_id``, ``call_genotype`` (variants, samples, ploidy; -1 missing),
+    ``call_genotype_phased``, ``call_dosage`` and ``call_genotype_probability`` (None unless
+    read) and ``attrs`` (``source``, multi-allelic counts, ``contig_lengths`` when every contig
+    has one).
+    """
+
+    contigs: list[str]
+    variant_contig: np.ndarray
+    variant_position: np.ndarray
+    variant_allele: np.ndarray
+    variant_id: np.ndarray
+    sample_id: list[str]
+    call_genotype: Any
+    call_genotype_phased: Any
+    call_dosage: Any
+    call_genotype_probability: Any
+    attrs: dict[str, Any]
+
+
+def read_vcf_arrays(
+    path: str | os.PathLike[str],
+    *,
+    multiallelic: Multiallelic = "error",
+    samples: Sequence[str] | None = None,
+    fields: Iterable[str] = ("GT", "DS", "GP"),
+) -> VCFArrays:
+    """Read a VCF, bgzipped VCF or BCF file into NumPy arrays, without xarray or dask.
+
+    The same reading, checks and errors as :func:`read_vcf` (whose parameters these are),
+    always eager; for callers that need arrays, not a dataset (``analysislib impute``).
+    """
+    ctx, requested = _open_for_reading(path, multiallelic, samples, fields, None)
+    return _read_eagerly(ctx, requested)
+
+
+def _open_for_reading(path: str | os.PathLike[str], multiallelic: Multiallelic, samples: Any,
+                      fields: Iterable[str], chunk_variants: int | None) -> tuple[_Context, tuple[str, ...]]:
+    """Check the arguments, open the file and return the parsing context and DS/GP requested."""
     path = Path(path)
     if multiallelic not in ("error", "split", "drop"):
         raise ValueError(f"multiallelic must be 'error', 'split' or 'drop', not {multiallelic!r}")
@@ -1132,46 +1214,38 @@ def read_vcf(
     if chunk_variants is not None and chunk_variants < 1:
         raise ValueError("chunk_variants must be a positive integer")
     layout = _inspect(path)
-    ctx = _Context(layout, multiallelic, _resolve_samples(layout, samples),
-                   _count_header_lines(layout))
-    lazy = chunk_variants is not None or layout.size > LAZY_THRESHOLD_BYTES
-    seekable = layout.container != "gzip"
-    requested = tuple(f for f in ("DS", "GP") if f in fields)
+    ctx = _Context(layout, multiallelic, _resolve_samples(layout, samples), _count_header_lines(layout))
+    return ctx, tuple(f for f in ("DS", "GP") if f in fields)
 
-    if lazy and seekable:
-        # First pass over sites only; the per-chunk size needs the ploidy, which the pass finds.
-        variants, _, chunks = _scan(ctx, chunk_variants or _chunk_size(None, layout, 2), requested)
-        want = tuple(f for f in requested if f.encode() in variants.format_keys)
-        arrays = _lazy_arrays(ctx, want, chunks)
-    else:
-        variants, blocks, _ = _scan(ctx, None, requested)
-        want = tuple(f for f in requested if f.encode() in variants.format_keys)
-        if not blocks:
-            blocks = [_parse_block([], ctx, want)]
-        arrays = _join_blocks(blocks, want)
-        if lazy or chunk_variants is not None:
-            import dask.array as da
 
-            size = _chunk_size(chunk_variants, layout, ctx.ploidy or 2)
-            arrays = {name: da.from_array(a, chunks=(size, *a.shape[1:])) for name, a in arrays.items()}
+def _read_eagerly(ctx: _Context, requested: tuple[str, ...]) -> VCFArrays:
+    variants, blocks, _ = _scan(ctx, None, requested)
+    want = tuple(f for f in requested if f.encode() in variants.format_keys)
+    if not blocks:
+        blocks = [_parse_block([], ctx, want)]
+    return _assemble(ctx, variants, _join_blocks(blocks, want))
 
+
+def _assemble(ctx: _Context, variants: _Variants, arrays: dict[str, Any]) -> VCFArrays:
+    """Variant columns, samples and attributes around the call arrays."""
+    layout = ctx.layout
     if variants.n_split or variants.n_dropped:
         logger.warning("%s: %d multi-allelic record(s) split into biallelic variants, %d dropped",
-                       path, variants.n_split, variants.n_dropped)
+                       layout.path, variants.n_split, variants.n_dropped)
     sample_ids = list(layout.samples)
     if ctx.sample_index is not None:
         sample_ids = [sample_ids[i] for i in ctx.sample_index]
     n_variants = len(variants.position)
     attrs: dict[str, Any] = {
-        "source": str(path),
+        "source": str(layout.path),
         "n_multiallelic_split": variants.n_split,
         "n_multiallelic_dropped": variants.n_dropped,
     }
     lengths = layout.contig_lengths
     if len(variants.contig_names) == len(lengths) and all(x is not None for x in lengths):
         attrs["contig_lengths"] = [int(x) for x in lengths if x is not None]
-    return create_genotype_dataset(
-        contigs=variants.contig_names,
+    return VCFArrays(
+        contigs=list(variants.contig_names),
         variant_contig=np.asarray(variants.contig, dtype=np.int32),
         variant_position=np.asarray(variants.position, dtype=np.int64),
         variant_allele=np.array(variants.alleles, dtype=object).reshape(n_variants, 2),
@@ -1246,12 +1320,44 @@ def _allele_tokens(alleles: np.ndarray, width: int) -> tuple[np.ndarray, np.ndar
 
 
 def _float_tokens(values: np.ndarray, decimals: int) -> tuple[np.ndarray, np.ndarray]:
-    """Non-negative floats with ``decimals`` places, trailing zeros trimmed; NaN becomes ``.``."""
+    """Non-negative floats with ``decimals`` places, trailing zeros trimmed; NaN becomes ``.``.
+
+    Values are rounded to integers ``k = rint(value * 10**decimals)`` and each ``k`` is looked
+    up in a table of its text (:func:`_float_table`); the text equals :func:`_float_tokens_direct`.
+    """
+    missing = ~np.isfinite(values)
+    scaled = np.rint(np.where(missing, 0, values) * 10**decimals).astype(np.int64)
+    width = len(str(int(scaled.max(initial=0)) // 10**decimals))
+    if 10 ** (width + decimals) > _TABLE_LIMIT:
+        return _float_tokens_direct(values, decimals)
+    digits, keep = _float_table(decimals, width)
+    text, kept = np.take(digits, scaled, axis=0), np.take(keep, scaled, axis=0)
+    int_last = digits.shape[1] - decimals - 2  # last integer digit ("0" of a missing value)
+    text[..., int_last] = np.where(missing, DOT, text[..., int_last])
+    return text, kept
+
+
+_TABLE_LIMIT = 10**5  # most entries of a lookup table of float texts
+_float_tables: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _float_table(decimals: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Text and keep-mask of ``k / 10**decimals`` for every ``k`` of ``width`` integer digits (cached)."""
+    key = (decimals, width)
+    if key not in _float_tables:
+        _float_tables[key] = _float_tokens_direct(
+            np.arange(10 ** (width + decimals)) / 10**decimals, decimals, width=width)
+    return _float_tables[key]
+
+
+def _float_tokens_direct(values: np.ndarray, decimals: int, width: int | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_float_tokens` computed digit by digit (any magnitude)."""
     missing = ~np.isfinite(values)
     scale = 10**decimals
     scaled = np.rint(np.where(missing, 0, values) * scale).astype(np.int64)
     whole, fraction = np.divmod(scaled, scale)
-    width = max(1, len(str(int(whole.max(initial=0)))))
+    width = width or max(1, len(str(int(whole.max(initial=0)))))
     int_digits, int_keep = _digit_tokens(whole, width)
     int_digits[..., -1] = np.where(missing, DOT, int_digits[..., -1])
     frac_digits = np.empty((*values.shape, decimals), np.uint8)
@@ -1270,12 +1376,17 @@ def _const(shape: tuple[int, ...], char: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _format_calls(gt: np.ndarray, phased: np.ndarray, ds: np.ndarray | None,
-                  gp: np.ndarray | None, decimals: int, allele_width: int) -> tuple[np.ndarray, np.ndarray]:
+                  gp: np.ndarray | None, decimals: int, allele_width: int, *, line_end: bool = True
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Sample columns of a block of variants: the bytes of every line and each line's length.
 
     Each call becomes a fixed-width byte row with a keep-mask; dropping the masked bytes leaves
-    the exact text, calls separated by tabs and lines ended by a newline.
+    the exact text, calls separated by tabs and lines ended by a newline (by a tab when
+    ``line_end`` is False: more sample columns follow, as when samples come in batches).
     """
+    fast = _format_calls_packed(gt, phased, ds, gp, decimals, allele_width, line_end)
+    if fast is not None:
+        return fast
     n_var, n_samples, ploidy = gt.shape
     shape = (n_var, n_samples)
     parts: list[tuple[np.ndarray, np.ndarray]] = []
@@ -1297,16 +1408,100 @@ def _format_calls(gt: np.ndarray, phased: np.ndarray, ds: np.ndarray | None,
                 keep &= ~absent
             parts.append((token, keep))
     end, end_keep = _const(shape, "\t")
-    end[:, -1] = NEWLINE
+    if line_end:
+        end[:, -1] = NEWLINE
     parts.append((end, end_keep))
     text = np.concatenate([p[0] for p in parts], axis=-1)
     keep = np.concatenate([p[1] for p in parts], axis=-1)
     return text[keep], keep.sum(axis=(1, 2))
 
 
+_packed_tables: dict[tuple[str, int, int], np.ndarray] = {}
+
+
+def _packed_table(separator: str, decimals: int, width: int) -> np.ndarray:
+    """``separator`` + the text of ``k / 10**decimals`` for every ``k`` of ``width`` integer digits,
+    each packed into one uint64 (bytes left-aligned, zero padded); the last entry is ``separator.``
+    (a missing value). Cached.
+    """
+    key = (separator, decimals, width)
+    if key not in _packed_tables:
+        digits, keep = _float_table(decimals, width)
+        # The kept bytes of a number are one run (leading and trailing zeros dropped): gather it.
+        first = keep.argmax(axis=1)
+        length = keep.sum(axis=1)
+        row = np.concatenate([digits, np.zeros((len(digits), 8), np.uint8)], axis=1)
+        spans = np.take_along_axis(row, first[:, None] + np.arange(7), axis=1)
+        spans[np.arange(7) >= length[:, None]] = 0
+        bytes_ = np.zeros((len(digits) + 1, 8), np.uint8)
+        bytes_[:, 0] = ord(separator)
+        bytes_[:-1, 1:] = spans
+        bytes_[-1, 1] = DOT  # a missing value
+        _packed_tables[key] = bytes_.view(np.uint64).ravel()
+    return _packed_tables[key]
+
+
+def _format_calls_packed(gt: np.ndarray, phased: np.ndarray, ds: np.ndarray | None, gp: np.ndarray | None,
+                         decimals: int, allele_width: int, line_end: bool
+                         ) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`_format_calls` for one-digit alleles and short numbers; None where it does not apply.
+
+    Each DS or GP value, with the ``:`` or ``,`` before it, is at most 8 bytes, so it is one
+    uint64 looked up in a table (:func:`_packed_table`) and stored into an 8-byte slot of the
+    call's fixed-width row; padding bytes are zero, so dropping the zero bytes leaves the text.
+    The text is the same as the general path's (the tables are made by it).
+    """
+    values: list[tuple[np.ndarray, str]] = []
+    if ds is not None:
+        values.append((ds, ":"))
+    absent = None
+    if gp is not None:
+        absent = np.logical_and.reduce([np.isnan(gp[..., g]) for g in range(gp.shape[-1])])
+        values += [(gp[..., g], ":" if g == 0 else ",") for g in range(gp.shape[-1])]
+    scaled = []
+    for value, separator in values:
+        missing = ~np.isfinite(value)
+        k = np.rint(np.where(missing, 0, value) * 10**decimals).astype(np.int64)
+        width = len(str(int(k.max(initial=0)) // 10**decimals))
+        if allele_width != 1 or 2 + width + decimals > 8 or 10 ** (width + decimals) > _TABLE_LIMIT:
+            return None
+        table = _packed_table(separator, decimals, width)
+        scaled.append((table, np.where(missing, len(table) - 1, k)))
+    n_var, n_samples, ploidy = gt.shape
+    gt_width = 2 * ploidy - 1
+    row_width = gt_width + 8 * len(values) + 1
+    text = np.zeros((n_var, n_samples, row_width), np.uint8)
+    for h in range(ploidy):
+        text[..., 2 * h] = np.where(gt[..., h] < 0, DOT, gt[..., h] + ZERO)
+        if h:
+            text[..., 2 * h - 1] = np.where(phased, PIPE, SLASH)
+    if values:
+        slots = text[..., gt_width:gt_width + 8 * len(values)].view(np.uint64)
+        for j, (table, k) in enumerate(scaled):
+            slots[..., j] = np.take(table, k)
+        if absent is not None and absent.any():  # no GP at all: one '.'
+            first = len(values) - gp.shape[-1]
+            slots[absent, first] = _packed_table(":", decimals, 1)[-1]
+            slots[absent, first + 1:] = 0
+    text[..., -1] = TAB
+    if line_end:
+        text[:, -1, -1] = NEWLINE
+    keep = text != 0
+    return text[keep], np.count_nonzero(keep.reshape(n_var, -1), axis=1)
+
+
+def _sum_last_axis(values: np.ndarray) -> np.ndarray:
+    """``values.sum(axis=-1)`` for a short last axis, added left to right as NumPy does there,
+    but as whole-array additions (a reduction over a length-3 axis is slow)."""
+    total = values[..., 0].copy()
+    for k in range(1, values.shape[-1]):
+        total += values[..., k]
+    return total
+
+
 def _normalise_gp(gp: np.ndarray) -> np.ndarray:
     """Scale each GP row to sum to 1; rows with NaN, or summing to 0, become missing."""
-    total = gp.sum(axis=-1, keepdims=True)
+    total = _sum_last_axis(gp)[..., None]
     bad = ~np.isfinite(total) | (total <= 0)
     return np.where(bad, np.nan, gp / np.where(bad, 1, total))
 
@@ -1349,9 +1544,15 @@ def _check_writable(ds: xr.Dataset, fields: Sequence[str]) -> None:
 
 
 def _header(ds: xr.Dataset, fields: Sequence[str]) -> bytes:
+    return header_text(ds.attrs["contigs"], ds.attrs.get("contig_lengths"), fields,
+                       [str(s) for s in ds["sample_id"].values])
+
+
+def header_text(contigs: Sequence[str], lengths: Sequence[int] | None, fields: Sequence[str],
+                sample_ids: Sequence[str]) -> bytes:
+    """The VCF header :func:`write_vcf` writes (contigs, FORMAT fields, sample columns)."""
     lines = ["##fileformat=VCFv4.2", "##source=analysislib"]
-    lengths = ds.attrs.get("contig_lengths")
-    for i, contig in enumerate(ds.attrs["contigs"]):
+    for i, contig in enumerate(contigs):
         length = f",length={lengths[i]}" if lengths is not None and i < len(lengths) else ""
         lines.append(f"##contig=<ID={contig}{length}>")
     described = {
@@ -1361,8 +1562,8 @@ def _header(ds: xr.Dataset, fields: Sequence[str]) -> bytes:
     }
     lines += [described[f] for f in fields]
     columns = ["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO"]
-    if ds.sizes["samples"]:
-        columns += ["FORMAT", *(str(s) for s in ds["sample_id"].values)]
+    if len(sample_ids):
+        columns += ["FORMAT", *sample_ids]
     lines.append("\t".join(columns))
     return ("\n".join(lines) + "\n").encode()
 
@@ -1460,18 +1661,8 @@ def write_vcf(
         written. Nothing is written: output goes to a temporary file renamed into place
         (with its index) only on success.
     """
-    import pysam
-
     path = Path(path)
-    name = path.name
-    if name.endswith((".vcf.gz", ".vcf.bgz")):
-        kind, companions = "vcf.gz", (".tbi",)
-    elif name.endswith(".bcf"):
-        kind, companions = "bcf", (".csi",)
-    elif name.endswith(".vcf"):
-        kind, companions = "vcf", ()
-    else:
-        raise ValueError(f"{path}: the file name must end in .vcf.gz, .bcf or .vcf")
+    _output_kind(path)
     if not 0 <= compress_level <= 9:
         raise ValueError("compress_level must be between 0 and 9")
     available = {"GT": "call_genotype", "DS": "call_dosage", "GP": "call_genotype_probability"}
@@ -1490,32 +1681,63 @@ def write_vcf(
         raise ValueError("DS and GP can only be written for biallelic variants (2 alleles)")
     _check_writable(ds, fields)
 
-    header = _header(ds, fields)
+    with records_output(path, _header(ds, fields), compress_level=compress_level) as write:
+        for chunk in _vcf_lines(ds, fields, decimals, block_variants):
+            write(chunk)
+    return path
+
+
+def _output_kind(path: Path) -> tuple[str, tuple[str, ...]]:
+    name = path.name
+    if name.endswith((".vcf.gz", ".vcf.bgz")):
+        return "vcf.gz", (".tbi",)
+    if name.endswith(".bcf"):
+        return "bcf", (".csi",)
+    if name.endswith(".vcf"):
+        return "vcf", ()
+    raise ValueError(f"{path}: the file name must end in .vcf.gz, .bcf or .vcf")
+
+
+@contextlib.contextmanager
+def records_output(path: str | os.PathLike[str], header: bytes, *, compress_level: int = 6
+                   ) -> Iterator[Any]:
+    """Write a VCF from its header and record text, atomically, with its index.
+
+    Yields a function that appends record lines (bytes). ``.vcf.gz`` is bgzipped and gets a
+    ``.tbi``, ``.bcf`` is converted by htslib and gets a ``.csi``, ``.vcf`` is plain text. The
+    file appears under ``path`` only when the block ends without error (see
+    :func:`~analysislib.io.atomic.atomic_output`); otherwise nothing is left behind and an
+    older file at ``path`` is kept.
+    """
+    import pysam
+
+    path = Path(path)
+    kind, companions = _output_kind(path)
+    if not 0 <= compress_level <= 9:
+        raise ValueError("compress_level must be between 0 and 9")
     with atomic_output(path, companions=companions) as tmp:
         if kind == "vcf":
             with open(tmp, "wb") as out:
                 out.write(header)
-                out.writelines(_vcf_lines(ds, fields, decimals, block_variants))
+                yield out.write
         elif kind == "vcf.gz":
             with pysam.BGZFile(str(tmp), f"wb{compress_level}") as out:  # has no writelines
                 out.write(header)
-                for chunk in _vcf_lines(ds, fields, decimals, block_variants):
-                    out.write(chunk)
+                yield out.write
             with _quiet_htslib():
                 pysam.tabix_index(str(tmp), preset="vcf", force=True)
         else:
-            with tempfile.TemporaryDirectory(dir=tmp.parent, prefix=f".{name}.") as scratch:
+            with tempfile.TemporaryDirectory(dir=tmp.parent, prefix=f".{path.name}.") as scratch:
                 text_path = Path(scratch) / "records.vcf"
                 with open(text_path, "wb") as out:
                     out.write(header)
-                    out.writelines(_vcf_lines(ds, fields, decimals, block_variants))
+                    yield out.write
                 with _quiet_htslib(), pysam.VariantFile(str(text_path)) as source, \
                         pysam.VariantFile(str(tmp), f"wb{compress_level}", header=source.header) as target:
                     for record in source:
                         target.write(record)
             with _quiet_htslib():
                 pysam.tabix_index(str(tmp), preset="bcf", csi=True, force=True)
-    return path
 
 
 # --------------------------------------------------------------------------------------------
