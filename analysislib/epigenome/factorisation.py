@@ -289,7 +289,8 @@ class PredictdConfig:
 #: 100k bins, one H3K4me3 input, 0.38 at 0.1, 0.32 at 1, 0.26 at 2.9). 4 bags instead of
 #: ``train_bags.py``'s 8 (new-cell mean Pearson on the 40k-bin window, seed 0, kept H3K4me3 /
 #: H3K4me3+H3K27me3, AVG 0.399 / 0.482: 1 bag 0.299 / 0.463, 4 bags 0.351 / 0.467, 8 bags
-#: 0.348 / 0.467).
+#: 0.348 / 0.467; ``benchmarks/epigenome_accuracy.py --bins 100000``, seeds 0-2, AVG 0.407 /
+#: 0.442: 1 bag 0.371 / 0.404, 4 bags 0.380 / 0.422).
 PREDICTD_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "quick": {"n_factors": 16, "training_fraction": 0.1, "min_training_bins": 1000,
