@@ -26,8 +26,9 @@ work on any bins, streamed in chunks. Training stops by PREDICTD's rule (``predi
 a validation MSE on held-out entries every ``mse_every`` minibatches, a one-sided Wilcoxon
 rank-sum test between two windows of it (:func:`wilcoxon_converged`), learning-rate searches on
 convergence, and a ``max_epochs`` cap; the factors of the lowest validation MSE are kept. As in
-PREDICTD's ``train_bags.py``, ``n_bags`` models (8 there), each with its own validation entries
-and initialisation seed, are trained and their imputed tracks averaged. Left out: the burn-in.
+PREDICTD's ``train_bags.py`` (``tdurham86/PREDICTD``), ``n_bags`` models (8 there), each with
+its own validation entries and initialisation seed, are trained and their imputed tracks
+averaged. Left out: the burn-in.
 
 **Avocado** (Schreiber et al. 2020; ``jmschrei/avocado``, ``model.py``): learned embeddings of
 the cell type (32), assay (256) and genomic position at three resolutions (25 bp: 25 factors;
@@ -234,11 +235,11 @@ class PredictdConfig:
     max_epochs
         Cap on the passes over the training entries (the run stops earlier on convergence).
     n_bags
-        Models trained and averaged (8): PREDICTD's ``train_bags.py`` trains one model per
-        validation fold (``num_folds = 8``), each with its own validation entries and factor
-        initialisation seed, and averages their imputed tracks (``impute_and_avg``; its docstring:
-        "The results of PREDICTD are improved by averaging the imputed data from multiple
-        models"). Bag 0 is the single model of ``n_bags=1`` (same seeds).
+        Models trained and averaged (8): ``tdurham86/PREDICTD`` ``train_bags.py`` trains one
+        model per validation fold (``num_folds = 8``), each with its own validation entries and
+        factor initialisation seed, and averages their imputed tracks (``impute_and_avg``; its
+        docstring: "The results of PREDICTD are improved by averaging the imputed data from
+        multiple models"). Bag 0 is the single model of ``n_bags=1`` (same seeds).
     seed
         Seed of initialisation, bin subset, validation split and data order.
     """
