@@ -24,7 +24,7 @@ from analysislib.epigenome.tensor import create_signal_dataset, hide_tracks
 HELD_OUT = [("c1", "a2"), ("c4", "a0"), ("c2", "a3")]
 PREDICTD_FAST = {"n_factors": 4, "training_fraction": 1.0, "batch_size": 256, "max_epochs": 20,
                  "lr": 0.02, "mse_every": 3, "min_evaluations": 50,
-                 "lrate_search_num": 3}
+                 "lrate_search_num": 3, "n_bags": 1}
 AVOCADO_FAST = {"batch_size": 128, "epochs": 40, "lr": 3e-3, "genome_epochs": 15}
 
 
@@ -120,6 +120,28 @@ def test_predictd_is_deterministic_given_a_seed():
     c = PredictdImputer("quick", device="cpu", progress=False, seed=4, **settings).fit(obs)
     np.testing.assert_array_equal(a.predict(HELD_OUT).values, b.predict(HELD_OUT).values)
     assert not np.allclose(a.predict(HELD_OUT).values, c.predict(HELD_OUT).values)
+
+
+def test_predictd_bags_are_trained_apart_and_their_imputations_averaged():
+    # train_bags.py: one model per validation fold and initialisation seed, imputations averaged
+    obs = hide_tracks(planted_dataset(n_bins=200), HELD_OUT)
+    settings = {**PREDICTD_FAST, "max_epochs": 3}
+    one = PredictdImputer("quick", device="cpu", progress=False, **settings).fit(obs)
+    three = PredictdImputer("quick", device="cpu", progress=False,
+                            **{**settings, "n_bags": 3}).fit(obs)
+    assert len(three.models_) == 3 and three.model is three.models_[0]
+    for key, value in one.model.state_dict().items():  # bag 0 is the single model
+        torch.testing.assert_close(three.models_[0].state_dict()[key], value, rtol=0, atol=0)
+    assert not torch.allclose(three.models_[1].genome, three.models_[2].genome)
+    per_bag = []
+    for model in three.models_:
+        one.models_, one.model = [model], model
+        per_bag.append(one.predict(HELD_OUT).values)
+    np.testing.assert_allclose(three.predict(HELD_OUT).values, np.mean(per_bag, 0),
+                               rtol=1e-5, atol=1e-5)
+    assert not np.allclose(per_bag[0], per_bag[1])
+    with pytest.raises(ValueError, match="n_bags"):
+        predictd_config("quick", n_bags=0)
 
 
 # --------------------------------------------------------------------------- Avocado
