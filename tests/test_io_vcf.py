@@ -384,13 +384,17 @@ def test_write_selected_fields_and_bcf(tmp_path: Path) -> None:
 def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import pysam
 
+    from analysislib.io import bgzf
+
     def broken_index(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(pysam, "tabix_index", broken_index)
-    with pytest.raises(OSError, match="disk full"):
-        write_vcf(imputed_dataset(), tmp_path / "out.vcf.gz")
-    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(bgzf, "bgzf_compress", broken_index)  # the .tbi of a .vcf.gz
+    monkeypatch.setattr(pysam, "tabix_index", broken_index)  # the .csi of a .bcf
+    for name in ("out.vcf.gz", "out.bcf"):
+        with pytest.raises(OSError, match="disk full"):
+            write_vcf(imputed_dataset(), tmp_path / name)
+        assert list(tmp_path.iterdir()) == []
     monkeypatch.undo()
     bad = imputed_dataset()
     bad["call_dosage"][1, 0] = -1.0  # fails while records are being written
