@@ -37,12 +37,14 @@ def allele_presence(call_genotype: Any) -> np.ndarray:
     gt = np.asarray(call_genotype)
     if gt.ndim != 3 or gt.shape[2] != 2:
         raise ValueError(f"expected diploid call_genotype (variants, samples, 2), got shape {gt.shape}")
-    called = (gt >= 0).all(axis=2)
-    alt = (gt > 0).sum(axis=2)
-    ref_present = called & (alt < 2)
-    alt_present = called & (alt > 0)
-    bits = np.stack([ref_present, alt_present], axis=2)  # (variants, samples, 2)
-    return np.ascontiguousarray(bits.transpose(1, 0, 2).reshape(gt.shape[1], -1), dtype=np.float32)
+    # Samples first before any arithmetic; whole-array operations (reductions over the
+    # length-2 ploidy axis are slow).
+    first, second = gt[..., 0].T, gt[..., 1].T
+    called = (first >= 0) & (second >= 0)
+    bits = np.empty((gt.shape[1], gt.shape[0], 2), dtype=np.float32)
+    bits[..., 0] = called & ((first == 0) | (second == 0))  # not 1/1: a REF allele
+    bits[..., 1] = called & ((first > 0) | (second > 0))
+    return bits.reshape(gt.shape[1], -1)
 
 
 def genotype_probabilities_from_presence(presence: Any, eps: float = 1e-12) -> np.ndarray:
