@@ -85,10 +85,10 @@ import numpy as np
 import pandas as pd
 
 from analysislib import variables
-from analysislib.catalog import sha256_of
 from analysislib.errors import AnalysisLibError, ChecksumError, InputFormatError
 from analysislib.genotype.imputer import GenotypeImputer, ImputationRun, sites_key
 from analysislib.io.atomic import atomic_output
+from analysislib.io.checksum import sha256_of
 
 if TYPE_CHECKING:
     import torch
