@@ -986,20 +986,103 @@ def load_bundle(path: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
     # With packed weights, inference never reads the per-tile .pt files: they are checked when
     # first read (Bundle.load_weights) instead of here, which halves the hashing.
     deferred = set(tiles["weights"]) if verify and "packed_weights" in manifest else set()
+    base, listings = os.fspath(root), {}
     for rel, expected in files.items():
-        file = root / rel
-        if not file.is_file():
-            raise BundleError(file, "incomplete bundle: this file, listed in manifest.json, is missing")
+        file = os.path.join(base, rel)
+        if not _is_file(file, listings):
+            raise BundleError(root / rel, "incomplete bundle: this file, listed in manifest.json, is missing")
         if verify and rel not in deferred:
             actual = sha256_of(file)
             if actual != expected:
-                raise BundleChecksumError(file, expected, actual)
+                raise BundleChecksumError(root / rel, expected, actual)
     if "packed_weights" in manifest:
         _check_packed(root, manifest, tiles)
     elif "packed" in tiles:  # a damaged 'packed_weights' key would silently switch engines
         raise BundleError(root / MANIFEST_NAME, "the tiles have 'packed' entries but the manifest has "
                           "no 'packed_weights'")
     contig_rank = {c: i for i, c in enumerate(manifest["contigs"])}
+    rows = _tile_rows_at_once(root, tiles, contig_rank)
+    if rows is None:
+        rows = _tile_rows(root, tiles, contig_rank)
+    variants, members = _union_of_tiles(rows, len(manifest["tiles"]))
+    if "first_position" not in tiles:
+        tiles["first_position"] = np.array([variants["pos"][m[0]] for m in members], dtype=np.int64)
+        tiles["last_position"] = np.array([variants["pos"][m[-1]] for m in members], dtype=np.int64)
+    return Bundle(root, manifest, None, None, members, _deferred=deferred, _tiles_columns=tiles,
+                  _variants_columns=variants)
+
+
+def _is_file(path: str, listings: dict[str, dict[str, os.DirEntry[str]]]) -> bool:
+    """``Path(path).is_file()`` from one listing per folder (``listings``), without a stat per file."""
+    folder, name = os.path.split(path)
+    if folder not in listings:
+        try:
+            with os.scandir(folder or ".") as entries:
+                listings[folder] = {entry.name: entry for entry in entries}
+        except OSError:
+            listings[folder] = {}
+    entry = listings[folder].get(name)
+    if entry is None or entry.is_symlink():  # not listed under this name, or a link: ask the file system
+        return Path(path).is_file()
+    return entry.is_file()
+
+
+def _tile_rows_at_once(root: Path, tiles: Mapping[str, np.ndarray], contig_rank: Mapping[str, int]
+                       ) -> dict[str, np.ndarray] | None:
+    """:func:`_tile_rows` with every tile variant table parsed as one; None if any check fails.
+
+    Takes tables with one header and passes only when every check of :func:`_tile_rows` would;
+    otherwise :func:`_tile_rows` reads them one by one and names the first bad table.
+    """
+    base = os.fspath(root)
+    header, bodies = None, []
+    for rel in tiles["variants"]:
+        try:
+            with open(os.path.join(base, rel)) as handle:  # as Path.read_text
+                text = handle.read()
+        except (OSError, UnicodeDecodeError, TypeError):
+            return None
+        head, _, body = text.rstrip("\n").partition("\n")
+        if header is None:
+            header = head
+        if head != header or not body:
+            return None
+        bodies.append(body)
+    names = header.split("\t")
+    if tuple(names[:5]) != VARIANT_COLUMNS[:5]:
+        return None
+    width = len(names)
+    counts = np.array([body.count("\n") + 1 for body in bodies], dtype=np.int64)
+    if any(body.count("\t") != (width - 1) * count for body, count in zip(bodies, counts.tolist(), strict=True)):
+        return None
+    contigs = tiles["contig"].tolist()
+    if (counts != [int(n) for n in tiles["n_variants"]]).any() or not all(
+            isinstance(c, str) and c in contig_rank for c in contigs):
+        return None
+    cells = "\n".join(bodies).replace("\n", "\t").split("\t")
+    table = np.array(cells, dtype=object).reshape(-1, width)
+    columns = {name: table[:, k] for k, name in enumerate(names)}
+    try:
+        columns["pos"] = columns["pos"].astype(np.int64)
+        columns["alt_freq"] = (columns["alt_freq"].astype(np.float64) if "alt_freq" in columns
+                               else np.full(len(table), np.nan))
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if (columns["chrom"] != np.repeat(np.array(contigs, dtype=object), counts)).any():
+        return None
+    row = np.repeat(np.arange(len(counts)), counts)
+    within = np.arange(len(table)) - np.repeat(np.cumsum(counts) - counts, counts)
+    return {**{name: columns[name] for name in VARIANT_COLUMNS}, "row": row, "within": within,
+            "edge": np.minimum(within, np.repeat(counts, counts) - 1 - within),
+            "rank": np.repeat(np.array([contig_rank[c] for c in contigs], dtype=np.int64), counts)}
+
+
+def _tile_rows(root: Path, tiles: Mapping[str, np.ndarray], contig_rank: Mapping[str, int]
+               ) -> dict[str, np.ndarray]:
+    """One entry per (tile, variant): the variant columns plus ``row``, ``within``, ``edge``, ``rank``.
+
+    Reads each tile's variant table and checks it against the manifest (variant count, contig).
+    """
     parts: dict[str, list[np.ndarray]] = {name: [] for name in (*VARIANT_COLUMNS, "row", "within", "edge", "rank")}
     for row, (rel, contig, n) in enumerate(zip(tiles["variants"], tiles["contig"], tiles["n_variants"],
                                                strict=True)):
@@ -1017,13 +1100,7 @@ def load_bundle(path: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
         parts["within"].append(within)
         parts["edge"].append(np.minimum(within, count - 1 - within))
         parts["rank"].append(np.full(count, contig_rank[contig]))
-    rows = {name: np.concatenate(values) for name, values in parts.items()}
-    variants, members = _union_of_tiles(rows, len(manifest["tiles"]))
-    if "first_position" not in tiles:
-        tiles["first_position"] = np.array([variants["pos"][m[0]] for m in members], dtype=np.int64)
-        tiles["last_position"] = np.array([variants["pos"][m[-1]] for m in members], dtype=np.int64)
-    return Bundle(root, manifest, None, None, members, _deferred=deferred, _tiles_columns=tiles,
-                  _variants_columns=variants)
+    return {name: np.concatenate(values) for name, values in parts.items()}
 
 
 def _tile_columns(entries: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
