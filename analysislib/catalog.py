@@ -17,10 +17,8 @@ of MNE-Python and xarray's tutorial module, both built on pooch.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +26,13 @@ from typing import Any
 
 import yaml
 
-from analysislib.errors import ChecksumError, DataFileNotFoundError, InputFormatError, UnknownDatasetError
+from analysislib.errors import (
+    ChecksumError,
+    DataFileNotFoundError,
+    InputFormatError,
+    UnknownDatasetError,
+)
+from analysislib.io.checksum import sha256_of  # re-exported: older code imports it from here
 
 __all__ = [
     "CACHE_ENV",
@@ -114,41 +118,6 @@ def _cache_dir() -> Path:
     import pooch
 
     return Path(pooch.os_cache("analysislib"))
-
-
-_VERIFIED: dict[tuple[str, int, int, int, int, int], str] = {}
-#: A file changed this recently (ns) may still change within one timestamp tick: not memoised.
-_RACY_NS = 2 * 10**9
-
-
-def _stat_key(path: Path) -> tuple[str, int, int, int, int, int]:
-    stat = path.stat()
-    return (str(path.resolve()), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns,
-            stat.st_ctime_ns)
-
-
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, memoised within the process while the file is unchanged.
-
-    The memo key is (path, device, inode, size, mtime, ctime). mtime alone can be put back
-    after an in-place edit (``touch -d``, ``rsync -t``, ``cp -p``), but ctime cannot: the kernel
-    sets it to the current time on every write and on every mtime change, and a replaced file
-    has a new inode. Re-hashing on every call would be exact too, but costs a full read of
-    every catalog file each time a notebook opens a dataset. As in git's "racily clean" rule, a
-    file whose mtime or ctime lies within two seconds of the hash is not memoised, since a
-    write within the same timestamp tick could leave both unchanged.
-    """
-    key = _stat_key(path)
-    if key in _VERIFIED:
-        return _VERIFIED[key]
-    started = time.time_ns()
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    if _stat_key(path) == key and max(key[4], key[5]) < started - _RACY_NS:
-        _VERIFIED[key] = digest.hexdigest()
-    return digest.hexdigest()
 
 
 def _check(path: Path, expected: str) -> Path:

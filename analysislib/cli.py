@@ -304,10 +304,10 @@ def _train(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from analysislib.catalog import sha256_of
     from analysislib.errors import InputFormatError
     from analysislib.genotype.dae import TILES_DIR, train_bundle
     from analysislib.io.atomic import atomic_output
+    from analysislib.io.checksum import sha256_of
     from analysislib.tiling import tile_genome
 
     started = time.perf_counter()

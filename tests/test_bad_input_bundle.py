@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from analysislib.genotype import dae
 from analysislib.genotype.dae import (
     BundleChecksumError,
     BundleError,
@@ -254,6 +255,33 @@ def test_damaged_variant_table_is_named(bundle, text, words):
     with pytest.raises(BundleError) as info:
         load_bundle(bundle)
     assert _named(info.value, bundle).startswith(f"{bundle / 'tiles/t1.variants.tsv'}: {words}")
+
+
+@SETTINGS
+@given(flips=st.lists(st.tuples(st.integers(0, 10**4), st.integers(1, 255)), min_size=1, max_size=3),
+       cut=st.one_of(st.none(), st.integers(0, 10**4)))
+def test_variant_tables_read_at_once_or_one_by_one_alike(pristine, tmp_path, flips, cut):
+    """load_bundle parses every table at once only when reading them one by one gives the same."""
+    bundle = tmp_path / "bundle"
+    if not bundle.exists():
+        shutil.copytree(pristine, bundle)
+    data = bytearray((pristine / "tiles/t1.variants.tsv").read_bytes())
+    for position, mask in flips:
+        data[position % len(data)] ^= mask
+    (bundle / "tiles/t1.variants.tsv").write_bytes(bytes(data[:None if cut is None else cut % len(data)]))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    tiles, rank = dae._tile_columns(manifest["tiles"]), {c: i for i, c in enumerate(manifest["contigs"])}
+    at_once = dae._tile_rows_at_once(bundle, tiles, rank)
+    try:
+        one_by_one = dae._tile_rows(bundle, tiles, rank)
+    except (ValueError, OverflowError):  # BundleError or other: not to be read at once either
+        one_by_one = None
+    if at_once is None:
+        return
+    assert one_by_one is not None and at_once.keys() == one_by_one.keys()
+    for name, values in at_once.items():
+        assert values.dtype == one_by_one[name].dtype, name
+        np.testing.assert_array_equal(values, one_by_one[name], err_msg=name)
 
 
 # ------------------------------------------------------------------------- weights.npy

@@ -108,16 +108,16 @@ def test_hash_memo_sees_an_in_place_edit_with_the_same_size_and_mtime(tmp_path, 
     import os
     import time
 
-    from analysislib import catalog
+    from analysislib.io import checksum
 
     path = tmp_path / "track.npz"
     path.write_bytes(b"a" * 64)
     os.utime(path, ns=(10**18, 10**18))
     # Hash "much later" than the file changed, so the result is memoised.
     now = time.time_ns
-    monkeypatch.setattr(catalog.time, "time_ns", lambda: now() + 10 * 10**9)
+    monkeypatch.setattr(checksum.time, "time_ns", lambda: now() + 10 * 10**9)
     assert sha256_of(path) == hashlib.sha256(b"a" * 64).hexdigest()
-    memo = dict(catalog._VERIFIED)
+    memo = dict(checksum._VERIFIED)
     assert any(key[0] == str(path.resolve()) for key in memo)
     assert sha256_of(path) == hashlib.sha256(b"a" * 64).hexdigest()  # served from the memo
     before = path.stat()
@@ -131,9 +131,9 @@ def test_hash_memo_sees_an_in_place_edit_with_the_same_size_and_mtime(tmp_path, 
 
 
 def test_hash_of_a_file_changed_just_now_is_not_memoised(tmp_path):
-    from analysislib import catalog
+    from analysislib.io import checksum
 
     path = tmp_path / "fresh.bin"
     path.write_bytes(b"fresh")
     assert sha256_of(path) == hashlib.sha256(b"fresh").hexdigest()
-    assert not any(key[0] == str(path.resolve()) for key in catalog._VERIFIED)
+    assert not any(key[0] == str(path.resolve()) for key in checksum._VERIFIED)

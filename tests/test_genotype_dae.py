@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -741,3 +742,27 @@ def test_cli_impute_batches_and_refuses_bad_settings(streamed, tmp_path: Path, c
     err = capsys.readouterr().err
     assert err.startswith("error: scheduler tcp://127.0.0.1:9: cannot connect") and err.count("\n") == 1
     assert not (tmp_path / "x.vcf").exists()
+
+
+#: Modules ``analysislib impute`` must not import: its start-up time is NumPy's and analysislib's.
+IMPUTE_AVOIDS = ("pandas", "xarray", "dask", "torch", "yaml")
+
+
+def test_impute_path_imports_no_pandas_xarray_dask_torch_or_yaml(streamed, tmp_path: Path):
+    bundle, in_vcf, memory = streamed
+    script = (
+        "import sys\n"
+        "import analysislib.cli, analysislib.genotype.dae, analysislib.io.vcf\n"
+        "from analysislib.cli import main\n"
+        "from analysislib.genotype.dae import impute_vcf\n"
+        f"assert main(['impute', '--models', {str(bundle)!r}, {str(in_vcf)!r}, "
+        f"{str(tmp_path / 'cli.vcf.gz')!r}]) == 0\n"
+        f"impute_vcf({str(bundle)!r}, {str(in_vcf)!r}, {str(tmp_path / 'api.vcf')!r}, threads=2)\n"
+        f"print('loaded:', *sorted({{m.split('.')[0] for m in sys.modules}} & set({IMPUTE_AVOIDS!r})))\n")
+    package_root = str(Path(dae.__file__).resolve().parents[2])  # the analysislib under test
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "loaded:", done.stdout
+    assert (tmp_path / "api.vcf").read_bytes() == memory

@@ -73,7 +73,6 @@ from analysislib.genotype.encoding import (
     dosage_from_probabilities,
     genotype_probabilities_from_presence,
 )
-from analysislib.results import array_checksum
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -1238,6 +1237,7 @@ def train_tile(
     import pandas as pd
     import torch
 
+    from analysislib.results import array_checksum  # imports pandas: not at module level
     from analysislib.training import EarlyStopping, fit, is_distributed, select_device, wrap_ddp
 
     hp = hparams if hparams is not None else DAEHyperparameters()

@@ -51,8 +51,9 @@ chromosome of array data, so inference runs the packed weights through
 :func:`~analysislib.genotype.autoencoder.numpy_forward` (one file read for all tiles, the
 matrix products in NumPy's BLAS, results equal to torch's to float32 rounding) and
 ``analysislib impute`` never imports torch; it reads the VCF into NumPy arrays
-(:func:`~analysislib.io.vcf.read_vcf_arrays`), so xarray and dask are not imported either. On array panels with tens of variants per tile the
-per-tile overhead dominates, so threads go to tiles only when tiles are large
+(:func:`~analysislib.io.vcf.read_vcf_arrays`), so xarray and dask are not imported either, and
+holds the bundle's tables as NumPy columns, so neither is pandas. On array panels with tens of
+variants per tile the per-tile overhead dominates, so threads go to tiles only when tiles are large
 (:func:`_thread_split`). The torch path (older bundles, ``engine="torch"``) stores weights in
 one storage per file and runs them through one weightless model per tile shape
 (:meth:`Bundle.predict`).
@@ -82,15 +83,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
 
 from analysislib import variables
-from analysislib.catalog import sha256_of
 from analysislib.errors import AnalysisLibError, ChecksumError, InputFormatError
 from analysislib.genotype.imputer import GenotypeImputer, ImputationRun, sites_key
 from analysislib.io.atomic import atomic_output
+from analysislib.io.checksum import sha256_of
 
 if TYPE_CHECKING:
+    import pandas as pd
     import torch
     import xarray as xr
 
@@ -376,6 +377,8 @@ def _variants_columns(path: Path) -> dict[str, np.ndarray]:
 
 def _read_variants_tsv(path: Path) -> pd.DataFrame:
     """A tile variant table as a DataFrame (columns :data:`VARIANT_COLUMNS`)."""
+    import pandas as pd
+
     return pd.DataFrame(_variants_columns(path))
 
 
@@ -628,6 +631,38 @@ def save_bundle(
 # --------------------------------------------------------------------------------------------
 
 
+def _frame_of(columns: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """A DataFrame of NumPy columns; object columns go in as lists, so pandas infers their dtypes."""
+    import pandas as pd
+
+    return pd.DataFrame({name: values.tolist() if values.dtype == object else values
+                         for name, values in columns.items()})
+
+
+class _Table:
+    """A table attribute of :class:`Bundle`: NumPy columns, and a DataFrame built from them when read.
+
+    :func:`load_bundle` fills the columns only, so inference never imports pandas. A DataFrame
+    assigned to the attribute (``Bundle(path, manifest, tiles, variants, members)``) becomes the
+    source of the columns instead. The DataFrame is built once: edit a copy and assign it back.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, bundle: Bundle | None, owner: type | None = None) -> pd.DataFrame:
+        if bundle is None:  # no class-level default: the dataclass field stays required
+            raise AttributeError(self.name)
+        state = bundle.__dict__
+        if state.get(f"_{self.name}_frame") is None:
+            state[f"_{self.name}_frame"] = _frame_of(state[f"_{self.name}_columns"])
+        return state[f"_{self.name}_frame"]
+
+    def __set__(self, bundle: Bundle, frame: pd.DataFrame | None) -> None:
+        bundle.__dict__[f"_{self.name}_frame"] = frame
+        bundle.__dict__[f"_{self.name}_columns"] = None
+
+
 @dataclass
 class Bundle:
     """A loaded model bundle.
@@ -649,12 +684,15 @@ class Bundle:
         of the variant in that tile) and ``n_tiles``.
     members
         Per tile row, the indices into :attr:`variants` of the tile's variants in model order.
+
+    :func:`load_bundle` holds :attr:`tiles` and :attr:`variants` as NumPy columns and builds
+    the DataFrames when first read; inference reads the columns and never imports pandas.
     """
 
     path: Path
     manifest: dict[str, Any]
-    tiles: pd.DataFrame
-    variants: pd.DataFrame
+    tiles: pd.DataFrame = _Table()  # None when _tiles_columns is given
+    variants: pd.DataFrame = _Table()  # None when _variants_columns is given
     members: list[np.ndarray]
     _configs: dict[int, dict[str, Any]] = field(default_factory=dict, repr=False)
     _hparams: dict[int, Any] = field(default_factory=dict, repr=False)
@@ -662,6 +700,25 @@ class Bundle:
     _packed: np.ndarray | None = field(default=None, repr=False)
     _packed_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _deferred: set[str] = field(default_factory=set, repr=False)  # files to verify when first read
+    _tiles_columns: dict[str, np.ndarray] | None = field(default=None, repr=False, compare=False)
+    _variants_columns: dict[str, np.ndarray] | None = field(default=None, repr=False, compare=False)
+
+    def _columns(self, table: str) -> dict[str, np.ndarray]:
+        """The NumPy columns of ``"tiles"`` or ``"variants"`` (taken from the DataFrame if assigned)."""
+        columns = self.__dict__[f"_{table}_columns"]
+        if columns is None:
+            frame = self.__dict__[f"_{table}_frame"]
+            columns = {name: frame[name].to_numpy() for name in frame.columns}
+            self.__dict__[f"_{table}_columns"] = columns
+        return columns
+
+    def _tile(self, name: str) -> np.ndarray:
+        """Column ``name`` of :attr:`tiles` as a NumPy array."""
+        return self._columns("tiles")[name]
+
+    def _variant(self, name: str) -> np.ndarray:
+        """Column ``name`` of :attr:`variants` as a NumPy array."""
+        return self._columns("variants")[name]
 
     @property
     def packed(self) -> bool:
@@ -691,7 +748,7 @@ class Bundle:
     def tile_config(self, tile: int) -> dict[str, Any]:
         """The parsed ``tiles/<id>.json`` of tile row ``tile``."""
         if tile not in self._configs:
-            path = self.path / self.tiles["config"].iat[tile]
+            path = self.path / self._tile("config")[tile]
             try:
                 self._configs[tile] = json.loads(path.read_text())
             except FileNotFoundError:
@@ -709,7 +766,7 @@ class Bundle:
             try:
                 self._hparams[tile] = DAEHyperparameters.from_dict(config["hparams"])
             except (KeyError, TypeError, ValueError) as err:
-                raise BundleError(self.path / self.tiles["config"].iat[tile],
+                raise BundleError(self.path / self._tile("config")[tile],
                                   f"bad hyperparameters ({err})") from None
         return self._hparams[tile]
 
@@ -717,7 +774,7 @@ class Bundle:
         """The stored state_dict of tile row ``tile`` (read with ``weights_only=True``)."""
         import torch
 
-        rel = self.tiles["weights"].iat[tile]
+        rel = self._tile("weights")[tile]
         path = self.path / rel
         if rel in self._deferred and path.is_file():
             actual = sha256_of(path)
@@ -742,13 +799,13 @@ class Bundle:
         from analysislib.genotype.autoencoder import SparseDenoisingAutoencoder
 
         state = self.load_weights(tile)
-        n_variants = int(self.tiles["n_variants"].iat[tile])
+        n_variants = int(self._tile("n_variants")[tile])
         try:
             with torch.device("meta"):
                 model = SparseDenoisingAutoencoder(n_variants, self.hyperparameters(tile))
             model.load_state_dict(state, assign=True)
         except (RuntimeError, KeyError, TypeError) as err:
-            raise BundleError(self.path / self.tiles["weights"].iat[tile],
+            raise BundleError(self.path / self._tile("weights")[tile],
                               f"the weights do not fit a {n_variants}-variant model with the tile's "
                               f"hyperparameters ({' '.join(str(err).split())})") from None
         return model.eval()
@@ -764,7 +821,7 @@ class Bundle:
         from analysislib.genotype.autoencoder import SparseDenoisingAutoencoder
 
         cache = self._local.__dict__.setdefault("skeletons", {})
-        key = (int(self.tiles["n_variants"].iat[tile]), self.hyperparameters(tile))
+        key = (int(self._tile("n_variants")[tile]), self.hyperparameters(tile))
         if key not in cache:
             with torch.device("meta"):
                 model = SparseDenoisingAutoencoder(*key).eval()
@@ -795,7 +852,7 @@ class Bundle:
                         raise BundleError(path, f"expected {size} float32 values, found {flat.dtype} "
                                           f"{flat.shape}")
                     self._packed = flat
-        packed = self.tiles["packed"].iat[tile]
+        packed = self._tile("packed")[tile]
         widths, offset = packed["widths"], int(packed["offset"])
         layers = []
         for width_in, width_out in itertools.pairwise(widths):
@@ -834,8 +891,8 @@ class Bundle:
         found = {k: tuple(v.shape) for k, v in state.items()}
         if found != shapes:
             differ = sorted(set(found) ^ set(shapes)) or [k for k in shapes if found[k] != shapes[k]]
-            raise BundleError(self.path / self.tiles["weights"].iat[tile],
-                              f"the weights do not fit a {int(self.tiles['n_variants'].iat[tile])}-variant "
+            raise BundleError(self.path / self._tile("weights")[tile],
+                              f"the weights do not fit a {int(self._tile('n_variants')[tile])}-variant "
                               f"model with the tile's hyperparameters (first difference: {differ[0]})")
         x = torch.as_tensor(np.ascontiguousarray(presence, dtype=np.float32))
         with torch.inference_mode():
@@ -918,9 +975,9 @@ def load_bundle(path: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
     root = Path(path)
     manifest = _read_manifest(root)
     files: dict[str, str] = manifest["files"]
-    tiles = pd.DataFrame(manifest["tiles"])
+    tiles = _tile_columns(manifest["tiles"])
     needed = {"id", "contig", "n_variants", "weights", "variants", "config"}
-    if tiles.empty or not needed <= set(tiles.columns):
+    if not manifest["tiles"] or not needed <= set(tiles):
         raise BundleError(root / MANIFEST_NAME, f"tile entries need {', '.join(sorted(needed))}")
     for kind in ("weights", "variants", "config"):
         for rel in tiles[kind]:
@@ -929,20 +986,103 @@ def load_bundle(path: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
     # With packed weights, inference never reads the per-tile .pt files: they are checked when
     # first read (Bundle.load_weights) instead of here, which halves the hashing.
     deferred = set(tiles["weights"]) if verify and "packed_weights" in manifest else set()
+    base, listings = os.fspath(root), {}
     for rel, expected in files.items():
-        file = root / rel
-        if not file.is_file():
-            raise BundleError(file, "incomplete bundle: this file, listed in manifest.json, is missing")
+        file = os.path.join(base, rel)
+        if not _is_file(file, listings):
+            raise BundleError(root / rel, "incomplete bundle: this file, listed in manifest.json, is missing")
         if verify and rel not in deferred:
             actual = sha256_of(file)
             if actual != expected:
-                raise BundleChecksumError(file, expected, actual)
+                raise BundleChecksumError(root / rel, expected, actual)
     if "packed_weights" in manifest:
         _check_packed(root, manifest, tiles)
     elif "packed" in tiles:  # a damaged 'packed_weights' key would silently switch engines
         raise BundleError(root / MANIFEST_NAME, "the tiles have 'packed' entries but the manifest has "
                           "no 'packed_weights'")
     contig_rank = {c: i for i, c in enumerate(manifest["contigs"])}
+    rows = _tile_rows_at_once(root, tiles, contig_rank)
+    if rows is None:
+        rows = _tile_rows(root, tiles, contig_rank)
+    variants, members = _union_of_tiles(rows, len(manifest["tiles"]))
+    if "first_position" not in tiles:
+        tiles["first_position"] = np.array([variants["pos"][m[0]] for m in members], dtype=np.int64)
+        tiles["last_position"] = np.array([variants["pos"][m[-1]] for m in members], dtype=np.int64)
+    return Bundle(root, manifest, None, None, members, _deferred=deferred, _tiles_columns=tiles,
+                  _variants_columns=variants)
+
+
+def _is_file(path: str, listings: dict[str, dict[str, os.DirEntry[str]]]) -> bool:
+    """``Path(path).is_file()`` from one listing per folder (``listings``), without a stat per file."""
+    folder, name = os.path.split(path)
+    if folder not in listings:
+        try:
+            with os.scandir(folder or ".") as entries:
+                listings[folder] = {entry.name: entry for entry in entries}
+        except OSError:
+            listings[folder] = {}
+    entry = listings[folder].get(name)
+    if entry is None or entry.is_symlink():  # not listed under this name, or a link: ask the file system
+        return Path(path).is_file()
+    return entry.is_file()
+
+
+def _tile_rows_at_once(root: Path, tiles: Mapping[str, np.ndarray], contig_rank: Mapping[str, int]
+                       ) -> dict[str, np.ndarray] | None:
+    """:func:`_tile_rows` with every tile variant table parsed as one; None if any check fails.
+
+    Takes tables with one header and passes only when every check of :func:`_tile_rows` would;
+    otherwise :func:`_tile_rows` reads them one by one and names the first bad table.
+    """
+    base = os.fspath(root)
+    header, bodies = None, []
+    for rel in tiles["variants"]:
+        try:
+            with open(os.path.join(base, rel)) as handle:  # as Path.read_text
+                text = handle.read()
+        except (OSError, UnicodeDecodeError, TypeError):
+            return None
+        head, _, body = text.rstrip("\n").partition("\n")
+        if header is None:
+            header = head
+        if head != header or not body:
+            return None
+        bodies.append(body)
+    names = header.split("\t")
+    if tuple(names[:5]) != VARIANT_COLUMNS[:5]:
+        return None
+    width = len(names)
+    counts = np.array([body.count("\n") + 1 for body in bodies], dtype=np.int64)
+    if any(body.count("\t") != (width - 1) * count for body, count in zip(bodies, counts.tolist(), strict=True)):
+        return None
+    contigs = tiles["contig"].tolist()
+    if (counts != [int(n) for n in tiles["n_variants"]]).any() or not all(
+            isinstance(c, str) and c in contig_rank for c in contigs):
+        return None
+    cells = "\n".join(bodies).replace("\n", "\t").split("\t")
+    table = np.array(cells, dtype=object).reshape(-1, width)
+    columns = {name: table[:, k] for k, name in enumerate(names)}
+    try:
+        columns["pos"] = columns["pos"].astype(np.int64)
+        columns["alt_freq"] = (columns["alt_freq"].astype(np.float64) if "alt_freq" in columns
+                               else np.full(len(table), np.nan))
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if (columns["chrom"] != np.repeat(np.array(contigs, dtype=object), counts)).any():
+        return None
+    row = np.repeat(np.arange(len(counts)), counts)
+    within = np.arange(len(table)) - np.repeat(np.cumsum(counts) - counts, counts)
+    return {**{name: columns[name] for name in VARIANT_COLUMNS}, "row": row, "within": within,
+            "edge": np.minimum(within, np.repeat(counts, counts) - 1 - within),
+            "rank": np.repeat(np.array([contig_rank[c] for c in contigs], dtype=np.int64), counts)}
+
+
+def _tile_rows(root: Path, tiles: Mapping[str, np.ndarray], contig_rank: Mapping[str, int]
+               ) -> dict[str, np.ndarray]:
+    """One entry per (tile, variant): the variant columns plus ``row``, ``within``, ``edge``, ``rank``.
+
+    Reads each tile's variant table and checks it against the manifest (variant count, contig).
+    """
     parts: dict[str, list[np.ndarray]] = {name: [] for name in (*VARIANT_COLUMNS, "row", "within", "edge", "rank")}
     for row, (rel, contig, n) in enumerate(zip(tiles["variants"], tiles["contig"], tiles["n_variants"],
                                                strict=True)):
@@ -960,15 +1100,17 @@ def load_bundle(path: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
         parts["within"].append(within)
         parts["edge"].append(np.minimum(within, count - 1 - within))
         parts["rank"].append(np.full(count, contig_rank[contig]))
-    rows = {name: np.concatenate(values) for name, values in parts.items()}
-    variants, members = _union_of_tiles(rows, len(tiles))
-    if "first_position" not in tiles:
-        tiles["first_position"] = [int(variants["pos"].iat[m[0]]) for m in members]
-        tiles["last_position"] = [int(variants["pos"].iat[m[-1]]) for m in members]
-    return Bundle(root, manifest, tiles, variants, members, _deferred=deferred)
+    return {name: np.concatenate(values) for name, values in parts.items()}
 
 
-def _check_packed(root: Path, manifest: Mapping[str, Any], tiles: pd.DataFrame) -> None:
+def _tile_columns(entries: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """The manifest's tile entries as object columns (every key of any entry; NaN where absent)."""
+    names = dict.fromkeys(name for entry in entries for name in entry)
+    return {name: np.fromiter((entry.get(name, np.nan) for entry in entries), dtype=object, count=len(entries))
+            for name in names}
+
+
+def _check_packed(root: Path, manifest: Mapping[str, Any], tiles: Mapping[str, np.ndarray]) -> None:
     """Check the packed-weight entries of a manifest against the tiles (not the file's values)."""
     where = root / MANIFEST_NAME
     described = manifest["packed_weights"]
@@ -995,26 +1137,59 @@ def _check_packed(root: Path, manifest: Mapping[str, Any], tiles: pd.DataFrame) 
         raise BundleError(where, f"packed tiles hold {end} values; 'packed_weights' says {described.get('size')}")
 
 
-def _union_of_tiles(rows: dict[str, np.ndarray], n_tiles: int) -> tuple[pd.DataFrame, list[np.ndarray]]:
-    """The bundle's variant table and each tile's member indices (see :data:`OVERLAP_RULE`).
+def _object_codes(values: np.ndarray) -> np.ndarray:
+    """Integer codes of the values of an object array, numbered in order of first appearance."""
+    items = values.tolist()
+    table = {item: i for i, item in enumerate(dict.fromkeys(items))}  # np.unique sorts objects slowly
+    return np.fromiter(map(table.__getitem__, items), dtype=np.int64, count=len(items))
+
+
+def _first_appearance_codes(*columns: np.ndarray) -> np.ndarray:
+    """Codes of the distinct rows of ``columns``, numbered in order of first appearance.
+
+    What :func:`pandas.factorize` gives for the rows, with NumPy only.
+    """
+    keys = [_object_codes(values) if values.dtype == object else values for values in columns]
+    order = np.lexsort(keys[::-1])
+    new = np.zeros(len(order), dtype=bool)
+    new[:1] = True
+    for values in keys:
+        ordered = values[order]
+        new[1:] |= ordered[1:] != ordered[:-1]
+    group = np.empty(len(order), dtype=np.int64)
+    group[order] = np.cumsum(new) - 1
+    firsts = order[new]  # the sort is stable: each group's first row
+    renumber = np.empty(len(firsts), dtype=np.int64)
+    renumber[np.argsort(firsts)] = np.arange(len(firsts))
+    return renumber[group]
+
+
+def _union_of_tiles(rows: dict[str, np.ndarray], n_tiles: int) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+    """The bundle's variant columns and each tile's member indices (see :data:`OVERLAP_RULE`).
 
     ``rows`` holds one entry per (tile, variant): the variant columns plus ``row`` (tile),
-    ``within`` (index in the tile), ``edge`` (edge distance) and ``rank`` (contig order).
+    ``within`` (index in the tile), ``edge`` (edge distance) and ``rank`` (order of the
+    variant's contig, one per ``chrom``).
     """
     order = np.lexsort((rows["within"], rows["row"], rows["pos"], rows["rank"]))
     rows = {name: values[order] for name, values in rows.items()}
-    keys = pd.Series(rows["chrom"]) + "\t" + pd.Series(rows["pos"]).astype(str) + "\t" \
-        + pd.Series(rows["ref"]) + "\t" + pd.Series(rows["alt"])
-    codes, _ = pd.factorize(keys, sort=False)  # first-appearance order = genome order
+    # Codes of (chrom, pos, ref, alt) in first-appearance order = genome order. Equal variants
+    # lie in one run of equal (rank, pos); when every run holds one variant (no position with two
+    # allele pairs), the run number is the code.
+    run = np.r_[True, (rows["rank"][1:] != rows["rank"][:-1]) | (rows["pos"][1:] != rows["pos"][:-1])]
+    codes = np.cumsum(run) - 1
+    first = np.flatnonzero(run)[codes]
+    if not all((rows[name] == rows[name][first]).all() for name in ("chrom", "ref", "alt")):
+        codes = _first_appearance_codes(rows["chrom"], rows["pos"], rows["ref"], rows["alt"])
     # Primary tile: largest edge distance, then the earliest tile.
     pick = np.lexsort((rows["row"], -rows["edge"], codes))
     primary = pick[np.r_[True, codes[pick][1:] != codes[pick][:-1]]]
-    variants = pd.DataFrame({
+    variants = {
         "contig": rows["chrom"][primary], "pos": rows["pos"][primary], "id": rows["id"][primary],
         "ref": rows["ref"][primary], "alt": rows["alt"][primary], "alt_freq": rows["alt_freq"][primary],
         "tile": rows["row"][primary], "offset": rows["within"][primary],
         "n_tiles": np.bincount(codes),
-    })
+    }
     by_tile = np.lexsort((rows["within"], rows["row"]))
     bounds = np.searchsorted(rows["row"][by_tile], np.arange(n_tiles + 1))
     members = [codes[by_tile[bounds[t]:bounds[t + 1]]].astype(np.int64) for t in range(n_tiles)]
@@ -1073,6 +1248,8 @@ def plan_tile_tasks(costs: Sequence[float], n_workers: int = 1, tiles_per_task: 
 
 def _tile_variant_table(reference: xr.Dataset, first: int, last: int, contigs: np.ndarray,
                         alt_freq: np.ndarray) -> pd.DataFrame:
+    import pandas as pd
+
     sl = slice(first, last + 1)
     alleles = np.asarray(reference["variant_allele"].values[sl], dtype=object)
     ids = (np.asarray(reference["variant_id"].values[sl], dtype=object) if "variant_id" in reference
@@ -1159,6 +1336,8 @@ def _train_task(task: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _resolve_tiles(reference: xr.Dataset, tiles: Any) -> tuple[pd.DataFrame, dict[str, Any] | None]:
+    import pandas as pd
+
     from analysislib.tiling import Tiling, tile_genome
 
     if tiles is None or isinstance(tiles, Mapping):
@@ -1466,7 +1645,8 @@ class VariantMapping:
     Attributes
     ----------
     input_index, bundle_index
-        Matched pairs: input variant ``input_index[k]`` is bundle variant ``bundle_index[k]``.
+        Matched pairs in input order: input variant ``input_index[k]`` is bundle variant
+        ``bundle_index[k]``.
     flip
         Per pair, True when REF and ALT are swapped (genotypes are recoded 0 <-> 1).
     counts
@@ -1516,7 +1696,10 @@ def _classify(ref_t: np.ndarray, alt_t: np.ndarray, ref_b: np.ndarray, alt_b: np
               strand_ambiguous: StrandPolicy) -> np.ndarray:
     """Relation of each (input, bundle) allele pair at a shared position; see :class:`VariantMapping`."""
     def complement(alleles: np.ndarray) -> np.ndarray:
-        return pd.Series(alleles, dtype=object).map(_COMPLEMENT).fillna("").to_numpy(dtype=object)
+        out = np.full(len(alleles), "", dtype=object)
+        for base, other in _COMPLEMENT.items():
+            out[alleles == base] = other
+        return out
 
     exact = (ref_t == ref_b) & (alt_t == alt_b)
     swap = (ref_t == alt_b) & (alt_t == ref_b)
@@ -1525,8 +1708,9 @@ def _classify(ref_t: np.ndarray, alt_t: np.ndarray, ref_b: np.ndarray, alt_b: np
     c_ref, c_alt = complement(ref_t), complement(alt_t)
     strand = snp & (c_ref == ref_b) & (c_alt == alt_b)
     strand_swap = snp & (c_ref == alt_b) & (c_alt == ref_b)
-    ambiguous = (pd.Series(ref_b, dtype=object) + "/" + pd.Series(alt_b, dtype=object)).isin(
-        [f"{a}/{b}" for a, b in _AMBIGUOUS]).to_numpy()
+    ambiguous = np.zeros(len(ref_b), dtype=bool)
+    for a, b in _AMBIGUOUS:
+        ambiguous |= (ref_b == a) & (alt_b == b)
     monomorphic = np.isin(alt_t, ["", "."]) & (ref_t == ref_b)
     kind = np.full(len(ref_t), "allele_mismatch", dtype=object)
     kind[monomorphic] = "monomorphic"
@@ -1620,16 +1804,11 @@ def _map_sites(bundle: Bundle, names: np.ndarray, positions: np.ndarray, alleles
     t_alt = (t_alleles[:, 1].astype(str).astype(object) if t_alleles.shape[1] > 1
              else np.full(n_input, "", dtype=object))
     t_pos = np.asarray(positions, dtype=np.int64)
-    t_table = pd.DataFrame({"t": np.flatnonzero(on_bundle), "contig": mapped[on_bundle],
-                            "pos": t_pos[on_bundle]})
-    b = bundle.variants
-    b_table = pd.DataFrame({"b": np.arange(len(b)), "contig": b["contig"].to_numpy(dtype=object),
-                            "pos": b["pos"].to_numpy(dtype=np.int64)})
-    pairs = t_table.merge(b_table, on=["contig", "pos"], how="inner")
-    t_idx = pairs["t"].to_numpy(dtype=np.int64)
-    b_idx = pairs["b"].to_numpy(dtype=np.int64)
-    kind = _classify(t_ref[t_idx], t_alt[t_idx], b["ref"].to_numpy(dtype=object)[b_idx],
-                     b["alt"].to_numpy(dtype=object)[b_idx], strand_ambiguous)
+    b_contig = bundle._variant("contig")
+    b_pos = np.asarray(bundle._variant("pos"), dtype=np.int64)
+    t_idx, b_idx = _same_sites(np.flatnonzero(on_bundle), mapped[on_bundle], t_pos[on_bundle], b_contig, b_pos)
+    kind = _classify(t_ref[t_idx], t_alt[t_idx], np.asarray(bundle._variant("ref"), dtype=object)[b_idx],
+                     np.asarray(bundle._variant("alt"), dtype=object)[b_idx], strand_ambiguous)
     rank = np.array([_KIND_RANK[k] for k in kind], dtype=np.int64)
     # Best relation per input variant, then one input variant per bundle variant.
     order = np.lexsort((b_idx, rank, t_idx))
@@ -1647,18 +1826,44 @@ def _map_sites(bundle: Bundle, names: np.ndarray, positions: np.ndarray, alleles
     counts["duplicate"] = int(len(usable) - len(keep))
     counts["not_in_bundle"] = int(on_bundle.sum() - len(best_of_input))
     counts["other_contig"] = int((~on_bundle).sum())
-    counts.update({"input": n_input, "used": len(keep), "bundle": len(b)})
+    counts.update({"input": n_input, "used": len(keep), "bundle": len(b_pos)})
     position_matches = len(best_of_input)
     if position_matches >= 20 and counts["allele_mismatch"] > 0.5 * position_matches:
         raise InputFormatError(where, f"alleles differ at {counts['allele_mismatch']} of {position_matches} "
                                "positions shared with the model bundle: the input is probably on another "
                                f"genome build or reference (bundle: {bundle.genome_build or 'build unknown'})")
     if counts["used"] == 0:
-        span = ", ".join(f"{c}:{int(g.pos.min())}-{int(g.pos.max())}" for c, g in b.groupby("contig", sort=False))
+        span = ", ".join(f"{c}:{int(b_pos[b_contig == c].min())}-{int(b_pos[b_contig == c].max())}"
+                         for c in dict.fromkeys(b_contig.tolist()))
         raise InputFormatError(where, f"no input variant overlaps the model bundle: {n_input} input variants, "
                                f"{position_matches} at bundle positions but none with matching alleles; the "
                                f"bundle covers {span} ({bundle.genome_build or 'build unknown'})")
     return VariantMapping(t_idx[keep], b_idx[keep], np.isin(kind[keep], _FLIP_KINDS), counts, contig_map)
+
+
+def _same_sites(t_rows: np.ndarray, t_contig: np.ndarray, t_pos: np.ndarray, b_contig: np.ndarray,
+                b_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Input rows and bundle rows of every pair on the same contig and position (a join).
+
+    ``t_rows`` number the input variants ``t_contig`` / ``t_pos``; bundle variants are numbered
+    from 0. Pairs come ordered by input row, then bundle row.
+    """
+    contig_codes = _object_codes(np.concatenate([np.asarray(t_contig, dtype=object),
+                                                 np.asarray(b_contig, dtype=object)]))
+    positions = np.concatenate([t_pos, b_pos])
+    low, high = (int(positions.min()), int(positions.max())) if len(positions) else (0, 0)
+    if (int(contig_codes.max(initial=0)) + 1) * (high - low + 1) >= 2**62:  # keys would overflow
+        positions = np.unique(positions, return_inverse=True)[1]
+        low, high = 0, int(positions.max(initial=0))
+    keys = contig_codes * (high - low + 1) + (positions - low)
+    t_keys, b_keys = keys[:len(t_pos)], keys[len(t_pos):]
+    b_order = np.argsort(b_keys, kind="stable")
+    b_sorted = b_keys[b_order]
+    lo = np.searchsorted(b_sorted, t_keys, side="left")
+    found = np.searchsorted(b_sorted, t_keys, side="right") - lo
+    starts = np.repeat(lo, found)
+    within = np.arange(len(starts)) - np.repeat(np.cumsum(found) - found, found)
+    return np.repeat(np.asarray(t_rows, dtype=np.int64), found), b_order[starts + within].astype(np.int64)
 
 
 def _check_build(bundle: Bundle, theirs: Mapping[str, int], contig_map: Mapping[str, str], where: str) -> None:
@@ -1771,7 +1976,7 @@ def _output_layout(bundle: Bundle, target: xr.Dataset, strand_ambiguous: StrandP
 
 def _covered_variants(bundle: Bundle, mapping: VariantMapping) -> tuple[set[str], np.ndarray, np.ndarray]:
     """Bundle contigs the input covers, the bundle rows on them (``keep``), each row's output index."""
-    contig_of = bundle.variants["contig"].to_numpy()
+    contig_of = bundle._variant("contig")
     covered = set(contig_of[mapping.bundle_index].tolist())
     keep = np.flatnonzero(np.isin(contig_of, list(covered)))
     local = np.full(len(contig_of), -1, dtype=np.int64)
@@ -1851,9 +2056,10 @@ def impute_dataset(
     presence = allele_presence(typed).reshape(n_samples, n_out, 2)
     called = (typed >= 0).all(axis=2)
 
-    primary_tile = bundle.variants["tile"].to_numpy()
+    primary_tile = bundle._variant("tile")
+    tile_contig = bundle._tile("contig")
     needed = [row for row, members in enumerate(bundle.members)
-              if bundle.tiles["contig"].iat[row] in covered and (primary_tile[members] == row).any()]
+              if tile_contig[row] in covered and (primary_tile[members] == row).any()]
     untyped_tiles = sum(not called[local[bundle.members[row]]].any() for row in needed)
     raw = np.empty((n_samples, n_out, 2), dtype=np.float32)  # sigmoid outputs, allele presence
 
@@ -1889,11 +2095,14 @@ def impute_dataset(
     phased[local[mapping.bundle_index]] = phased_in
     phased &= called
 
-    variants = bundle.variants.iloc[keep]
+    variants = {name: values[keep] for name, values in bundle._columns("variants").items()}
     names = [c for c in bundle.contigs if c in covered]
     inverse = {dst: src for src, dst in mapping.contig_map.items()}
-    codes = pd.Categorical(variants["contig"], categories=names).codes.astype(np.int32)
-    alleles = np.stack([variants["ref"].to_numpy(dtype=object), variants["alt"].to_numpy(dtype=object)], axis=1)
+    code_of = {c: i for i, c in enumerate(names)}
+    codes = np.fromiter((code_of.get(c, -1) for c in variants["contig"].tolist()), dtype=np.int32,
+                        count=len(keep))
+    alleles = np.stack([np.asarray(variants["ref"], dtype=object), np.asarray(variants["alt"], dtype=object)],
+                       axis=1)
     lengths = bundle.contig_lengths
     attrs: dict[str, Any] = {"source": f"dae imputation of {where}",
                              "variant_mapping": json.dumps(mapping.to_dict()),
@@ -1902,8 +2111,8 @@ def impute_dataset(
         attrs["contig_lengths"] = [lengths[c] for c in names]
     return create_genotype_dataset(
         contigs=[inverse.get(c, c) for c in names], variant_contig=codes,
-        variant_position=variants["pos"].to_numpy(dtype=np.int64), variant_allele=alleles,
-        variant_id=variants["id"].to_numpy(dtype=object),
+        variant_position=np.asarray(variants["pos"], dtype=np.int64), variant_allele=alleles,
+        variant_id=np.asarray(variants["id"], dtype=object),
         sample_id=np.asarray(target["sample_id"].values, dtype=object), call_genotype=genotypes,
         call_genotype_phased=phased,
         sample_population=(np.asarray(target["sample_population"].values, dtype=object)
@@ -2006,7 +2215,7 @@ def _chunk_work(bundle: Bundle, chunk: tuple[int, int], keep: np.ndarray, local:
                 prefixes: list[bytes]) -> _ChunkWork:
     """Gather what :func:`_impute_chunk` needs for output variants ``chunk`` (driver side)."""
     start, stop = chunk
-    primary = bundle.variants["tile"].to_numpy()
+    primary = bundle._variant("tile")
     rows = list(dict.fromkeys(primary[keep[start:stop]].tolist()))  # supplying tiles, in order
     members = [local[bundle.members[row]] for row in rows]
     lo = min(int(m.min()) for m in members)
@@ -2129,11 +2338,11 @@ def _impute_chunk_on_worker(bundle_path: str, verify: bool, work: _ChunkWork, **
 
 def _record_prefixes(bundle: Bundle, keep: np.ndarray, contig_names: Mapping[str, str]) -> list[bytes]:
     """CHROM..FORMAT columns of every output record, as :func:`~analysislib.io.vcf.write_vcf` writes them."""
-    variants = bundle.variants.iloc[keep]
+    column = bundle._variant
     return [f"{contig_names[c]}\t{p}\t{i or '.'}\t{r}\t{a or '.'}\t.\t.\t.\tGT:DS:GP\t".encode()
-            for c, p, i, r, a in zip(variants["contig"].tolist(), variants["pos"].tolist(),
-                                     variants["id"].tolist(), variants["ref"].tolist(),
-                                     variants["alt"].tolist(), strict=True)]
+            for c, p, i, r, a in zip(column("contig")[keep].tolist(), column("pos")[keep].tolist(),
+                                     column("id")[keep].tolist(), column("ref")[keep].tolist(),
+                                     column("alt")[keep].tolist(), strict=True)]
 
 
 def _ordered_results(works: Iterator[_ChunkWork], compute: Any, client: Any, bundle: Bundle, verify: bool,
@@ -2329,9 +2538,9 @@ def impute_vcf(
     prefixes = _record_prefixes(bundle, keep, contig_names)
     if threads > 1 and client is None:  # a chunk per thread at least (_ordered_results)
         chunk_genotypes = min(chunk_genotypes, max(1, len(keep) * n_samples // threads))
-    plan = plan_stream(bundle.variants["tile"].to_numpy()[keep], n_samples, batch_samples=batch_samples,
-                       chunk_genotypes=chunk_genotypes)
-    needed = sorted(set(bundle.variants["tile"].to_numpy()[keep].tolist()))
+    supplier = bundle._variant("tile")[keep]
+    plan = plan_stream(supplier, n_samples, batch_samples=batch_samples, chunk_genotypes=chunk_genotypes)
+    needed = sorted(set(supplier.tolist()))
     typed_out = np.zeros(len(keep), dtype=bool)
     typed_out[typed_rows] = True
     untyped_tiles = sum(not typed_out[local[bundle.members[row]]].any() for row in needed)
@@ -2493,7 +2702,7 @@ class DAEImputer(GenotypeImputer):
                                    validation_fraction=self.validation_fraction, device=self.device,
                                    progress=self.progress)
         self._fit_details = {"fit_seconds": time.perf_counter() - started, "trained": True,
-                             "n_tiles": len(self.bundle.tiles), "bundle": str(folder)}
+                             "n_tiles": len(self.bundle.members), "bundle": str(folder)}
         return self
 
     def impute(self, target: xr.Dataset) -> xr.Dataset:

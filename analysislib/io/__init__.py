@@ -1,1 +1,1 @@
-"""File input and output: VCF/BCF genotypes, epigenomic tracks, atomic writes."""
+"""File input and output: VCF/BCF genotypes, epigenomic tracks, atomic writes, checksums."""
