@@ -8,8 +8,9 @@ the same target VCF and thread count, each repeat times:
 * ``impute_vcf`` in this process (bundle load and sha256 check, VCF read, imputation, VCF write),
   with the default NumPy engine (packed ``weights.npy``) and, for comparison, the torch engine
   (per-tile ``.pt`` files, the path of bundles written before packing);
-* ``analysislib impute`` as a new process (adds interpreter start and imports; torch is not
-  imported), and the imports alone in a new process (the floor of any command-line run);
+* ``analysislib impute`` as a new process (adds interpreter start and imports; neither torch
+  nor pandas is imported), and the imports alone in a new process (the floor of any
+  command-line run). The package's bytecode is compiled first, as an installed package's is;
 * ``beagle ref= gt= out= nthreads= gp=true``;
 * ``minimac4 ref.msav target.vcf.gz -f GT,DS,GP`` (reference compressed once beforehand).
 
@@ -38,6 +39,7 @@ Run from the project root::
 from __future__ import annotations
 
 import argparse
+import compileall
 import datetime
 import json
 import os
@@ -166,6 +168,12 @@ def main() -> int:
             trained = f"trained in {time.perf_counter() - started:.1f} s ({args.epochs} epochs)"
         print(f"targets {masked.target.sizes['samples']} samples x {masked.target.sizes['variants']} "
               f"typed of {ds.sizes['variants']}; bundle of {len(tiles)} tiles {trained}\n")
+        # Bytecode as an installed package has it (pip compiles wheels; a normal interpreter
+        # caches what it imports). With PYTHONDONTWRITEBYTECODE set and no cache, every new
+        # process would compile analysislib again (about 0.2 s here).
+        import analysislib
+
+        compileall.compile_dir(str(Path(analysislib.__file__).parent), quiet=1)
         times: dict[str, list[float]] = {"dae (in process)": [], "dae (in process, torch)": [],
                                          "analysislib impute": [], "imports (new process)": [],
                                          "beagle": [], "minimac4": []}

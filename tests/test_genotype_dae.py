@@ -9,6 +9,7 @@ a small simulated panel for a few epochs. Beagle comparisons are marked ``tools`
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import itertools
 import json
@@ -683,6 +684,20 @@ def test_streamed_output_matches_the_in_memory_output(streamed, tmp_path: Path):
     np.testing.assert_array_equal(gt_a, gt_b)
     np.testing.assert_allclose(values_a, values_b, rtol=0, atol=1.0001e-3)
     assert (values_a != values_b).any(axis=-1).mean() < 0.01
+
+
+def test_streamed_chunks_side_by_side_on_threads(streamed, tmp_path: Path):
+    """threads > 1 runs chunks on threads: the same text, and the BLAS thread limit is restored."""
+    from threadpoolctl import threadpool_info
+
+    bundle, in_vcf, memory = streamed
+    before = [pool["num_threads"] for pool in threadpool_info()]
+    for settings in ({"threads": 2}, {"threads": 3, "chunk_genotypes": 200}):
+        report = impute_vcf(bundle, in_vcf, tmp_path / "threads.vcf.gz", **settings)
+        assert len(report.plan.chunks) >= settings["threads"]
+        with gzip.open(tmp_path / "threads.vcf.gz") as handle:
+            assert handle.read() == memory, settings
+    assert [pool["num_threads"] for pool in threadpool_info()] == before
 
 
 def _split_calls(text: bytes) -> tuple[list[str], np.ndarray, np.ndarray]:

@@ -2349,21 +2349,22 @@ def _ordered_results(works: Iterator[_ChunkWork], compute: Any, client: Any, bun
                      window: int, settings: dict[str, Any]) -> Iterator[bytes]:
     """Each chunk's text in chunk order: computed here, or on ``client`` with ``window`` in flight.
 
-    Here, with ``settings["threads"]`` above 1, chunks run side by side on that many threads
-    (one engine thread each; NumPy releases the GIL in its array operations).
+    Here, with ``settings["threads"]`` above 1 and the NumPy engine, chunks run side by side on that many threads
+    (NumPy releases the GIL in its array operations). The engine's thread limit is process-wide,
+    so it is set to one thread once around them, not per chunk.
     """
     threads = settings.get("threads") or 1
-    if client is None and threads == 1:
+    if client is None and (threads == 1 or settings["engine"] != "numpy"):  # torch threads inside
         for work in works:
             yield compute(work)
         return
     if client is None:
-        one_thread = {**settings, "threads": 1}
-        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        as_set = {**settings, "threads": None}  # tiles in turn, at the limit set here
+        with _engine_threads(settings["engine"], 1), concurrent.futures.ThreadPoolExecutor(threads) as pool:
             running: list[concurrent.futures.Future[bytes]] = []
             try:
                 for work in works:
-                    running.append(pool.submit(_impute_chunk, bundle, work, **one_thread))
+                    running.append(pool.submit(_impute_chunk, bundle, work, **as_set))
                     if len(running) >= 2 * threads:
                         yield running.pop(0).result()
                 while running:
@@ -2536,7 +2537,7 @@ def impute_vcf(
                          [lengths[c] for c in names] if lengths and all(c in lengths for c in names) else None,
                          ("GT", "DS", "GP"), sample_ids)
     prefixes = _record_prefixes(bundle, keep, contig_names)
-    if threads > 1 and client is None:  # a chunk per thread at least (_ordered_results)
+    if threads > 1 and client is None and engine == "numpy":  # a chunk per thread (_ordered_results)
         chunk_genotypes = min(chunk_genotypes, max(1, len(keep) * n_samples // threads))
     supplier = bundle._variant("tile")[keep]
     plan = plan_stream(supplier, n_samples, batch_samples=batch_samples, chunk_genotypes=chunk_genotypes)
