@@ -227,6 +227,7 @@ def main() -> int:
             rows += _scaling(sizes, masked, ref_vcf, bundle_dir, work, args.threads, args.beagle_heap)
             print(f"load average after scaling: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
     return 0
 
