@@ -182,7 +182,7 @@ def test_bundle_files_manifest_and_checksums(tag_bundle: Path):
     assert lines[1] == "22\t400\trs400\tT\tC\t0.25"
 
 
-def test_bundle_variants_follow_the_overlap_rule(tag_bundle: Path):
+def test_bundle_variants_follow_the_overlap_rule(tag_bundle: Path, tmp_path: Path):
     bundle = load_bundle(tag_bundle)
     assert bundle.variants["pos"].tolist() == POS.tolist()
     assert bundle.variants["n_tiles"].tolist() == [1, 1, 1, 2, 2, 2, 1, 1, 2, 2, 1, 1]
@@ -192,17 +192,30 @@ def test_bundle_variants_follow_the_overlap_rule(tag_bundle: Path):
     expected = expected[expected["primary"]].set_index("variant")["tile"]
     assert bundle.variants["tile"].tolist() == expected.tolist()
     assert [m.tolist() for m in bundle.members] == [list(range(a, b + 1)) for a, b in TILES]
-    # Impute nothing typed: every dosage is the tag of the tile the rule picked.
     empty = target([50], ["A"], ["C"], np.zeros((1, 2, 2)))
     with pytest.raises(InputFormatError, match="no input variant overlaps"):
         impute_dataset(bundle, empty)
-    # One typed variant; all others show their tile's tag.
+    # One typed variant. Every other dosage is its tiles' ALT presence ("tag"), averaged with
+    # weights 1 + edge distance: variant 3 is t0's 4th of 6 (edge 2) and t1's 1st (edge 0), so
+    # (3 * 0.1 + 1 * 0.2) / 4; variant 8 is t1's 6th of 7 (edge 1) and t2's 1st (edge 0).
     one = target([100], ["A"], ["G"], [[[0, 1], [1, 1]]])
     imputed = impute_dataset(bundle, one)
     dosage = imputed["call_dosage"].values
-    tags = np.array(TAGS)[expected.to_numpy()]
-    np.testing.assert_allclose(dosage[1:], np.repeat(tags[1:, None], 2, axis=1), rtol=1e-6)
+    mixed = [0.1, 0.1, 0.1, 0.5 / 4, 0.6 / 4, 0.7 / 4, 0.2, 0.2, 0.7 / 3, 0.8 / 3, 0.3, 0.3]
+    np.testing.assert_allclose(dosage[1:], np.repeat(np.array(mixed)[1:, None], 2, axis=1), rtol=1e-6)
     np.testing.assert_array_equal(dosage[0], [1, 2])
+    weights = bundle.overlap_weights()
+    np.testing.assert_allclose(weights[0], [1, 1, 1, 3 / 4, 2 / 4, 1 / 4], rtol=1e-6)
+    np.testing.assert_allclose(np.bincount(np.concatenate(bundle.members), np.concatenate(weights)), 1, rtol=1e-6)
+    # The streamed writer sums the same tiles with the same weights, also when a chunk ends
+    # inside an overlap (variants 3-5 and 8-9).
+    write_vcf(one, tmp_path / "one.vcf")
+    write_vcf(imputed, tmp_path / "memory.vcf", fields=("GT", "DS", "GP"))
+    for genotypes in (2, 5, 10**6):
+        report = impute_vcf(bundle, tmp_path / "one.vcf", tmp_path / "out.vcf", chunk_genotypes=genotypes)
+        assert (tmp_path / "out.vcf").read_bytes() == (tmp_path / "memory.vcf").read_bytes(), genotypes
+    assert len(report.plan.chunks) == 1 and len(impute_vcf(
+        bundle, tmp_path / "one.vcf", tmp_path / "out.vcf", chunk_genotypes=2).plan.chunks) == 3
 
 
 def test_load_bundle_reports_missing_and_corrupt_files(tag_bundle: Path, tmp_path: Path):
@@ -301,7 +314,7 @@ def test_impute_passes_typed_genotypes_through_recoded(tag_bundle: Path):
     gp = out["call_genotype_probability"].values
     np.testing.assert_array_equal(gp[1], [[0, 1, 0], [1, 0, 0]])
     np.testing.assert_array_equal(out["call_dosage"].values[[1, 3]], [[1, 0], [2, 1]])
-    # the missing call at 700 is imputed by its primary tile (t1, tag 0.2): GP (0.8, 0.2, 0)
+    # the missing call at 700 is imputed by its only tile (t1, tag 0.2): GP (0.8, 0.2, 0)
     np.testing.assert_allclose(gp[6, 1], [0.8, 0.2, 0.0], rtol=1e-6)
     np.testing.assert_array_equal(genotype[6, 1], [0, 0])
     np.testing.assert_allclose(gp.sum(-1), 1, rtol=1e-6)
@@ -628,9 +641,10 @@ def test_output_reads_in_bcftools(tag_bundle: Path, tmp_path: Path):
     ds = target([100, 400], ["A", "T"], ["G", "C"], [[[0, 1]], [[0, 0]]])
     write_vcf(ds, tmp_path / "in.vcf.gz")
     impute_vcf(tag_bundle, tmp_path / "in.vcf.gz", tmp_path / "out.vcf.gz")
+    # 600 lies in t0 (weight 1) and t1 (weight 3): (0.1 + 3 * 0.2) / 4
     query = subprocess.run(["bcftools", "query", "-r", "22:600-800", "-f", "%POS[\t%GT\t%DS\t%GP]\n",
                             str(tmp_path / "out.vcf.gz")], capture_output=True, text=True, check=True)
-    assert query.stdout.splitlines() == ["600\t0/0\t0.2\t0.8,0.2,0", "700\t0/0\t0.2\t0.8,0.2,0",
+    assert query.stdout.splitlines() == ["600\t0/0\t0.175\t0.825,0.175,0", "700\t0/0\t0.2\t0.8,0.2,0",
                                          "800\t0/0\t0.2\t0.8,0.2,0"]
 
 

@@ -139,10 +139,12 @@ PACKED_WEIGHTS_NAME = "weights.npy"
 VARIANT_COLUMNS = ("chrom", "pos", "id", "ref", "alt", "alt_freq")
 
 OVERLAP_RULE = (
-    "A variant that lies in several tiles takes its imputed values from the tile in which it "
-    "is farthest from a tile edge (edge distance = min(index in tile, n_variants - 1 - index)); "
-    "ties go to the tile that starts first. This is tiling.variant_tiles' 'primary' tile: the "
-    "model that sees the most flanking variants on both sides of it."
+    "A variant that lies in several tiles takes the weighted mean of their allele-presence outputs "
+    "(before decoding to genotype probabilities), each tile weighted by 1 + the variant's edge distance in it (edge distance = "
+    "min(index in tile, n_variants - 1 - index)): the models that see more flanking variants on "
+    "both sides count more. A variant in one tile takes that tile's values. The variant's 'tile' "
+    "is the one with the largest weight (ties: the tile that starts first), tiling.variant_tiles' "
+    "'primary' tile."
 )
 
 #: Presets of :class:`DAEImputer`: training epochs per tile, hyperparameter overrides and
@@ -702,6 +704,7 @@ class Bundle:
     _deferred: set[str] = field(default_factory=set, repr=False)  # files to verify when first read
     _tiles_columns: dict[str, np.ndarray] | None = field(default=None, repr=False, compare=False)
     _variants_columns: dict[str, np.ndarray] | None = field(default=None, repr=False, compare=False)
+    _overlap_weights: list[np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     def _columns(self, table: str) -> dict[str, np.ndarray]:
         """The NumPy columns of ``"tiles"`` or ``"variants"`` (taken from the DataFrame if assigned)."""
@@ -719,6 +722,16 @@ class Bundle:
     def _variant(self, name: str) -> np.ndarray:
         """Column ``name`` of :attr:`variants` as a NumPy array."""
         return self._columns("variants")[name]
+
+    def overlap_weights(self) -> list[np.ndarray]:
+        """Per tile row, the float32 weight of its output for each member variant (:data:`OVERLAP_RULE`).
+
+        Each variant's weights over the tiles that hold it sum to 1; a variant in one tile has
+        weight exactly 1.
+        """
+        if self._overlap_weights is None:
+            self._overlap_weights = overlap_weights(self.members, len(self._variant("pos")))
+        return self._overlap_weights
 
     @property
     def packed(self) -> bool:
@@ -1194,6 +1207,22 @@ def _union_of_tiles(rows: dict[str, np.ndarray], n_tiles: int) -> tuple[dict[str
     bounds = np.searchsorted(rows["row"][by_tile], np.arange(n_tiles + 1))
     members = [codes[by_tile[bounds[t]:bounds[t + 1]]].astype(np.int64) for t in range(n_tiles)]
     return variants, members
+
+
+def overlap_weights(members: Sequence[np.ndarray], n_variants: int) -> list[np.ndarray]:
+    """Per tile, the weight of its output for each of its ``members`` (:data:`OVERLAP_RULE`).
+
+    Tile weights are 1 + edge distance, divided by their sum over the tiles that hold the
+    variant; returned as float32 arrays aligned with ``members``.
+    """
+    raw = []
+    for member in members:
+        within = np.arange(len(member))
+        raw.append(np.minimum(within, len(member) - 1 - within) + 1.0)
+    total = np.zeros(n_variants)
+    for member, weight in zip(members, raw, strict=True):
+        total[member] += weight  # a tile holds each variant once
+    return [(weight / total[member]).astype(np.float32) for member, weight in zip(members, raw, strict=True)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -1998,8 +2027,8 @@ def impute_dataset(
 
     Typed input genotypes are mapped onto the bundle (:func:`map_variants`), encoded as allele
     presence (untyped and missing calls as [0, 0]), and each tile's model runs once on all
-    samples (batches of ``batch_size``; NumPy or torch, see ``engine``). Each variant takes the
-    values of one tile (:data:`OVERLAP_RULE`); decoded probabilities are normalised
+    samples (batches of ``batch_size``; NumPy or torch, see ``engine``). A variant in several
+    tiles takes their weighted mean (:data:`OVERLAP_RULE`); decoded probabilities are normalised
     (:func:`~analysislib.genotype.encoding.genotype_probabilities_from_presence`). Observed
     genotypes are passed through as hard calls (GP one-hot, integer DS, input phase kept).
 
@@ -2056,29 +2085,23 @@ def impute_dataset(
     presence = allele_presence(typed).reshape(n_samples, n_out, 2)
     called = (typed >= 0).all(axis=2)
 
-    primary_tile = bundle._variant("tile")
     tile_contig = bundle._tile("contig")
-    needed = [row for row, members in enumerate(bundle.members)
-              if tile_contig[row] in covered and (primary_tile[members] == row).any()]
+    needed = [row for row in range(len(bundle.members)) if tile_contig[row] in covered]
     untyped_tiles = sum(not called[local[bundle.members[row]]].any() for row in needed)
-    raw = np.empty((n_samples, n_out, 2), dtype=np.float32)  # sigmoid outputs, allele presence
+    weights = bundle.overlap_weights()
+    raw = np.zeros((n_samples, n_out, 2), dtype=np.float32)  # sigmoid outputs, allele presence
 
-    def run_tile(row: int) -> None:
+    def run_tile(row: int) -> np.ndarray:
         members = local[bundle.members[row]]
-        mine = np.flatnonzero(primary_tile[bundle.members[row]] == row)  # variants it supplies
-        out = bundle.predict(row, presence[:, members].reshape(n_samples, -1), batch_size=batch_size,
-                             engine=engine)
-        raw[:, members[mine]] = out.reshape(n_samples, -1, 2)[:, mine]
+        return bundle.predict(row, presence[:, members].reshape(n_samples, -1), batch_size=batch_size,
+                              engine=engine)
 
     work = [n_samples * 2 * len(bundle.members[row]) ** 2 for row in needed]
     workers, per_worker = _thread_split(threads, work)
-    with _engine_threads(engine, per_worker):
-        if workers == 1:
-            for row in needed:
-                run_tile(row)
-        else:
-            with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-                list(pool.map(run_tile, needed))
+    with _engine_threads(engine, per_worker), concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        outputs = map(run_tile, needed) if workers == 1 else pool.map(run_tile, needed)
+        for row, out in zip(needed, outputs, strict=True):  # summed in tile order: same bits on any thread count
+            raw[:, local[bundle.members[row]]] += weights[row][:, None] * out.reshape(n_samples, -1, 2)
     gp = np.empty((n_out, n_samples, 3), dtype=np.float32)
     for start in range(0, n_out, _DECODE_BLOCK):  # bounded float64 temporaries
         block = raw[:, start:start + _DECODE_BLOCK]
@@ -2135,8 +2158,9 @@ CHUNK_GENOTYPES = 2**22
 class StreamPlan:
     """How :func:`impute_vcf` cuts its work: region chunks of output variants, sample batches.
 
-    Chunks are runs of output variants ``[start, stop)`` that end where the supplying tile
-    changes (:data:`OVERLAP_RULE`), so a tile runs in one chunk. Within a chunk the samples go
+    Chunks are runs of output variants ``[start, stop)`` that end where the variants' primary
+    tile changes (:data:`OVERLAP_RULE`), so that few tiles reach into two chunks; one that does
+    runs in both and adds to each chunk's variants only. Within a chunk the samples go
     ``batch_samples`` at a time through the models and the text formatter; the chunk's text is
     then written and dropped.
     """
@@ -2168,7 +2192,8 @@ def plan_stream(supplier: Sequence[int], n_samples: int, *, batch_samples: int =
     Parameters
     ----------
     supplier
-        Per output variant (genome order), the tile row that supplies its values.
+        Per output variant (genome order), its primary tile row (:data:`OVERLAP_RULE`): chunks
+        end where it changes.
     n_samples
         Target samples.
     batch_samples
@@ -2192,38 +2217,49 @@ def plan_stream(supplier: Sequence[int], n_samples: int, *, batch_samples: int =
     return StreamPlan(int(n_samples), int(batch_samples), tuple(chunks))
 
 
+#: A tile's part in a region chunk: tile row, its inputs' rows in the chunk's span, the positions
+#: in its output that the chunk's variants take (``sources``), where they go in the chunk
+#: (``targets``) and their :data:`OVERLAP_RULE` weights.
+_ChunkTile = tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
 @dataclass
 class _ChunkWork:
     """One region chunk: its record prefixes, its tiles and the typed genotypes they read.
 
     ``typed``/``phased`` cover output rows ``span_start`` onwards (every sample), enough for
-    each tile's inputs; per tile, ``inputs`` are its variants' rows in that span and ``sources``
-    / ``targets`` the positions in its output that the chunk's variants ``[start, stop)`` take.
+    each tile's inputs; ``tiles`` lists every tile holding a variant of ``[start, stop)``
+    (:data:`_ChunkTile`).
     """
 
     start: int
     stop: int
     span_start: int
     prefixes: list[bytes]
-    tiles: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]  # row, inputs, sources, targets
+    tiles: list[_ChunkTile]
     typed: np.ndarray  # int8 (span, samples, 2), -1 untyped
     phased: np.ndarray  # bool (span, samples)
 
 
-def _chunk_work(bundle: Bundle, chunk: tuple[int, int], keep: np.ndarray, local: np.ndarray,
+def _chunk_work(bundle: Bundle, chunk: tuple[int, int], local: np.ndarray,
                 typed_rows: np.ndarray, typed_in: np.ndarray, phased_in: np.ndarray,
                 prefixes: list[bytes]) -> _ChunkWork:
-    """Gather what :func:`_impute_chunk` needs for output variants ``chunk`` (driver side)."""
+    """Gather what :func:`_impute_chunk` needs for output variants ``chunk`` (driver side).
+
+    Every tile holding a variant of the chunk runs, in tile order; a tile that reaches past the
+    chunk's ends reads its whole input but adds only to the chunk's variants.
+    """
     start, stop = chunk
-    primary = bundle._variant("tile")
-    rows = list(dict.fromkeys(primary[keep[start:stop]].tolist()))  # supplying tiles, in order
+    weights = bundle.overlap_weights()
+    rows = [row for row, member in enumerate(bundle.members)
+            if ((local[member] >= start) & (local[member] < stop)).any()]
     members = [local[bundle.members[row]] for row in rows]
     lo = min(int(m.min()) for m in members)
     hi = max(int(m.max()) for m in members) + 1
     tiles = []
     for row, member in zip(rows, members, strict=True):
-        sources = np.flatnonzero((primary[bundle.members[row]] == row) & (member >= start) & (member < stop))
-        tiles.append((row, member - lo, sources, member[sources] - start))
+        sources = np.flatnonzero((member >= start) & (member < stop))
+        tiles.append((row, member - lo, sources, member[sources] - start, weights[row][sources]))
     inside = (typed_rows >= lo) & (typed_rows < hi)
     n_samples = typed_in.shape[1]
     typed = np.full((hi - lo, n_samples, 2), -1, dtype=np.int8)
@@ -2233,25 +2269,25 @@ def _chunk_work(bundle: Bundle, chunk: tuple[int, int], keep: np.ndarray, local:
     return _ChunkWork(start, stop, lo, prefixes[start:stop], tiles, typed, phased)
 
 
-def _run_tiles(bundle: Bundle, tiles: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]],
-               presence: np.ndarray, n_var: int, *, engine: str, threads: int | None) -> np.ndarray:
-    """Sigmoid outputs ``(samples, n_var, 2)`` of a chunk's tiles for presence ``(samples, span, 2)``."""
-    size = presence.shape[0]
-    raw = np.empty((size, n_var, 2), dtype=np.float32)
+def _run_tiles(bundle: Bundle, tiles: list[_ChunkTile], presence: np.ndarray, n_var: int, *, engine: str,
+               threads: int | None) -> np.ndarray:
+    """Sigmoid outputs ``(samples, n_var, 2)`` of a chunk's tiles for presence ``(samples, span, 2)``.
 
-    def run_tile(tile: tuple[int, np.ndarray, np.ndarray, np.ndarray]) -> None:
-        row, inputs, sources, targets = tile
-        out = bundle.predict(row, presence[:, inputs].reshape(size, -1), engine=engine)
-        raw[:, targets] = out.reshape(size, -1, 2)[:, sources]
+    Tiles are summed with their :data:`OVERLAP_RULE` weights in tile order, as
+    :func:`impute_dataset` sums them.
+    """
+    size = presence.shape[0]
+    raw = np.zeros((size, n_var, 2), dtype=np.float32)
+
+    def run_tile(tile: _ChunkTile) -> np.ndarray:
+        row, inputs = tile[:2]
+        return bundle.predict(row, presence[:, inputs].reshape(size, -1), engine=engine)
 
     workers, per_worker = _thread_split(threads, [size * 2 * len(t[1]) ** 2 for t in tiles])
-    with _engine_threads(engine, per_worker):
-        if workers == 1:
-            for tile in tiles:
-                run_tile(tile)
-        else:
-            with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-                list(pool.map(run_tile, tiles))
+    with _engine_threads(engine, per_worker), concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        outputs = map(run_tile, tiles) if workers == 1 else pool.map(run_tile, tiles)
+        for (_, _, sources, targets, weight), out in zip(tiles, outputs, strict=True):
+            raw[:, targets] += weight[:, None] * out.reshape(size, -1, 2)[:, sources]
     return raw
 
 
@@ -2541,12 +2577,13 @@ def impute_vcf(
         chunk_genotypes = min(chunk_genotypes, max(1, len(keep) * n_samples // threads))
     supplier = bundle._variant("tile")[keep]
     plan = plan_stream(supplier, n_samples, batch_samples=batch_samples, chunk_genotypes=chunk_genotypes)
-    needed = sorted(set(supplier.tolist()))
+    tile_contig = bundle._tile("contig")
+    needed = [row for row in range(len(bundle.members)) if tile_contig[row] in covered]
     typed_out = np.zeros(len(keep), dtype=bool)
     typed_out[typed_rows] = True
     untyped_tiles = sum(not typed_out[local[bundle.members[row]]].any() for row in needed)
     settings = {"batch_samples": batch_samples, "engine": engine, "threads": threads, "decimals": decimals}
-    works = (_chunk_work(bundle, chunk, keep, local, typed_rows, typed_in, phased_in, prefixes)
+    works = (_chunk_work(bundle, chunk, local, typed_rows, typed_in, phased_in, prefixes)
              for chunk in plan.chunks)
     window = 2 * max(1, len(client.nthreads())) if client is not None else 1
     results = _ordered_results(works, lambda work: _impute_chunk(bundle, work, **settings), client,
