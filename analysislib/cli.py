@@ -153,7 +153,8 @@ def _train_settings(args: argparse.Namespace) -> dict:
     if args.preset not in DAE_PRESETS:
         raise ValueError(f"unknown preset {args.preset!r}; choose from {', '.join(DAE_PRESETS)}")
     for option, value, least in (("--threads", args.threads, 1), ("--jobs", args.jobs, 1),
-                                 ("--epochs", args.epochs, 1), ("--seed", args.seed, 0)):
+                                 ("--epochs", args.epochs, 1), ("--seed", args.seed, 0),
+                                 ("--models-per-tile", args.models_per_tile, 1)):
         if value is not None and value < least:
             raise ValueError(f"{option} must be at least {least}, got {value}")
     if args.scheduler and args.jobs is not None:
@@ -163,7 +164,9 @@ def _train_settings(args: argparse.Namespace) -> dict:
     return {"preset": args.preset,
             "epochs": args.epochs if args.epochs is not None else preset["epochs"],
             "hparams": {**preset["hparams"], "seed": args.seed},
-            "tiling": dict(preset["tiling"])}
+            "tiling": dict(preset["tiling"]),
+            "models_per_tile": (args.models_per_tile if args.models_per_tile is not None
+                                else preset["models_per_tile"])}
 
 
 def _bundle_folder_state(out) -> str:
@@ -326,7 +329,7 @@ def _train(args: argparse.Namespace) -> int:
         tiling = tile_genome(reference, **settings["tiling"])
     except ValueError as err:
         raise InputFormatError(reference_path, f"cannot tile the panel into LD tiles ({err})") from None
-    n_tiles = len(tiling.tiles)
+    n_tiles = len(tiling.tiles) * settings["models_per_tile"]  # a tile's ensemble: tiles of their own
     with contextlib.ExitStack() as stack:
         client = stack.enter_context(_connect_scheduler(args.scheduler)) if args.scheduler else None
         stack.enter_context(_training_lock(out))
@@ -343,12 +346,14 @@ def _train(args: argparse.Namespace) -> int:
             record["started"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
             with atomic_output(out / TRAIN_RECORD_NAME) as tmp:
                 tmp.write_text(json.dumps(record, indent=1) + "\n")
-        print(f"training {n_tiles} tiles of {reference.sizes['variants']} variants, "
+        ensemble = f" ({len(tiling.tiles)} x {settings['models_per_tile']} models)" if settings["models_per_tile"] > 1 else ""
+        print(f"training {n_tiles} tiles{ensemble} of {reference.sizes['variants']} variants, "
               f"{reference.sizes['samples']} samples ({settings['preset']} preset) into {out}",
               file=sys.stderr)
         try:
             bundle = train_bundle(reference, tiling, settings["hparams"], out,
                                   epochs=settings["epochs"], n_jobs=args.jobs or 1, client=client,
+                                  models_per_tile=settings["models_per_tile"],
                                   threads_per_job=args.threads, resume=True,
                                   progress=False if args.no_progress else None)
         except KeyboardInterrupt:
@@ -566,6 +571,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=None,
                        help="epochs per tile (default: the preset's; full trains to early stopping)")
     train.add_argument("--seed", type=int, default=0, help="seed of weights and masks (default 0)")
+    train.add_argument("--models-per-tile", type=int, default=None, metavar="K",
+                       help="independently seeded models per tile, averaged when imputing (default: "
+                            "the preset's; 3 for standard, 1 otherwise)")
     train.add_argument("--threads", type=int, default=None,
                        help="torch threads per worker (default: CPU count / --jobs; 1 on a cluster)")
     train.add_argument("--jobs", type=int, default=None,

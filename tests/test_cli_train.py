@@ -149,6 +149,7 @@ def test_interrupted_run_of_other_settings_is_refused(reference, trained, tmp_pa
     ("preset", "unknown preset 'fast'"),
     ("threads", "--threads must be at least 1"),
     ("jobs", "--jobs must be at least 1"),
+    ("models", "--models-per-tile must be at least 1"),
     ("jobs_and_scheduler", "leave --jobs out"),
     ("not_empty", "holds no model bundle or interrupted training run"),
     ("foreign_tiles", "not started by `analysislib train`"),
@@ -178,7 +179,7 @@ def test_bad_input_is_one_error_line(case, message, reference, tmp_path, capsys)
         (out / "tiles" / "22_1-2.json").write_text("{}")
     else:
         extra = {"preset": ["--preset", "fast"], "threads": ["--threads", "0"],
-                 "jobs": ["--jobs", "-1"], "scheduler": ["--scheduler", "tcp://127.0.0.1:9"],
+                 "jobs": ["--jobs", "-1"], "models": ["--models-per-tile", "0"], "scheduler": ["--scheduler", "tcp://127.0.0.1:9"],
                  "jobs_and_scheduler": ["--jobs", "2", "--scheduler", "tcp://127.0.0.1:9"]}[case]
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
         assert main(["train", source, "--out", str(out), "--epochs", "1", *extra]) == 1

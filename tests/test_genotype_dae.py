@@ -443,6 +443,39 @@ def test_train_bundle_writes_every_tile_and_resumes(panel: xr.Dataset, tmp_path:
         train_bundle(panel, tiles, {0: FAST, 1: FAST}, tmp_path / "other", epochs=3, progress=False)
 
 
+
+def test_models_per_tile_train_an_ensemble_that_inference_averages(panel: xr.Dataset, tmp_path: Path):
+    from analysislib.training import derive_seed
+
+    tiles = tile_table(panel.sizes["variants"])
+    single = train_bundle(panel, tiles, FAST, tmp_path / "single", epochs=2, progress=False)
+    bundle = train_bundle(panel, tiles, FAST, tmp_path / "ensemble", epochs=2, progress=False, models_per_tile=2)
+    assert bundle.manifest["training"]["models_per_tile"] == 2 and len(bundle.tiles) == 6
+    ids = bundle.tiles["id"].tolist()
+    assert ids[0::2] == single.tiles["id"].tolist() and ids[1::2] == [f"{i}_m2" for i in ids[0::2]]
+    assert [m.tolist() for m in bundle.members[0::2]] == [m.tolist() for m in bundle.members[1::2]]
+    # model 1 of each tile is the single model (same seed); model 2 has a seed of its own
+    assert bundle.hyperparameters(0) == FAST and bundle.hyperparameters(1).seed == derive_seed(5, dae.ENSEMBLE_STREAM, 2)
+    x = np.random.default_rng(1).integers(0, 2, (4, 2 * len(bundle.members[2]))).astype(np.float32)
+    np.testing.assert_array_equal(bundle.predict(2, x), single.predict(1, x))
+    assert np.abs(bundle.predict(3, x) - bundle.predict(2, x)).max() > 1e-3
+    # the two models of a tile share its overlap weights equally
+    for row in range(3):
+        np.testing.assert_allclose(bundle.overlap_weights()[2 * row], single.overlap_weights()[row] / 2, rtol=1e-6)
+        np.testing.assert_array_equal(bundle.overlap_weights()[2 * row], bundle.overlap_weights()[2 * row + 1])
+    # a variant held by one tile takes the mean of that tile's two models
+    typed = panel.isel(variants=slice(0, None, 3))
+    both = impute_dataset(bundle, typed)["call_dosage"].values
+    firsts = impute_dataset(single, typed)["call_dosage"].values
+    only = int(np.flatnonzero(single.variants["n_tiles"].to_numpy() == 1)[1])
+    assert only % 3 != 0 and np.abs(both[only] - firsts[only]).max() > 1e-4
+    assert not np.isnan(both).any()
+    with pytest.raises(ValueError, match="models_per_tile must be a positive integer"):
+        train_bundle(panel, tiles, FAST, tmp_path / "none", models_per_tile=0)
+    with pytest.raises(ValueError, match="models_per_tile must be at least 1"):
+        DAEImputer(models_per_tile=0)
+    assert DAEImputer(preset="standard").models_per_tile == 3 and DAEImputer().models_per_tile == 1
+
 def test_packed_weights_run_without_torch_and_match_it(panel: xr.Dataset, tmp_path: Path):
     tiles = tile_table(panel.sizes["variants"])
     hp = {0: FAST, 1: FAST.replace(n_layers=4, activation="relu"), 2: FAST.replace(activation="softplus")}
