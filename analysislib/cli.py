@@ -240,6 +240,8 @@ def _check_resumable(out, state: str, record: dict, force: bool) -> bool:
     path = out / TRAIN_RECORD_NAME
     try:
         stored = json.loads(path.read_text())
+        if isinstance(stored.get("settings"), dict):  # records from before ensembles: one model per tile
+            stored["settings"].setdefault("models_per_tile", 1)
         differs = [key for key in ("reference_sha256", "settings") if stored.get(key) != record[key]]
     except (OSError, UnicodeDecodeError, ValueError, AttributeError) as err:
         if not force:

@@ -122,6 +122,21 @@ def test_finished_bundle_is_refused_unless_forced(reference, trained, tmp_path, 
     assert _weights(out) == _weights(trained)
 
 
+
+def test_a_run_recorded_before_ensembles_resumes_as_one_model_per_tile(reference, trained, tmp_path, capsys):
+    import json
+    import shutil
+
+    out = tmp_path / "bundle"
+    shutil.copytree(trained, out)
+    (out / "manifest.json").unlink()
+    record = json.loads((out / "analysislib-train.json").read_text())
+    assert record["settings"].pop("models_per_tile") == 1
+    (out / "analysislib-train.json").write_text(json.dumps(record))
+    assert main(["train", str(reference["reference"]), "--out", str(out), *EPOCHS]) == 0
+    assert "resuming the interrupted run" in capsys.readouterr().err
+    assert _weights(out) == _weights(trained)
+
 def test_interrupted_run_of_other_settings_is_refused(reference, trained, tmp_path, capsys):
     import shutil
 
