@@ -348,7 +348,8 @@ def _train(args: argparse.Namespace) -> int:
             record["started"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
             with atomic_output(out / TRAIN_RECORD_NAME) as tmp:
                 tmp.write_text(json.dumps(record, indent=1) + "\n")
-        ensemble = f" ({len(tiling.tiles)} x {settings['models_per_tile']} models)" if settings["models_per_tile"] > 1 else ""
+        models = settings["models_per_tile"]
+        ensemble = f" ({len(tiling.tiles)} x {models} models)" if models > 1 else ""
         print(f"training {n_tiles} tiles{ensemble} of {reference.sizes['variants']} variants, "
               f"{reference.sizes['samples']} samples ({settings['preset']} preset) into {out}",
               file=sys.stderr)

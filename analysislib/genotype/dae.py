@@ -139,17 +139,18 @@ PACKED_WEIGHTS_NAME = "weights.npy"
 VARIANT_COLUMNS = ("chrom", "pos", "id", "ref", "alt", "alt_freq")
 
 OVERLAP_RULE = (
-    "A variant that lies in several tiles takes the weighted mean of their allele-presence outputs "
-    "(before decoding to genotype probabilities), each tile weighted by 1 + the variant's edge distance in it (edge distance = "
-    "min(index in tile, n_variants - 1 - index)): the models that see more flanking variants on "
-    "both sides count more. A variant in one tile takes that tile's values. The variant's 'tile' "
-    "is the one with the largest weight (ties: the tile that starts first), tiling.variant_tiles' "
-    "'primary' tile."
+    "A variant that lies in several tiles takes the weighted mean of their allele-presence "
+    "outputs (before decoding to genotype probabilities), each tile weighted by 1 + the "
+    "variant's edge distance in it (edge distance = min(index in tile, n_variants - 1 - index)): "
+    "the models that see more flanking variants on both sides count more. A variant in one tile "
+    "takes that tile's values. The variant's 'tile' is the one with the largest weight (ties: the "
+    "tile that starts first), tiling.variant_tiles' 'primary' tile."
 )
 
 #: Presets of :class:`DAEImputer`: training epochs per tile, hyperparameter overrides,
-#: :func:`~analysislib.tiling.tile_genome` arguments and models per tile (:func:`train_bundle`). ``full`` is the paper's scale (its
-#: hyperparameters, up to ``max_epochs`` with early stopping, the authors' 500-SNP box).
+#: :func:`~analysislib.tiling.tile_genome` arguments and models per tile (:func:`train_bundle`).
+#: ``full`` is the paper's scale (its hyperparameters, up to ``max_epochs`` with early stopping,
+#: the authors' 500-SNP box).
 #: ``quick`` and ``standard`` run the same code with other values (issue 12, measured on the
 #: first 2,000 SNPs of 1000 Genomes chr22 array sites, 450 reference / 50 target samples, one SNP
 #: in three typed, one torch thread; aggregate / mean per-variant r² at untyped sites, Minimac4
@@ -1538,9 +1539,10 @@ def train_bundle(
         from analysislib.training import derive_seed
 
         first, last = np.repeat(first, models_per_tile), np.repeat(last, models_per_tile)
-        ids = [tile_id if k == 1 else f"{tile_id}_m{k}" for tile_id in ids for k in range(1, models_per_tile + 1)]
+        models = range(1, models_per_tile + 1)
+        ids = [tile_id if k == 1 else f"{tile_id}_m{k}" for tile_id in ids for k in models]
         chosen = [hp if k == 1 else replace(hp, seed=derive_seed(hp.seed, ENSEMBLE_STREAM, k))
-                  for hp in chosen for k in range(1, models_per_tile + 1)]
+                  for hp in chosen for k in models]
 
     alt_freq = np.nan_to_num(np.asarray(alt_allele_frequency(reference).values, dtype=np.float64))
     calls = reference["call_genotype"].data  # NumPy or dask: sliced one tile at a time
@@ -2123,7 +2125,7 @@ def impute_dataset(
     workers, per_worker = _thread_split(threads, work)
     with _engine_threads(engine, per_worker), concurrent.futures.ThreadPoolExecutor(workers) as pool:
         outputs = map(run_tile, needed) if workers == 1 else pool.map(run_tile, needed)
-        for row, out in zip(needed, outputs, strict=True):  # summed in tile order: same bits on any thread count
+        for row, out in zip(needed, outputs, strict=True):  # in tile order: same sums on any thread count
             raw[:, local[bundle.members[row]]] += weights[row][:, None] * out.reshape(n_samples, -1, 2)
     gp = np.empty((n_out, n_samples, 3), dtype=np.float32)
     for start in range(0, n_out, _DECODE_BLOCK):  # bounded float64 temporaries
