@@ -2038,6 +2038,12 @@ def _covered_variants(bundle: Bundle, mapping: VariantMapping) -> tuple[set[str]
     return covered, keep, local
 
 
+def _tiles_on(bundle: Bundle, covered: set[str]) -> list[int]:
+    """Rows of the bundle's tiles on the ``covered`` contigs: every tile that adds to the output."""
+    tile_contig = bundle._tile("contig")
+    return [row for row in range(len(bundle.members)) if tile_contig[row] in covered]
+
+
 def impute_dataset(
     bundle: Bundle | str | os.PathLike[str],
     target: xr.Dataset,
@@ -2110,23 +2116,13 @@ def impute_dataset(
     presence = allele_presence(typed).reshape(n_samples, n_out, 2)
     called = (typed >= 0).all(axis=2)
 
-    tile_contig = bundle._tile("contig")
-    needed = [row for row in range(len(bundle.members)) if tile_contig[row] in covered]
+    needed = _tiles_on(bundle, covered)
     untyped_tiles = sum(not called[local[bundle.members[row]]].any() for row in needed)
     weights = bundle.overlap_weights()
-    raw = np.zeros((n_samples, n_out, 2), dtype=np.float32)  # sigmoid outputs, allele presence
-
-    def run_tile(row: int) -> np.ndarray:
-        members = local[bundle.members[row]]
-        return bundle.predict(row, presence[:, members].reshape(n_samples, -1), batch_size=batch_size,
-                              engine=engine)
-
-    work = [n_samples * 2 * len(bundle.members[row]) ** 2 for row in needed]
-    workers, per_worker = _thread_split(threads, work)
-    with _engine_threads(engine, per_worker), concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        outputs = map(run_tile, needed) if workers == 1 else pool.map(run_tile, needed)
-        for row, out in zip(needed, outputs, strict=True):  # in tile order: same sums on any thread count
-            raw[:, local[bundle.members[row]]] += weights[row][:, None] * out.reshape(n_samples, -1, 2)
+    tiles = [(row, local[bundle.members[row]], np.arange(len(weights[row])), local[bundle.members[row]],
+              weights[row]) for row in needed]
+    # sigmoid outputs, allele presence
+    raw = _run_tiles(bundle, tiles, presence, n_out, engine=engine, threads=threads, batch_size=batch_size)
     gp = np.empty((n_out, n_samples, 3), dtype=np.float32)
     for start in range(0, n_out, _DECODE_BLOCK):  # bounded float64 temporaries
         block = raw[:, start:start + _DECODE_BLOCK]
@@ -2242,9 +2238,10 @@ def plan_stream(supplier: Sequence[int], n_samples: int, *, batch_samples: int =
     return StreamPlan(int(n_samples), int(batch_samples), tuple(chunks))
 
 
-#: A tile's part in a region chunk: tile row, its inputs' rows in the chunk's span, the positions
-#: in its output that the chunk's variants take (``sources``), where they go in the chunk
-#: (``targets``) and their :data:`OVERLAP_RULE` weights.
+#: A tile's part in a region chunk (or in the whole output, :func:`impute_dataset`): tile row,
+#: its inputs' rows in the chunk's span, the positions in its output that the chunk's variants
+#: take (``sources``), where they go in the chunk (``targets``) and their :data:`OVERLAP_RULE`
+#: weights.
 _ChunkTile = tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
@@ -2276,9 +2273,12 @@ def _chunk_work(bundle: Bundle, chunk: tuple[int, int], local: np.ndarray,
     """
     start, stop = chunk
     weights = bundle.overlap_weights()
-    rows = [row for row, member in enumerate(bundle.members)
-            if ((local[member] >= start) & (local[member] < stop)).any()]
-    members = [local[bundle.members[row]] for row in rows]
+    rows, members = [], []
+    for row, variants in enumerate(bundle.members):
+        member = local[variants]
+        if ((member >= start) & (member < stop)).any():
+            rows.append(row)
+            members.append(member)
     lo = min(int(m.min()) for m in members)
     hi = max(int(m.max()) for m in members) + 1
     tiles = []
@@ -2295,18 +2295,19 @@ def _chunk_work(bundle: Bundle, chunk: tuple[int, int], local: np.ndarray,
 
 
 def _run_tiles(bundle: Bundle, tiles: list[_ChunkTile], presence: np.ndarray, n_var: int, *, engine: str,
-               threads: int | None) -> np.ndarray:
-    """Sigmoid outputs ``(samples, n_var, 2)`` of a chunk's tiles for presence ``(samples, span, 2)``.
+               threads: int | None, batch_size: int = 4096) -> np.ndarray:
+    """Sigmoid outputs ``(samples, n_var, 2)`` of ``tiles`` for presence ``(samples, span, 2)``.
 
-    Tiles are summed with their :data:`OVERLAP_RULE` weights in tile order, as
-    :func:`impute_dataset` sums them.
+    Tiles run side by side on threads (:func:`_thread_split`) and are summed with their
+    :data:`OVERLAP_RULE` weights in the order given, so the sums are the same on any thread
+    count. Used for a whole dataset (:func:`impute_dataset`) and for region chunks.
     """
     size = presence.shape[0]
     raw = np.zeros((size, n_var, 2), dtype=np.float32)
 
     def run_tile(tile: _ChunkTile) -> np.ndarray:
         row, inputs = tile[:2]
-        return bundle.predict(row, presence[:, inputs].reshape(size, -1), engine=engine)
+        return bundle.predict(row, presence[:, inputs].reshape(size, -1), batch_size=batch_size, engine=engine)
 
     workers, per_worker = _thread_split(threads, [size * 2 * len(t[1]) ** 2 for t in tiles])
     with _engine_threads(engine, per_worker), concurrent.futures.ThreadPoolExecutor(workers) as pool:
@@ -2602,8 +2603,7 @@ def impute_vcf(
         chunk_genotypes = min(chunk_genotypes, max(1, len(keep) * n_samples // threads))
     supplier = bundle._variant("tile")[keep]
     plan = plan_stream(supplier, n_samples, batch_samples=batch_samples, chunk_genotypes=chunk_genotypes)
-    tile_contig = bundle._tile("contig")
-    needed = [row for row in range(len(bundle.members)) if tile_contig[row] in covered]
+    needed = _tiles_on(bundle, covered)
     typed_out = np.zeros(len(keep), dtype=bool)
     typed_out[typed_rows] = True
     untyped_tiles = sum(not typed_out[local[bundle.members[row]]].any() for row in needed)
