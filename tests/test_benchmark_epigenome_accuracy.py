@@ -190,10 +190,39 @@ def test_peak_precision_and_recall_on_a_hand_made_example(benchmark):
     assert by_assay["H3K9me3"]["peak_precision"] == 0.0
     assert by_assay["H3K4me1"]["peak_precision"] is None  # no imputed peaks
     assert by_assay["H3K4me1"]["peak_recall"] == 0.0
+    # the other cell types have no bin at -log10 p >= 2: the matched cut-off is 2 itself
+    assert k36_row["peak_cutoff_matched"] == 2.0
+    assert (k36_row["peak_precision_matched"], k36_row["peak_recall_matched"]) == \
+        (k36_row["peak_precision"], k36_row["peak_recall"])
     # the summary's per-fold recall skips the NaN track
     per_seed, _, _ = benchmark.summarise(records)
     assert per_seed.loc[("fixed", "H3K4me3+H3K27me3", "E003", 0), "peak_recall"] == \
         pytest.approx(np.mean([0.5, 0.0]))
+
+
+def test_matched_cutoff_recovers_peaks_of_a_shrunken_imputation(benchmark):
+    from analysislib.epigenome.tensor import create_signal_dataset
+
+    n = 100
+    signal = np.zeros((4, 5, n))
+    k36 = MARKS.index("H3K36me3")
+    signal[:, k36] = _runs(n, (0, 10), (20, 30), (40, 50), (85, 95))  # 40 % of bins at 5
+    signal[1, k36, 60:70] = 5.0  # E017 has 50 %: the mean share of E017/E065/E116 is 0.433
+    ds = create_signal_dataset(signal, cells=CELLS, assays=MARKS, scale="neglog10p")
+    # E003's imputation ranks its 4 peaks right but at -log10 p 1.5 (below 2), 3 bins of 1.0
+    shrunk = (_runs(n, (0, 10), (20, 30), (40, 50), (85, 95), value=1.5)
+              + _runs(n, (60, 63), value=1.0))
+    imputed = {("E003", a): np.arcsinh(shrunk) for a in MARKS}
+    records, failures = benchmark.run(
+        ds, ["fixed"], [0], folds=["E003"], kept=["H3K4me3"],
+        make=lambda name, seed: _Fixed(imputed), log=io.StringIO())
+    assert failures == []
+    row = next(r for r in records if r["assay"] == "H3K36me3")
+    assert row["peak_recall"] == 0.0 and row["peak_precision"] is None  # nothing at >= 2
+    # 43 bins of 100 -> the 43rd largest value, 1.0: the 3 bins at 1.0 join the peaks' 40 but
+    # make a run of 75 bp (< 200 bp), so they are no peak
+    assert row["peak_cutoff_matched"] == pytest.approx(1.0)
+    assert row["peak_recall_matched"] == 1.0 and row["peak_precision_matched"] == 1.0
 
 
 def test_tiny_edice_and_avg_end_to_end(benchmark, simulated, capsys):

@@ -22,6 +22,7 @@ from analysislib.epigenome.peaks import (
     PEAK_COLUMNS,
     call_peaks,
     consensus_peaks,
+    matched_cutoff,
     peak_mask,
     read_narrowpeak,
 )
@@ -248,6 +249,29 @@ def test_macs2_missing_names_the_package(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 # --------------------------------------------------------------------------- narrowPeak
+
+
+def test_matched_cutoff_gives_the_references_share_of_bins() -> None:
+    # references: 2 of 10 and 4 of 10 bins at or above 2 -> share 0.3 -> the 3rd largest value
+    references = [make_track([0, 0, 2, 5, 0, 0, 0, 0, 0, 0]),
+                  make_track(np.arcsinh([3, 3, 3, 2, 0, 0, 0, 0, 0, 0]), scale="arcsinh")]
+    track = make_track(np.arange(10) / 10)
+    assert matched_cutoff(track, references) == pytest.approx(0.7)
+    assert int((track.values >= matched_cutoff(track, references)).sum()) == 3
+    # another reference cut-off: share 0.1 (only the 5) -> the largest value
+    assert matched_cutoff(track, references, cutoff=4) == pytest.approx(0.9)
+
+
+def test_matched_cutoff_edge_cases() -> None:
+    track = make_track(np.arange(10) / 10)
+    flat = make_track(np.ones(10))
+    assert matched_cutoff(track, [flat]) == 2.0  # references without enriched bins: the cut-off
+    zeros = make_track(np.zeros(10))
+    level = matched_cutoff(zeros, [make_track([5] * 5 + [0] * 5)])
+    assert level > 0  # call_peaks needs a positive cut-off; a flat 0 track has no peaks there
+    assert call_peaks(zeros, cutoff=level, min_length=0).empty
+    with pytest.raises(ValueError, match="at least one reference"):
+        matched_cutoff(track, [])
 
 
 def test_read_narrowpeak(tmp_path: Path) -> None:

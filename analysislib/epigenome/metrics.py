@@ -77,6 +77,7 @@ __all__ = [
     "auroc",
     "average_precision",
     "metric_rows",
+    "peak_precision_recall",
     "score_track",
     "score_tracks",
 ]
@@ -258,6 +259,18 @@ def _peak_overlap_fraction(query: pd.DataFrame, reference: pd.DataFrame) -> floa
 # --------------------------------------------------------------------------- one track
 
 
+def peak_precision_recall(observed_peaks: pd.DataFrame, imputed_peaks: pd.DataFrame
+                          ) -> tuple[float, float]:
+    """Peak-level precision and recall (``precision_peaks``, ``recall_peaks`` of the table above).
+
+    Precision: the fraction of imputed peaks overlapping an observed peak by >= 1 bp (NaN
+    without imputed peaks); recall: the fraction of observed peaks overlapping an imputed peak
+    (NaN without observed peaks).
+    """
+    return (_peak_overlap_fraction(imputed_peaks, observed_peaks),
+            _peak_overlap_fraction(observed_peaks, imputed_peaks))
+
+
 def score_track(
     observed: xr.DataArray | np.ndarray,
     imputed: xr.DataArray | np.ndarray,
@@ -365,8 +378,8 @@ def score_track(
     both = float((fg & imp_fg).sum())
     out["precision_bins"] = both / float(imp_fg.sum()) if imp_fg.any() else nan
     out["recall_bins"] = both / float(fg.sum()) if fg.any() else nan
-    out["precision_peaks"] = _peak_overlap_fraction(imputed_peaks, observed_peaks)
-    out["recall_peaks"] = _peak_overlap_fraction(observed_peaks, imputed_peaks)
+    out["precision_peaks"], out["recall_peaks"] = peak_precision_recall(observed_peaks,
+                                                                        imputed_peaks)
     out["n_bins"] = float(n)
     out["n_foreground"] = float(fg.sum())
     out["n_peaks_observed"] = float(observed_peaks.shape[0])

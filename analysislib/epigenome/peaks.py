@@ -68,6 +68,7 @@ __all__ = [
     "PEAK_COLUMNS",
     "call_peaks",
     "consensus_peaks",
+    "matched_cutoff",
     "peak_mask",
     "read_narrowpeak",
 ]
@@ -398,6 +399,42 @@ def call_peaks(
         return _call_macs2(values, chroms, starts, size, float(cutoff), int(min_length),
                            int(max_gap), workdir, timeout)
     raise ValueError(f"method must be 'numpy' or 'macs2', got {method!r}")
+
+
+def matched_cutoff(track: xr.DataArray, references: Sequence[xr.DataArray], *,
+                   cutoff: float = DEFAULT_CUTOFF) -> float:
+    """The −log10 p cut-off at which ``track`` has the share of bins the ``references`` have at ``cutoff``.
+
+    A cut-off for tracks whose level is off while their ranking is right, such as imputations
+    that under-estimate peak heights (the eDICE paper, Results: "a tendency to systematically
+    underestimate the absolute signal values within peaks"). The share is the mean over the
+    ``references`` (e.g. observed tracks of the same mark in other cell types) of their fraction
+    of bins with −log10 p ``>= cutoff``; the returned cut-off is the value of ``track`` with that
+    fraction of its bins at or above it. Pass it to :func:`call_peaks`. It uses no data of the
+    track's own truth.
+
+    Returns
+    -------
+    float
+        A positive −log10 p value; ``cutoff`` itself when the references have no bin at or
+        above it. NaN bins count as 0, as in :func:`call_peaks`.
+
+    Raises
+    ------
+    ValueError
+        With no references, or a track that is not a 1-D signal over ``bin``.
+    """
+    if not references:
+        raise ValueError("matched_cutoff needs at least one reference track")
+    shares = [float(np.mean(_track_arrays(ref, None)[0] >= cutoff)) for ref in references]
+    share = float(np.mean(shares))
+    values = _track_arrays(track, None)[0]
+    if share <= 0 or values.size == 0:
+        return float(cutoff)
+    rank = min(values.size, max(1, round(share * values.size)))
+    level = float(np.partition(values, values.size - rank)[values.size - rank])
+    # Cut-offs must be positive (call_peaks); a track at 0 there has no peaks at any cut-off.
+    return level if level > 0 else float(np.nextafter(np.float32(0), np.float32(1)))
 
 
 def consensus_peaks(tables: Sequence[pd.DataFrame], min_overlap: float = 2) -> pd.DataFrame:
