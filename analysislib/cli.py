@@ -7,7 +7,7 @@ Examples
 ``analysislib catalog list``  lists the datasets; ``analysislib catalog fetch NAME`` resolves one.
 ``analysislib evaluate --method beagle --dataset 1kg_chr22_array500 --scenario typed_1in3``
 scores an imputer and appends the rows to the results store.
-``analysislib train reference.vcf.gz --out BUNDLE --preset quick`` trains one autoencoder per LD
+``analysislib train reference.vcf.gz --out BUNDLE --preset quick`` trains autoencoders for each LD
 tile of a reference panel (Dias et al. 2022) into a model bundle, resuming an interrupted run.
 ``analysislib impute --models BUNDLE in.vcf.gz out.vcf.gz --threads 4`` imputes a VCF with a trained
 autoencoder bundle and writes GT:DS:GP with a tabix index.
@@ -576,7 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="seed of weights and masks (default 0)")
     train.add_argument("--models-per-tile", type=int, default=None, metavar="K",
                        help="independently seeded models per tile, averaged when imputing (default: "
-                            "the preset's; 3 for standard, 1 otherwise)")
+                            "the preset's: 2 for quick, 3 for standard, 1 for full)")
     train.add_argument("--threads", type=int, default=None,
                        help="torch threads per worker (default: CPU count / --jobs; 1 on a cluster)")
     train.add_argument("--jobs", type=int, default=None,

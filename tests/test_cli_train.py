@@ -69,7 +69,9 @@ def test_train_then_impute_is_the_panel_free_workflow(reference, trained, tmp_pa
     from analysislib.io.vcf import read_vcf
 
     bundle = load_bundle(trained)
-    assert len(bundle.tiles) == 2 and list(bundle.tiles["contig"]) == ["21", "22"]
+    # the quick preset: two models per LD tile, the second stored as a tile of its own
+    assert list(bundle.tiles["contig"]) == ["21", "21", "22", "22"]
+    assert bundle.manifest["training"]["models_per_tile"] == 2
     assert len(bundle.variants) == reference["n_variants"]
     record = json.loads((trained / TRAIN_RECORD_NAME).read_text())
     assert record["settings"]["preset"] == "quick" and record["settings"]["epochs"] == 20
@@ -89,7 +91,8 @@ def test_train_then_impute_is_the_panel_free_workflow(reference, trained, tmp_pa
 def test_interrupted_run_resumes_to_the_same_bundle(reference, trained, tmp_path, capsys):
     import shutil
 
-    # The folder an interrupted run leaves: finished tiles (each written atomically), the run
+    # The folder an interrupted run leaves: finished tiles (each written atomically; the quick
+    # preset trains 2 models for each of the 2 LD tiles, stored as 4 tiles), the run
     # record, and no manifest or packed weights (they are written last).
     out = tmp_path / "bundle"
     shutil.copytree(trained, out)
@@ -103,8 +106,8 @@ def test_interrupted_run_resumes_to_the_same_bundle(reference, trained, tmp_path
     capsys.readouterr()
     assert main(["train", str(reference["reference"]), "--out", str(out), *EPOCHS]) == 0
     captured = capsys.readouterr()
-    assert "resuming the interrupted run" in captured.err and "1 of 2 tiles" in captured.err
-    assert "1 trained, 1 kept from the interrupted run" in captured.out
+    assert "resuming the interrupted run" in captured.err and "3 of 4 tiles" in captured.err
+    assert "1 trained, 3 kept from the interrupted run" in captured.out
     assert kept.stat().st_mtime_ns == kept_mtime  # the finished tile was not retrained
     assert _weights(out) == _weights(trained)
 
@@ -127,15 +130,18 @@ def test_a_run_recorded_before_ensembles_resumes_as_one_model_per_tile(reference
     import json
     import shutil
 
+    single = tmp_path / "single"
+    one_model = [*EPOCHS, "--models-per-tile", "1"]
+    assert main(["train", str(reference["reference"]), "--out", str(single), *one_model]) == 0
     out = tmp_path / "bundle"
-    shutil.copytree(trained, out)
+    shutil.copytree(single, out)
     (out / "manifest.json").unlink()
     record = json.loads((out / "analysislib-train.json").read_text())
     assert record["settings"].pop("models_per_tile") == 1
     (out / "analysislib-train.json").write_text(json.dumps(record))
-    assert main(["train", str(reference["reference"]), "--out", str(out), *EPOCHS]) == 0
+    assert main(["train", str(reference["reference"]), "--out", str(out), *one_model]) == 0
     assert "resuming the interrupted run" in capsys.readouterr().err
-    assert _weights(out) == _weights(trained)
+    assert _weights(out) == _weights(single)
 
 def test_interrupted_run_of_other_settings_is_refused(reference, trained, tmp_path, capsys):
     import shutil

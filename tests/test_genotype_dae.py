@@ -474,7 +474,8 @@ def test_models_per_tile_train_an_ensemble_that_inference_averages(panel: xr.Dat
         train_bundle(panel, tiles, FAST, tmp_path / "none", models_per_tile=0)
     with pytest.raises(ValueError, match="models_per_tile must be at least 1"):
         DAEImputer(models_per_tile=0)
-    assert DAEImputer(preset="standard").models_per_tile == 3 and DAEImputer().models_per_tile == 1
+    assert DAEImputer(preset="standard").models_per_tile == 3 and DAEImputer().models_per_tile == 2
+    assert DAEImputer(preset="full").models_per_tile == 1
 
 def test_packed_weights_run_without_torch_and_match_it(panel: xr.Dataset, tmp_path: Path):
     tiles = tile_table(panel.sizes["variants"])

@@ -170,14 +170,17 @@ OVERLAP_RULE = (
 _FAST_HPARAMS = {"batch_size": 512, "learning_rate": 1e-2, "n_layers": 2, "size_ratio": 1.0,
                  "min_mask": 0.5, "max_mask": 0.9}
 DAE_PRESETS: dict[str, dict[str, Any]] = {
+    # Two models per tile: on the full chr22 panel (typed 1 in 3) one model gave aggregate / mean
+    # per-variant r² 0.753 / 0.603, two 0.760 / 0.611 for twice the training, and two of 200
+    # epochs 0.755 / 0.602 (BENCHMARKS.md). Dias et al. train one model per tile.
     "quick": {"epochs": 300, "hparams": {**_FAST_HPARAMS, "cycle_epochs": 100}, "tiling": {"box": 25},
-              "models_per_tile": 1},
+              "models_per_tile": 2},
     # Longer training over-fits at reference-panel sizes of a few hundred: on the same 2,000 SNPs,
     # 1,500 epochs in cycles of 500 gave 0.696 / 0.558 against quick's 0.717 / 0.565, and 0.694 /
     # 0.552 with a 10 % validation split choosing the best cycle by r² (the authors' Optuna
     # objective). What helped was averaging independently seeded models of each tile: two or
-    # three bundles of quick's training gave 0.731-0.733 (BENCHMARKS.md). ``standard`` is quick's
-    # training three times over, as an ensemble.
+    # three bundles of quick's training gave 0.731-0.733 (BENCHMARKS.md). ``standard`` is an
+    # ensemble of three such models per tile.
     "standard": {"epochs": 300, "hparams": {**_FAST_HPARAMS, "cycle_epochs": 100}, "tiling": {"box": 25},
                  "models_per_tile": 3},
     "full": {"epochs": None, "hparams": {}, "tiling": {}, "models_per_tile": 1},
