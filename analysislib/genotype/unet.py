@@ -296,11 +296,10 @@ class SegmentModelConfig:
 #: those SNPs (450 reference / 50 target samples, 5% random missingness, one torch thread):
 #: 20 epochs at batch 128 and learning rate 2e-3 reached aggregate r² 0.69 (batch 32 at 1e-3:
 #: 0.70, 25% slower) against the allele-frequency floor's 0.25, above the floor in every MAF bin.
-#: ``standard`` and ``quick`` train with cross-entropy, ``full`` with the paper's hybrid loss.
-#: The hybrid loss's gradient fades as (1 - p_t)**(gamma + 1) near a correct call (the focal
-#: factor times the expected penalty, which is itself about 3 (1 - p_t)), so the network stops
-#: at soft probabilities: a held-out SNP planted in perfect LD with its neighbour (the learning
-#: test) got r² 0.84 / 0.97 / 0.89 / 0.82 over seeds 0-3 with it and 0.997 / 0.968 / 0.975 /
+#: ``standard`` and ``quick`` train with cross-entropy, ``full`` with the paper's hybrid loss,
+#: whose gradient fades near a correct call (module docstring, "Hybrid loss"): a held-out SNP
+#: planted in perfect LD with its neighbour (the learning test) got r² 0.84 / 0.97 / 0.89 / 0.82
+#: over seeds 0-3 with it and 0.997 / 0.968 / 0.975 /
 #: 0.988 with cross-entropy, and on the first 2,000 chr22 SNPs the quick preset's aggregate r²
 #: over seeds 0-2 went from 0.587 / 0.547 / 0.592 to 0.592 / 0.622 / 0.620 (gamma 1: 0.615 /
 #: 0.575 / 0.616). Cross-entropy then trains well at a higher learning rate: quick's aggregate
