@@ -1,7 +1,7 @@
 """The evaluation harness: run an imputer on a dataset and scenario, score it, store the rows.
 
-One call, :func:`evaluate`, does the whole protocol (Dias et al. 2022 and BiU-Net evaluations,
-genotype_imputation.md section 2):
+One call, :func:`evaluate`, does the whole protocol (the evaluations of Dias et al. 2022 and of
+BiU-Net):
 
 1. load the dataset (a catalog name or any biallelic VCF);
 2. hold out target samples (stratified by population when known);

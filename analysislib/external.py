@@ -1,7 +1,7 @@
 """Running external command-line tools (Beagle, Minimac4, bcftools, plink, ...) as subprocesses.
 
-GUIDE.md, "External tools": wrappers call the Debian tools as subprocesses, record wall time and
-peak memory, and turn a failure into an error that quotes the tool's last stderr lines.
+Every wrapper calls its Debian tool as a subprocess, records wall time and peak memory, and
+turns a failure into an error that quotes the tool's last stderr lines.
 
 :func:`run_tool` starts one child process, streams its stderr (each line goes to the
 ``analysislib.external`` logger at DEBUG level and the last lines are kept for error messages),

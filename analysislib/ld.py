@@ -2,13 +2,13 @@
 
 Everything here goes through one computation, :func:`ld_band`: Pearson r between each variant
 and its next ``window`` neighbours, as a lazy dask array chunked along variants. Each chunk is
-standardised, then multiplied (BLAS) against itself plus a halo of the next ``window`` variants,
-following the blocked-BLAS design of the method notes (research/deepwas_ld_simulation.md
-sections 4 and 6; dask lessons in research/ecosystem_conventions.md section 2f). Correlations are
-of haplotype allele indicators (phased data, as in Dias et al. 2022 and
-genotype_imputation.md section 1.2) or of per-sample alternate-allele counts (the statistic of
-``plink --r2``). :func:`ld_scores` follows LD score regression (Bulik-Sullivan et al. 2015, ldsc
-``ldscore.py``) with the unbiased r^2 estimator of the notes (section 3).
+standardised, then multiplied (BLAS) against itself plus a halo of the next ``window`` variants:
+a blocked matrix product, where sgkit's ``ld_matrix`` (``sgkit-dev/sgkit``,
+``sgkit/stats/ld.py``) loops over pairs. Correlations are of haplotype allele indicators (phased
+data, as in the tiling code of Dias et al. 2022, ``TorkamaniLab/Genome-Tiling``) or of
+per-sample alternate-allele counts (the statistic of ``plink --r2``). :func:`ld_scores` follows
+LD score regression (Bulik-Sullivan et al. 2015, ldsc ``ldscore.py``) with ldsc's unbiased r^2
+estimator.
 """
 
 from __future__ import annotations
@@ -474,9 +474,9 @@ def ld_scores(
     ``l_j = 1 + sum_k r~^2_jk`` over variants ``k != j`` at most ``window`` variants (and, if
     given, ``window_bp`` base pairs) away on either side. The leading 1 is ``r^2_jj``, which LD
     score regression includes (ldsc's ``ldscore.py``). With ``unbiased=True`` each r^2 is
-    replaced by the estimator ``r~^2 = r^2 - (1 - r^2) / (n - 2)`` (ldsc; method notes
-    deepwas_ld_simulation.md section 3), where ``n`` is the number of haplotypes (haplotype unit)
-    or samples (dosage units); it can be negative for unlinked pairs.
+    replaced by the estimator ``r~^2 = r^2 - (1 - r^2) / (n - 2)`` (``_l2_unbiased`` in
+    ``ldscore/ldscore.py`` of ``bulik/ldsc``), where ``n`` is the number of haplotypes
+    (haplotype unit) or samples (dosage units); it can be negative for unlinked pairs.
 
     Parameters
     ----------

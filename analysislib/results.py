@@ -1,4 +1,4 @@
-"""The results store: one tidy, append-only table of every method's scores (GUIDE.md, "Results").
+"""The results store: one tidy, append-only table of every method's scores.
 
 Every evaluation appends rows with the same columns, whatever the task (genotype imputation,
 epigenomic imputation, GWAS priors). Notebooks and the dashboard read only this store, so a new

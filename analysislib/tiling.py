@@ -2,8 +2,7 @@
 
 This module cuts a chromosome into the overlapping segments that Dias et al. (2022, eLife
 11:e75600, "Genome tiling" and Figure 1A) trained one autoencoder each on. It follows the authors'
-own code as summarised in the method notes (``research/genotype_imputation.md`` section 1.2,
-``research/deepwas_ld_simulation.md`` section 5b):
+own code (the ``BoxScore`` and ``FindMVMs`` R notebooks in ``TorkamaniLab/Genome-Tiling``):
 
 1. keep common variants (allele frequency in ``[min_maf, 1 - min_maf]``, 0.05 in the authors'
    ``BoxScore`` notebook; the paper text says 0.5 %, the code 5 %) and take the Pearson

@@ -1,6 +1,6 @@
 """Benchmark: time of one DeepWAS training epoch against the number of SNPs (fixed windows).
 
-DeepWAS's claim (Amin et al. 2025; ``research/deepwas_ld_simulation.md`` section 1.1) is that
+DeepWAS's claim (Amin et al. 2025, arXiv 2506.19598; ``AlanNawzadAmin/DeepWAS``) is that
 cutting the LD matrix into windows of fixed size makes the full likelihood cost linear in the
 number of SNPs: each window costs the same (a Cholesky factor of its target block), and the
 number of windows grows with ``M``. This script measures it. The reference is the linear law

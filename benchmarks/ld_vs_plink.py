@@ -13,7 +13,7 @@ W); its time includes reading the .bed and writing the pairs. We time, from geno
 Both run on the dask threaded scheduler with ``--threads`` workers and one BLAS thread each.
 Achieved GFLOP/s counts the matrix products only: ``2 n m (sub_block + window)`` flops for n
 samples and m variants (each sub-block of rows is multiplied against itself plus the next
-``window`` rows; method notes deepwas_ld_simulation.md section 6).
+``window`` rows).
 
 Run from the project root::
 

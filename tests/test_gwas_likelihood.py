@@ -348,7 +348,7 @@ def test_preconditioners_cut_cg_iterations_on_ill_conditioned_ld():
                              tol=1e-8, max_iter=3000, return_info=True)
         assert info.converged
         iters[pc] = info.cg_iterations
-    # the notes' spectral preconditioner is exact for constant F over the whole window
+    # DeepWAS's spectral preconditioner is exact for constant F over the whole window
     assert iters["spectral"] * 10 < iters[None]
     flank_iters = {}
     for pc in ("target", "spectral", None):

@@ -58,7 +58,7 @@ def test_read_real_roadmap_npz(pilot):
     assert np.isnan(ds["signal"].sel(cell="E065", assay="H3K9me3")).all()
     raw = np.load(folder / "E003.H3K4me3.pilot.arcsinh.npz")["arr_0"]
     np.testing.assert_array_equal(ds["signal"].sel(cell="E003", assay="H3K4me3").values, raw)
-    # The research note's figures for E003.H3K4me3: max 6.39, mean 0.273 (arcsinh scale).
+    # Known figures of Avocado's E003.H3K4me3 file: max 6.39, mean 0.273 (arcsinh scale).
     assert raw.max() == pytest.approx(6.39, abs=0.01) and raw.mean() == pytest.approx(0.273, abs=1e-3)
 
 

@@ -1,4 +1,4 @@
-"""The methods dashboard: a Panel app that reads the results store and nothing else (GUIDE.md, "Results").
+"""The methods dashboard: a Panel app that reads the results store and nothing else.
 
 The app lives in :mod:`analysislib.dashboard.app` (class ``Dashboard``); importing this package
 does not import Panel. Serve it with ``analysislib dashboard`` or

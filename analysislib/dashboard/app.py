@@ -1,4 +1,4 @@
-"""The methods dashboard: a Panel app over the results store (GUIDE.md, "Results"; issue 5).
+"""The methods dashboard: a Panel app over the results store (issue 5).
 
 It reads :class:`analysislib.results.ResultsStore` and nothing else, so a new task, method or
 dataset appears as soon as its rows are stored. The user picks a task, dataset, scenario, methods

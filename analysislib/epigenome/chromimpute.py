@@ -1,8 +1,9 @@
 """ChromImpute (Ernst & Kellis 2015) behind the epigenomic imputer interface, via the Debian jar.
 
 The eDICE paper compares against ChromImpute's leave-one-out Roadmap imputations (Results and
-Methods, "Baselines"); the notes (research/epigenomic_imputation.md §2.3) describe the pipeline.
-This module runs the real tool, Debian package ``chromimpute`` 1.0.3, on our tracks:
+Methods, "Baselines"). The steps below are those of the tool's manual page (Ernst & Kellis
+2015, *Nat Biotechnol*). This module runs the real tool, Debian package ``chromimpute`` 1.0.3,
+on our tracks:
 
 1. ``Convert``: each observed track is written as a gzipped bedGraph of −log10 p values
    (:func:`analysislib.io.tracks.write_bedgraph`; ChromImpute recognises the format only by the

@@ -1,16 +1,16 @@
 """Differential peaks from imputed tracks with simulated replicates (eDICE Fig. 4d–f).
 
 Follows eDICE (Hawkins-Hooker et al., *Nat Commun* 2023), "Differential peak analysis using
-imputed epigenomic tracks", and the authors' R pipeline (research/epigenomic_imputation.md §1.6):
-local variability is estimated as a negative-binomial dispersion trend on replicated training
-tracks, 3–4 replicates per tissue are drawn from the imputed mean track, peaks are called on
-each replicate and merged into a consensus peak set, reads are counted per peak and tissue
-differences are tested with DESeq2's Wald test (design ``~tissue``, FDR ≤ 0.05). The results
-are compared with those of measured replicates: overlap (Venn diagram, Fig. 4e), positive
-predictive value, the affinity-correlation matrix (Fig. 4d) and the affinity heatmap of
-differential peaks (Fig. 4f).
+imputed epigenomic tracks", and the authors' R pipeline (``r/differential_peaks_pipeline.Rmd``
+in ``alex-hh/eDICE``): local variability is estimated as a negative-binomial dispersion trend on
+replicated training tracks, 3–4 replicates per tissue are drawn from the imputed mean track,
+peaks are called on each replicate and merged into a consensus peak set, reads are counted per
+peak and tissue differences are tested with DESeq2's Wald test (design ``~tissue``,
+FDR ≤ 0.05). The results are compared with those of measured replicates: overlap (Venn diagram,
+Fig. 4e), positive predictive value, the affinity-correlation matrix (Fig. 4d) and the affinity
+heatmap of differential peaks (Fig. 4f).
 
-DiffBind/DESeq2 (R) are replaced by pydeseq2 (notes §4, "DiffBind substitute"). Choices the
+DiffBind/DESeq2 (R) are replaced by pydeseq2 and a consensus peak set built here. Choices the
 paper and code leave open, and how they are made here:
 
 −log10 p → expected counts

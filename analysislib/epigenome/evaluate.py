@@ -1,9 +1,9 @@
 """The epigenomic imputation protocol: hold tracks out, impute them, score them, store the rows.
 
 Follows the eDICE evaluation (paper Results "eDICE imputations are highly accurate on the
-reference epigenomes", Fig. 2-3; Methods "Roadmap imputation metrics") and the notes
-(research/epigenomic_imputation.md §1.2 for the train/validation/test split, §2.3 for
-ChromImpute's leave-one-out imputations, §3 for the metrics). One call,
+reference epigenomes", Fig. 2-3; Methods "Roadmap imputation metrics") and the authors' code
+(``alex-hh/eDICE``: the PREDICTD split in ``sample_data/roadmap/predictd_splits.json``, the
+validation and test generators in ``edice/data_loaders/data_generators.py``). One call,
 :func:`evaluate_epigenome`, runs a protocol with any registered imputer
 (:data:`analysislib.epigenome.imputer.EPIGENOME_IMPUTERS`):
 

@@ -1,6 +1,6 @@
 """The interface every epigenomic imputer answers, its registry, and the AVG baseline.
 
-GUIDE.md, "One interface per task": an epigenomic imputer fits on the observed tracks of a
+Every epigenomic imputer answers one interface: it fits on the observed tracks of a
 signal dataset (:mod:`analysislib.epigenome.tensor`) and predicts named ``(cell, assay)``
 targets. eDICE, the PREDICTD- and Avocado-style factorisations and ChromImpute all subclass
 :class:`EpigenomeImputer`, so the evaluation protocol, notebooks and benchmarks never need to

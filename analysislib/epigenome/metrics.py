@@ -1,9 +1,10 @@
 """Imputation metrics for epigenomic tracks (eDICE Fig. 2-3; PREDICTD and ENCODE definitions).
 
 Follows the eDICE paper (Results, "eDICE imputations are highly accurate on the reference
-epigenomes", and Methods, "Roadmap imputation metrics") and the method notes
-(research/epigenomic_imputation.md §1.5 for the eDICE code, §3.1 for PREDICTD's
-``quality_measures.py``, §3.2 for the ENCODE Imputation Challenge).
+epigenomes", and Methods, "Roadmap imputation metrics") and the public code: eDICE's
+``edice/models/metrics.py`` and ``edice/utils/val_utils.py`` (``alex-hh/eDICE``), PREDICTD's
+``quality_measures.py`` (``tdurham86/PREDICTD``) and the ENCODE Imputation Challenge's
+``score_metrics.py`` (``ENCODE-DCC/imputation_challenge``).
 
 Scales. The eDICE paper computes MSE and Pearson correlation on the arcsinh-transformed signal;
 the eDICE code's own training metrics, the ENCODE challenge and PREDICTD's ``GWcorr`` use the raw

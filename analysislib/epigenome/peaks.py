@@ -2,9 +2,8 @@
 
 eDICE (Methods, "Enrichment detection and evaluation metrics") calls peaks on observed and imputed
 tracks with MACS2 at a cut-off of 0.01 and calls the 25 bp bins inside them "enriched" or
-"foreground" bins. The notes (research/epigenomic_imputation.md §4) give the rule behind
-``macs2 bdgpeakcall``, which works directly on a −log10 p bedGraph such as a Roadmap
-``pval.signal`` track:
+"foreground" bins. ``macs2 bdgpeakcall`` works directly on a −log10 p bedGraph such as a
+Roadmap ``pval.signal`` track; its rule (``BedGraph.call_peaks`` in ``macs3-project/MACS``) is:
 
 1. take the bedGraph regions whose value is ``>= cutoff``;
 2. join consecutive such regions when the gap between the end of one and the start of the next is
@@ -22,15 +21,15 @@ default: fast, no dependency) and also drives the real tool (``method="macs2"``,
 
 The paper ran MACS2 on the reads (one-sided Poisson test, Benjamini-Hochberg, cut-off 0.01);
 reads are not part of our data, so peaks are called on the −log10 p signal tracks themselves,
-the use of ``bdgpeakcall`` the notes recommend (§4). The same rule is applied to observed and
+which is what ``bdgpeakcall`` is made for. The same rule is applied to observed and
 imputed tracks.
 
 Choices the paper leaves open (documented here, used everywhere):
 
 - Defaults are ``cutoff=2.0`` (p < 0.01, the paper's cut-off read as a −log10 p threshold),
   ``min_length=200`` bp and ``max_gap=30`` bp (the ``bdgpeakcall`` defaults; with 25 bp bins a
-  gap of one bin is bridged, two are not), as in the notes §4.
-- Tracks on the arcsinh scale are converted with ``sinh`` first (notes §4).
+  gap of one bin is bridged, two are not).
+- Tracks on the arcsinh scale are converted with ``sinh`` first.
 - Bins with NaN, and stretches of a chromosome not covered by any bin (before the first bin or
   between bins), count as value 0, i.e. below any positive cut-off. MACS itself fills the start
   of a chromosome with 0 but silently stretches the next record over any later gap in a bedGraph
@@ -41,7 +40,7 @@ Choices the paper leaves open (documented here, used everywhere):
 
 :func:`consensus_peaks` merges peak sets from replicates or tissues the way DiffBind's consensus
 peakset does (``minOverlap``): overlapping peaks are merged and a merged peak is kept when it
-holds peaks from at least ``min_overlap`` of the sets (notes §1.6 and §4, "DiffBind substitute").
+holds peaks from at least ``min_overlap`` of the sets.
 :func:`peak_mask` marks the bins a peak set covers (the foreground bins of the metrics).
 """
 

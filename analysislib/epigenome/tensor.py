@@ -1,9 +1,9 @@
 """The epigenomic signal tensor: an xarray Dataset of tracks over cell × assay × bin.
 
-Follows the data model of the design guide (GUIDE.md, "Data model") and the eDICE note
-(research/epigenomic_imputation.md, §1.3): values are Roadmap-style −log10 p-values at 25 bp,
-models train on their arcsinh transform, and an ``observed`` mask says which (cell, assay) tracks
-were measured. Unobserved tracks hold NaN.
+Values are Roadmap-style −log10 p-values at 25 bp, as in eDICE's data files
+(``edice/data_loaders/hdf5_datasets.py`` in ``alex-hh/eDICE``); models train on their arcsinh
+transform, and an ``observed`` mask says which (cell, assay) tracks were measured. Unobserved
+tracks hold NaN.
 
 Layout of a signal dataset:
 

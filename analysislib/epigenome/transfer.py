@@ -1,8 +1,8 @@
 """Transfer learning across individuals with eDICE: leave-one-tissue-out imputation (ENTEx task).
 
 Follows the eDICE paper (Results, "eDICE transfers to individual-specific imputation"; Methods,
-"Hyperparameters and training details"; Fig. 1b and 5e) and research/epigenomic_imputation.md
-§1.1-1.2 (``scripts/entex_LOO_tissue_transfer.py`` and ``TissueLOO_TrainInMemGenerator``).
+"Hyperparameters and training details"; Fig. 1b and 5e) and the authors' code in
+``alex-hh/eDICE`` (``scripts/entex_LOO_tissue_transfer.py`` and ``TissueLOO_TrainInMemGenerator``).
 
 The task: impute every track of a *target tissue* in a *target individual* that has no
 measurement in that tissue, using the target individual's other tissues and a *training

@@ -5,8 +5,8 @@ imputed epigenomic tracks" and Fig. 4c: for every peak of a peak set (one tissue
 peaks, or a consensus set), the signal profile of tissue A and of tissue B within the peak is
 treated as a distribution over genomic position, the Wasserstein (earth mover's) distance between
 the two is computed once on observed and once on imputed tracks, and the two sets of distances
-are compared across peaks. The paper does not give the procedure in detail (see
-research/epigenomic_imputation.md §5); the choices made here are:
+are compared across peaks. The paper does not give the procedure in detail; the choices made
+here are:
 
 Profile
     The bins overlapping the peak ``[start, end)`` (half-open, bp) on the peak's chromosome, in

@@ -1,25 +1,26 @@
 """Sparse denoising autoencoder of Dias et al. 2022: model, losses, masking and one-tile training.
 
 Follows Dias et al. 2022 (eLife 11:e75600), Methods "Genotype encoding", "Data augmentation",
-"Loss function" (Equations 1-4) and "Hyperparameter tuning", and the reading of the authors'
-PyTorch code in ``research/genotype_imputation.md`` §1.1 (``DSAE_TORCH_ARG.py``). Genotypes are
-encoded as allele presence (:mod:`analysislib.genotype.encoding`); one fully connected, symmetric
-autoencoder with sigmoid outputs is trained per genome tile (:mod:`analysislib.tiling`) by
-:func:`train_tile` through the shared loop :func:`analysislib.training.fit` (cycles, early
-stopping, learning-rate decay, exact resume, AMP, DDP).
+"Loss function" (Equations 1-4) and "Hyperparameter tuning", and the authors' PyTorch code
+(``autoencoder_tuning_pipeline/DSAE_TORCH_ARG.py`` in ``TorkamaniLab/Imputation_Autoencoder``).
+Genotypes are encoded as allele presence (:mod:`analysislib.genotype.encoding`); one fully
+connected, symmetric autoencoder with sigmoid outputs is trained per genome tile
+(:mod:`analysislib.tiling`) by :func:`train_tile` through the shared loop
+:func:`analysislib.training.fit` (cycles, early stopping, learning-rate decay, exact resume, AMP,
+DDP).
 
 Where the paper and the authors' code differ, this module does the following:
 
 * **L1 term** (Eq. 3): the paper writes ``λ1 ||W||1``; the code sums ``mean|W|`` over the weight
   matrices (biases excluded) and adds it *without* multiplying by ``λ1`` whenever ``λ1 > 0``.
   We use the code's per-matrix mean (the λ1 values it selected, 0.1 in 198 of 256 tiles, only
-  make sense with it) multiplied by ``λ1`` as Eq. 3 and the notes state.
+  make sense with it) multiplied by ``λ1`` as Eq. 3 states.
 * **L2 term**: the paper writes ``λ2 ||W||2`` in the loss; the code, and this module, use the
   optimizer's ``weight_decay = λ2`` (coupled L2, biases included).
 * **Sparsity term** (Eq. 4): the paper averages each hidden node's activation over a batch; the
   code averages ``sigmoid(encoder(x_clean))`` over the hidden units of each sample, where the
   encoder output already carries the layer activation, and adds the KL divergence *without* ``β``.
-  We follow the code's ``ρ̂`` (as the notes do) and multiply by ``β`` (Eq. 3). ``ρ̂`` is clipped to
+  We follow the code's ``ρ̂`` and multiply by ``β`` (Eq. 3). ``ρ̂`` is clipped to
   ``[1e-6, 1 - 1e-6]`` so an all-saturated ReLU bottleneck cannot give an infinite loss.
 * **Focal loss** (Eq. 2): ``α_t = y α + (1 - y)(1 - α)`` with ``α`` the per-node allele-presence
   frequency of the training set, "the truth class frequency" in both paper and code (so the
@@ -124,7 +125,7 @@ _VALIDATION_STREAM = 13
 
 @dataclass(frozen=True)
 class DAEHyperparameters:
-    """Hyperparameters of one tile's autoencoder (defaults: the authors' code, notes §1.1).
+    """Hyperparameters of one tile's autoencoder (defaults: the authors' ``DSAE_TORCH_ARG.py``).
 
     Attributes
     ----------
@@ -316,7 +317,7 @@ def _model_class() -> type:
 
         Encoder: ``n_layers / 2`` Linear layers of widths :func:`layer_sizes`, each followed by
         the activation; decoder: the mirror image, the last Linear back to ``2 V`` followed by a
-        sigmoid (Dias et al. 2022, Figure 1D; notes §1.1).
+        sigmoid (Dias et al. 2022, Figure 1D; the authors' ``Autoencoder`` class).
 
         Parameters
         ----------

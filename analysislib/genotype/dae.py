@@ -4,9 +4,9 @@ Dias et al. (2022, eLife 11:e75600) train one sparse denoising autoencoder per L
 ("Genome tiling", "Hyperparameter tuning") and impute a VCF by running every tile's model on the
 target genotypes ("Imputation data format"). The authors' inference repository cuts the input
 into tiles with bcftools, runs one model per tile and concatenates the outputs without resolving
-overlaps, copying observed genotypes through (``research/genotype_imputation.md`` §1.1,
-"Inference pipeline"). This module holds the same pipeline as one portable artefact and one
-call:
+overlaps, copying observed genotypes through (``TorkamaniLab/imputator_inference``:
+``genome_tiler.sh``, ``imputator.sh`` and ``inference_function.py``). This module holds the same
+pipeline as one portable artefact and one call:
 
 * a **bundle** folder: ``manifest.json`` (format version, contigs and genome build, tiles,
   training-data summary, sha256 of every file) and per tile ``tiles/<id>.pt`` (state_dict),

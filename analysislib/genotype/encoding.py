@@ -1,6 +1,6 @@
 """Genotype encodings for neural imputers and their inverses.
 
-Allele presence (Dias et al. 2022; genotype_imputation.md section 1.1): two nodes per variant,
+Allele presence (Dias et al. 2022, Methods "Genotype encoding", Eq. 1): two nodes per variant,
 ``[REF present, ALT present]``: 0/0 -> [1, 0], 0/1 -> [1, 1], 1/1 -> [0, 1], missing -> [0, 0].
 Decoding follows the authors' inference code: with sigmoid outputs ``(p_ref, p_alt)``,
 ``P(0/0) = p_ref (1 - p_alt)``, ``P(0/1) = p_ref p_alt``, ``P(1/1) = (1 - p_ref) p_alt``; unlike

@@ -1,11 +1,12 @@
 """HMM imputation baselines: Beagle 5.4 and Minimac4 4.1.2, run as external tools.
 
 Both answer the :class:`~analysislib.genotype.imputer.GenotypeImputer` interface, so they are
-scored exactly like the deep models (GUIDE.md, "One interface"; "External tools"). Dias et al.
-(2022) compare their autoencoders against these two tools. The tools' defaults and quirks used
-here are in ``research/genotype_imputation.md`` §4: Minimac4 4.1.2 writes only ``HDS`` in BCF
-unless asked (``-f GT,DS,GP -O vcf.gz``); Beagle 5.4 writes ``GT:DS`` unless ``gp=true`` and
-uses a 40 cM window, 2 cM overlap and ``ne=100000`` by default.
+scored exactly like the deep models, and both run as subprocesses through
+:func:`analysislib.external.run_tool`. Dias et al. (2022) compare their autoencoders against
+these two tools (Methods, "Performance testing and comparisons"). Defaults and quirks that
+matter here: Minimac4 4.1.2 writes only ``HDS`` in BCF unless asked (``-f GT,DS,GP -O vcf.gz``);
+Beagle 5.4 writes ``GT:DS`` unless ``gp=true`` and uses a 40 cM window, 2 cM overlap and
+``ne=100000`` by default.
 
 What the tools do, as observed with the Debian packages (Beagle 22Jul22.46e, Minimac4 4.1.2)
 ----------------------------------------------------------------------------------------------

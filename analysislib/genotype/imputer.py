@@ -1,4 +1,4 @@
-"""The one interface every genotype imputer answers, deep or HMM (GUIDE.md, "One interface").
+"""The one interface every genotype imputer answers, deep or HMM.
 
 An imputer is fitted on a phased reference panel (or loaded from a trained bundle), then imputes
 a target dataset. The target holds the target samples at the scenario's typed sites, with -1

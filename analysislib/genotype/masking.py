@@ -1,7 +1,6 @@
 """Hold-out splits and masking scenarios for genotype imputation benchmarks.
 
-Follows the method note ``research/genotype_imputation.md`` (§1.1 arrays, §3 held-out chr22) and
-the papers' protocols:
+Follows the papers' protocols:
 
 * BiU-Net (Methods, "Datasets and preprocessing"; "Model training and evaluation"): an 8:1:1
   train/validation/test split stratified by cohort (population), then test genotypes randomly
@@ -9,8 +8,8 @@ the papers' protocols:
 * Dias et al. (2022, "Validation and testing data"): genotyping-array scenarios (Affymetrix 6.0,
   UKB Axiom, Omni 1.5M) where every off-array variant is untyped
   (:func:`analysislib.simulate.genotypes.array_marker_set`);
-* the real 1000 Genomes chr22 file (catalog ``1kg_chr22_array500``): one SNP in three kept as
-  typed.
+* the real 1000 Genomes chr22 file (catalog ``1kg_chr22_array500``, the example input of
+  ``TorkamaniLab/imputator_inference``): one SNP in three kept as typed.
 
 A :class:`Scenario` names what is hidden; :func:`apply_scenario` turns the true target genotypes
 into what an imputer receives (:class:`MaskedTarget.target`) and the entries it is scored on

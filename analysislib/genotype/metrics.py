@@ -1,15 +1,17 @@
 """Genotype imputation accuracy: per-variant and aggregate r², concordance, IQS, F1, phased accuracy.
 
-Follows the method note ``research/genotype_imputation.md`` §2:
+Follows the papers and the authors' code:
 
-* §2.1, the authors' calculator (TorkamaniLab ``Compare_imputation_to_WGS.py``) used by Dias et
-  al. (2022): per-variant squared Pearson correlation of imputed dosage and true allele count,
-  concordance P0 of the rounded dosage, IQS (Cohen's kappa on the 3×3 genotype table), F-score on
-  allele-presence bits ``{0: [1, 0], 1: [1, 1], 2: [0, 1]}``, RMSE;
-* §2.2, Dias' MAF bins ``[0, .001, .005, .01, .05, .1, .2, .3, .4, .5]`` as R
+* the accuracy calculator used by Dias et al. (2022) (``Compare_imputation_to_WGS.py`` in
+  ``TorkamaniLab/imputation_accuracy_calculator``): per-variant squared Pearson correlation of
+  imputed dosage and true allele count, concordance P0 of the rounded dosage, IQS (Cohen's kappa
+  on the 3×3 genotype table), F-score on allele-presence bits ``{0: [1, 0], 1: [1, 1],
+  2: [0, 1]}``, RMSE;
+* Dias' MAF bins ``[0, .001, .005, .01, .05, .1, .2, .3, .4, .5]`` as R
   ``cut(maf, breaks, right=FALSE, include.lowest=TRUE)``, summarised by the mean of per-variant
-  values ± standard error;
-* §2.3, BiU-Net (Methods, "Model training and evaluation"): metrics computed "by concatenating
+  values ± standard error (``autoencoder_tuning_pipeline/plot_evaluation_results_per_variant.R``
+  in ``TorkamaniLab/Imputation_Autoencoder``);
+* BiU-Net (Methods, "Model training and evaluation"): metrics computed "by concatenating
   all SNPs" of a MAF bin, i.e. pooled over every scored (sample, variant) pair (aggregate r²);
   accuracy on phased genotype classes (0|0, 0|1, 1|0, 1|1).
 
@@ -34,7 +36,7 @@ per-variant statistics serves every pooled metric (:meth:`_Stats.minor_coded`).
 Degenerate cases (documented choices):
 
 * r² of a variant whose scored truth is monomorphic, or whose scored dosage is constant, is
-  0 by default (``monomorphic="zero"``: the calculator's NaN→0 reading, note §2.1) or NaN with
+  0 by default (``monomorphic="zero"``: the calculator's NaN→0 reading) or NaN with
   ``monomorphic="nan"`` (excluded from means, as Dias' Optuna pipeline excluded monomorphic
   variants). The same rule applies to a pooled (aggregate) r². A variant with no scored entry
   has r² NaN in both modes. (The calculator's current code adds 1e-15 to numerator and
@@ -98,7 +100,7 @@ POOLED_METRICS: tuple[str, ...] = (
 
 Monomorphic = Literal["zero", "nan"]
 
-# Allele-presence bits of allele counts 0, 1, 2: [REF present, ALT present] (note §1.1, §2.1).
+# Allele-presence bits of allele counts 0, 1, 2: [REF present, ALT present] (Dias et al. Eq. 1).
 _BITS = np.array([[1, 0], [1, 1], [0, 1]], dtype=np.int64)
 # Bit counts for each (true class, imputed class) pair, indexed [t, p].
 _TP = np.einsum("tb,pb->tp", _BITS, _BITS)
@@ -419,7 +421,7 @@ def _flip_for(truth: np.ndarray, alt_frequency: Any | None) -> np.ndarray:
 
 def aggregate_r2(dosage: Any, truth: Any, score_mask: Any | None = None, *,
                  alt_frequency: Any | None = None, monomorphic: Monomorphic = "zero") -> float:
-    """Squared correlation pooled over every scored (sample, variant) pair (BiU-Net, note §2.3).
+    """Squared correlation pooled over every scored (sample, variant) pair (as in BiU-Net).
 
     Unlike the mean of per-variant r², it includes between-variant differences in allele
     frequency. Apply it to the variants of one MAF bin to get BiU-Net's per-bin R².
@@ -496,7 +498,7 @@ def allele_presence_scores(imputed: Any, truth: Any, score_mask: Any | None = No
     """TP/FP/FN/TN, precision, recall and F1 on allele-presence bits.
 
     Each call becomes two bits, [REF present, ALT present]: 0 → [1, 0], 1 → [1, 1],
-    2 → [0, 1]; the best-guess bits are compared with the true bits (calculator, note §2.1).
+    2 → [0, 1]; the best-guess bits are compared with the true bits (as the calculator does).
     Returns a dict with ``tp``, ``fp``, ``fn``, ``tn`` (integer counts) and ``precision``,
     ``recall``, ``f1`` (NaN where undefined), per variant or pooled.
     """

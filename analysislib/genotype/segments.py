@@ -1,15 +1,17 @@
 """Phased encoding, overlapping segments, positional channel, HDF5 storage, reassembly and QC.
 
 Follows the BiU-Net paper (Methods 5.2 "Data preprocessing": quality control and segmentation;
-5.3 "Model": the positional channel) and ``research/genotype_imputation.md`` §1.3. The authors'
-segmentation, positional-channel and reassembly code is not public (note §1.3), so everything
-here follows the paper's text; each choice the text leaves open is stated where it is made:
+5.3 "Model": the positional channel). The authors' repository (``learnslowly/BiU-Net``) holds
+only the model code; their segmentation, positional-channel and reassembly code is not public,
+so everything here follows the paper's text; each choice the text leaves open is stated where it
+is made:
 
 * **Phased encoding** (:data:`MISSING` 0, :data:`HOM_REF` 1 for 0|0, :data:`HET_REF_ALT` 2 for
   0|1, :data:`HET_ALT_REF` 3 for 1|0, :data:`HOM_ALT` 4 for 1|1, :data:`PAD` 5). The paper names
   the two heterozygous phases "A|a, a|A as 2 and 3"; we read A|a as REF|ALT (the order of the
-  same author's genobert tokens, note §1.3). A call with any missing allele is missing.
-  Unphased calls are encoded in their stored allele order (the paper phases every cohort first).
+  same author's genobert tokens, ``learnslowly/genobert``). A call with any missing allele is
+  missing. Unphased calls are encoded in their stored allele order (the paper phases every
+  cohort first).
 * **Segmentation** (:class:`SegmentLayout`): windows of ``segment_length`` SNPs (128) starting
   every ``segment_length - overlap`` SNPs (overlap 16), cut by SNP index as in genobert's
   ``compute_global_segments``; the last window is padded with :data:`PAD` (never truncated, so

@@ -1,8 +1,8 @@
 """Hyperparameter search for the per-tile denoising autoencoders (Dias et al. 2022).
 
 Follows the paper's Methods ("Hyperparameter initialization and grid search", "Hyperparameter
-tuning", Table 1) and ``research/genotype_imputation.md`` section 1.1 (the authors' search space
-in ``autoencoder_tuning_pipeline/1000_random_hyperparameters.tsv``, section 2.2 for the MAF bins
+tuning", Table 1) and the authors' repository ``TorkamaniLab/Imputation_Autoencoder`` (the
+search space in ``autoencoder_tuning_pipeline/1000_random_hyperparameters.tsv`` and the MAF bins
 of their XGBoost profiling features):
 
 1. random search: every tile is trained with randomly drawn hyperparameter sets for a short,
@@ -214,7 +214,7 @@ def to_hyperparameters(
 # ----------------------------------------------------------------------------- tile features
 
 #: MAF bins of the authors' XGBoost profiling features (right-closed, ``(lo, hi]``;
-#: genotype_imputation.md section 2.2). Monomorphic variants get their own proportion.
+#: ``TorkamaniLab/Imputation_Autoencoder``). Monomorphic variants get their own proportion.
 XGB_MAF_BINS: tuple[float, ...] = (0.0, 1e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
 
 

@@ -1,9 +1,9 @@
 """BiU-Net and SCDA: segment models, the hybrid loss, curriculum training and the imputers.
 
-Follows the BiU-Net paper (Methods 5.3 "Model", 5.4 "Model training"; Discussion) and
-``research/genotype_imputation.md`` §1.3 (the authors' public ``model/unet.py`` and
-``model/ae.py``) and §1.4 (SCDA, Chen and Shi 2019). Segmentation, the positional channel and
-reassembly are in :mod:`analysislib.genotype.segments`.
+Follows the BiU-Net paper (Methods 5.3 "Model", 5.4 "Model training"; Discussion), the model
+code the authors made public (``model/unet.py`` and ``model/ae.py`` in ``learnslowly/BiU-Net``)
+and SCDA (Chen and Shi 2019; ``SCDA_train.ipynb`` in ``work-hard-play-harder/SCDA``).
+Segmentation, the positional channel and reassembly are in :mod:`analysislib.genotype.segments`.
 
 Models
 ------
@@ -19,7 +19,7 @@ sets the mask token's logit to -inf; we emit the four genotype classes only (0|0
 divisible by ``2**(depth - 1)``.
 
 :class:`SCDA` is the published sparse convolutional denoising autoencoder (the authors' Keras
-notebook, note §1.4): Conv(32, 5, ReLU) -> MaxPool 2 -> Dropout 0.25 -> Conv(64) -> MaxPool ->
+notebook): Conv(32, 5, ReLU) -> MaxPool 2 -> Dropout 0.25 -> Conv(64) -> MaxPool ->
 Dropout -> Conv(128) | Conv(64) -> Upsample 2 -> Dropout -> Conv(32) -> Upsample -> Dropout ->
 Conv(classes, 5) + softmax, with an L1 penalty of 1e-4 on every convolution kernel (Keras
 ``kernel_regularizer``: a sum of absolute weights added to the loss). ``depth=3`` is exactly that

@@ -34,10 +34,11 @@ are the mini-batches; ``windows_per_step`` windows are accumulated per optimizer
 one window per batch, ``accumulate_grad_batches = 12``; the loss of a step is the mean of its
 window losses, as Lightning's accumulation gives). float64 throughout, AdamW with lr 2e-4 (the
 simulation config), gradient-norm clipping at 0.2 and a linear warm-up of 100 steps, through
-:func:`analysislib.training.fit` (checkpoints, exact resume, seeds). The notes name
-``get_linear_schedule_with_warmup`` but not its total step count; here the rate stays constant
-after the warm-up (a documented choice). Windows never cross the boundary of a held-out segment
-(the simulation's LD is block-diagonal with whole blocks per segment, so nothing is lost).
+:func:`analysislib.training.fit` (checkpoints, exact resume, seeds). DeepWAS warms up with
+transformers' ``get_linear_schedule_with_warmup``, which then decays the rate linearly over a
+given number of steps; here the rate stays constant after the warm-up (a documented choice).
+Windows never cross the boundary of a held-out segment (the simulation's LD is block-diagonal
+with whole blocks per segment, so nothing is lost).
 
 Evaluation (:func:`evaluate_prior`): held-out per-SNP NLL of the full likelihood, the null
 model's (``F -> 0``) and their difference (DeepWAS ``val_delta_loss``; negative is better), and
@@ -562,9 +563,9 @@ class PriorTrainingConfig:
         ones, when the simulation has a ``valid`` split. With ``checkpoint_dir`` the best
         weights go to ``best.pt`` and the best metric and epoch into every checkpoint, so a run
         interrupted and resumed returns the same weights and ``best_epoch`` as an uninterrupted
-        one, even when the best epoch came before the interruption. The notes do not say how
-        DeepWAS picks its final weights; selecting on the held-out likelihood is the usual
-        Lightning ``ModelCheckpoint`` practice.
+        one, even when the best epoch came before the interruption. Selecting on the held-out
+        likelihood is our choice, not taken from DeepWAS; it is the usual Lightning
+        ``ModelCheckpoint`` practice.
     """
 
     objective: Objective = "likelihood"

@@ -6,8 +6,7 @@ bgzipped, indexed VCF or BCF. It is the data layer of the genotype papers we rep
 al. 2022, Materials and methods, "Training data" (biallelic SNPs only: multi-allelic sites removed
 with bcftools, hence ``multiallelic=``) and "Imputation data format" (imputed genotypes exported
 as VCF with class probabilities, hence GT:DS:GP on write); BiU-Net §5.2 "Data preprocessing"
-(the genotype matrix extracted from VCF). ``research/genotype_imputation.md`` §1.1 and §3 list
-the files and formats involved.
+(the genotype matrix extracted from VCF).
 
 How reading works
 -----------------

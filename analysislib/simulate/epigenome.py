@@ -1,7 +1,7 @@
 """Generative simulator of Roadmap-like −log10 p histone tracks (cell × assay × 25 bp bins).
 
-Used as the simulated data path of the eDICE reproduction (research/epigenomic_imputation.md,
-"Data path B"), including the individual-specific setting of eDICE's ENTEx experiments.
+Used as the simulated data path of the eDICE reproduction, including the individual-specific
+setting of eDICE's ENTEx experiments.
 The model, from the genome up:
 
 1. **Chromatin states.** A semi-Markov chain over the 15 states of the Roadmap core ChromHMM

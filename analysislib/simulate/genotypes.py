@@ -1,9 +1,7 @@
 """Coalescent genotype simulation, array-like marker sets and offspring formation.
 
 This module builds the synthetic stand-in for the reference panels of Dias et al. (2022, eLife
-11:e75600, "Training data, masking, and data augmentation") following the method notes
-``research/deepwas_ld_simulation.md`` section 2 and ``research/genotype_imputation.md`` sections
-1.1 and 3:
+11:e75600, "Training data, masking, and data augmentation"):
 
 * :func:`simulate_genotypes` runs msprime (Baumdicker et al. 2022) under the stdpopsim
   (Adrion et al. 2020) HomSap ``OutOfAfrica_3G09`` model (Gutenkunst et al. 2009; YRI, CEU and
@@ -115,7 +113,7 @@ class GenotypePreset:
 
 #: ``quick`` (3 x 100 diploids, 2 Mb, about 19,000 SNPs) simulates in about a second on 2 CPU
 #: cores; ``full`` (3 x 1000 diploids, 20 Mb, about 400,000 SNPs, dask-backed) in about half a
-#: minute, the scale of the measured runs in the method notes (deepwas_ld_simulation.md s. 2).
+#: minute.
 GENOTYPE_PRESETS: dict[str, GenotypePreset] = {
     "quick": GenotypePreset(samples_per_population=100, sequence_length=2_000_000),
     "full": GenotypePreset(
@@ -304,9 +302,9 @@ def simulate_genotypes(
     Ancestry is simulated with ``msprime.sim_ancestry`` under stdpopsim's HomSap
     ``OutOfAfrica_3G09`` demography (Gutenkunst et al. 2009, PLoS Genet 5:e1000695) and the
     recombination map of :func:`hotspot_rate_map`; mutations with ``msprime.sim_mutations`` at
-    the model's own rate (2.35e-8 per bp per generation, the rate the model was fitted with;
-    the species default 1.29e-8 gives about half the real SNP density, see
-    ``research/deepwas_ld_simulation.md``) under msprime's default JC69 nucleotide model. Sites
+    the model's own rate (2.35e-8 per bp per generation, the rate the model was fitted with, as
+    stdpopsim warns; the species default 1.29e-8 gives about half the real SNP density) under
+    msprime's default JC69 nucleotide model. Sites
     with more than one mutation (recurrent or back mutations, which can be multi-allelic) are
     removed, leaving biallelic SNPs with REF = ancestral and ALT = derived allele.
 
@@ -478,8 +476,8 @@ def array_marker_set(
     The number of markers is ``round(fraction * n_variants)`` where the fraction is one of
     :data:`ARRAY_DENSITIES` (Dias et al. 2022: Affymetrix 6.0 2.9%, UKB Axiom 3.5%, Omni 1.5M
     4.7% of sequenced chromosome-22 SNPs) or a number. Candidates are variants with minor allele
-    frequency at least ``min_maf`` (arrays are designed around common tag SNPs; the method notes
-    use MAF >= 5% for array-like subsets). Markers are placed on an even physical grid, each grid
+    frequency at least ``min_maf`` (arrays are designed around common tag SNPs; the default
+    keeps MAF >= 5%). Markers are placed on an even physical grid, each grid
     point taking the nearest candidate.
 
     Parameters

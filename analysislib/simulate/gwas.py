@@ -10,8 +10,8 @@ as the authors' repository implements them):
    matrix ``R`` is **block-diagonal**: within a block ``R_b = Z_b Z_bᵀ / n_ref`` where ``Z_b``
    holds the standardised haplotype alleles. A dense
    panel ``R`` carries off-band ``r² ≈ 1/n_ref`` everywhere and inflates the LDSC intercept
-   (3.18 against 1.30 in the authors' simulation); the block-diagonal ``R`` is the authors' fix, and
-   it is exactly PSD.
+   (3.18 against 1.30 with a block-diagonal ``R`` in one of our test simulations); the
+   block-diagonal ``R`` avoids this, and it is exactly PSD.
 2. **Annotations.** Epigenomic tracks from :func:`~analysislib.simulate.epigenome.
    simulate_epigenome` laid over the same region (bin ``b`` covers bp ``[region_start + 25 b,
    region_start + 25 (b + 1))``), arcsinh-transformed and standardised per track (DeepWAS
@@ -28,7 +28,7 @@ as the authors' repository implements them):
    is ``log(N F_j)``, the z-scale prior variance that the DeepWAS network outputs (``log_F_N``).
 4. **Summary statistics.** ``z = √N R β + e`` with ``e ~ N(0, R)`` drawn per block with the
    Z-trick (``Rβ = Z(Zᵀβ)/n_ref`` and ``e = Z g / √n_ref``, ``g ~ N(0, I)``), exact and
-   ``O(m n)`` (section 3). Hence ``z ~ N(0, R diag(N F) R + R)``, the DeepWAS marginal
+   ``O(m n)``. Hence ``z ~ N(0, R diag(N F) R + R)``, the DeepWAS marginal
    likelihood with ``σ = 1``.
 5. **LD scores** from the same ``R`` with the unbiased ``r̃² = r² − (1 − r²)/(n_ref − 2)``
    (:func:`analysislib.gwas.ldsc.annotation_ld_scores`).
@@ -239,7 +239,7 @@ class GwasPreset:
 #: 2, 4,000-5,000 test SNPs in 4); 16-42 s (depending on the load) and 1.6 GB peak on one
 #: thread: the scale at which notebook 40 tests whether larger priors help.
 #: ``full``: CEU 2,500 diploids over 20 Mb with
-#: MAF >= 1% (about 26,500 SNPs, the scale of the paper's semi-synthetic runs; not run here),
+#: MAF >= 1% (about 26,500 SNPs; not run here),
 #: 1,000-SNP blocks, 12 cell types x 10 assays = 120 tracks, h2 = 0.02.
 GWAS_PRESETS: dict[str, GwasPreset] = {
     "quick": GwasPreset(
@@ -456,7 +456,7 @@ def simulate_summary_statistics(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``z = √N R β + e`` with ``β_j ~ N(0, variance_j)`` and ``e ~ N(0, R)``, per LD block.
 
-    Uses the Z-trick of the method notes (section 3): with standardised haplotypes ``Z_b``,
+    Uses the Z-trick, exact and with no Cholesky factor: with standardised haplotypes ``Z_b``,
     ``R_b β_b = Z_b (Z_bᵀ β_b) / n`` and ``e_b = Z_b g_b / √n`` with ``g_b ~ N(0, I_n)``.
 
     Returns

@@ -3,9 +3,10 @@
 Holds device choice and mixed precision (:mod:`.device`), seeding and RNG capture
 (:mod:`.randomness`), atomic verified checkpoints (:mod:`.checkpoint`), masking curricula,
 early stopping and learning-rate decay (:mod:`.schedules`), the training loop :func:`fit` with
-exact resume (:mod:`.loop`), and DDP through ``torchrun`` (:mod:`.ddp`). Follows the GUIDE's
-"Scale" section and the training notes in ``research/genotype_imputation.md`` and
-``research/epigenomic_imputation.md``.
+exact resume (:mod:`.loop`), and DDP through ``torchrun`` (:mod:`.ddp`). The same code trains
+on the CPU or on several GPUs; only the device and the launcher change. The schedules follow the
+papers and the authors' code (Dias et al. 2022, ``TorkamaniLab/Imputation_Autoencoder``; BiU-Net;
+eDICE, ``alex-hh/eDICE``).
 
 Names are loaded on first access, so ``from analysislib.training import EarlyStopping`` does not
 import torch; the torch-based helpers load it when used.

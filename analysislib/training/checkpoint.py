@@ -1,7 +1,7 @@
 """Atomic, verifiable training checkpoints: save, inspect, find the latest, and resume.
 
-Used by every trainer through :func:`analysislib.training.fit` (GUIDE, "Quality habits":
-nothing half-written is left behind; bad input names the file).
+Used by every trainer through :func:`analysislib.training.fit`. Nothing half-written is left
+behind, and a bad file gives an error that names it.
 
 File layout (format version 1)::
 

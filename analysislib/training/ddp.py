@@ -1,7 +1,7 @@
 """Multi-process data-parallel training (DDP) launched with ``torchrun``.
 
-Follows the GUIDE's "Scale" section: training runs multi-GPU with ``torchrun`` and DDP, and the
-same script runs as a single plain process when no launcher is used. ``torchrun`` sets
+Training runs multi-GPU with ``torchrun`` and DDP, and the same script runs as a single plain
+process when no launcher is used. ``torchrun`` sets
 ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``;
 :func:`init_distributed` reads them and picks NCCL on CUDA, gloo on the CPU.
 

@@ -1,8 +1,8 @@
 """Device choice and mixed precision for every torch trainer in analysislib.
 
-Follows the GUIDE's "Scale" section: code is device-agnostic, picks CUDA, then Apple MPS, then
-the CPU, and turns on mixed precision only where it pays off (fp16 with a gradient scaler on
-CUDA; bf16 on CPU or MPS only when asked for explicitly).
+Code is device-agnostic: it picks CUDA, then Apple MPS, then the CPU, and turns on mixed
+precision only where it pays off (fp16 with a gradient scaler on CUDA; bf16 on CPU or MPS only
+when asked for explicitly).
 """
 
 from __future__ import annotations

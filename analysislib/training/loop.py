@@ -1,11 +1,12 @@
 """The shared training loop: epochs, cycles, checkpoints, exact resume, early stopping, progress.
 
 One function, :func:`fit`, trains the denoising autoencoders of Dias et al. 2022 (cycles of
-epochs, stop when a cycle fails to improve, learning-rate decay per cycle;
-``research/genotype_imputation.md``), the BiU-Net, eDICE (early stopping with patience,
-``research/epigenomic_imputation.md`` §1.1) and the DeepWAS priors. Each trainer supplies only a
-``train_step`` that returns the loss of one batch and a ``make_loader`` that builds an epoch's
-batches; :func:`fit` does the optimisation, mixed precision, DDP bookkeeping and checkpointing.
+epochs, stop when a cycle fails to improve, learning-rate decay per cycle; paper Methods,
+"Hyperparameter tuning"), the BiU-Net, eDICE (early stopping with patience, as in
+``scripts/entex_LOO_tissue_transfer.py`` of ``alex-hh/eDICE``) and the DeepWAS priors. Each
+trainer supplies only a ``train_step`` that returns the loss of one batch and a ``make_loader``
+that builds an epoch's batches; :func:`fit` does the optimisation, mixed precision, DDP
+bookkeeping and checkpointing.
 
 Exact resume: data order and per-batch randomness come from generators derived from
 ``(seed, epoch)`` (and the rank), and global RNG states are stored in every checkpoint, so a run

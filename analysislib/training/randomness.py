@@ -1,7 +1,7 @@
 """Seeding, per-epoch random streams and RNG state capture for reproducible, resumable training.
 
-Two rules make an interrupted run end with the same weights as an uninterrupted one
-(GUIDE, "Quality habits"; used by every trainer through :func:`analysislib.training.fit`):
+Two rules make an interrupted run end with the same weights as an uninterrupted one (every
+trainer relies on them through :func:`analysislib.training.fit`):
 
 1. randomness that defines the data order or masks comes from generators derived from
    ``(seed, stream, epoch, ...)`` (:func:`derive_seed`), so it does not depend on history;

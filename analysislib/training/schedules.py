@@ -1,10 +1,12 @@
 """Masking-rate curricula, early stopping and learning-rate decay for the deep imputers.
 
-Follows the training schedules in ``research/genotype_imputation.md``: Dias et al. 2022 draw one
-masking rate per epoch from ``linspace(0.80, (V-5)/V, 500)`` and cycle through it, stop as soon
-as a 500-epoch cycle fails to improve the summed loss, and decay the learning rate at each
-cycle; BiU-Net raises its masking rate from 5 % to 25 %; eDICE fine-tuning uses early stopping
-with patience 5 (``research/epigenomic_imputation.md`` §1.1).
+Follows the papers and the authors' code. Dias et al. 2022 (Methods, "Data augmentation" and
+"Hyperparameter tuning"; ``autoencoder_tuning_pipeline/DSAE_TORCH_ARG.py`` in
+``TorkamaniLab/Imputation_Autoencoder``) draw one masking rate per epoch from
+``linspace(0.80, (V-5)/V, 500)`` and cycle through it, stop as soon as a 500-epoch cycle fails
+to improve the summed loss, and decay the learning rate at each cycle; BiU-Net raises its
+masking rate from 5 % to 25 % (Methods 5.4, "Model training"); eDICE fine-tuning uses early
+stopping with patience 5 (``scripts/entex_LOO_tissue_transfer.py`` in ``alex-hh/eDICE``).
 
 Nothing here imports torch: the classes are plain Python so they can be configured, pickled and
 inspected without loading the deep-learning stack. State lives in ``state_dict()`` so the
