@@ -9,9 +9,9 @@ as the authors' repository implements them):
    ``min_maf`` are kept and cut into contiguous LD blocks of ``ld_block_snps`` SNPs. The LD
    matrix ``R`` is **block-diagonal**: within a block ``R_b = Z_b Z_bᵀ / n_ref`` where ``Z_b``
    holds the standardised haplotype alleles. A dense
-   panel ``R`` carries off-band ``r² ≈ 1/n_ref`` everywhere and inflates the LDSC intercept
-   (3.18 against 1.30 with a block-diagonal ``R`` in one of our test simulations); the
-   block-diagonal ``R`` avoids this, and it is exactly PSD.
+   panel ``R`` carries off-band ``r² ≈ 1/n_ref`` everywhere, which adds about ``N h² / n_ref``
+   to the mean χ² and inflates the LDSC intercept; the block-diagonal ``R`` avoids this, and it
+   is exactly PSD.
 2. **Annotations.** Epigenomic tracks from :func:`~analysislib.simulate.epigenome.
    simulate_epigenome` laid over the same region (bin ``b`` covers bp ``[region_start + 25 b,
    region_start + 25 (b + 1))``), arcsinh-transformed and standardised per track (DeepWAS
