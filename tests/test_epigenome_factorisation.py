@@ -296,6 +296,28 @@ def test_predictd_training_stops_on_convergence_before_the_cap():
     assert capped.stop_reason_ == "max_epochs" and len(capped.history) == 1
 
 
+def test_predictd_stopping_rules_wait_for_min_epochs():
+    # On long windows the rules fired before the genome rows had moved, and every bag kept its
+    # initial factors; min_epochs passes come first.
+    obs = hide_tracks(planted_dataset(n_bins=300), HELD_OUT)
+    settings = {**PREDICTD_FAST, "max_epochs": 400, "min_evaluations": 1, "lrate_search_num": 0,
+                "win_size": 2, "win_spacing": 1}
+    eager = PredictdImputer("quick", device="cpu", progress=False, **settings, min_epochs=0).fit(obs)
+    assert eager.stop_reason_ in ("wilcoxon", "no_new_minimum")
+    wait = len(eager.history) + 5
+    patient = PredictdImputer("quick", device="cpu", progress=False, **settings, min_epochs=wait).fit(obs)
+    assert wait <= len(patient.history) < 400
+    assert patient.stop_reason_ in ("wilcoxon", "no_new_minimum")
+
+
+def test_predictd_training_bins_are_bounded():
+    quick, paper = predictd_config("quick"), predictd_config("paper")
+    assert [quick.training_bins(n) for n in (400_000, 50_000, 5_000, 600)] == [10_000, 5_000, 1_000, 600]
+    assert paper.training_bins(400_000) == 4_000
+    with pytest.raises(ValueError, match="max_training_bins"):
+        predictd_config("quick", max_training_bins=10)
+
+
 @pytest.mark.parametrize("name", ["predictd", "avocado"])
 def test_stage_two_leaves_shared_parameters_bit_identical(name):
     ds = nonnegative_planted(n_bins=400)
