@@ -2,7 +2,7 @@
 
 Follows the papers' protocols:
 
-* BiU-Net (Methods, "Datasets and preprocessing"; "Model training and evaluation"): an 8:1:1
+* BiU-Net (Methods 5.2 "Data preprocessing"; 5.4 "Model training"): an 8:1:1
   train/validation/test split stratified by cohort (population), then test genotypes randomly
   masked at 5%, 15% and 25% with three independent replicates per level;
 * Dias et al. (2022, "Validation and testing data"): genotyping-array scenarios (Affymetrix 6.0,

@@ -11,7 +11,7 @@ Follows the papers and the authors' code:
   ``cut(maf, breaks, right=FALSE, include.lowest=TRUE)``, summarised by the mean of per-variant
   values ± standard error (``autoencoder_tuning_pipeline/plot_evaluation_results_per_variant.R``
   in ``TorkamaniLab/Imputation_Autoencoder``);
-* BiU-Net (Methods, "Model training and evaluation"): metrics computed "by concatenating
+* BiU-Net (Methods 5.4 "Model training"): metrics computed "by concatenating
   all SNPs" of a MAF bin, i.e. pooled over every scored (sample, variant) pair (aggregate r²);
   accuracy on phased genotype classes (0|0, 0|1, 1|0, 1|1).
 
