@@ -27,8 +27,8 @@ a validation MSE on held-out entries every ``mse_every`` minibatches, a one-side
 rank-sum test between two windows of it (:func:`wilcoxon_converged`), learning-rate searches on
 convergence, and a ``max_epochs`` cap; the factors of the lowest validation MSE are kept.
 Neither stopping rule applies before ``min_epochs`` passes over the training entries: PREDICTD
-evaluates after whole SGD passes over partitions of the bins, and our minibatch-sized evaluations
-alone would let the rules fire before the genome rows had moved. As in
+evaluates every ``iters_per_mse`` parallel iterations of 5,000 SGD steps each, and our
+minibatch-sized evaluations alone would let the rules fire before the genome rows had moved. As in
 PREDICTD's ``train_bags.py`` (``tdurham86/PREDICTD``), ``n_bags`` models (8 there), each with
 its own validation entries and initialisation seed, are trained and their imputed tracks
 averaged. Left out: the burn-in.
@@ -233,11 +233,10 @@ class PredictdConfig:
     min_evaluations
         Validation evaluations before the test is applied (``--min_iters`` 50).
     min_epochs
-        Passes over the training entries before either stopping rule applies. PREDICTD's
-        ``--min_iters`` counts parallel iterations, each an SGD pass over a partition's bins;
-        counted in our minibatch-sized evaluations alone, the rules could fire before every
-        genome row had been updated a few times, and on long windows they did
-        (:data:`PREDICTD_PRESETS`).
+        Passes over the training entries before either stopping rule applies (our guard).
+        PREDICTD's ``--min_iters`` counts parallel iterations of 5,000 SGD steps each; counted
+        in our minibatch-sized evaluations alone, the rules could fire before every genome row
+        had been updated a few times, and on long windows they did (:data:`PREDICTD_PRESETS`).
     lrate_search_num
         On convergence, restore the best factors, halve the learning rate and set
         β1 ← β1 − (1 − β1), this many times before stopping (``--lrate_search_num`` 3).
