@@ -616,7 +616,6 @@ class PredictdImputer(EpigenomeImputer):
         history: list[dict[str, Any]] = []
         reason = "max_epochs"
         device = next(model.parameters()).device
-        steps_per_epoch = math.ceil(len(train[0]) / cfg.batch_size)
         for epoch in range(cfg.max_epochs):
             losses: list[float] = []
             stop = False
@@ -642,7 +641,7 @@ class PredictdImputer(EpigenomeImputer):
                 tested.append(current)
                 if current < best_error:
                     best_error, best_index, best_state = current, len(errors) - 1, snapshot()
-                if step < cfg.min_epochs * steps_per_epoch:
+                if epoch < cfg.min_epochs:  # the rules wait for min_epochs whole passes
                     continue
                 window = 2 * cfg.win_size + cfg.win_spacing
                 if (len(errors) > cfg.min_evaluations

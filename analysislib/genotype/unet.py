@@ -299,10 +299,9 @@ class SegmentModelConfig:
 #: ``standard`` and ``quick`` train with cross-entropy, ``full`` with the paper's hybrid loss,
 #: whose gradient fades near a correct call (module docstring, "Hybrid loss"): a held-out SNP
 #: planted in perfect LD with its neighbour (the learning test) got r² 0.84 / 0.97 / 0.89 / 0.82
-#: over seeds 0-3 with it and 0.997 / 0.968 / 0.975 /
-#: 0.988 with cross-entropy, and on the first 2,000 chr22 SNPs the quick preset's aggregate r²
-#: over seeds 0-2 went from 0.587 / 0.547 / 0.592 to 0.592 / 0.622 / 0.620 (gamma 1: 0.615 /
-#: 0.575 / 0.616). Cross-entropy then trains well at a higher learning rate: quick's aggregate
+#: over seeds 0-3 with it and 0.997 / 0.968 / 0.975 / 0.988 with cross-entropy, and on the
+#: first 2,000 chr22 SNPs the quick preset's aggregate r² over seeds 0-2 went from 0.587 /
+#: 0.547 / 0.592 to 0.592 / 0.622 / 0.620 (gamma 1: 0.615 / 0.575 / 0.616). Cross-entropy then trains well at a higher learning rate: quick's aggregate
 #: r² over seeds 0-2 was 0.671 at 4e-3, 0.689 at 6e-3, 0.721 at 8e-3 (0.715-0.728), 0.692 at
 #: 1.1e-2 (0.606-0.757) and 0.512 at 1.6e-2; at 40 epochs 8e-3 gave 0.781 / 0.797 (seeds 0, 1)
 #: against 0.782 / 0.772 at 2e-3.
