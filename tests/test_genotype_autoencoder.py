@@ -401,6 +401,27 @@ def test_numpy_forward_agrees_with_the_torch_module(activation):
     assert got.dtype == np.float32 and got.shape == (37, 26)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=2e-6)
 
+def test_numpy_forward_skips_zero_inputs_and_unwanted_outputs():
+    torch.manual_seed(0)
+    model = SparseDenoisingAutoencoder(20, DAEHyperparameters(n_layers=2, activation="tanh")).eval()
+    layers = linear_layers(model.state_dict())
+    x = np.random.default_rng(2).integers(0, 2, (9, 40)).astype(np.float32)
+    untyped = np.arange(40) % 6 >= 2  # two variants in three: inputs [0, 0] for every sample
+    x[:, untyped] = 0
+    full = numpy_forward(layers, "tanh", x)
+    inputs, outputs = np.flatnonzero(~untyped), np.array([7, 3, 30, 31])
+    got = numpy_forward(layers, "tanh", x[:, inputs], inputs=inputs, outputs=outputs)
+    assert got.shape == (9, 4)
+    np.testing.assert_allclose(got, full[:, outputs], rtol=1e-6, atol=1e-7)
+    # no typed input at all: the outputs of the biases alone
+    empty = np.array([], dtype=int)
+    prior = numpy_forward(layers, "tanh", np.zeros((9, 0), np.float32), inputs=empty)
+    np.testing.assert_allclose(prior, numpy_forward(layers, "tanh", np.zeros((9, 40), np.float32)),
+                               rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="indices into the model's 40 inputs"):
+        numpy_forward(layers, "tanh", x[:, :2], inputs=np.array([0, 40]))
+
+
 
 def test_linear_layers_refuse_other_state_dicts():
     model = SparseDenoisingAutoencoder(4, DAEHyperparameters(n_layers=2))

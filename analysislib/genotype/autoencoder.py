@@ -783,6 +783,9 @@ def numpy_forward(
     activation: str,
     presence: Any,
     batch_size: int = 4096,
+    *,
+    inputs: np.ndarray | None = None,
+    outputs: np.ndarray | None = None,
 ) -> np.ndarray:
     """The autoencoder's forward pass in NumPy: sigmoid outputs for ``(samples, 2 V)`` inputs.
 
@@ -803,20 +806,41 @@ def numpy_forward(
         Allele-presence inputs ``(samples, 2 V)``; masked/untyped variants at ``[0, 0]``.
     batch_size
         Samples per pass (bounds the temporaries).
+    inputs
+        If given, ``presence`` holds only these input columns (sorted indices into the 2 V
+        inputs) and every other input is 0 for every sample: the first layer multiplies only
+        their weights. At untyped variants (inputs ``[0, 0]`` for everyone) this skips work
+        whose result is exactly 0; only the rounding of the sums can differ.
+    outputs
+        If given, only these output columns (indices into the 2 V outputs) are computed and
+        returned, in this order.
 
     Returns
     -------
     numpy.ndarray
-        float32 ``(samples, 2 V)``.
+        float32 ``(samples, 2 V)``, or ``(samples, len(outputs))``.
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; choose one of {ACTIVATIONS}")
     x = np.asarray(presence, dtype=np.float32)
     width = layers[0][0].shape[1]
+    if inputs is not None:
+        inputs = np.asarray(inputs, dtype=np.intp)
+        if inputs.ndim != 1 or (len(inputs) and (inputs.min() < 0 or inputs.max() >= width)):
+            raise ValueError(f"inputs must be indices into the model's {width} inputs")
+        width = len(inputs)
     if x.ndim != 2 or x.shape[1] != width:
         raise ValueError(f"model expects (samples, {width}) inputs, got shape {x.shape}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    layers = list(layers)
+    if inputs is not None:  # the columns of the inputs that are not all 0
+        first_weight, first_bias = layers[0]
+        layers[0] = (first_weight[:, inputs], first_bias)
+    if outputs is not None:  # the rows of the outputs asked for
+        outputs = np.asarray(outputs, dtype=np.intp)
+        last_weight, last_bias = layers[-1]
+        layers[-1] = (last_weight[outputs], last_bias[outputs])
     out = np.empty((x.shape[0], layers[-1][0].shape[0]), dtype=np.float32)
     last = len(layers) - 1
     for start in range(0, x.shape[0], batch_size):

@@ -887,7 +887,8 @@ class Bundle:
         return layers, str(packed["activation"])
 
     def predict(self, tile: int, presence: Any, batch_size: int = 4096,
-                engine: Literal["numpy", "torch"] | None = None) -> np.ndarray:
+                engine: Literal["numpy", "torch"] | None = None, *,
+                inputs: np.ndarray | None = None, outputs: np.ndarray | None = None) -> np.ndarray:
         """Sigmoid outputs of tile row ``tile`` for allele-presence inputs ``(samples, 2 V)``.
 
         The same numbers as ``load_model(tile)(x)`` (to float32 rounding), without building a
@@ -898,6 +899,11 @@ class Bundle:
         ``.pt`` weights through a weightless model of the tile's shape
         (``torch.func.functional_call``) under ``torch.inference_mode``. All samples go
         ``batch_size`` at a time. Safe to call from several threads at once.
+
+        ``inputs`` and ``outputs`` are those of
+        :func:`~analysislib.genotype.autoencoder.numpy_forward`: ``presence`` then holds only
+        the ``inputs`` columns (the others are 0), and only the ``outputs`` columns are returned.
+        The NumPy engine skips the work of the rest; torch computes everything and selects.
         """
         if engine is None:
             engine = "numpy" if self.packed else "torch"
@@ -905,7 +911,8 @@ class Bundle:
             from analysislib.genotype.autoencoder import numpy_forward
 
             layers, activation = self.packed_layers(tile)
-            return numpy_forward(layers, activation, presence, batch_size=batch_size)
+            return numpy_forward(layers, activation, presence, batch_size=batch_size, inputs=inputs,
+                                 outputs=outputs)
         if engine != "torch":
             raise ValueError(f"engine must be 'numpy' or 'torch', got {engine!r}")
         import torch
@@ -918,11 +925,17 @@ class Bundle:
             raise BundleError(self.path / self._tile("weights")[tile],
                               f"the weights do not fit a {int(self._tile('n_variants')[tile])}-variant "
                               f"model with the tile's hyperparameters (first difference: {differ[0]})")
-        x = torch.as_tensor(np.ascontiguousarray(presence, dtype=np.float32))
+        x = np.ascontiguousarray(presence, dtype=np.float32)
+        if inputs is not None:
+            full = np.zeros((x.shape[0], 2 * int(self._tile("n_variants")[tile])), dtype=np.float32)
+            full[:, inputs] = x
+            x = full
+        x = torch.as_tensor(x)
         with torch.inference_mode():
             parts = [torch.func.functional_call(skeleton, state, (x[i:i + batch_size],))
                      for i in range(0, x.shape[0], batch_size)]
-        return torch.cat(parts).numpy()
+        out = torch.cat(parts).numpy()
+        return out if outputs is None else out[:, outputs]
 
 
 def _read_manifest(root: Path) -> dict[str, Any]:
@@ -2125,7 +2138,8 @@ def impute_dataset(
     tiles = [(row, local[bundle.members[row]], np.arange(len(weights[row])), local[bundle.members[row]],
               weights[row]) for row in needed]
     # sigmoid outputs, allele presence
-    raw = _run_tiles(bundle, tiles, presence, n_out, engine=engine, threads=threads, batch_size=batch_size)
+    raw = _run_tiles(bundle, tiles, presence, n_out, engine=engine, threads=threads, batch_size=batch_size,
+                     typed=(typed >= 0).any(axis=(1, 2)), wanted=~called.all(axis=1))
     gp = np.empty((n_out, n_samples, 3), dtype=np.float32)
     for start in range(0, n_out, _DECODE_BLOCK):  # bounded float64 temporaries
         block = raw[:, start:start + _DECODE_BLOCK]
@@ -2298,25 +2312,43 @@ def _chunk_work(bundle: Bundle, chunk: tuple[int, int], local: np.ndarray,
 
 
 def _run_tiles(bundle: Bundle, tiles: list[_ChunkTile], presence: np.ndarray, n_var: int, *, engine: str,
-               threads: int | None, batch_size: int = 4096) -> np.ndarray:
+               threads: int | None, typed: np.ndarray, wanted: np.ndarray,
+               batch_size: int = 4096) -> np.ndarray:
     """Sigmoid outputs ``(samples, n_var, 2)`` of ``tiles`` for presence ``(samples, span, 2)``.
 
     Tiles run side by side on threads (:func:`_thread_split`) and are summed with their
     :data:`OVERLAP_RULE` weights in the order given, so the sums are the same on any thread
     count. Used for a whole dataset (:func:`impute_dataset`) and for region chunks.
+
+    Only the work that can change the result is done (:meth:`Bundle.predict`'s ``inputs`` and
+    ``outputs``): a tile's first layer reads only its members that are ``typed`` (per span row:
+    some sample has a call there; elsewhere every input is 0), and outputs are computed only
+    for ``wanted`` variants (per output variant: some sample lacks a call; the others are all
+    replaced by the input calls and stay 0 here). Both masks are properties of the whole
+    input, not of a sample batch, so every batching does the same arithmetic.
     """
     size = presence.shape[0]
     raw = np.zeros((size, n_var, 2), dtype=np.float32)
+    plans = []  # per tile: its typed members, their input columns, wanted outputs and where they go
+    for row, inputs, sources, targets, weight in tiles:
+        keep_in = typed[inputs]
+        keep_out = wanted[targets]
+        chosen = sources[keep_out]
+        plans.append((row, inputs[keep_in], np.flatnonzero(np.repeat(keep_in, 2)),
+                      np.stack([2 * chosen, 2 * chosen + 1], axis=1).ravel(), targets[keep_out],
+                      weight[keep_out]))
+    plans = [plan for plan in plans if len(plan[4])]  # tiles with nothing wanted do not run
 
-    def run_tile(tile: _ChunkTile) -> np.ndarray:
-        row, inputs = tile[:2]
-        return bundle.predict(row, presence[:, inputs].reshape(size, -1), batch_size=batch_size, engine=engine)
+    def run_tile(plan: tuple[Any, ...]) -> np.ndarray:
+        row, members, in_cols, out_cols = plan[:4]
+        return bundle.predict(row, presence[:, members].reshape(size, -1), batch_size=batch_size,
+                              engine=engine, inputs=in_cols, outputs=out_cols)
 
     workers, per_worker = _thread_split(threads, [size * 2 * len(t[1]) ** 2 for t in tiles])
     with _engine_threads(engine, per_worker), concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        outputs = map(run_tile, tiles) if workers == 1 else pool.map(run_tile, tiles)
-        for (_, _, sources, targets, weight), out in zip(tiles, outputs, strict=True):
-            raw[:, targets] += weight[:, None] * out.reshape(size, -1, 2)[:, sources]
+        outputs = map(run_tile, plans) if workers == 1 else pool.map(run_tile, plans)
+        for (*_, targets, weight), out in zip(plans, outputs, strict=True):
+            raw[:, targets] += weight[:, None] * out.reshape(size, -1, 2)
     return raw
 
 
@@ -2334,13 +2366,16 @@ def _impute_chunk(bundle: Bundle, work: _ChunkWork, *, batch_samples: int, engin
     rows_out = np.arange(work.start, work.stop) - work.span_start  # chunk variants in the span
     n_samples = work.typed.shape[1]
     span = work.typed.shape[0]
+    typed = (work.typed >= 0).any(axis=(1, 2))  # per span row, over every sample
+    wanted = ~(work.typed[rows_out] >= 0).all(axis=(1, 2))  # per chunk variant
     columns: list[list[bytes]] = []
     for first in range(0, n_samples, batch_samples):
         last = min(first + batch_samples, n_samples)
         size = last - first
         batch = work.typed[:, first:last]
         presence = allele_presence(batch).reshape(size, span, 2)
-        raw = _run_tiles(bundle, work.tiles, presence, n_var, engine=engine, threads=threads)
+        raw = _run_tiles(bundle, work.tiles, presence, n_var, engine=engine, threads=threads, typed=typed,
+                         wanted=wanted)
         lines: list[bytes] = []
         step = max(1, _FORMAT_BLOCK_CALLS // size)  # variants decoded and formatted at a time
         for start in range(0, n_var, step):
