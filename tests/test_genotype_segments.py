@@ -26,6 +26,8 @@ from analysislib.genotype.segments import (
     encode_dataset,
     encode_phased,
     genotypes_to_dataset,
+    haplotype_probabilities_to_phased,
+    haplotype_tokens,
     hwe_exact_pvalues,
     hwe_pvalues,
     iter_segment_batches,
@@ -340,3 +342,32 @@ def test_qc_decided_by_train_or_by_all_splits():
     assert 0 not in by_all.variant_index.tolist()
     with pytest.raises(ValueError, match="decide"):
         qc_split(ds, decide="test")  # type: ignore[arg-type]
+
+
+def test_haplotype_rows_split_each_phased_genotype_and_pair_up_again():
+    gt = _random_gt(np.random.default_rng(3), 7, 5, 0.4)
+    gt[2, 1] = -1  # a missing call
+    codes = encode_phased(gt)  # (samples, variants)
+    rows = haplotype_tokens(segment_codes(codes, SegmentLayout(7, 4, 0)))
+    assert rows.shape[0] == 10 and rows.dtype == np.uint8
+    flat = reassemble_tokens(rows, SegmentLayout(7, 4, 0))
+    # row 2i is haplotype 0 of sample i and row 2i+1 haplotype 1, each as a homozygous code
+    for i in range(5):
+        for h in range(2):
+            expected = np.where(gt[:, i, h] < 0, 0, np.where(gt[:, i, h] == 1, 4, 1))
+            np.testing.assert_array_equal(flat[2 * i + h], expected)
+    assert (rows[..., -1] == PAD).any()  # padding stays padding
+    # certain haplotypes give the phased genotype they came from, with probability 1
+    certain = np.eye(4, dtype=np.float32)[np.where(flat == 4, 3, 0)]
+    phased = haplotype_probabilities_to_phased(certain)
+    assert phased.shape == (5, 7, 4)
+    known = codes > 0
+    np.testing.assert_array_equal(phased.argmax(-1)[known] + 1, codes[known])
+    # ALT probability P(1|1) / (P(0|0) + P(1|1)); the products sum to 1
+    p = np.array([[[0.2, 0.1, 0.1, 0.6]], [[0.5, 0.0, 0.0, 0.5]]], dtype=np.float32)
+    np.testing.assert_allclose(haplotype_probabilities_to_phased(p)[0, 0],
+                               [0.25 * 0.5, 0.25 * 0.5, 0.75 * 0.5, 0.75 * 0.5], rtol=1e-6)
+    with pytest.raises(ValueError, match="2 \\* samples"):
+        haplotype_probabilities_to_phased(p[:1])
+    with pytest.raises(ValueError, match="token values"):
+        haplotype_tokens(np.array([[6]], dtype=np.uint8))

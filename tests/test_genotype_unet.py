@@ -151,6 +151,9 @@ def test_config_validation():
         SegmentModelConfig(kernel_size=4)
     with pytest.raises(ValueError, match="lam"):
         SegmentModelConfig(lam=1.5)
+    with pytest.raises(ValueError, match="unit must be 'genotype' or 'haplotype'"):
+        SegmentModelConfig(unit="diploid")  # type: ignore[arg-type]
+    assert BIUNET_PRESETS["full"].unit == "genotype"  # the paper's rows
     assert BIUNET_PRESETS["full"].segment_length == 128 and BIUNET_PRESETS["full"].overlap == 16
 
 
@@ -306,9 +309,10 @@ def test_imputers_beat_the_allele_frequency_floor_on_perfect_ld(tmp_path: Path):
     assert r2(result) > 0.9
 
 
-def test_imputer_copies_observed_genotypes_and_maps_typed_sites():
+@pytest.mark.parametrize("unit", ["genotype", "haplotype"])
+def test_imputer_copies_observed_genotypes_and_maps_typed_sites(unit: str):
     panel = _panel(20, 8)
-    imputer = BiUNetImputer(config=TINY.replace(epochs=1), device="cpu", progress=False)
+    imputer = BiUNetImputer(config=TINY.replace(epochs=1, unit=unit), device="cpu", progress=False)
     imputer.fit(panel.isel(samples=slice(0, 16)))
     target = panel.isel(samples=slice(16, 20), variants=slice(0, None, 2))  # half the sites typed
     target["call_genotype"].values[0, 1] = -1
@@ -407,7 +411,7 @@ def _planted(ds: xr.Dataset) -> tuple[xr.Dataset, int, int]:
 
 LEARNING = SegmentModelConfig(depth=3, channels=16, kernel_size=5, dropout=0.0, segment_length=64,
                               overlap=16, epochs=400, batch_size=16, learning_rate=3e-3, patience=None,
-                              loss="ce")
+                              loss="ce", unit="haplotype")
 
 
 @pytest.mark.slow
@@ -418,7 +422,8 @@ def test_segment_models_learn_memorise_ld_and_monomorphic_sites(model: str, data
     panel, ld_site, mono = _planted(_real_slice())
     reference, target = panel.isel(samples=slice(0, 48)), panel.isel(samples=slice(48, 64))
     config = LEARNING if model == "biunet" else LEARNING.replace(
-        model="scda", positional=False, segment_length=None, overlap=0, loss="ce", loss_on="all")
+        model="scda", positional=False, segment_length=None, overlap=0, loss="ce", loss_on="all",
+        unit="genotype")
     imputer = BiUNetImputer(config=config, device="cpu", progress=False).fit(reference)
     # memorises: masked entries of its own training haplotypes
     rng = np.random.default_rng(0)

@@ -79,6 +79,8 @@ __all__ = [
     "encode_dataset",
     "encode_phased",
     "genotypes_to_dataset",
+    "haplotype_probabilities_to_phased",
+    "haplotype_tokens",
     "hwe_exact_pvalues",
     "hwe_pvalues",
     "iter_segment_batches",
@@ -279,6 +281,64 @@ def segment_codes(codes: Any, layout: SegmentLayout) -> np.ndarray:
     out = c[:, np.clip(idx, 0, None)]
     out[:, idx < 0] = PAD
     return out.astype(np.uint8, copy=False)
+
+
+# phased code -> the codes of its two haplotypes, each written as the homozygous genotype h|h
+_HAPLOTYPE_CODES = np.array([[MISSING, MISSING], [HOM_REF, HOM_REF], [HOM_REF, HOM_ALT],
+                             [HOM_ALT, HOM_REF], [HOM_ALT, HOM_ALT], [PAD, PAD]], dtype=np.uint8)
+
+
+def haplotype_tokens(tokens: Any) -> np.ndarray:
+    """Each sample's two haplotypes as two rows of homozygous codes.
+
+    Row ``2 i`` of the result is the first haplotype of sample ``i`` (allele ``a`` written as the
+    genotype ``a|a``), row ``2 i + 1`` the second; missing and padding stay as they are. The
+    segment models run on these rows unchanged (same tokens, prior and loss) when trained with
+    ``unit="haplotype"`` (:mod:`analysislib.genotype.unet`);
+    :func:`haplotype_probabilities_to_phased` pairs their outputs up again.
+
+    Parameters
+    ----------
+    tokens
+        uint8 codes ``(samples, ...)``.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8 ``(2 * samples, ...)``.
+    """
+    t = np.asarray(tokens)
+    if t.size and t.max() > PAD:
+        raise ValueError(f"token values must be 0-{PAD}, found {int(t.max())}")
+    pairs = _HAPLOTYPE_CODES[t]  # (samples, ..., 2)
+    return np.moveaxis(pairs, -1, 1).reshape(2 * t.shape[0], *t.shape[1:])
+
+
+def haplotype_probabilities_to_phased(probabilities: Any) -> np.ndarray:
+    """Phased-genotype probabilities of samples from those of their haplotype rows.
+
+    Parameters
+    ----------
+    probabilities
+        ``(2 * samples, ..., 4)`` class probabilities (0|0, 0|1, 1|0, 1|1) of the rows of
+        :func:`haplotype_tokens`. A haplotype's ALT probability is ``P(1|1) / (P(0|0) +
+        P(1|1))``: it was presented as a homozygous genotype, so the heterozygous classes,
+        never a training target, are left out.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(samples, ..., 4)``: ``P(a|b) = P(first = a) P(second = b)``, the two haplotypes
+        taken as independent given their contexts.
+    """
+    p = np.asarray(probabilities)
+    if p.shape[0] % 2 or p.shape[-1] != 4:
+        raise ValueError(f"expected (2 * samples, ..., 4) probabilities, got shape {p.shape}")
+    hom = p[..., 0] + p[..., 3]
+    alt = np.divide(p[..., 3], hom, out=np.full(hom.shape, 0.5, dtype=p.dtype), where=hom > 0)
+    first, second = alt[0::2], alt[1::2]
+    return np.stack([(1 - first) * (1 - second), (1 - first) * second, first * (1 - second),
+                     first * second], axis=-1).astype(p.dtype, copy=False)
 
 
 def _covering_groups(layout: SegmentLayout) -> list[np.ndarray]:
