@@ -440,13 +440,15 @@ def test_segment_models_learn_memorise_ld_and_monomorphic_sites(model: str, data
     dosage = out["call_dosage"].values
     ld_r2 = np.corrcoef(dosage[ld_site], allele_count(target["call_genotype"].values)[ld_site])[0, 1] ** 2
     # At this budget the result depends on float rounding (CPU model, torch threads) and seed.
-    # Measured with one torch thread on an AMD EPYC, seeds 0-3: LD r² BiU-Net 0.997, 0.968,
-    # 0.975, 0.988 with cross-entropy (the quick and standard presets' loss; with the paper's
-    # hybrid loss 0.84, 0.97, 0.89, 0.82) and SCDA -, 0.92, 0.76, 0.79; the monomorphic site
-    # called 2 in 16/16 targets by BiU-Net on every seed, by SCDA in 15, 16, 13, 16 of 16. The
-    # bounds are below the worst seed.
-    assert memorised >= 0.92, memorised
-    assert ld_r2 >= (0.95 if model == "biunet" else 0.7), ld_r2
+    # Measured with one torch thread on an AMD EPYC, seeds 0-3, BiU-Net on haplotype rows (the
+    # quick and standard presets' rows) with cross-entropy: memorised 0.965, 0.962, 0.965, 0.978
+    # and LD r² 1.000, 0.998, 1.000, 1.000 (on genotype rows, the paper's: memorised about 0.94,
+    # LD 0.997, 0.968, 0.975, 0.988; with the paper's hybrid loss LD 0.84, 0.97, 0.89, 0.82).
+    # SCDA (genotype rows, as published): LD -, 0.92, 0.76, 0.79; the monomorphic site called 2
+    # in 16/16 targets by BiU-Net on every seed, by SCDA in 15, 16, 13, 16 of 16. The bounds are
+    # below the worst seed; the issue's memorisation bound (0.99) is not reached by either.
+    assert memorised >= (0.95 if model == "biunet" else 0.92), memorised
+    assert ld_r2 >= (0.99 if model == "biunet" else 0.7), ld_r2
     called_major = (allele_count(out["call_genotype"].values)[mono] == 2).mean()
     assert called_major >= (1.0 if model == "biunet" else 0.8), called_major
 
