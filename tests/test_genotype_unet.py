@@ -329,6 +329,22 @@ def test_imputer_copies_observed_genotypes_and_maps_typed_sites(unit: str):
         imputer.impute(target.assign(variant_position=target["variant_position"] + 1))
 
 
+def test_unphased_heterozygotes_are_reported(caplog: pytest.LogCaptureFixture):
+    panel = _panel(20, 8)
+    imputer = BiUNetImputer(config=TINY.replace(epochs=1), device="cpu", progress=False)
+    with caplog.at_level("WARNING", logger="analysislib.genotype.unet"):
+        imputer.fit(panel.isel(samples=slice(0, 16)))
+    assert not caplog.records  # a phased panel is read silently
+    target = panel.isel(samples=slice(16, 20)).copy(deep=True)
+    target["call_genotype_phased"].values[:] = False
+    gt = target["call_genotype"].values
+    n_het = int((gt[..., 0] != gt[..., 1]).sum())
+    assert n_het
+    with caplog.at_level("WARNING", logger="analysislib.genotype.unet"):
+        imputer.impute(target)
+    assert f"{n_het} of {n_het} heterozygous calls of the target are unphased" in caplog.text
+
+
 def test_scda_imputer_defaults_to_full_length_segments():
     panel = _panel(12, 5)  # 20 SNPs -> one segment of 20 padded... to a multiple of 4
     imputer = SCDAImputer(epochs=1, batch_size=4, device="cpu", progress=False).fit(panel)

@@ -132,6 +132,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -163,6 +164,8 @@ from analysislib.genotype.segments import (
 if TYPE_CHECKING:
     import pandas as pd
     import torch
+
+logger = logging.getLogger(__name__)
 
 __all__ = [  # noqa: F822 - BiUNet and SCDA come from the module __getattr__
     "BIUNET_PRESETS",
@@ -1021,6 +1024,7 @@ class _SegmentImputer(GenotypeImputer):
         from analysislib.genotype.masking import split_samples
 
         reference = reference.compute() if any(v.chunks for v in reference.data_vars.values()) else reference
+        _warn_if_unphased(reference, self.name, "reference panel")
         self.reference = reference
         train, validation = reference, None
         if self.validation_fraction > 0:
@@ -1053,6 +1057,7 @@ class _SegmentImputer(GenotypeImputer):
             raise RuntimeError("call fit(reference) before impute(target)")
         started = time.perf_counter()
         reference, trained = self.reference, self.trained
+        _warn_if_unphased(target, self.name, "target")
         codes, _ = self._codes_on_reference(target)
         layout = trained.layout
         coords = variant_coordinates(reference, trained.config.position)
@@ -1088,6 +1093,20 @@ class _SegmentImputer(GenotypeImputer):
                      "segments_per_second_inference": n * layout.n_segments / max(seconds, 1e-9),
                      "segments_per_second_training": trained.segments_seen / max(trained.seconds, 1e-9)})
         return imputed
+
+
+def _warn_if_unphased(ds: xr.Dataset, model: str, role: str) -> None:
+    """Log a warning when heterozygous calls of ``ds`` are unphased: the models read them as phased."""
+    if "call_genotype_phased" not in ds:
+        return
+    gt = np.asarray(ds["call_genotype"].values)
+    het = (gt[..., 0] >= 0) & (gt[..., 1] >= 0) & (gt[..., 0] != gt[..., 1])
+    unphased = int((het & ~np.asarray(ds["call_genotype_phased"].values, dtype=bool)).sum())
+    if unphased:
+        where = ds.attrs.get("source", f"the {role}")
+        logger.warning("%s: %d of %d heterozygous calls of %s are unphased; %s reads them as phased "
+                       "in the order given (phase them first, e.g. with Beagle)", model, unphased,
+                       int(het.sum()), where, model)
 
 
 def _best_guess_codes(phased: np.ndarray) -> np.ndarray:
