@@ -2,8 +2,10 @@
 
 Real 1000 Genomes chr22 array-site panel from the catalog (``1kg_chr22_array500``): 10% of samples
 held out as targets with one SNP in three typed, the rest is the reference panel. A bundle is
-trained once on the reference (quick preset, ``--epochs``; not timed against the tools), then, with
-the same target VCF and thread count, each repeat times:
+trained once on the reference with the autoencoder's ``--preset`` (``quick`` by default: what
+``DAEImputer`` and ``analysislib train`` give, two models per tile; ``--epochs`` and
+``--models-per-tile`` override it; not timed against the tools), then, with the same target VCF
+and thread count, each repeat times:
 
 * ``impute_vcf`` in this process (bundle load and sha256 check, VCF read, imputation, VCF write),
   with the default NumPy engine (packed ``weights.npy``) and, for comparison, the torch engine
@@ -119,7 +121,11 @@ def _scaling(sizes: list[int], masked, ref_vcf: Path, bundle_dir: Path, work: Pa
 def main() -> int:
     """Train a bundle, then time the three imputers on the same targets and print the ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=40, help="training epochs per tile")
+    parser.add_argument("--preset", choices=("quick", "standard"), default="quick",
+                        help="autoencoder preset the bundle is trained with (DAE_PRESETS)")
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs per tile (default: the preset's)")
+    parser.add_argument("--models-per-tile", type=int, default=None,
+                        help="models per tile (default: the preset's)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--jobs", type=int, default=2, help="training processes")
     parser.add_argument("--repeats", type=int, default=3)
@@ -131,13 +137,13 @@ def main() -> int:
     parser.add_argument("--beagle-heap", default=None, metavar="SIZE",
                         help="rerun Beagle with java -Xmx SIZE where its default heap fails (scaling)")
     parser.add_argument("--bundle", type=Path, default=None,
-                        help="use this bundle (trained on this split's reference, tile_genome box=25) "
+                        help="use this bundle (trained on this split's reference with the preset's tiling) "
                              "instead of training one; its accuracy reflects its own training")
     args = parser.parse_args()
 
     from analysislib.catalog import load_catalog
     from analysislib.external import tool_version
-    from analysislib.genotype.dae import impute_vcf, train_bundle
+    from analysislib.genotype.dae import DAE_PRESETS, impute_vcf, train_bundle
     from analysislib.genotype.masking import apply_scenario, parse_scenario, split_samples
     from analysislib.genotype.metrics import aggregate_r2
     from analysislib.io.vcf import read_vcf, write_vcf
@@ -157,15 +163,19 @@ def main() -> int:
         subprocess.run(["minimac4", "--compress-reference", str(ref_vcf), "-o", str(msav)],
                        check=True, capture_output=True)
         started = time.perf_counter()
-        tiles = tile_genome(reference, box=25).tiles
+        preset = DAE_PRESETS[args.preset]
+        tiles = tile_genome(reference, **preset["tiling"]).tiles
         if args.bundle is not None:
             bundle_dir = args.bundle
             trained = f"given ({bundle_dir})"
         else:
             bundle_dir = work / "bundle"
-            train_bundle(reference, tiles, {"batch_size": 32, "learning_rate": 3e-3}, bundle_dir,
-                         epochs=args.epochs, n_jobs=args.jobs, progress=False)
-            trained = f"trained in {time.perf_counter() - started:.1f} s ({args.epochs} epochs)"
+            epochs = args.epochs or preset["epochs"]
+            models = args.models_per_tile or preset["models_per_tile"]
+            train_bundle(reference, tiles, preset["hparams"], bundle_dir, epochs=epochs, n_jobs=args.jobs,
+                         progress=False, models_per_tile=models)
+            trained = (f"trained in {time.perf_counter() - started:.1f} s ({args.preset} preset, "
+                       f"{epochs} epochs, {models} model{'s' if models > 1 else ''} per tile)")
         print(f"targets {masked.target.sizes['samples']} samples x {masked.target.sizes['variants']} "
               f"typed of {ds.sizes['variants']}; bundle of {len(tiles)} tiles {trained}\n")
         # Bytecode as an installed package has it (pip compiles wheels; a normal interpreter
