@@ -143,11 +143,10 @@ def main() -> int:
 
     from analysislib.catalog import load_catalog
     from analysislib.external import tool_version
-    from analysislib.genotype.dae import DAE_PRESETS, impute_vcf, train_bundle
+    from analysislib.genotype.dae import DAEImputer, impute_vcf, load_bundle
     from analysislib.genotype.masking import apply_scenario, parse_scenario, split_samples
     from analysislib.genotype.metrics import aggregate_r2
     from analysislib.io.vcf import read_vcf, write_vcf
-    from analysislib.tiling import tile_genome
 
     print(f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC  {platform.machine()}  "
           f"{os.cpu_count()} CPUs  Python {platform.python_version()}  {tool_version('beagle')}  "
@@ -163,21 +162,18 @@ def main() -> int:
         subprocess.run(["minimac4", "--compress-reference", str(ref_vcf), "-o", str(msav)],
                        check=True, capture_output=True)
         started = time.perf_counter()
-        preset = DAE_PRESETS[args.preset]
-        tiles = tile_genome(reference, **preset["tiling"]).tiles
         if args.bundle is not None:
             bundle_dir = args.bundle
             trained = f"given ({bundle_dir})"
         else:
             bundle_dir = work / "bundle"
-            epochs = args.epochs or preset["epochs"]
-            models = args.models_per_tile or preset["models_per_tile"]
-            train_bundle(reference, tiles, preset["hparams"], bundle_dir, epochs=epochs, n_jobs=args.jobs,
-                         progress=False, models_per_tile=models)
+            dae = DAEImputer(preset=args.preset, epochs=args.epochs, models_per_tile=args.models_per_tile,
+                             bundle_dir=bundle_dir, n_jobs=args.jobs, progress=False).fit(reference)
             trained = (f"trained in {time.perf_counter() - started:.1f} s ({args.preset} preset, "
-                       f"{epochs} epochs, {models} model{'s' if models > 1 else ''} per tile)")
+                       f"{dae.epochs} epochs, {dae.models_per_tile} per tile)")
         print(f"targets {masked.target.sizes['samples']} samples x {masked.target.sizes['variants']} "
-              f"typed of {ds.sizes['variants']}; bundle of {len(tiles)} tiles {trained}\n")
+              f"typed of {ds.sizes['variants']}; bundle of {len(load_bundle(bundle_dir).members)} "
+              f"tile models {trained}\n")
         # Bytecode as an installed package has it (pip compiles wheels; a normal interpreter
         # caches what it imports). With PYTHONDONTWRITEBYTECODE set and no cache, every new
         # process would compile analysislib again (about 0.2 s here).

@@ -2139,7 +2139,7 @@ def impute_dataset(
               weights[row]) for row in needed]
     # sigmoid outputs, allele presence
     raw = _run_tiles(bundle, tiles, presence, n_out, engine=engine, threads=threads, batch_size=batch_size,
-                     typed=(typed >= 0).any(axis=(1, 2)), wanted=~called.all(axis=1))
+                     **_work_needed(typed, np.arange(n_out)))
     gp = np.empty((n_out, n_samples, 3), dtype=np.float32)
     for start in range(0, n_out, _DECODE_BLOCK):  # bounded float64 temporaries
         block = raw[:, start:start + _DECODE_BLOCK]
@@ -2311,6 +2311,16 @@ def _chunk_work(bundle: Bundle, chunk: tuple[int, int], local: np.ndarray,
     return _ChunkWork(start, stop, lo, prefixes[start:stop], tiles, typed, phased)
 
 
+def _work_needed(calls: np.ndarray, out_rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The ``typed`` and ``wanted`` masks of :func:`_run_tiles` from every sample's input calls.
+
+    ``calls`` are int8 ``(span, samples, 2)`` (-1 where uncalled) and ``out_rows`` the span row
+    of each output variant.
+    """
+    known = calls >= 0
+    return {"typed": known.any(axis=(1, 2)), "wanted": ~known[out_rows].all(axis=(1, 2))}
+
+
 def _run_tiles(bundle: Bundle, tiles: list[_ChunkTile], presence: np.ndarray, n_var: int, *, engine: str,
                threads: int | None, typed: np.ndarray, wanted: np.ndarray,
                batch_size: int = 4096) -> np.ndarray:
@@ -2366,16 +2376,14 @@ def _impute_chunk(bundle: Bundle, work: _ChunkWork, *, batch_samples: int, engin
     rows_out = np.arange(work.start, work.stop) - work.span_start  # chunk variants in the span
     n_samples = work.typed.shape[1]
     span = work.typed.shape[0]
-    typed = (work.typed >= 0).any(axis=(1, 2))  # per span row, over every sample
-    wanted = ~(work.typed[rows_out] >= 0).all(axis=(1, 2))  # per chunk variant
+    needed = _work_needed(work.typed, rows_out)
     columns: list[list[bytes]] = []
     for first in range(0, n_samples, batch_samples):
         last = min(first + batch_samples, n_samples)
         size = last - first
         batch = work.typed[:, first:last]
         presence = allele_presence(batch).reshape(size, span, 2)
-        raw = _run_tiles(bundle, work.tiles, presence, n_var, engine=engine, threads=threads, typed=typed,
-                         wanted=wanted)
+        raw = _run_tiles(bundle, work.tiles, presence, n_var, engine=engine, threads=threads, **needed)
         lines: list[bytes] = []
         step = max(1, _FORMAT_BLOCK_CALLS // size)  # variants decoded and formatted at a time
         for start in range(0, n_var, step):
