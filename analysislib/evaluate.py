@@ -22,7 +22,6 @@ Imputers are looked up by name in :data:`IMPUTERS`; :func:`register_imputer` add
 
 from __future__ import annotations
 
-import datetime
 import importlib
 import inspect
 import logging
@@ -38,13 +37,7 @@ import pandas as pd
 import xarray as xr
 
 from analysislib.genotype.imputer import GenotypeImputer, check_imputed
-from analysislib.results import (
-    ResultsStore,
-    array_checksum,
-    code_version,
-    new_run_id,
-    parameters_json,
-)
+from analysislib.results import ResultsStore, array_checksum, run_stamp
 
 __all__ = [
     "HEADLINE_METRICS",
@@ -338,17 +331,12 @@ def evaluate(
     scores = score_imputation(truth, imputed, masked.score_mask,
                               maf=minor_allele_frequency(reference).values,
                               alt_frequency=alt_allele_frequency(reference).values, tiles=tiles)
-    run_id = new_run_id()
-    rows = scores.assign(
-        run_id=run_id,
-        timestamp=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    stamp = run_stamp(
         task=TASK, dataset=label, scenario=scenario_obj.name, method=imputer.name,
-        runtime_s=fit_seconds + impute_seconds, fit_seconds=fit_seconds,
-        impute_seconds=impute_seconds, peak_memory_mb=peak_mb,
-        parameters=parameters_json({**imputer.parameters(), "target_fraction": target_fraction,
-                                    "split_seed": seed}),
-        data_checksum=checksum, code_version=code_version(),
-    )
+        parameters={**imputer.parameters(), "target_fraction": target_fraction, "split_seed": seed},
+        data_checksum=checksum, runtime_s=fit_seconds + impute_seconds, fit_seconds=fit_seconds,
+        impute_seconds=impute_seconds, peak_memory_mb=peak_mb)
+    rows = scores.assign(**stamp)
     path = (store or ResultsStore()).append(rows)
     log.info("stored %d rows in %s", len(rows), path)
-    return EvaluationResult(run_id, rows, imputed, path, scenario_obj.kind)
+    return EvaluationResult(stamp["run_id"], rows, imputed, path, scenario_obj.kind)

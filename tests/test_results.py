@@ -104,7 +104,7 @@ def test_fit_and_impute_seconds_are_stored_and_old_rows_read_as_nan(tmp_path):
 
 
 def test_reader_never_matches_a_temporary_of_a_killed_writer(tmp_path, monkeypatch):
-    from analysislib import results
+    from analysislib.results import store as results
 
     store = ResultsStore(tmp_path)
     store.append(_rows("run1"))
@@ -235,3 +235,64 @@ def test_old_files_without_checksum_read_with_one_warning_until_checksummed(tmp_
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(store.read()) == 4
+
+
+# ----------------------------------------------------------------------------- provenance, summaries
+
+
+def test_run_stamp_gives_every_column_but_the_scores_and_round_trips(tmp_path):
+    from analysislib.results import run_stamp
+
+    stamp = run_stamp(task="genotype_imputation", dataset="d", scenario="s", method="beagle",
+                      parameters={"threads": 2}, data_checksum="abc", runtime_s=3.0, fit_seconds=1.0,
+                      impute_seconds=2.0, peak_memory_mb=12.5)
+    assert set(COLUMNS) - set(stamp) == {"metric", "stratum_kind", "stratum", "value", "n"}
+    assert re.fullmatch(r"\d{8}T\d{6}-[0-9a-f]{8}", stamp["run_id"])
+    assert stamp["parameters"] == parameters_json({"threads": 2})
+    assert stamp["code_version"].startswith("analysislib ")
+    ResultsStore(tmp_path).append([{**stamp, "metric": "r2", "stratum_kind": "all", "stratum": "all",
+                                    "value": 0.5, "n": 3}])
+    stored = ResultsStore(tmp_path).read().iloc[0]
+    assert (stored["fit_seconds"], stored["impute_seconds"], stored["peak_memory_mb"]) == (1.0, 2.0, 12.5)
+    # not measured: NaN; a run id can be given
+    partial = run_stamp(task="t", dataset="d", scenario="s", method="m", parameters={}, data_checksum="x",
+                        runtime_s=1, run_id="given")
+    assert partial["run_id"] == "given" and pd.isna(partial["fit_seconds"])
+
+
+def test_peak_memory_is_this_process_resident_size_in_mib():
+    import numpy as np
+
+    from analysislib.results import peak_memory_mb
+
+    before = peak_memory_mb()
+    assert 10 < before < 100_000
+    block = np.ones(int(before + 64) * 2**20 // 8)  # more than the peak so far, touched
+    after = peak_memory_mb()
+    del block
+    assert after - before > 56, (before, after)
+
+
+def test_summaries_and_provenance_import_neither_plotting_nor_pandas_needlessly():
+    import subprocess
+    import sys
+
+    code = ("import sys; import analysislib.results as r; r.array_checksum(b'x'); "
+            "assert 'pandas' not in sys.modules, 'provenance imported pandas'; "
+            "r.win_counts; bad = {'panel', 'holoviews', 'bokeh', 'matplotlib'} & set(sys.modules); "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_win_counts_from_the_results_store_without_the_dashboard(tmp_path):
+    from analysislib.results import compare_methods, summarise, win_counts
+
+    store = ResultsStore(tmp_path)
+    store.append(_rows("run1", method="dae", values=(0.9, 0.5, 0.7)))
+    store.append(_rows("run2", method="beagle", values=(0.8, 0.6, 0.7)))
+    rows = store.read()
+    pairs = compare_methods(rows, "r2", "maf_bin", "dae", "beagle")
+    assert pairs["stratum"].tolist() == ["bin0", "bin1", "bin2"]
+    assert win_counts(pairs, "r2", "dae", "beagle") == {"dae": 1, "beagle": 1, "ties": 1}
+    table = summarise(rows, "r2", "maf_bin")
+    assert table.loc[table.method == "dae", "value"].tolist() == [0.9, 0.5, 0.7]

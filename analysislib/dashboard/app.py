@@ -11,10 +11,10 @@ and metric, and sees
 * the underlying rows, with CSV download, and the provenance of any run (parameters, data
   checksum, code version).
 
-The aggregation is plain pandas in module-level functions (:func:`summarise`,
-:func:`compare_methods`, :func:`costs`, :func:`runtime_phases`, :func:`run_provenance`), applied
-before anything is
-plotted, so a store with millions of per-variant rows still draws a few dozen glyphs.
+The aggregation is plain pandas in :mod:`analysislib.results.summary` (:func:`summarise`,
+:func:`compare_methods`, :func:`costs`, :func:`runtime_phases`, :func:`run_provenance`; re-exported
+here), applied before anything is plotted, so a store with millions of per-variant rows still
+draws a few dozen glyphs.
 :class:`Dashboard` is a ``pn.viewable.Viewer`` whose state lives in parameters, so tests set
 parameters and check its tables.
 
@@ -25,20 +25,30 @@ Serve with ``analysislib dashboard`` or ``panel serve analysislib/dashboard/app.
 from __future__ import annotations
 
 import io
-import json
 import math
-import re
 from collections.abc import Iterable
 from typing import Any
 
 import holoviews as hv
 import holoviews.plotting.bokeh
-import numpy as np
 import pandas as pd
 import panel as pn
 import param
 
-from analysislib.results import COLUMNS, RESULTS_ENV, ResultsStore
+from analysislib.results.store import COLUMNS, RESULTS_ENV, ResultsStore
+from analysislib.results.summary import (
+    categoricals_as_strings,
+    compare_methods,
+    costs,
+    list_tasks,
+    lower_is_better,
+    metric_label,
+    ordered_strata,
+    run_provenance,
+    runtime_phases,
+    summarise,
+    win_counts,
+)
 
 __all__ = [
     "Dashboard",
@@ -75,7 +85,6 @@ SCATTER_KINDS = ("tile", "variant")
 PHASE_COLORS = {"fit": "#4e79a7", "impute": "#f28e2b", "total": "#9c755f"}
 TABLE_COLUMNS = ("run_id", "dataset", "scenario", "method", "metric", "stratum_kind", "stratum",
                  "value", "n")
-_BIN_LABEL = re.compile(r"^[\[(]\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*[\])]$")
 _HOW_TO = """\
 **The results store at `{root}` holds no results yet.**
 
@@ -94,205 +103,8 @@ or run the notebooks (`make demo`), then press **Reload**. Another folder can be
 # ----------------------------------------------------------------------------- pure functions
 
 
-def list_tasks(store: ResultsStore) -> list[str]:
-    """Tasks that have at least one run in the store."""
-    return store.tasks()
-
-
-def _stratum_key(label: str) -> tuple[Any, ...]:
-    match = _BIN_LABEL.match(label)
-    if match:
-        return (0, float(match[1]), float(match[2]), label)
-    try:
-        return (0, float(label), float(label), label)
-    except ValueError:
-        parts = re.split(r"(\d+)", label)
-        return (1, tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts), label)
-
-
-def ordered_strata(labels: Iterable[str]) -> list[str]:
-    """Unique stratum labels in reading order.
-
-    Bin labels (``[0.01,0.05)``) sort by their bounds, numbers numerically, and other labels
-    naturally (``tile2`` before ``tile10``).
-    """
-    return sorted({str(label) for label in labels}, key=_stratum_key)
-
-
-def lower_is_better(metric: str) -> bool:
-    """True for error-like metrics (RMSE, MSE, MAE, loss, error and standard errors)."""
-    name = metric.lower()
-    return name.endswith("_se") or any(word in name for word in ("mse", "mae", "error", "loss"))
-
-
-def metric_label(metric: str) -> str:
-    """Readable metric name for axes and titles (``aggregate_r2`` -> ``aggregate r²``)."""
-    words = []
-    for word in metric.split("_"):
-        words.append({"r2": "r²", "iqs": "IQS", "f1": "F1", "rmse": "RMSE", "mse": "MSE",
-                      "mae": "MAE", "se": "SE", "auc": "AUC"}.get(word, word))
-    return " ".join(words)
-
-
 def _kind_label(kind: str) -> str:
     return KIND_LABELS.get(kind, kind.replace("_", " "))
-
-
-def _plain(frame: pd.DataFrame) -> pd.DataFrame:
-    """Categorical columns back to strings (for output tables)."""
-    return frame.astype({c: "string" for c in frame.columns
-                         if isinstance(frame[c].dtype, pd.CategoricalDtype)})
-
-
-def _metric_per_run(rows: pd.DataFrame, metric: str, stratum_kind: str) -> pd.DataFrame:
-    """One row per (method, stratum, run): value, its stored SE and n."""
-    rows = rows[rows["stratum_kind"] == stratum_kind]
-    keys = ["method", "stratum", "run_id"]
-    values = rows.loc[rows["metric"] == metric, [*keys, "value", "n"]]
-    errors = rows.loc[rows["metric"] == f"{metric}_se", [*keys, "value"]]
-    values = _plain(values)
-    errors = _plain(errors).rename(columns={"value": "se"})
-    return values.merge(errors, on=keys, how="left")
-
-
-def summarise(rows: pd.DataFrame, metric: str, stratum_kind: str) -> pd.DataFrame:
-    """A metric per method and stratum, with its standard error: what the curves and bars show.
-
-    Parameters
-    ----------
-    rows
-        Results-store rows (any subset; usually one dataset and scenario).
-    metric
-        Metric name; its standard error is read from the ``<metric>_se`` rows when stored.
-    stratum_kind
-        Which strata (``maf_bin``, ``population``...).
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns ``method, stratum, position, value, se, n, runs``; ``position`` is the stratum's
-        place in :func:`ordered_strata`. With one run per method, ``se`` is the stored SE; when
-        several runs are kept, ``value`` is their mean and ``se`` the standard error of that mean
-        across runs. Strata a method lacks are simply absent.
-    """
-    columns = ["method", "stratum", "position", "value", "se", "n", "runs"]
-    per_run = _metric_per_run(rows, metric, stratum_kind)
-    if per_run.empty:
-        return pd.DataFrame({c: pd.Series(dtype="float64" if c in ("value", "se") else "object")
-                             for c in columns})
-    grouped = per_run.groupby(["method", "stratum"], sort=False).agg(
-        value=("value", "mean"), spread=("value", "std"), stored_se=("se", "first"),
-        n=("n", "mean"), runs=("run_id", "nunique")).reset_index()
-    several = grouped["runs"] > 1
-    grouped["se"] = np.where(several, grouped["spread"] / np.sqrt(grouped["runs"]),
-                             grouped["stored_se"])
-    grouped["n"] = grouped["n"].round().astype("int64")
-    order = {label: i for i, label in enumerate(ordered_strata(grouped["stratum"]))}
-    grouped["position"] = grouped["stratum"].map(order).astype("int64")
-    grouped = grouped.sort_values(["method", "position"], kind="stable")
-    return grouped[columns].reset_index(drop=True)
-
-
-def compare_methods(rows: pd.DataFrame, metric: str, stratum_kind: str, method_x: str,
-                    method_y: str) -> pd.DataFrame:
-    """Paired values of two methods on the strata both have (``stratum, x, y, n_x, n_y``).
-
-    Values are averaged over runs when several are kept; strata where either value is missing
-    or NaN are dropped.
-    """
-    per_run = _metric_per_run(rows, metric, stratum_kind)
-    means = per_run.groupby(["method", "stratum"], sort=False).agg(
-        value=("value", "mean"), n=("n", "mean")).reset_index()
-    left = means[means["method"] == method_x].drop(columns="method")
-    right = means[means["method"] == method_y].drop(columns="method")
-    pairs = left.merge(right, on="stratum", suffixes=("_x", "_y"))
-    pairs = pairs.rename(columns={"value_x": "x", "value_y": "y"}).dropna(subset=["x", "y"])
-    order = {label: i for i, label in enumerate(ordered_strata(pairs["stratum"]))}
-    pairs = pairs.assign(order=pairs["stratum"].map(order)).sort_values("order", kind="stable")
-    return pairs[["stratum", "x", "y", "n_x", "n_y"]].reset_index(drop=True)
-
-
-def win_counts(pairs: pd.DataFrame, metric: str, method_x: str, method_y: str,
-               tolerance: float = 1e-12) -> dict[str, int]:
-    """How many strata each method wins in :func:`compare_methods` output, and ties.
-
-    Higher is better unless :func:`lower_is_better`. Keys: ``method_x``, ``method_y``, ``"ties"``
-    (equal names give only ties).
-    """
-    diff = (pairs["y"] - pairs["x"]).to_numpy(dtype=float)
-    if lower_is_better(metric):
-        diff = -diff
-    y_wins = int(np.sum(diff > tolerance))
-    x_wins = int(np.sum(diff < -tolerance))
-    ties = len(diff) - x_wins - y_wins
-    if method_x == method_y:
-        return {method_x: 0, "ties": len(diff)}
-    return {method_x: x_wins, method_y: y_wins, "ties": ties}
-
-
-def costs(rows: pd.DataFrame) -> pd.DataFrame:
-    """Cost per method, mean over runs.
-
-    Columns ``method, runtime_s, fit_seconds, impute_seconds, peak_memory_mb, runs``;
-    ``runtime_s`` is the total (fit plus impute), and the split is NaN for runs stored without it.
-    """
-    columns = ["runtime_s", "fit_seconds", "impute_seconds", "peak_memory_mb"]
-    runs = rows.drop_duplicates("run_id").reindex(columns=["method", "run_id", *columns])
-    runs = _plain(runs).astype({c: "float64" for c in columns})
-    table = runs.groupby("method", sort=True).agg(
-        **{c: (c, "mean") for c in columns}, runs=("run_id", "nunique")).reset_index()
-    return table
-
-
-def runtime_phases(cost_table: pd.DataFrame) -> pd.DataFrame:
-    """What the runtime plot draws: ``method, phase, seconds, runs`` from :func:`costs`.
-
-    A method with fit and impute times recorded gives a ``fit`` and an ``impute`` row; one
-    without them (runs stored before the split existed) gives its ``total`` runtime. Methods
-    with nothing recorded are left out.
-    """
-    out = []
-    for row in cost_table.itertuples(index=False):
-        split = {"fit": row.fit_seconds, "impute": row.impute_seconds}
-        if all(np.isfinite(v) for v in split.values()):
-            out += [(row.method, phase, float(v), row.runs) for phase, v in split.items()]
-        elif np.isfinite(row.runtime_s):
-            out.append((row.method, "total", float(row.runtime_s), row.runs))
-    return pd.DataFrame(out, columns=["method", "phase", "seconds", "runs"])
-
-
-def run_provenance(rows: pd.DataFrame, run_id: str) -> dict[str, Any]:
-    """Everything the store knows about one run: identity, cost, parameters, checksum, code.
-
-    ``parameters`` is parsed from its JSON (kept as text if it is not valid JSON).
-
-    Raises
-    ------
-    KeyError
-        If no row has this ``run_id``.
-    """
-    match = rows[rows["run_id"] == run_id]
-    if match.empty:
-        raise KeyError(f"no run {run_id!r} in the results shown")
-    first = match.iloc[0]
-    try:
-        parameters: Any = json.loads(str(first["parameters"]))
-    except (TypeError, ValueError):
-        parameters = str(first["parameters"])
-    record: dict[str, Any] = {key: str(first[key]) for key in
-                              ("run_id", "timestamp", "task", "dataset", "scenario", "method")}
-    record["runtime_s"] = float(first["runtime_s"])
-    for key in ("fit_seconds", "impute_seconds"):
-        value = float(first[key]) if key in first.index else math.nan
-        record[key] = None if math.isnan(value) else value
-    peak = float(first["peak_memory_mb"])
-    record["peak_memory_mb"] = None if math.isnan(peak) else peak
-    record["parameters"] = parameters
-    record["data_checksum"] = str(first["data_checksum"])
-    record["code_version"] = str(first["code_version"])
-    record["rows"] = len(match)
-    record["metrics"] = sorted(str(m) for m in match["metric"].unique())
-    return record
 
 
 def _pick(current: Any, options: list[Any], preferred: Iterable[Any] = ()) -> Any:
@@ -534,7 +346,7 @@ class Dashboard(pn.viewable.Viewer):
         rows = self._selection
         if not self.include_variants:
             rows = rows[rows["stratum_kind"] != "variant"]
-        return _plain(rows).reset_index(drop=True)
+        return categoricals_as_strings(rows).reset_index(drop=True)
 
     def csv(self) -> io.StringIO:
         """The table's rows as CSV (the download button's content)."""

@@ -40,10 +40,7 @@ checksum and code version.
 
 from __future__ import annotations
 
-import datetime
 import logging
-import resource
-import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -57,13 +54,7 @@ import xarray as xr
 from analysislib.epigenome.imputer import EpigenomeImputer, get_epigenome_imputer
 from analysislib.epigenome.metrics import metric_rows, score_tracks
 from analysislib.epigenome.tensor import hide_tracks, observed_tracks, select_tracks, to_arcsinh
-from analysislib.results import (
-    ResultsStore,
-    array_checksum,
-    code_version,
-    new_run_id,
-    parameters_json,
-)
+from analysislib.results import ResultsStore, array_checksum, peak_memory_mb, run_stamp
 
 __all__ = [
     "NO_REFIT",
@@ -187,8 +178,7 @@ def _peak_memory(imputer: EpigenomeImputer) -> float:
     reported = float(getattr(imputer.last_run, "peak_memory_mb", float("nan")))
     if np.isfinite(reported):
         return reported
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return float(rss) / (1024.0 * 1024.0 if sys.platform == "darwin" else 1024.0)
+    return peak_memory_mb()
 
 
 class _Clock:
@@ -412,21 +402,15 @@ def evaluate_epigenome(
 
     predictions = _concat(pieces)
     scores = score_tracks(data, predictions, progress=progress, **dict(score_options or {}))
-    run_id = new_run_id()
     if bins is not None:
         details["bins"] = [bins.start, bins.stop, bins.step]
-    common = {
-        "run_id": run_id,
-        "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "task": TASK, "dataset": label, "scenario": scenario or default_scenario,
-        "method": imputer.name, "runtime_s": float(clock.seconds),
-        "peak_memory_mb": float(clock.peak_mb),
-        "parameters": parameters_json({**imputer.parameters(), **details,
-                                       "score_options": dict(score_options or {})}),
-        "data_checksum": array_checksum(data["observed"].values, data["signal"].values,
-                                        data["bin_start"].values),
-        "code_version": code_version(),
-    }
+    common = run_stamp(
+        task=TASK, dataset=label, scenario=scenario or default_scenario, method=imputer.name,
+        parameters={**imputer.parameters(), **details, "score_options": dict(score_options or {})},
+        data_checksum=array_checksum(data["observed"].values, data["signal"].values,
+                                     data["bin_start"].values),
+        runtime_s=clock.seconds, peak_memory_mb=clock.peak_mb)
+    run_id = common["run_id"]
     rows = metric_rows(scores, common=common)
     path = None
     if write:

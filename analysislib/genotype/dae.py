@@ -89,6 +89,7 @@ from analysislib.errors import AnalysisLibError, ChecksumError, InputFormatError
 from analysislib.genotype.imputer import GenotypeImputer, ImputationRun, sites_key
 from analysislib.io.atomic import atomic_output
 from analysislib.io.checksum import sha256_of
+from analysislib.results.provenance import peak_memory_mb
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -2841,16 +2842,7 @@ class DAEImputer(GenotypeImputer):
             imputed = imputed.isel(variants=np.fromiter((index[k] for k in want), dtype=np.int64,
                                                          count=len(want)))
         self.last_run = ImputationRun(
-            seconds=time.perf_counter() - started, peak_memory_mb=_peak_memory_mb(),
+            seconds=time.perf_counter() - started, peak_memory_mb=peak_memory_mb(),
             details={**self._fit_details, "threads": self.threads,
                      "variant_mapping": json.loads(imputed.attrs["variant_mapping"])})
         return imputed
-
-
-def _peak_memory_mb() -> float:
-    """Peak resident memory of this process (MB), or NaN where unknown."""
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - Windows
-        return float("nan")
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

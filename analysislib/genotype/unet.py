@@ -160,6 +160,7 @@ from analysislib.genotype.segments import (
     segment_dataset,
     variant_coordinates,
 )
+from analysislib.results.provenance import peak_memory_mb
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -1087,7 +1088,7 @@ class _SegmentImputer(GenotypeImputer):
                                   attrs={"source": f"{self.name} imputation"})
         seconds = time.perf_counter() - started
         self.last_run = ImputationRun(
-            seconds=seconds, peak_memory_mb=_peak_memory_mb(),
+            seconds=seconds, peak_memory_mb=peak_memory_mb(),
             details={"fit_seconds": trained.seconds, "epochs_completed": trained.epochs_completed,
                      "n_parameters": trained.details["n_parameters"],
                      "segments_per_second_inference": n * layout.n_segments / max(seconds, 1e-9),
@@ -1154,12 +1155,3 @@ class SCDAImputer(_SegmentImputer):
 
     name = "scda"
     presets = SCDA_PRESETS
-
-
-def _peak_memory_mb() -> float:
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - Windows
-        return float("nan")
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-

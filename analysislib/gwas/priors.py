@@ -890,30 +890,12 @@ def result_rows(
     one row per metric of :data:`RESULT_METRICS`. ``runtime_s`` is the training time and
     ``peak_memory_mb`` the peak resident memory of the process so far.
     """
-    import datetime
-    import resource
-    import sys
+    from analysislib.results import array_checksum, peak_memory_mb, run_stamp
 
-    from analysislib.results import array_checksum, code_version, new_run_id, parameters_json
-
-    run_id = run_id or new_run_id()
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, KiB on Linux
-    peak = maxrss / 2**20 if sys.platform == "darwin" else maxrss / 2**10
-    common = {
-        "run_id": run_id,
-        "timestamp": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "task": "gwas_priors",
-        "dataset": dataset,
-        "scenario": f"features_{trained.features.name}",
-        "method": f"{trained.config.objective}_{trained.kind or 'model'}",
-        "stratum_kind": "split",
-        "stratum": split,
-        "n": int(evaluation["n_snps"]),
-        "runtime_s": float(trained.seconds),
-        "peak_memory_mb": float(peak),
-        "parameters": parameters_json(trained.parameters()),
-        "data_checksum": array_checksum(sim.z, sim.true_log_f, sim.split),
-        "code_version": code_version(),
-    }
-    return [{**common, "metric": name, "value": float(evaluation[name])}
-            for name in RESULT_METRICS]
+    common = run_stamp(
+        task="gwas_priors", dataset=dataset, scenario=f"features_{trained.features.name}",
+        method=f"{trained.config.objective}_{trained.kind or 'model'}", parameters=trained.parameters(),
+        data_checksum=array_checksum(sim.z, sim.true_log_f, sim.split), runtime_s=trained.seconds,
+        peak_memory_mb=peak_memory_mb(), run_id=run_id)
+    return [{**common, "stratum_kind": "split", "stratum": split, "n": int(evaluation["n_snps"]),
+             "metric": name, "value": float(evaluation[name])} for name in RESULT_METRICS]

@@ -56,13 +56,9 @@ when appending (NaN when absent) and rows stored without them read back with NaN
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import io
-import json
 import os
-import subprocess
-import uuid
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -81,10 +77,6 @@ __all__ = [
     "RESULTS_ENV",
     "ResultsStore",
     "UnverifiedResultsWarning",
-    "array_checksum",
-    "code_version",
-    "new_run_id",
-    "parameters_json",
 ]
 
 RESULTS_ENV = "ANALYSISLIB_RESULTS"
@@ -104,37 +96,6 @@ CHECKSUM_SUFFIX = ".sha256"
 
 class UnverifiedResultsWarning(UserWarning):
     """Some stored files have no checksum (written before checksums existed)."""
-
-
-def new_run_id() -> str:
-    """A unique, time-sortable run id."""
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")
-    return f"{now}-{uuid.uuid4().hex[:8]}"
-
-
-def code_version() -> str:
-    """``analysislib <version>`` plus the git commit (with ``+dirty``) when run from a checkout."""
-    from analysislib import __version__
-
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return f"analysislib {__version__}"
-    return f"analysislib {__version__} ({commit}{'+dirty' if dirty else ''})"
-
-
-def array_checksum(*arrays: Any) -> str:
-    """sha256 over the bytes of NumPy-convertible arrays (for in-memory inputs)."""
-    digest = hashlib.sha256()
-    for array in arrays:
-        values = np.ascontiguousarray(np.asarray(array))
-        digest.update(str((values.dtype.str, values.shape)).encode())
-        digest.update(values.tobytes() if values.dtype != object else repr(values.tolist()).encode())
-    return digest.hexdigest()
 
 
 class ResultsStore:
@@ -362,8 +323,3 @@ def _parse_run_file(path: Path, data: bytes) -> pd.DataFrame:
             raise InputFormatError(path, f"damaged results file: column {column} holds {found[:3]}, "
                                    f"expected only {expected!r} (from the file's path)")
     return table
-
-
-def parameters_json(parameters: Mapping[str, Any]) -> str:
-    """Stable JSON for the ``parameters`` column (sorted keys; NumPy values converted)."""
-    return json.dumps(parameters, sort_keys=True, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))
