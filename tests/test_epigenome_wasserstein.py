@@ -23,6 +23,7 @@ from analysislib.epigenome.wasserstein import (
     wasserstein_1d,
     wasserstein_distances,
 )
+from analysislib.testing import raise_if_dask_computes
 
 BIN = 25
 
@@ -47,13 +48,6 @@ def _scipy_reference(a, b, first, length):
         pos = np.arange(n)
         out.append(stats.wasserstein_distance(pos, pos, wa, wb))
     return np.array(out)
-
-
-class _NoCompute:
-    """Scheduler that fails if anything is computed (xarray's raise_if_dask_computes)."""
-
-    def __call__(self, dsk, keys, **kwargs):
-        raise AssertionError("dask computed when the result should stay lazy")
 
 
 def test_hand_computed_distances():
@@ -141,7 +135,7 @@ def _random_case(seed, n_bins=3000, n_peaks=150):
 
 def test_distances_match_scipy_in_table_order_and_stay_lazy():
     a, b, peaks = _random_case(1)
-    with dask.config.set(scheduler=_NoCompute()):
+    with raise_if_dask_computes():
         dist = wasserstein_distances(a, b, peaks, chunk_size=16)
     assert dist.chunks is not None
     first, length = peak_bin_ranges(a, peaks)
@@ -162,7 +156,7 @@ def test_dask_backed_and_arcsinh_tracks_give_the_same_distances():
     # Lazy signal, in-memory bin coordinates (these are read to place the peaks).
     a_lazy = a.copy(data=dask.array.from_array(a.values, chunks=500))
     b_lazy = b.copy(data=dask.array.from_array(b.values, chunks=500))
-    with dask.config.set(scheduler=_NoCompute()):
+    with raise_if_dask_computes():
         lazy = wasserstein_distances(a_lazy, b_lazy, peaks)
     np.testing.assert_allclose(lazy.compute().values, expected, rtol=1e-12, equal_nan=True)
     a_asinh = to_arcsinh(a)

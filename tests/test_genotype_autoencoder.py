@@ -480,18 +480,12 @@ WORKER = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_ddp_ranks_end_with_identical_weights(ld_tile, tmp_path):
-    import socket
+    from analysislib.testing import run_torchrun
 
     train, _, _ = ld_tile
     np.save(tmp_path / "gt.npy", train)
     (tmp_path / "worker.py").write_text(WORKER)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    torchrun = Path(sys.executable).with_name("torchrun")
-    subprocess.run([str(torchrun), "--nproc_per_node=2", f"--master_port={port}",
-                    str(tmp_path / "worker.py"), str(tmp_path / "gt.npy"), str(tmp_path)],
-                   check=True, capture_output=True, timeout=300)
+    run_torchrun(tmp_path / "worker.py", str(tmp_path / "gt.npy"), str(tmp_path))
     rank0 = torch.load(tmp_path / "rank0.pt")
     rank1 = torch.load(tmp_path / "rank1.pt")
     for name in rank0:

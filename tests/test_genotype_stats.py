@@ -2,30 +2,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysislib.genotype.dataset import create_genotype_dataset
 from analysislib.genotype.stats import (
     alt_allele_frequency,
     genotype_pca,
     maf_spectrum,
     minor_allele_frequency,
 )
-
-
-def _dataset(gt, positions=None, populations=None):
-    gt = np.asarray(gt, dtype=np.int8)
-    n_var, n_samp = gt.shape[:2]
-    return create_genotype_dataset(
-        contigs=["22"], variant_contig=np.zeros(n_var, np.int16),
-        variant_position=np.asarray(positions if positions is not None else np.arange(1, n_var + 1) * 100),
-        variant_allele=np.array([["A", "G"]] * n_var, dtype=object),
-        sample_id=[f"s{i}" for i in range(n_samp)], call_genotype=gt,
-        sample_population=populations)
+from analysislib.testing import genotype_dataset
 
 
 def test_allele_frequencies_by_hand_ignore_missing():
     gt = [[[0, 1], [1, 1], [0, -1]],   # 3 alt of 5 called
           [[0, 0], [0, 0], [0, 0]]]    # monomorphic
-    ds = _dataset(gt, populations=["A", "A", "B"])
+    ds = genotype_dataset(gt, populations=["A", "A", "B"])
     np.testing.assert_allclose(alt_allele_frequency(ds).values, [0.6, 0.0])
     np.testing.assert_allclose(minor_allele_frequency(ds).values, [0.4, 0.0])
     by = alt_allele_frequency(ds, by="sample_population")
@@ -35,7 +24,7 @@ def test_allele_frequencies_by_hand_ignore_missing():
 
 def test_maf_spectrum_counts_each_variant_once():
     gt = [[[0, 1]] * 10, [[0, 0]] * 10, [[1, 1]] * 9 + [[0, 1]]]
-    spectrum = maf_spectrum(_dataset(gt))
+    spectrum = maf_spectrum(genotype_dataset(gt))
     assert spectrum["n_variants"].sum() == 3
     assert spectrum.set_index("maf_bin").loc["0", "n_variants"] == 1
     assert spectrum.set_index("maf_bin").loc["(0.2, 0.5]", "n_variants"] == 1   # MAF 0.5
@@ -47,7 +36,7 @@ def test_pca_separates_two_populations():
     p = np.stack([rng.uniform(0.05, 0.3, 200), rng.uniform(0.7, 0.95, 200)])
     gt = np.concatenate([rng.random((200, 20, 2)) < p[0][:, None, None],
                          rng.random((200, 20, 2)) < p[1][:, None, None]], axis=1)
-    pcs = genotype_pca(_dataset(gt.astype(np.int8), populations=["A"] * 20 + ["B"] * 20), n_components=3)
+    pcs = genotype_pca(genotype_dataset(gt.astype(np.int8), populations=["A"] * 20 + ["B"] * 20), n_components=3)
     pc1 = pcs["sample_pc"].sel(components=1).values
     assert np.sign(pc1[:20]).std() == 0 and np.sign(pc1[20:]).std() == 0
     assert np.sign(pc1[0]) != np.sign(pc1[20])

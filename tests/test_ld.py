@@ -6,53 +6,19 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
 import pytest
 
-from analysislib.genotype.dataset import create_genotype_dataset
 from analysislib.ld import ld_band, ld_decay, ld_pairs, ld_r2_band, ld_scores
+from analysislib.testing import genotype_dataset, raise_if_dask_computes
 
 requires_plink = pytest.mark.skipif(shutil.which("plink1.9") is None,
                                     reason="plink1.9 is not installed (apt-get install plink1.9)")
 
 
-class CountingScheduler:
-    """A dask scheduler that counts computes and fails past ``max_computes`` (as in xarray's tests)."""
-
-    def __init__(self, max_computes: int = 0) -> None:
-        self.total_computes = 0
-        self.max_computes = max_computes
-
-    def __call__(self, dsk, keys, **kwargs):
-        self.total_computes += 1
-        if self.total_computes > self.max_computes:
-            raise RuntimeError(
-                f"too many dask computations: {self.total_computes} > {self.max_computes}")
-        return dask.get(dsk, keys, **kwargs)
-
-
-def raise_if_dask_computes(max_computes: int = 0):
-    """Context manager that makes any dask compute beyond ``max_computes`` raise."""
-    return dask.config.set(scheduler=CountingScheduler(max_computes))
-
-
 # ------------------------------------------------------------------------------------ fixtures
-
-
-def _dataset(gt, positions=None, contig=None, dosage=None):
-    gt = np.asarray(gt, dtype=np.int8)
-    n_var, n_samp = gt.shape[:2]
-    return create_genotype_dataset(
-        contigs=["1", "2"],
-        variant_contig=np.zeros(n_var, np.int16) if contig is None else np.asarray(contig, np.int16),
-        variant_position=np.asarray(positions if positions is not None
-                                    else np.arange(1, n_var + 1) * 100),
-        variant_allele=np.array([["A", "G"]] * n_var, dtype=object),
-        variant_id=np.array([f"v{i}" for i in range(n_var)], dtype=object),
-        sample_id=[f"s{i}" for i in range(n_samp)], call_genotype=gt, call_dosage=dosage)
 
 
 def _linked_genotypes(n_var=47, n_samp=30, seed=0):
@@ -101,7 +67,7 @@ def _as_band(matrix, window, allowed=None):
 def test_hand_computed_pair():
     # haplotypes x = 1100, y = 1110: cov 1/8, var 1/4 and 3/16, r = 1/sqrt(3); x vs 1-x: r = -1
     gt = np.array([[[1, 1], [0, 0]], [[1, 1], [1, 0]], [[0, 0], [1, 1]]])
-    r = ld_band(_dataset(gt), window=2).values
+    r = ld_band(genotype_dataset(gt), window=2).values
     np.testing.assert_allclose(r[0], [1 / np.sqrt(3), -1.0], rtol=1e-6)
     np.testing.assert_allclose(r[1, 0], -1 / np.sqrt(3), rtol=1e-6)
     assert np.isnan(r[1, 1]) and np.isnan(r[2]).all()
@@ -113,7 +79,7 @@ def test_hand_computed_pair():
 def test_band_matches_corrcoef_across_chunks(unit, window, chunk):
     gt = _linked_genotypes()
     expected = _as_band(_reference_r(gt, unit), window)
-    band = ld_band(_dataset(gt), window=window, unit=unit, chunk_variants=chunk, sub_block=3)
+    band = ld_band(genotype_dataset(gt), window=window, unit=unit, chunk_variants=chunk, sub_block=3)
     assert band.dims == ("variants", "offset")
     assert band.data.chunks[0][0] == chunk
     np.testing.assert_array_equal(band["offset"].values, np.arange(1, window + 1))
@@ -126,7 +92,7 @@ def test_band_matches_corrcoef_across_chunks(unit, window, chunk):
 
 def test_dask_backed_dataset_keeps_its_chunks_and_float64_is_exact():
     gt = _linked_genotypes()
-    ds = _dataset(gt).chunk({"variants": 9})
+    ds = genotype_dataset(gt).chunk({"variants": 9})
     band = ld_band(ds, window=7, dtype=np.float64)
     assert band.data.chunks[0] == (9, 9, 9, 9, 9, 2)
     assert band.dtype == np.float64
@@ -139,7 +105,7 @@ def test_window_bp_and_contig_boundaries():
     rng = np.random.default_rng(3)
     contig = np.r_[np.zeros(25, int), np.ones(22, int)]
     positions = np.r_[np.cumsum(rng.integers(1, 400, 25)), np.cumsum(rng.integers(1, 400, 22))]
-    ds = _dataset(gt, positions=positions, contig=contig)
+    ds = genotype_dataset(gt, positions=positions, contig=contig, contigs=("1", "2"))
 
     def allowed(i, j):
         return contig[i] == contig[j] and positions[j] - positions[i] <= 700
@@ -155,7 +121,7 @@ def test_call_dosage_unit_and_min_maf():
     gt = _linked_genotypes(n_var=20)
     dosage = (gt > 0).sum(axis=2) + rng.normal(0, 0.2, gt.shape[:2])
     dosage[3, 4] = np.nan
-    ds = _dataset(gt, dosage=dosage.astype(np.float32))
+    ds = genotype_dataset(gt, dosage=dosage.astype(np.float32))
     x = dosage.astype(np.float32).astype(float)
     x = np.where(np.isnan(x), np.nanmean(x, axis=1, keepdims=True), x)
     expected = _as_band(np.corrcoef(x), 5)
@@ -176,12 +142,12 @@ def test_call_dosage_unit_and_min_maf():
 
 
 def test_r2_band_is_r_squared():
-    ds = _dataset(_linked_genotypes())
+    ds = genotype_dataset(_linked_genotypes())
     np.testing.assert_allclose(ld_r2_band(ds, window=4).values, ld_band(ds, window=4).values ** 2)
 
 
 def test_bad_options_are_refused():
-    ds = _dataset(_linked_genotypes(n_var=12))
+    ds = genotype_dataset(_linked_genotypes(n_var=12))
     with pytest.raises(ValueError, match="unit"):
         ld_band(ds, unit="genotype")
     with pytest.raises(ValueError, match="window"):
@@ -189,7 +155,7 @@ def test_bad_options_are_refused():
     with pytest.raises(ValueError, match="min_maf"):
         ld_band(ds, min_maf=0.7)
     positions = [10, 20, 15, *range(30, 120, 10)]
-    unsorted = _dataset(_linked_genotypes(n_var=12), positions=positions)
+    unsorted = genotype_dataset(_linked_genotypes(n_var=12), positions=positions)
     with pytest.raises(ValueError, match=r"variant 2 \(position 15\)"):
         ld_band(unsorted, window_bp=100)
     lazy = ld_band(unsorted.chunk({"variants": 5}), window_bp=100)  # checked when computed
@@ -204,7 +170,7 @@ def test_bad_options_are_refused():
 
 def test_band_scores_and_r2_build_graphs_without_computing():
     gt = _linked_genotypes()
-    for ds in (_dataset(gt), _dataset(gt).chunk({"variants": 10})):
+    for ds in (genotype_dataset(gt), genotype_dataset(gt).chunk({"variants": 10})):
         with raise_if_dask_computes():
             band = ld_band(ds, window=8, window_bp=2000)
             r2 = ld_r2_band(ds, window=8)
@@ -218,7 +184,7 @@ def test_band_scores_and_r2_build_graphs_without_computing():
 
 def test_distributed_client_gives_the_same_band_and_scores():
     distributed = pytest.importorskip("distributed")
-    ds = _dataset(_linked_genotypes()).chunk({"variants": 10})
+    ds = genotype_dataset(_linked_genotypes()).chunk({"variants": 10})
     expected_band = ld_band(ds, window=8).compute(scheduler="threads")
     expected_scores = ld_scores(ds, window=8).compute(scheduler="threads")
     # tcp on loopback: the inproc transport looks up the machine's address through the network
@@ -238,7 +204,7 @@ def test_distributed_client_gives_the_same_band_and_scores():
 def test_pairs_list_every_pair_above_the_threshold():
     gt = _linked_genotypes()
     reference = _reference_r(gt, "dosage")
-    table = ld_pairs(_dataset(gt), window=6, threshold_r2=0.3, unit="dosage", chunk_variants=7)
+    table = ld_pairs(genotype_dataset(gt), window=6, threshold_r2=0.3, unit="dosage", chunk_variants=7)
     expected = [(i, j) for i in range(47) for j in range(i + 1, min(i + 7, 47))
                 if reference[i, j] ** 2 >= 0.3 + 1e-5]
     borderline = {(i, j) for i in range(47) for j in range(i + 1, min(i + 7, 47))
@@ -257,7 +223,7 @@ def test_pairs_list_every_pair_above_the_threshold():
 def test_ld_scores_sum_both_sides_with_unbiased_r2():
     gt = _linked_genotypes()
     contig = np.r_[np.zeros(30, int), np.ones(17, int)]
-    ds = _dataset(gt, contig=contig)
+    ds = genotype_dataset(gt, contig=contig, contigs=("1", "2"))
     reference = _reference_r(gt, "haplotype")
     n = 60
     for unbiased in (True, False):
@@ -277,7 +243,7 @@ def test_ld_scores_sum_both_sides_with_unbiased_r2():
 def test_ld_scores_window_bp_and_isolated_variant():
     gt = _linked_genotypes(n_var=12)
     positions = np.r_[np.arange(1, 7) * 100, 10_000 + np.arange(6) * 100]
-    scores = ld_scores(_dataset(gt, positions=positions), window=20, window_bp=250,
+    scores = ld_scores(genotype_dataset(gt, positions=positions), window=20, window_bp=250,
                        unbiased=False).values
     reference = _reference_r(gt, "haplotype")
     expected = [1 + sum(reference[j, k] ** 2 for k in range(12)
@@ -294,7 +260,7 @@ def test_ld_decay_matches_numpy_corrcoef():
     haps = base.copy()
     haps[1::2] = base[::2][: len(haps[1::2])] ^ (rng.random((15, 50)) < 0.1)  # odd rows copy even ones
     gt = haps.reshape(30, 25, 2).astype(np.int8)
-    ds = _dataset(gt, positions=np.arange(1, 31) * 1000)
+    ds = genotype_dataset(gt, positions=np.arange(1, 31) * 1000)
     table = ld_decay(ds, max_offset=1, distance_bins=(0, 1500))
     expected = np.mean([np.corrcoef(haps[i], haps[i + 1])[0, 1] ** 2 for i in range(29)])
     assert table["n_pairs"].iloc[0] == 29
@@ -304,7 +270,7 @@ def test_ld_decay_matches_numpy_corrcoef():
 def test_ld_decay_bins_by_distance_across_chunks():
     gt = _linked_genotypes()
     positions = np.cumsum(np.random.default_rng(2).integers(50, 700, 47))
-    ds = _dataset(gt, positions=positions)
+    ds = genotype_dataset(gt, positions=positions)
     reference = _reference_r(gt, "haplotype")
     edges = (0, 500, 1000, 5000)
     table = ld_decay(ds, max_offset=4, distance_bins=edges, chunk_variants=6)

@@ -6,7 +6,6 @@ import importlib.util
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from analysislib.errors import CheckpointError
+from analysislib.testing import run_torchrun
 from analysislib.training import (
     CurriculumSchedule,
     DeviceUnavailableError,
@@ -727,30 +727,16 @@ def test_sharded_sampler_is_world_size_invariant():
     assert list(cut) == [1, 3] and len(cut) == 2
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def run_torchrun(out: Path, epochs: int, local_batch: int) -> None:
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
-        "--master_addr=127.0.0.1", f"--master_port={free_port()}",
-        str(WORKER), "--out", str(out), "--epochs", str(epochs), "--local-batch", str(local_batch),
-    ]  # fmt: skip
-    proc = subprocess.run(
-        command, check=False, env=subprocess_env(), cwd=PROJECT_ROOT,
-        capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def run_ddp_worker(out: Path, epochs: int, local_batch: int) -> None:
+    run_torchrun(WORKER, "--out", str(out), "--epochs", str(epochs), "--local-batch", str(local_batch),
+                 timeout=180, env=subprocess_env(), cwd=PROJECT_ROOT)
 
 
 def test_ddp_two_processes_match_single_process(tmp_path):
     epochs, local_batch = 3, 4
     # Two epochs, then a second torchrun job that resumes from the epoch-2 checkpoint.
-    run_torchrun(tmp_path, epochs - 1, local_batch)
-    run_torchrun(tmp_path, epochs, local_batch)
+    run_ddp_worker(tmp_path, epochs - 1, local_batch)
+    run_ddp_worker(tmp_path, epochs, local_batch)
     rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert rank0["world_size"] == 2 and rank0["backend"] == "gloo"
