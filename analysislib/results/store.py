@@ -67,7 +67,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from analysislib.errors import InputFormatError
+from analysislib.errors import InputFormatError, UnverifiedResultsWarning
 from analysislib.io.atomic import atomic_output
 
 __all__ = [
@@ -92,10 +92,6 @@ COLUMNS: dict[str, str] = {
 OPTIONAL_COLUMNS: tuple[str, ...] = ("fit_seconds", "impute_seconds")
 #: Suffix of the checksum file stored beside each ``RUN.parquet``.
 CHECKSUM_SUFFIX = ".sha256"
-
-
-class UnverifiedResultsWarning(UserWarning):
-    """Some stored files have no checksum (written before checksums existed)."""
 
 
 class ResultsStore:

@@ -11,7 +11,7 @@ import contextlib
 import re
 from typing import TYPE_CHECKING, Any
 
-from analysislib.errors import AnalysisLibError
+from analysislib.errors import DeviceUnavailableError
 
 if TYPE_CHECKING:
     import torch
@@ -26,10 +26,6 @@ __all__ = [
 ]
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda)(?::(\d+))?$")
-
-
-class DeviceUnavailableError(AnalysisLibError, RuntimeError):
-    """An explicitly requested device (``"cuda"``, ``"cuda:1"``, ``"mps"``) is not available."""
 
 
 def _mps_available() -> bool:
