@@ -153,3 +153,29 @@ def test_unknown_imputer_parameters_are_value_errors():
         make_imputer("allele_frequency", threads=1)
     with pytest.raises(ValueError, match="bogus"):
         make_imputer("biunet", bogus=1)
+
+
+def test_train_once_fits_once_per_reference_panel_and_per_population():
+    from analysislib.genotype.imputer import TrainOnce
+    from analysislib.testing import genotype_dataset, simulate_genotype_calls
+
+    class CountingFits(AlleleFrequencyImputer):
+        fits = 0
+
+        def fit(self, reference):
+            CountingFits.fits += 1
+            return super().fit(reference)
+
+    panel = genotype_dataset(simulate_genotype_calls(30, 12, seed=3), populations=["A"] * 6 + ["B"] * 6)
+    once = TrainOnce(CountingFits(), name="af_once")
+    target = panel.isel(samples=slice(0, 2), variants=slice(0, 30, 3))
+    for _ in range(3):
+        out = once.fit(panel).impute(target)
+    assert CountingFits.fits == 1 and once.name == "af_once"
+    assert out.sizes["variants"] == 30 and once.parameters()["trained_once_per_reference"]
+    once.fit(panel.isel(samples=slice(0, 10)))  # another panel: trained again
+    assert CountingFits.fits == 2
+    cohort = TrainOnce(CountingFits(), population="B").fit(panel)
+    assert cohort.reference.sizes["samples"] == 6 and cohort.parameters()["training_population"] == "B"
+    with pytest.raises(ValueError, match="population 'C'"):
+        TrainOnce(CountingFits(), population="C").fit(panel)

@@ -30,14 +30,14 @@ _LAZY = {
                      "UnverifiedResultsWarning"), "store"),
     **dict.fromkeys(("categoricals_as_strings", "compare_methods", "costs", "list_tasks", "lower_is_better",
                      "metric_label", "ordered_strata", "run_provenance", "runtime_phases", "summarise",
-                     "win_counts"), "summary"),
+                     "two_proportion_p", "win_counts"), "summary"),
 }
 
 __all__ = [  # noqa: RUF022 - grouped by module
     "array_checksum", "code_version", "new_run_id", "parameters_json", "peak_memory_mb", "run_stamp",
     "CHECKSUM_SUFFIX", "COLUMNS", "OPTIONAL_COLUMNS", "RESULTS_ENV", "ResultsStore", "UnverifiedResultsWarning",
     "categoricals_as_strings", "compare_methods", "costs", "list_tasks", "lower_is_better", "metric_label",
-    "ordered_strata", "run_provenance", "runtime_phases", "summarise", "win_counts",
+    "ordered_strata", "run_provenance", "runtime_phases", "summarise", "two_proportion_p", "win_counts",
 ]
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "run_provenance",
     "runtime_phases",
     "summarise",
+    "two_proportion_p",
     "win_counts",
 ]
 
@@ -171,6 +172,24 @@ def win_counts(pairs: pd.DataFrame, metric: str, method_x: str, method_y: str,
     if method_x == method_y:
         return {method_x: 0, "ties": len(diff)}
     return {method_x: x_wins, method_y: y_wins, "ties": ties}
+
+
+def two_proportion_p(x1: int, n1: int, x2: int, n2: int) -> float:
+    """Two-sided p-value of the pooled two-proportion z-test of ``x1 / n1`` against ``x2 / n2``.
+
+    For win counts: does one method win a larger share of strata than the other (or than
+    before)? NaN when either ``n`` is 0; 1.0 when the pooled proportion is 0 or 1.
+
+    >>> round(two_proportion_p(30, 50, 15, 50), 4)
+    0.0026
+    """
+    from scipy import stats
+
+    if min(n1, n2) == 0:
+        return math.nan
+    pooled = (x1 + x2) / (n1 + n2)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    return float(2 * stats.norm.sf(abs(x1 / n1 - x2 / n2) / se)) if se > 0 else 1.0
 
 
 def costs(rows: pd.DataFrame) -> pd.DataFrame:
