@@ -22,8 +22,6 @@ Imputers are looked up by name in :data:`IMPUTERS`; :func:`register_imputer` add
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import logging
 import os
 import time
@@ -37,6 +35,7 @@ import pandas as pd
 import xarray as xr
 
 from analysislib.genotype.imputer import GenotypeImputer, check_imputed
+from analysislib.registry import IMPUTERS as _REGISTRIES
 from analysislib.results import ResultsStore, array_checksum, run_stamp
 
 __all__ = [
@@ -54,15 +53,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 TASK = "genotype_imputation"
 
-# Method name -> "module:factory" (imported on first use) or a callable returning an imputer.
-IMPUTERS: dict[str, str | Callable[..., GenotypeImputer]] = {
-    "allele_frequency": "analysislib.genotype.imputer:AlleleFrequencyImputer",
-    "beagle": "analysislib.genotype.hmm:BeagleImputer",
-    "biunet": "analysislib.genotype.unet:BiUNetImputer",
-    "dae": "analysislib.genotype.dae:DAEImputer",
-    "minimac4": "analysislib.genotype.hmm:Minimac4Imputer",
-    "scda": "analysislib.genotype.unet:SCDAImputer",
-}
+#: Method name -> ``"module:factory"`` (imported on first use) or a callable returning an imputer:
+#: the ``"genotype"`` entry of :data:`analysislib.registry.IMPUTERS`.
+IMPUTERS = _REGISTRIES["genotype"]
 
 
 def register_imputer(name: str, factory: str | Callable[..., GenotypeImputer]) -> None:
@@ -70,31 +63,8 @@ def register_imputer(name: str, factory: str | Callable[..., GenotypeImputer]) -
     IMPUTERS[name] = factory
 
 
-def _factory(name: str) -> Callable[..., GenotypeImputer]:
-    try:
-        factory = IMPUTERS[name]
-    except KeyError:
-        raise KeyError(f"unknown method {name!r}; registered: {', '.join(sorted(IMPUTERS))}") from None
-    if isinstance(factory, str):
-        module, _, attr = factory.partition(":")
-        factory = getattr(importlib.import_module(module), attr)
-    return factory
-
-
-def _keywords(factory: Callable[..., Any]) -> tuple[set[str], bool]:
-    """Keyword parameters a factory names, and whether it takes any other (``**kwargs``)."""
-    try:
-        signature = inspect.signature(factory)
-    except (TypeError, ValueError):
-        return set(), True
-    kinds = {p.kind for p in signature.parameters.values()}
-    names = {n for n, p in signature.parameters.items()
-             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    return names, inspect.Parameter.VAR_KEYWORD in kinds
-
-
 def make_imputer(name: str, **parameters: Any) -> GenotypeImputer:
-    """Instantiate a registered imputer with keyword parameters.
+    """Instantiate a registered genotype imputer with keyword parameters.
 
     Raises
     ------
@@ -103,19 +73,7 @@ def make_imputer(name: str, **parameters: Any) -> GenotypeImputer:
     ValueError
         If the imputer takes no parameter of a given name.
     """
-    factory = _factory(name)
-    names, open_ended = _keywords(factory)
-    unknown = sorted(set(parameters) - names)
-    if unknown and not open_ended:
-        takes = ", ".join(sorted(names)) or "none"
-        raise ValueError(f"method {name!r} takes no parameter {', '.join(map(repr, unknown))} "
-                         f"(its parameters: {takes})")
-    try:
-        return factory(**parameters)
-    except TypeError as err:  # an open-ended factory passed on a name nothing takes
-        if "unexpected keyword argument" not in str(err):
-            raise
-        raise ValueError(f"method {name!r}: {err}") from err
+    return IMPUTERS.make(name, **parameters)
 
 
 def thread_parameters(name: str, threads: int | None) -> dict[str, int]:
@@ -134,7 +92,7 @@ def thread_parameters(name: str, threads: int | None) -> dict[str, int]:
         return {}
     if int(threads) != threads or threads < 1:
         raise ValueError(f"threads must be a whole number of at least 1, got {threads}")
-    names, _ = _keywords(_factory(name))
+    names, _ = IMPUTERS.keywords(name)
     for keyword in ("threads", "num_threads", "n_threads", "nthreads"):
         if keyword in names:
             return {keyword: int(threads)}

@@ -131,7 +131,7 @@ def test_evaluate_threads_works_for_every_imputer(method, tiny_vcf, tmp_path, ca
     (["--method", "beagle", "--threads", "0"], "at least 1"),
     (["--method", "beagle", "-p", "bogus=1"], "takes no parameter 'bogus'"),
     (["--method", "biunet", "-p", "bogus=1"], "bogus"),
-    (["--method", "magic"], "unknown method"),
+    (["--method", "magic"], "unknown genotype imputer"),
     (["--method", "beagle", "--metric", "nonsense"], "unknown metric"),
 ])
 def test_evaluate_refuses_bad_options_in_one_line(extra, message, tmp_path, capsys):

@@ -61,7 +61,7 @@ def test_errors_name_the_track():
 def test_registry_names_and_unknown_name():
     assert {"avg", "edice", "predictd", "avocado", "chromimpute"} <= set(EPIGENOME_IMPUTERS)
     assert isinstance(get_epigenome_imputer("avg"), AverageImputer)
-    with pytest.raises(KeyError, match="known: avg"):
+    with pytest.raises(KeyError, match="registered: avg"):
         get_epigenome_imputer("nope")
 
 

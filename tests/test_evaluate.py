@@ -142,7 +142,7 @@ def test_thread_parameters_name_each_imputers_keyword():
         thread_parameters("allele_frequency", 2)
     with pytest.raises(ValueError, match="at least 1"):
         thread_parameters("beagle", 0)
-    with pytest.raises(KeyError, match="unknown method"):
+    with pytest.raises(KeyError, match="unknown genotype imputer"):
         thread_parameters("magic", 1)
 
 

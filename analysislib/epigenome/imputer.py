@@ -24,7 +24,6 @@ Genome Biol; ``alex-hh/encode-imputation`` ``save_average_tracks.py``).
 
 from __future__ import annotations
 
-import importlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -35,6 +34,7 @@ import xarray as xr
 
 from analysislib.epigenome.tensor import to_arcsinh
 from analysislib.genotype.imputer import ImputationRun
+from analysislib.registry import IMPUTERS
 
 __all__ = [
     "EPIGENOME_IMPUTERS",
@@ -47,14 +47,9 @@ __all__ = [
 
 Track = tuple[str, str]
 
-#: Imputer name -> ``"module:Class"``; imported on first use so torch loads only when needed.
-EPIGENOME_IMPUTERS: dict[str, str] = {
-    "avg": "analysislib.epigenome.imputer:AverageImputer",
-    "edice": "analysislib.epigenome.edice:EDICEImputer",
-    "predictd": "analysislib.epigenome.factorisation:PredictdImputer",
-    "avocado": "analysislib.epigenome.factorisation:AvocadoImputer",
-    "chromimpute": "analysislib.epigenome.chromimpute:ChromImputeImputer",
-}
+#: Imputer name -> ``"module:Class"`` (the ``"epigenome"`` entry of :data:`analysislib.registry.IMPUTERS`);
+#: imported on first use so torch loads only when needed.
+EPIGENOME_IMPUTERS = IMPUTERS["epigenome"]
 
 
 def get_epigenome_imputer(name: str, **parameters: Any) -> EpigenomeImputer:
@@ -64,14 +59,10 @@ def get_epigenome_imputer(name: str, **parameters: Any) -> EpigenomeImputer:
     ------
     KeyError
         If no imputer of that name is registered; the message lists the known names.
+    ValueError
+        If the imputer takes no parameter of a given name.
     """
-    try:
-        target = EPIGENOME_IMPUTERS[name]
-    except KeyError:
-        raise KeyError(f"unknown epigenomic imputer {name!r}; known: "
-                       f"{', '.join(sorted(EPIGENOME_IMPUTERS))}") from None
-    module, _, attribute = target.partition(":")
-    return getattr(importlib.import_module(module), attribute)(**parameters)
+    return EPIGENOME_IMPUTERS.make(name, **parameters)
 
 
 def prediction_array(values: np.ndarray, targets: Sequence[Track], like: xr.Dataset,
