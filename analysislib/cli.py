@@ -150,8 +150,7 @@ def _train_settings(args: argparse.Namespace) -> dict:
     """Preset, epochs, hyperparameters and tiling of a ``train`` run (what shapes the weights)."""
     from analysislib.genotype.dae import DAE_PRESETS
 
-    if args.preset not in DAE_PRESETS:
-        raise ValueError(f"unknown preset {args.preset!r}; choose from {', '.join(DAE_PRESETS)}")
+    name = DAE_PRESETS.canonical(args.preset)  # PresetError (one error line) for an unknown name
     for option, value, least in (("--threads", args.threads, 1), ("--jobs", args.jobs, 1),
                                  ("--epochs", args.epochs, 1), ("--seed", args.seed, 0),
                                  ("--models-per-tile", args.models_per_tile, 1)):
@@ -160,8 +159,8 @@ def _train_settings(args: argparse.Namespace) -> dict:
     if args.scheduler and args.jobs is not None:
         raise ValueError("--jobs sets local worker processes; with --scheduler the cluster's "
                          "workers train the tiles, so leave --jobs out")
-    preset = DAE_PRESETS[args.preset]
-    return {"preset": args.preset,
+    preset = DAE_PRESETS[name]
+    return {"preset": name,
             "epochs": args.epochs if args.epochs is not None else preset["epochs"],
             "hparams": {**preset["hparams"], "seed": args.seed},
             "tiling": dict(preset["tiling"]),

@@ -21,6 +21,7 @@ __all__ = [
     "LdscNotFoundError",
     "NotPositiveDefiniteError",
     "NotebookError",
+    "PresetError",
     "ToolNotFoundError",
     "UnknownDatasetError",
     "UnverifiedResultsWarning",
@@ -144,3 +145,13 @@ class NotebookError(AnalysisLibError, RuntimeError):
 
 class UnverifiedResultsWarning(UserWarning):
     """Some stored result files have no checksum (written before checksums existed)."""
+
+
+class PresetError(AnalysisLibError, ValueError, KeyError):
+    """An unknown preset name, or a setting no configuration of that method has.
+
+    A ValueError (a bad argument) and, for code that looks presets up as keys, a KeyError.
+    """
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])

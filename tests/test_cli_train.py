@@ -167,7 +167,7 @@ def test_interrupted_run_of_other_settings_is_refused(reference, trained, tmp_pa
     ("garbage", "garbage.vcf"),
     ("header_only", "no variant records"),
     ("haploid", "genotypes are haploid"),
-    ("preset", "unknown preset 'fast'"),
+    ("preset", "unknown autoencoder preset 'fast'"),
     ("threads", "--threads must be at least 1"),
     ("jobs", "--jobs must be at least 1"),
     ("models", "--models-per-tile must be at least 1"),

@@ -45,8 +45,9 @@ def test_presets_follow_the_entex_script():
     quick = transfer_config("quick")
     assert quick.ft_lr == pytest.approx(quick.edice.lr / 10)
     assert transfer_config("quick", ft_patience=None).ft_patience is None
-    with pytest.raises(ValueError, match="unknown transfer preset"):
-        transfer_config("paper")
+    assert transfer_config("paper") == transfer_config("full") == cfg  # the paper's experiment
+    with pytest.raises(ValueError, match="unknown eDICE transfer preset 'roadmap'"):
+        transfer_config("roadmap")
 
 
 def test_leave_one_tissue_out_predictions_and_baselines(personal, config):

@@ -415,5 +415,5 @@ def test_quick_preset_runs_the_whole_pipeline(small_tiles):
     assert set(result.best) == {"left", "right"}
     assert all(h.max_epochs == preset.final_max_epochs for h in result.best.values())
     assert all(h.batch_size == 32 for h in result.best.values())
-    with pytest.raises(ValueError, match="unknown tuning preset"):
+    with pytest.raises(ValueError, match="unknown autoencoder tuning preset"):
         tune_tiles(small_tiles, "huge")

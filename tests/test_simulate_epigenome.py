@@ -185,7 +185,7 @@ def test_preset_gives_defaults_and_explicit_arguments_override():
     same = simulate_epigenome(n_cells=quick["n_cells"], n_bins=3_000, n_lineages=quick["n_lineages"],
                               seed=quick["seed"])
     np.testing.assert_array_equal(ds["signal"].values, same["signal"].values)
-    with pytest.raises(ValueError, match="unknown preset"):
+    with pytest.raises(ValueError, match="unknown epigenome simulation preset"):
         simulate_epigenome("huge")
     with pytest.raises(TypeError, match="needs a preset"):
         simulate_epigenome(n_cells=2)

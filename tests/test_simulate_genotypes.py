@@ -134,9 +134,11 @@ def test_dask_chunks_give_the_same_genotypes(panel):
 
 
 def test_bad_parameters_are_rejected():
-    with pytest.raises(TypeError, match="unknown simulation parameters"):
+    from analysislib.errors import PresetError
+
+    with pytest.raises(PresetError, match="unknown genotype simulation setting 'n_samples'; known: "):
         simulate_genotypes("quick", seed=1, n_samples=3)
-    with pytest.raises(ValueError, match="unknown preset"):
+    with pytest.raises(PresetError, match="unknown genotype simulation preset 'huge'; choose from quick, full"):
         simulate_genotypes("huge", seed=1)
     with pytest.raises(ValueError, match="chromosome 22"):
         simulate_genotypes("quick", seed=1, region_start=50_000_000)

@@ -217,9 +217,11 @@ def test_true_enrichment_by_hand(sim: SimulatedGwas) -> None:
 
 
 def test_bad_parameters() -> None:
-    with pytest.raises(ValueError, match="unknown preset"):
+    from analysislib.errors import PresetError
+
+    with pytest.raises(PresetError, match="unknown GWAS simulation preset 'huge'"):
         simulate_gwas("huge")
-    with pytest.raises(TypeError, match="unknown GWAS simulation parameters"):
+    with pytest.raises(PresetError, match="unknown GWAS simulation setting 'n_snps'"):
         simulate_gwas("quick", n_snps=10)
     with pytest.raises(ValueError, match="h2"):
         simulate_gwas("quick", h2=1.5)

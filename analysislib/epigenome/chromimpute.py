@@ -66,6 +66,7 @@ from analysislib.errors import ExternalToolError, InputFormatError, ToolNotFound
 from analysislib.external import ToolRun, find_tool, run_tool
 from analysislib.genotype.imputer import ImputationRun
 from analysislib.io.tracks import write_bedgraph
+from analysislib.presets import Presets
 from analysislib.results import array_checksum
 
 __all__ = [
@@ -84,12 +85,12 @@ _JAVA_FATAL = re.compile(r'Exception in thread "main"|thrown from the UncaughtEx
 _JAVA_MEMORY = re.compile(r"^\d+[kKmMgG]$")
 
 #: Settings of each preset (``full`` = the tool's own defaults in version 1.0.3).
-CHROMIMPUTE_PRESETS: dict[str, dict[str, int]] = {
+CHROMIMPUTE_PRESETS: Presets[dict[str, int]] = Presets("ChromImpute", {
     "full": {"num_samples": 100_000, "window_narrow": 20, "window_wide": 400,
              "increment_narrow": 1, "increment_wide": 20, "max_knn": 10, "num_bags": 1},
     "quick": {"num_samples": 10_000, "window_narrow": 10, "window_wide": 40,
               "increment_narrow": 1, "increment_wide": 20, "max_knn": 10, "num_bags": 1},
-}
+})
 
 
 def find_chromimpute_jar() -> Path:
@@ -257,9 +258,7 @@ class ChromImputeImputer(EpigenomeImputer):
                  keep_workdir: bool = False, timeout: float | None = None,
                  progress: bool = False) -> None:
         super().__init__()
-        if preset not in CHROMIMPUTE_PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; choose from "
-                             f"{sorted(CHROMIMPUTE_PRESETS)}")
+        preset = CHROMIMPUTE_PRESETS.canonical(preset)  # PresetError for an unknown name
         settings = dict(CHROMIMPUTE_PRESETS[preset])
         given = {"num_samples": num_samples, "window_narrow": window_narrow,
                  "window_wide": window_wide, "increment_narrow": increment_narrow,

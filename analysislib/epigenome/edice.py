@@ -85,6 +85,7 @@ from torch import nn
 from analysislib.epigenome.imputer import EpigenomeImputer
 from analysislib.epigenome.tensor import to_arcsinh
 from analysislib.errors import CheckpointError
+from analysislib.presets import Presets
 from analysislib.results import array_checksum
 
 __all__ = [
@@ -213,13 +214,13 @@ class EDICEConfig:
 #: as a sparsely profiled cell type, no identity embedding for a cell type seen through fewer
 #: than 3 marks, and up to 16 epochs, stopped after 3 without a better validation MSE (the paper
 #: presets keep the paper's random masking, identity embeddings and fixed epochs).
-EDICE_PRESETS: dict[str, dict[str, Any]] = {
+EDICE_PRESETS: Presets[dict[str, Any]] = Presets("eDICE", {
     "paper": {},
     "entex": {"embed_dim": 64, "decoder_hidden": 512, "seed": 43, "epochs": 20},
     "quick": {"embed_dim": 32, "ffn_dim": 64, "decoder_hidden": 128, "epochs": 16,
               "patience": 3, "n_targets": 0.25, "train_bins": 40_000, "val_bins": 5_000,
               "sparse_cell_fraction": 0.5, "identity_min_marks": 3},
-}
+}, aliases={"full": "paper"}, fields={f.name for f in fields(EDICEConfig)})
 
 
 def edice_config(preset: str = "paper", **overrides: Any) -> EDICEConfig:
@@ -234,16 +235,10 @@ def edice_config(preset: str = "paper", **overrides: Any) -> EDICEConfig:
 
     Raises
     ------
-    ValueError
-        For an unknown preset or field name.
+    PresetError
+        For an unknown preset or field name (a ValueError).
     """
-    if preset not in EDICE_PRESETS:
-        raise ValueError(f"unknown eDICE preset {preset!r}; choose from {sorted(EDICE_PRESETS)}")
-    known = {f.name for f in fields(EDICEConfig)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"unknown eDICE setting(s) {unknown}; known: {sorted(known)}")
-    return EDICEConfig(**{**EDICE_PRESETS[preset], **overrides})
+    return EDICEConfig(**EDICE_PRESETS.resolve(preset, **overrides))
 
 
 def resolve_n_targets(n_targets: float, n_tracks: int) -> int:

@@ -77,6 +77,7 @@ from torch import nn
 from analysislib.epigenome.edice import _dense_signal, _subset
 from analysislib.epigenome.imputer import EpigenomeImputer
 from analysislib.epigenome.tensor import to_arcsinh
+from analysislib.presets import Presets
 
 __all__ = [
     "AVOCADO_PRESETS",
@@ -95,17 +96,6 @@ __all__ = [
 ]
 
 Track = tuple[str, str]
-
-
-def _make_config(cls: type, presets: dict[str, dict[str, Any]], preset: str,
-                 overrides: dict[str, Any], what: str) -> Any:
-    if preset not in presets:
-        raise ValueError(f"unknown {what} preset {preset!r}; choose from {sorted(presets)}")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"unknown {what} setting(s) {unknown}; known: {sorted(known)}")
-    return cls(**{**presets[preset], **overrides})
 
 
 def _positive(obj: Any, names: Sequence[str], what: str) -> None:
@@ -316,19 +306,19 @@ class PredictdConfig:
 #: rules fired (after less than one pass), so every bag kept its initial factors (mean Pearson
 #: over folds E003 and E116, kept H3K4me3 / H3K4me3+H3K27me3, 0.232 / 0.216; AVG 0.393 / 0.378);
 #: 5 passes first gave 0.336 / 0.319, and 10,000 bins 0.373 / 0.351.
-PREDICTD_PRESETS: dict[str, dict[str, Any]] = {
+PREDICTD_PRESETS: Presets[dict[str, Any]] = Presets("PREDICTD", {
     "paper": {},
     "quick": {"n_factors": 16, "training_fraction": 0.1, "min_training_bins": 1000,
               "max_training_bins": 10_000, "min_epochs": 5,
               "batch_size": 2000, "mse_every": 5, "min_evaluations": 35,
               "lrate_search_num": 1, "max_epochs": 20, "lr": 0.05, "rc": 0.01, "ri2": 0.1,
               "n_bags": 4},
-}
+}, aliases={"full": "paper"}, fields={f.name for f in fields(PredictdConfig)})
 
 
 def predictd_config(preset: str = "paper", **overrides: Any) -> PredictdConfig:
     """Build a :class:`PredictdConfig` from a preset (:data:`PREDICTD_PRESETS`) and overrides."""
-    return _make_config(PredictdConfig, PREDICTD_PRESETS, preset, overrides, "PREDICTD")
+    return PredictdConfig(**PREDICTD_PRESETS.resolve(preset, **overrides))
 
 
 def wilcoxon_converged(errors: Sequence[float], win_size: int = 15, win_spacing: int = 5,
@@ -838,18 +828,18 @@ class AvocadoConfig:
 #: H3K4me3 (AVG 0.399): 0.387 at 10, 0.369 at 20, 0.353 at 40 epochs; 100k bins, kept H3K4me3 /
 #: H3K4me3+H3K27me3 (AVG 0.407 / 0.442): seed 0 0.374 / 0.410 at 20, seeds 0-2 0.389 / 0.419
 #: at 10.
-AVOCADO_PRESETS: dict[str, dict[str, Any]] = {
+AVOCADO_PRESETS: Presets[dict[str, Any]] = Presets("Avocado", {
     "paper": {},
     "quick": {"n_layers": 1, "n_nodes": 128, "n_assay_factors": 24, "n_celltype_factors": 32,
               "n_25bp_factors": 10, "n_250bp_factors": 20, "n_5kbp_factors": 30,
               "batch_size": 10_000, "epochs": 40, "epoch_size": 10, "genome_epochs": 20,
               "celltype_epochs": 10},
-}
+}, aliases={"full": "paper"}, fields={f.name for f in fields(AvocadoConfig)})
 
 
 def avocado_config(preset: str = "paper", **overrides: Any) -> AvocadoConfig:
     """Build an :class:`AvocadoConfig` from a preset (:data:`AVOCADO_PRESETS`) and overrides."""
-    return _make_config(AvocadoConfig, AVOCADO_PRESETS, preset, overrides, "Avocado")
+    return AvocadoConfig(**AVOCADO_PRESETS.resolve(preset, **overrides))
 
 
 def _embedding(n: int, dim: int) -> nn.Embedding:

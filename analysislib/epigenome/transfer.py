@@ -52,6 +52,7 @@ from analysislib.epigenome.edice import (
 )
 from analysislib.epigenome.imputer import AverageImputer, prediction_array
 from analysislib.epigenome.tensor import hide_tracks, to_arcsinh
+from analysislib.presets import Presets
 from analysislib.training import seed_everything
 
 __all__ = [
@@ -103,7 +104,8 @@ class TransferConfig:
                 "ft_patience": self.ft_patience}
 
 
-TRANSFER_PRESETS: dict[str, dict[str, Any]] = {
+#: ``entex`` is the paper's ENTEx transfer experiment (also answers to ``full`` and ``paper``).
+TRANSFER_PRESETS: Presets[dict[str, Any]] = Presets("eDICE transfer", {
     "entex": {"edice_preset": "entex", "edice": {}, "ft_lr": 3e-5, "ft_epochs": 15,
               "ft_patience": 5},
     # The quick eDICE preset's new-cell-type settings do not apply here: the target tissue's
@@ -112,7 +114,7 @@ TRANSFER_PRESETS: dict[str, dict[str, Any]] = {
               "edice": {"epochs": 6, "train_bins": 10_000, "lr": 1e-3, "batch_size": 128,
                         "patience": None, "sparse_cell_fraction": 0.0, "identity_min_marks": 0},
               "ft_lr": 1e-4, "ft_epochs": 4, "ft_patience": 5},
-}
+}, aliases={"full": "entex", "paper": "entex"})
 
 
 def transfer_config(preset: str = "entex", *, ft_lr: float | None = None,
@@ -130,10 +132,7 @@ def transfer_config(preset: str = "entex", *, ft_lr: float | None = None,
     **edice_overrides
         :class:`~analysislib.epigenome.edice.EDICEConfig` fields.
     """
-    if preset not in TRANSFER_PRESETS:
-        raise ValueError(f"unknown transfer preset {preset!r}; choose from "
-                         f"{sorted(TRANSFER_PRESETS)}")
-    spec = TRANSFER_PRESETS[preset]
+    spec = TRANSFER_PRESETS[preset]  # PresetError for an unknown name
     edice = edice_config(spec["edice_preset"], **{**spec["edice"], **edice_overrides})
     return TransferConfig(
         edice=edice,

@@ -89,6 +89,7 @@ from analysislib.errors import BundleChecksumError, BundleError, InputFormatErro
 from analysislib.genotype.imputer import GenotypeImputer, ImputationRun, sites_key
 from analysislib.io.atomic import atomic_output
 from analysislib.io.checksum import sha256_of
+from analysislib.presets import Presets, check_settings
 from analysislib.results.provenance import peak_memory_mb
 
 if TYPE_CHECKING:
@@ -170,7 +171,7 @@ OVERLAP_RULE = (
 #:   against 0.704 / 0.544 on 100-variant tiles of the first 1,000 SNPs, 1,000 steps).
 _FAST_HPARAMS = {"batch_size": 512, "learning_rate": 1e-2, "n_layers": 2, "size_ratio": 1.0,
                  "min_mask": 0.5, "max_mask": 0.9}
-DAE_PRESETS: dict[str, dict[str, Any]] = {
+DAE_PRESETS: Presets[dict[str, Any]] = Presets("autoencoder", {
     # Two models per tile: on the full chr22 panel (typed 1 in 3) one model gave aggregate / mean
     # per-variant r² 0.753 / 0.603, two 0.760 / 0.611 for twice the training, and two of 200
     # epochs 0.755 / 0.602 (BENCHMARKS.md). Dias et al. train one model per tile.
@@ -185,7 +186,7 @@ DAE_PRESETS: dict[str, dict[str, Any]] = {
     "standard": {"epochs": 300, "hparams": {**_FAST_HPARAMS, "cycle_epochs": 100}, "tiling": {"box": 25},
                  "models_per_tile": 3},
     "full": {"epochs": None, "hparams": {}, "tiling": {}, "models_per_tile": 1},
-}
+})
 
 #: ``derive_seed`` stream of the seeds of a tile's extra ensemble models (``models_per_tile``).
 ENSEMBLE_STREAM = 21
@@ -1389,10 +1390,29 @@ def _resolve_tiles(reference: xr.Dataset, tiles: Any) -> tuple[pd.DataFrame, dic
 
 
 def _is_per_tile(hparams: Mapping[Any, Any]) -> bool:
-    """True for a tile -> hyperparameters mapping, False for a mapping of hyperparameter fields."""
+    """True for a tile -> hyperparameters mapping, False for a mapping of hyperparameter fields.
+
+    Per tile, every value is a mapping or :class:`~analysislib.genotype.autoencoder.DAEHyperparameters`.
+    """
     from analysislib.genotype.autoencoder import DAEHyperparameters
 
-    return not set(hparams) <= set(DAEHyperparameters.__dataclass_fields__)
+    return bool(hparams) and all(isinstance(v, Mapping | DAEHyperparameters) for v in hparams.values())
+
+
+def _check_settings(hparams: Any, tiling: Mapping[str, Any] | None) -> None:
+    """PresetError now, not at fit, for a hyperparameter or tiling setting that does not exist."""
+    import inspect
+
+    from analysislib.genotype.autoencoder import DAEHyperparameters
+    from analysislib.tiling import tile_genome
+
+    if isinstance(hparams, Mapping):
+        for settings in hparams.values() if _is_per_tile(hparams) else [hparams]:
+            if isinstance(settings, Mapping):
+                check_settings("autoencoder hyperparameter", settings, set(DAEHyperparameters.__dataclass_fields__))
+    if tiling:
+        parameters = inspect.signature(tile_genome).parameters
+        check_settings("tiling", tiling, {n for n, p in parameters.items() if p.kind == p.KEYWORD_ONLY})
 
 
 def _hparams_for(hparams: Any, tile_ids: Sequence[str], tile_numbers: Sequence[Any]) -> list[DAEHyperparameters]:
@@ -2733,8 +2753,8 @@ class DAEImputer(GenotypeImputer):
         if not name or not isinstance(name, str):
             raise ValueError(f"name must be a non-empty string, got {name!r}")
         self.name = name
-        if preset not in DAE_PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(DAE_PRESETS)}")
+        preset = DAE_PRESETS.canonical(preset)  # PresetError for an unknown name
+        _check_settings(hparams, tiling)
         if threads < 1:
             raise ValueError("threads must be at least 1")
         self.bundle_path = None if bundle is None else Path(bundle)

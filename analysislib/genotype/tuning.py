@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from analysislib.presets import Presets
 from analysislib.training.randomness import derive_seed
 
 if TYPE_CHECKING:
@@ -1229,14 +1230,14 @@ class TuningPreset:
 #: ``quick`` runs in well under a minute for two small tiles on 2 CPU cores (CI); ``full`` is
 #: the paper's scale: 100 trials of 500 epochs per tile, 10-fold CV, 500,000 ranked sets, top 10
 #: plus the best tested set trained for up to 35,000 epochs in 500-epoch cycles.
-TUNING_PRESETS: dict[str, TuningPreset] = {
+TUNING_PRESETS: Presets[TuningPreset] = Presets("autoencoder tuning", {
     "quick": TuningPreset(n_trials=4, epochs_per_trial=20, n_candidates=2_000, top_k=1,
                           include_best_observed=True, final_max_epochs=60, final_cycle_epochs=20,
                           cv_folds=4),
     "full": TuningPreset(n_trials=100, epochs_per_trial=500, n_candidates=500_000, top_k=10,
                          include_best_observed=True, final_max_epochs=35_000, final_cycle_epochs=500,
                          cv_folds=10),
-}
+})
 
 
 @dataclass
@@ -1327,10 +1328,7 @@ def tune_tiles(
     -------
     TuningResult
     """
-    if isinstance(preset, str):
-        if preset not in TUNING_PRESETS:
-            raise ValueError(f"unknown tuning preset {preset!r}; choose one of {sorted(TUNING_PRESETS)}")
-        preset = TUNING_PRESETS[preset]
+    preset = TUNING_PRESETS.resolve(preset)  # PresetError for an unknown name
     splits = _tile_splits(tiles_genotypes, validation, preset.validation_fraction, seed)
     if features is None:
         features = tile_feature_table({tile: train for tile, (train, _) in splits.items()}, phased=phased)

@@ -160,6 +160,7 @@ from analysislib.genotype.segments import (
     segment_dataset,
     variant_coordinates,
 )
+from analysislib.presets import Presets
 from analysislib.results.provenance import peak_memory_mb
 
 if TYPE_CHECKING:
@@ -347,11 +348,11 @@ class SegmentModelConfig:
 #: epoch, so ``standard`` trains 30 epochs instead of 40 to stay within about 20 minutes.
 _SMALL_BIUNET = SegmentModelConfig(depth=4, channels=16, dropout=0.0, batch_size=128,
                                    learning_rate=8e-3, patience=None, loss="ce", unit="haplotype")
-BIUNET_PRESETS: dict[str, SegmentModelConfig] = {
+BIUNET_PRESETS: Presets[SegmentModelConfig] = Presets("BiU-Net", {
     "full": SegmentModelConfig(),
     "standard": _SMALL_BIUNET.replace(epochs=30),
     "quick": _SMALL_BIUNET.replace(epochs=10),
-}
+})
 
 #: SCDA presets: ``full`` is the paper's six-level SCDA on full-length genotypes (up to 600
 #: epochs, batch 32 as published); ``standard`` and ``quick`` are the published three-level
@@ -367,11 +368,11 @@ BIUNET_PRESETS: dict[str, SegmentModelConfig] = {
 _SCDA = SegmentModelConfig(model="scda", depth=3, channels=32, kernel_size=5, dropout=0.25,
                            positional=False, l1=0.0, segment_length=None, loss="ce", loss_on="masked",
                            batch_size=8, learning_rate=1e-3, patience=None)
-SCDA_PRESETS: dict[str, SegmentModelConfig] = {
+SCDA_PRESETS: Presets[SegmentModelConfig] = Presets("SCDA", {
     "full": _SCDA.replace(depth=6, epochs=600, batch_size=32, patience=10),
     "standard": _SCDA.replace(epochs=25),
     "quick": _SCDA.replace(epochs=10),
-}
+})
 
 
 # ----------------------------------------------------------------------------- models
@@ -989,7 +990,7 @@ def predict_segments(model: Any, tokens: Any, positional: Any, *, prior: Any = N
 class _SegmentImputer(GenotypeImputer):
     """Shared fit/impute of the segment models (see the module docstring, "Imputers")."""
 
-    presets: ClassVar[dict[str, SegmentModelConfig]] = {}
+    presets: ClassVar[Presets[SegmentModelConfig]]
 
     def __init__(self, *, preset: str = "quick", config: SegmentModelConfig | None = None,
                  validation_fraction: float = 0.0, device: str = "auto", amp: bool = True,
@@ -997,12 +998,9 @@ class _SegmentImputer(GenotypeImputer):
                  batch_size_predict: int = 512, sample_chunk: int = 64, progress: bool | None = None,
                  **overrides: Any) -> None:
         super().__init__()
-        if config is None:
-            if preset not in self.presets:
-                raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(self.presets)}")
-            config = self.presets[preset]
-        self.preset = preset
-        self.config = config.replace(**overrides) if overrides else config
+        # PresetError here, at construction, for an unknown preset or setting
+        self.preset = self.presets.canonical(preset) if config is None else preset
+        self.config = self.presets.resolve(self.preset if config is None else config, **overrides)
         if not 0 <= validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
         self.validation_fraction = float(validation_fraction)

@@ -62,6 +62,7 @@ from analysislib.epigenome.tensor import (
     cross_mark_correlation,
     track_summary,
 )
+from analysislib.presets import Presets
 
 __all__ = [
     "ASSAY_EMISSIONS",
@@ -167,7 +168,7 @@ ASSAY_EMISSIONS: dict[str, dict[str, Any]] = {
 
 BLOCK_BINS = 8  # 200 bp at 25 bp: ChromHMM's bin, the unit at which marks are present or not.
 
-EPIGENOME_PRESETS: dict[str, dict[str, Any]] = {
+EPIGENOME_PRESETS: Presets[dict[str, Any]] = Presets("epigenome simulation", {
     # A couple of minutes on 2 CPU cores for a whole notebook: 8 cell types × 5 marks × 2.5 Mb.
     "quick": {"n_cells": 8, "assays": CORE_MARKS, "n_bins": 100_000, "n_lineages": 3, "seed": 0},
     # Pilot-region scale (1,126,469 bins = 28 Mb) with 48 cell types × 10 assays (~2.2 GB).
@@ -176,7 +177,7 @@ EPIGENOME_PRESETS: dict[str, dict[str, Any]] = {
     # Individual-specific setting (ENTEx-like): 4 individuals × 4 tissues × 5 marks.
     "personal": {"n_cells": 4, "n_individuals": 4, "assays": CORE_MARKS, "n_bins": 100_000,
                  "n_lineages": 2, "individual_specific_fraction": 0.1, "seed": 0},
-}
+})
 
 
 # --------------------------------------------------------------------------- chromatin states
@@ -456,8 +457,6 @@ def simulate_epigenome(
     >>> ds["signal"].shape
     (2, 5, 2000)
     """
-    if preset is not None and preset not in EPIGENOME_PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(EPIGENOME_PRESETS)}")
     defaults = {"assays": CORE_MARKS, "n_lineages": 3, "individual_specific_fraction": 0.1,
                 **(EPIGENOME_PRESETS[preset] if preset else {})}
     n_cells = defaults.get("n_cells") if n_cells is None else n_cells

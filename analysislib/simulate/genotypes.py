@@ -23,7 +23,6 @@ is generated from the seed.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -35,6 +34,7 @@ import xarray as xr
 from analysislib import variables
 from analysislib.genotype.dataset import create_genotype_dataset
 from analysislib.genotype.stats import minor_allele_frequency
+from analysislib.presets import Presets
 
 if TYPE_CHECKING:
     import msprime
@@ -114,11 +114,11 @@ class GenotypePreset:
 #: ``quick`` (3 x 100 diploids, 2 Mb, about 19,000 SNPs) simulates in about a second on 2 CPU
 #: cores; ``full`` (3 x 1000 diploids, 20 Mb, about 400,000 SNPs, dask-backed) in about half a
 #: minute.
-GENOTYPE_PRESETS: dict[str, GenotypePreset] = {
+GENOTYPE_PRESETS: Presets[GenotypePreset] = Presets("genotype simulation", {
     "quick": GenotypePreset(samples_per_population=100, sequence_length=2_000_000),
     "full": GenotypePreset(
         samples_per_population=1000, sequence_length=20_000_000, variant_chunks=10_000),
-}
+})
 
 
 @dataclass
@@ -246,15 +246,7 @@ def hotspot_rate_map(
 
 
 def _resolve_preset(preset: str | GenotypePreset, overrides: dict[str, Any]) -> GenotypePreset:
-    if isinstance(preset, str):
-        if preset not in GENOTYPE_PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; choose from {sorted(GENOTYPE_PRESETS)}")
-        preset = GENOTYPE_PRESETS[preset]
-    allowed = {f.name for f in dataclasses.fields(GenotypePreset)}
-    unknown = sorted(set(overrides) - allowed)
-    if unknown:
-        raise TypeError(f"unknown simulation parameters {unknown}; allowed: {sorted(allowed)}")
-    params = dataclasses.replace(preset, **overrides)
+    params = GENOTYPE_PRESETS.resolve(preset, **overrides)
     if params.samples_per_population < 1:
         raise ValueError("samples_per_population must be at least 1")
     if params.region_start + params.sequence_length > CHR22_LENGTH:

@@ -44,7 +44,6 @@ coefficients (:data:`DEFAULT_TRUTH`), the two scalar scores, and the split by wh
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 from collections.abc import Mapping, Sequence
@@ -55,6 +54,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import xarray as xr
+
+from analysislib.presets import Presets
 
 __all__ = [
     "DEFAULT_TRUTH",
@@ -241,7 +242,7 @@ class GwasPreset:
 #: ``full``: CEU 2,500 diploids over 20 Mb with
 #: MAF >= 1% (about 26,500 SNPs; not run here),
 #: 1,000-SNP blocks, 12 cell types x 10 assays = 120 tracks, h2 = 0.02.
-GWAS_PRESETS: dict[str, GwasPreset] = {
+GWAS_PRESETS: Presets[GwasPreset] = Presets("GWAS simulation", {
     "quick": GwasPreset(
         genotype_overrides={"populations": ("CEU",), "samples_per_population": 300,
                             "sequence_length": 2_000_000}),
@@ -256,7 +257,7 @@ GWAS_PRESETS: dict[str, GwasPreset] = {
         min_maf=0.01, ld_block_snps=1000, h2=0.02,
         epigenome_preset="full", epigenome_overrides={"n_cells": 12},
         n_track_cells=12, n_segments=20),
-}
+})
 
 
 @dataclass
@@ -517,15 +518,7 @@ def _scalar_scores(states: np.ndarray, state_names: Sequence[str], rng: np.rando
 
 
 def _resolve(preset: str | GwasPreset, overrides: Mapping[str, Any]) -> GwasPreset:
-    if isinstance(preset, str):
-        if preset not in GWAS_PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; choose from {sorted(GWAS_PRESETS)}")
-        preset = GWAS_PRESETS[preset]
-    allowed = {f.name for f in dataclasses.fields(GwasPreset)}
-    unknown = sorted(set(overrides) - allowed)
-    if unknown:
-        raise TypeError(f"unknown GWAS simulation parameters {unknown}; allowed: {sorted(allowed)}")
-    params = dataclasses.replace(preset, **overrides)
+    params = GWAS_PRESETS.resolve(preset, **overrides)
     if not 0 < params.h2 <= 1:
         raise ValueError(f"h2 must lie in (0, 1], got {params.h2}")
     if params.n_gwas <= 0:
