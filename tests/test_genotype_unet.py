@@ -350,7 +350,7 @@ def test_scda_imputer_defaults_to_full_length_segments():
     assert imputer.trained.config.loss == "ce" and not imputer.trained.config.positional
     out = imputer.impute(panel)
     assert out["call_dosage"].shape == (20, 12)
-    with pytest.raises(ValueError, match="unknown SCDA preset .huge."):
+    with pytest.raises(ValueError, match="unknown SCDA preset 'huge'"):
         SCDAImputer(preset="huge")
 
 
