@@ -89,6 +89,7 @@ class CountingScheduler:
         self.max_computes = max_computes
 
     def __call__(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
+        """Run the graph with dask's synchronous scheduler, counting the compute."""
         import dask
 
         self.total_computes += 1

@@ -283,6 +283,7 @@ class ChromImputeImputer(EpigenomeImputer):
         self._version: str | None = None
 
     def parameters(self) -> dict[str, Any]:
+        """Preset, tool settings, seed and Java heap, recorded with results."""
         return {"preset": self.preset, **self.settings, "seed": self.seed,
                 "java_mem": self.java_mem}
 

@@ -173,6 +173,7 @@ class AverageImputer(EpigenomeImputer):
     name = "avg"
 
     def fit(self, ds: xr.Dataset) -> AverageImputer:
+        """Remember the training tracks (arcsinh scale); the mean is taken at prediction."""
         self.training_data = to_arcsinh(ds)
         return self
 

@@ -1,4 +1,4 @@
-"""Imputation metrics for epigenomic tracks (eDICE Fig. 2-3; PREDICTD and ENCODE definitions).
+r"""Imputation metrics for epigenomic tracks (eDICE Fig. 2-3; PREDICTD and ENCODE definitions).
 
 Follows the eDICE paper (Results, "eDICE imputations are highly accurate on the reference
 epigenomes", and Methods, "Roadmap imputation metrics") and the public code: eDICE's
@@ -28,10 +28,10 @@ Metrics returned by :func:`score_track` (N scored bins, n1 = round(0.01 N), n5 =
 ``*_fg``/``*_bg``   MSE and Pearson (both scales) on foreground / background bins
 ``mse1obs``         MSE on the top n1 bins of the observed track (both scales)
 ``mse1imp``         MSE on the top n1 bins of the imputed track (both scales)
-``match1``          \\|top1%obs ∩ top1%imp\\| / n1 (PREDICTD fraction)
-``catch1obs``       \\|top1%obs ∩ top5%imp\\| / n1; equals the eDICE code's recall
+``match1``          \|top1%obs ∩ top1%imp\| / n1 (PREDICTD fraction)
+``catch1obs``       \|top1%obs ∩ top5%imp\| / n1; equals the eDICE code's recall
                     ``gt1Preds5``
-``catch1imp``       \\|top1%imp ∩ top5%obs\\| / n1; equals the eDICE code's precision
+``catch1imp``       \|top1%imp ∩ top5%obs\| / n1; equals the eDICE code's precision
                     ``gt5Preds1``
 ``*_count``         ENCODE challenge counts for match1/catch1obs/catch1imp: thresholds
                     ``sort(x)[-n]``, bins ``>=`` threshold (ties included)

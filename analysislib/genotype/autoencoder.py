@@ -653,6 +653,7 @@ def predict_presence(
     model: torch.nn.Module,
     presence: Any,
     batch_size: int = 1024,
+    *,
     device: str | torch.device = "cpu",
     num_threads: int | Literal["auto"] | None = "auto",
 ) -> np.ndarray:

@@ -445,7 +445,7 @@ class BeagleImputer(_ExternalHMMImputer):
     name = "beagle"
     tool = "beagle"
 
-    def __init__(self, threads: int = 2, ne: float | None = None, window_cm: float | None = None,
+    def __init__(self, *, threads: int = 2, ne: float | None = None, window_cm: float | None = None,
                  overlap_cm: float | None = None, seed: int = 0, genetic_map: GeneticMap = None,
                  java_mem: str = "2g", workdir: str | os.PathLike[str] | None = None,
                  keep_workdir: bool = False, extra_args: Sequence[str] = ()) -> None:
@@ -540,7 +540,7 @@ class Minimac4Imputer(_ExternalHMMImputer):
     name = "minimac4"
     tool = "minimac4"
 
-    def __init__(self, threads: int = 2, genetic_map: GeneticMap = None,
+    def __init__(self, *, threads: int = 2, genetic_map: GeneticMap = None,
                  prephase: Literal["auto", "always", "never"] = "auto",
                  restore_typed: bool = True, seed: int = 0, java_mem: str = "2g",
                  workdir: str | os.PathLike[str] | None = None, keep_workdir: bool = False,

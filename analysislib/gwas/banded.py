@@ -97,10 +97,12 @@ class BandedWindow:
 
     @property
     def n_blocks(self) -> int:
+        """Number of diagonal blocks."""
         return self.slabs.shape[0]
 
     @property
     def n_t(self) -> int:
+        """Number of target rows (variants of the window's target range)."""
         return self.target.stop - self.target.start
 
     @property
@@ -120,6 +122,7 @@ class BandedWindow:
 
     @property
     def device(self) -> torch.device:
+        """Device of the stored blocks."""
         return self.slabs.device
 
     # -------------------------------------------------------------------- padding helpers

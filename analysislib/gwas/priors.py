@@ -182,6 +182,7 @@ class ConstantPrior(_PriorBase):
         self.bias = nn.Parameter(torch.tensor(float(init_log_f)))
 
     def forward(self, tracks: torch.Tensor, scalars: torch.Tensor) -> torch.Tensor:
+        """Log prior variance of each SNP: the learned constant."""
         return self.bias.expand(tracks.shape[0])
 
 
@@ -196,6 +197,7 @@ class LinearPrior(_PriorBase):
         nn.init.constant_(self.linear.bias, float(init_log_f))
 
     def forward(self, tracks: torch.Tensor, scalars: torch.Tensor) -> torch.Tensor:
+        """Log prior variance of each SNP from its summarised annotations."""
         return self.linear(self._summary(tracks, scalars))[:, 0]
 
 
@@ -222,6 +224,7 @@ class MLPPrior(_PriorBase):
         self.net = nn.Sequential(*layers, out)
 
     def forward(self, tracks: torch.Tensor, scalars: torch.Tensor) -> torch.Tensor:
+        """Log prior variance of each SNP from its summarised annotations."""
         return self.net(self._summary(tracks, scalars))[:, 0]
 
 
@@ -363,6 +366,7 @@ class ConvAttentionPrior(_PriorBase):
         nn.init.constant_(self.head.bias, float(init_log_f))
 
     def forward(self, tracks: torch.Tensor, scalars: torch.Tensor) -> torch.Tensor:
+        """Log prior variance of each SNP from its annotation window ``(m, tracks, width)`` and scalars."""
         m, _, width = tracks.shape
         x = torch.cat([tracks, scalars[:, :, None].expand(m, scalars.shape[1], width)], dim=1)
         x = self.tower(self.stem(x))                       # (m, C, L)

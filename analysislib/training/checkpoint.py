@@ -1,13 +1,13 @@
-"""Atomic, verifiable training checkpoints: save, inspect, find the latest, and resume.
+r"""Atomic, verifiable training checkpoints: save, inspect, find the latest, and resume.
 
 Used by every trainer through :func:`analysislib.training.fit`. Nothing half-written is left
 behind, and a bad file gives an error that names it.
 
 File layout (format version 1)::
 
-    ANALYSISLIB-CHECKPOINT\\n                 magic line
+    ANALYSISLIB-CHECKPOINT\n                 magic line
     {"format_version": 1, "payload_bytes": N,  one line of JSON: sizes, sha256, epoch, step,
-     "payload_sha256": "...", ...}\\n           creation time, torch version and user metadata
+     "payload_sha256": "...", ...}\n           creation time, torch version and user metadata
     <N bytes written by torch.save>             model / optimizer / scheduler / scaler / RNG state
 
 The header makes truncation and bit rot detectable before torch ever parses the payload, and
