@@ -83,6 +83,14 @@ def _catalog(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    if args.task == "epigenome":
+        return _evaluate_epigenome(args)
+    for option in ("protocol", "keep", "cells", "tracks", "bins"):
+        if getattr(args, option) is not None:
+            raise ValueError(f"--{option} applies to --task epigenome only")
+    if args.scenario is None:
+        raise ValueError("--task genotype needs --scenario (array_<density>, typed_1in<k> or "
+                         "random_<pct>_seed<s>)")
     import logging
 
     import pandas as pd
@@ -102,7 +110,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     params.update(thread_parameters(args.method, args.threads))
     imputer = make_imputer(args.method, **params)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    result = evaluate(imputer, args.dataset, scenario, target_fraction=args.target_fraction,
+    result = evaluate(imputer, args.dataset, scenario,
+                      target_fraction=0.1 if args.target_fraction is None else args.target_fraction,
                       seed=args.seed, store=ResultsStore(args.results))
     print(f"run {result.run_id}: {len(result.rows)} rows in {result.store_path}")
     run = result.rows.iloc[0]
@@ -120,6 +129,53 @@ def _evaluate(args: argparse.Namespace) -> int:
               "so per-variant r² (r2) rests on a handful of genotypes and is 0 wherever they "
               "agree; aggregate r² (pooled over hidden genotypes, minor-allele dosage) leads")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+def _evaluate_epigenome(args: argparse.Namespace) -> int:
+    """``evaluate --task epigenome``: hold tracks out with a protocol, impute, score, store."""
+    import logging
+
+    from analysislib.epigenome.evaluate import PROTOCOLS, evaluate_epigenome
+    from analysislib.notebooks import parse_parameter
+    from analysislib.registry import IMPUTERS
+    from analysislib.results import ResultsStore
+
+    # Refuse bad names and options before any data is loaded.
+    for option in ("scenario", "target_fraction", "metric"):
+        if getattr(args, option) is not None:
+            raise ValueError(f"--{option.replace('_', '-')} applies to --task genotype only")
+    protocol = args.protocol or "leave_one_out"
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+    if args.bins is not None and args.bins < 1:
+        raise ValueError("--bins must be at least 1")
+    params = dict(parse_parameter(p) for p in args.parameter)
+    if args.threads is not None:
+        raise ValueError("--threads is not used by the epigenomic imputers; give torch threads "
+                         "with OMP_NUM_THREADS")
+    IMPUTERS["epigenome"].make(args.method, **params)  # unknown method or parameter: one error line
+    options = {}
+    if protocol == "reduced_cell":
+        options["keep"] = args.keep.split(",") if args.keep else "H3K4me3"
+        if args.cells:
+            options["cells"] = args.cells.split(",")
+    elif args.keep or args.cells:
+        raise ValueError("--keep and --cells apply to --protocol reduced_cell")
+    if args.tracks:
+        if protocol not in ("leave_one_out", "holdout"):
+            raise ValueError("--tracks applies to --protocol leave_one_out or holdout")
+        options["tracks"] = args.tracks.split(",")
+    elif protocol == "holdout":
+        raise ValueError("--protocol holdout needs --tracks (the CELL.ASSAY tracks to hide)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    result = evaluate_epigenome(args.method, args.dataset, protocol, seed=args.seed,
+                                bins=None if args.bins is None else slice(0, args.bins),
+                                method_parameters=params, store=ResultsStore(args.results), **options)
+    run = result.rows.iloc[0]
+    print(f"run {result.run_id}: {len(result.rows)} rows in {result.store_path}")
+    print(f"{run.method} on {run.dataset}, {run.scenario}: {run.runtime_s:.2f} s")
+    print(result.summary().to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0
 
 
@@ -545,14 +601,31 @@ def build_parser() -> argparse.ArgumentParser:
     cat_commands.add_parser("list", help="list datasets")
     fetch = cat_commands.add_parser("fetch", help="resolve a dataset's files")
     fetch.add_argument("name")
-    evaluation = commands.add_parser("evaluate", help="score a genotype imputer, store the rows")
-    evaluation.add_argument("--method", required=True, help="beagle, minimac4, ...")
-    evaluation.add_argument("--dataset", required=True, help="catalog name or biallelic VCF path")
-    evaluation.add_argument("--scenario", required=True,
-                            help="array_<density>, typed_1in<k> or random_<pct>_seed<s>")
-    evaluation.add_argument("--target-fraction", type=float, default=0.1,
-                            help="share of samples held out as targets (default 0.1)")
-    evaluation.add_argument("--seed", type=int, default=0, help="seed of the sample split")
+    evaluation = commands.add_parser("evaluate", help="score an imputer on held-out data, store the rows")
+    evaluation.add_argument("--task", choices=("genotype", "epigenome"), default="genotype",
+                            help="genotype imputation (default) or epigenomic track imputation")
+    evaluation.add_argument("--method", required=True,
+                            help="genotype: beagle, minimac4, dae, biunet, scda, allele_frequency; "
+                                 "epigenome: avg, edice, predictd, avocado, chromimpute")
+    evaluation.add_argument("--dataset", required=True,
+                            help="catalog name, or a biallelic VCF path (genotype)")
+    evaluation.add_argument("--scenario",
+                            help="genotype: array_<density>, typed_1in<k> or random_<pct>_seed<s>")
+    evaluation.add_argument("--target-fraction", type=float, default=None,
+                            help="genotype: share of samples held out as targets (default 0.1)")
+    evaluation.add_argument("--protocol", default=None,
+                            help="epigenome: leave_one_out (default), reduced_cell, holdout or split")
+    evaluation.add_argument("--keep", default=None,
+                            help="epigenome, reduced_cell: the mark(s) each target cell keeps, "
+                                 "comma-separated (default H3K4me3)")
+    evaluation.add_argument("--cells", default=None,
+                            help="epigenome, reduced_cell: target cells, comma-separated (default all)")
+    evaluation.add_argument("--tracks", default=None,
+                            help="epigenome: CELL.ASSAY tracks, comma-separated: those to impute "
+                                 "(leave_one_out; default all) or to hide (holdout; required)")
+    evaluation.add_argument("--bins", type=int, default=None,
+                            help="epigenome: use only the first N bins")
+    evaluation.add_argument("--seed", type=int, default=0, help="seed of the sample or track split")
     evaluation.add_argument("--threads", type=int,
                             help="threads for the imputer (Beagle/Minimac4 threads, torch threads "
                                  "of biunet/scda training, autoencoder threads; the "

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from analysislib.cli import main
@@ -143,6 +144,48 @@ def test_evaluate_refuses_bad_options_in_one_line(extra, message, tmp_path, caps
     assert not list(tmp_path.rglob("*.parquet"))
 
 
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--method", "edice", "-p", "bogus=1"], "bogus"),
+    (["--method", "magic"], "unknown epigenomic imputer 'magic'"),
+    (["--method", "avg", "--scenario", "typed_1in3"], "--scenario applies to --task genotype only"),
+    (["--method", "avg", "--protocol", "sideways"], "unknown protocol 'sideways'"),
+    (["--method", "avg", "--protocol", "holdout"], "needs --tracks"),
+    (["--method", "avg", "--keep", "H3K4me3"], "apply to --protocol reduced_cell"),
+    (["--method", "avg", "--bins", "0"], "--bins must be at least 1"),
+])
+def test_evaluate_epigenome_refuses_bad_options_in_one_line(extra, message, tmp_path, capsys):
+    args = ["evaluate", "--task", "epigenome", "--dataset", "never_read", "--results", str(tmp_path), *extra]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not list(tmp_path.rglob("*.parquet"))
+
+
+def test_genotype_options_are_refused_for_epigenome_and_back(tmp_path, capsys):
+    assert main(["evaluate", "--method", "beagle", "--dataset", "x", "--protocol", "split"]) == 1
+    assert "--protocol applies to --task epigenome only" in capsys.readouterr().err
+    assert main(["evaluate", "--method", "beagle", "--dataset", "x"]) == 1
+    assert "needs --scenario" in capsys.readouterr().err
+
+
+def test_evaluate_epigenome_stores_the_same_rows_as_the_python_harness(tmp_path, capsys):
+    from analysislib.epigenome.evaluate import evaluate_epigenome
+    from analysislib.results import ResultsStore
+
+    assert main(["evaluate", "--task", "epigenome", "--method", "avg", "--dataset", "sim_epigenome_quick",
+                 "--protocol", "reduced_cell", "--cells", "cell000,cell001", "--bins", "3000",
+                 "--results", str(tmp_path / "cli")]) == 0
+    out = capsys.readouterr().out
+    assert "avg on sim_epigenome_quick, reduced_cell" in out and "pearson" in out
+    cli_rows = ResultsStore(tmp_path / "cli").read("epigenome_imputation")
+    python = evaluate_epigenome("avg", "sim_epigenome_quick", "reduced_cell", cells=["cell000", "cell001"],
+                                keep="H3K4me3", bins=slice(0, 3000), store=ResultsStore(tmp_path / "py"))
+    key = ["metric", "stratum_kind", "stratum"]
+    left = cli_rows.sort_values(key)[[*key, "value"]].reset_index(drop=True)
+    right = python.rows.sort_values(key)[[*key, "value"]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(left, right, check_dtype=False)
+
+
 # ----------------------------------------------------------------------------- README
 
 
@@ -181,7 +224,13 @@ def test_readme_command_lines_parse_and_name_real_things(line):
     notebooks = Path(__file__).resolve().parents[1] / "notebooks"
     if args.command == "notebooks" and getattr(args, "only", None):
         assert find_notebooks(notebooks, args.only), f"--only {args.only} matches no notebook"
-    if args.command == "evaluate":
+    if args.command == "evaluate" and args.task == "epigenome":
+        from analysislib.epigenome.evaluate import PROTOCOLS
+        from analysislib.registry import IMPUTERS as REGISTRIES
+
+        assert args.method in REGISTRIES["epigenome"] and (args.protocol or "leave_one_out") in PROTOCOLS
+        assert args.dataset in load_catalog()
+    elif args.command == "evaluate":
         assert args.method in IMPUTERS
         parse_scenario(args.scenario)
         thread_parameters(args.method, args.threads)
