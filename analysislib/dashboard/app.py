@@ -1,4 +1,4 @@
-"""The methods dashboard: a Panel app over the results store (issue 5).
+"""The methods dashboard: a Panel app over the results store.
 
 It reads :class:`analysislib.results.ResultsStore` and nothing else, so a new task, method or
 dataset appears as soon as its rows are stored. The user picks a task, dataset, scenario, methods
@@ -100,7 +100,7 @@ or run the notebooks (`make demo`), then press **Reload**. Another folder can be
 """
 
 
-# ----------------------------------------------------------------------------- pure functions
+# ----------------------------------------------------------------------------- helpers
 
 
 def _kind_label(kind: str) -> str:
