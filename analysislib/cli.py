@@ -85,9 +85,9 @@ def _catalog(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     if args.task == "epigenome":
         return _evaluate_epigenome(args)
-    for option in ("protocol", "keep", "cells", "tracks", "bins"):
-        if getattr(args, option) is not None:
-            raise ValueError(f"--{option} applies to --task epigenome only")
+    if args.task == "gwas":
+        return _evaluate_gwas(args)
+    _refuse_options(args, "genotype")
     if args.scenario is None:
         raise ValueError("--task genotype needs --scenario (array_<density>, typed_1in<k> or "
                          "random_<pct>_seed<s>)")
@@ -142,9 +142,7 @@ def _evaluate_epigenome(args: argparse.Namespace) -> int:
     from analysislib.results import ResultsStore
 
     # Refuse bad names and options before any data is loaded.
-    for option in ("scenario", "target_fraction", "metric"):
-        if getattr(args, option) is not None:
-            raise ValueError(f"--{option.replace('_', '-')} applies to --task genotype only")
+    _refuse_options(args, "epigenome")
     protocol = args.protocol or "leave_one_out"
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
@@ -176,6 +174,56 @@ def _evaluate_epigenome(args: argparse.Namespace) -> int:
     print(f"run {result.run_id}: {len(result.rows)} rows in {result.store_path}")
     print(f"{run.method} on {run.dataset}, {run.scenario}: {run.runtime_s:.2f} s")
     print(result.summary().to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+#: Options of ``evaluate`` that belong to one task only.
+_TASK_OPTIONS = {"genotype": ("scenario", "target_fraction", "metric"),
+                 "epigenome": ("protocol", "keep", "cells", "tracks", "bins"),
+                 "gwas": ("features",)}
+
+
+def _refuse_options(args: argparse.Namespace, task: str) -> None:
+    """One error line for an ``evaluate`` option given that belongs to another task."""
+    for other, options in _TASK_OPTIONS.items():
+        for option in options:
+            if other != task and getattr(args, option) is not None:
+                raise ValueError(f"--{option.replace('_', '-')} applies to --task {other} only")
+
+
+def _evaluate_gwas(args: argparse.Namespace) -> int:
+    """``evaluate --task gwas``: train one functional prior on a simulated GWAS, score, store."""
+    import logging
+
+    from analysislib.gwas.evaluate import GWAS_TRAINING, evaluate_gwas, parse_method
+    from analysislib.notebooks import parse_parameter
+    from analysislib.results import ResultsStore
+
+    _refuse_options(args, "gwas")
+    parse_method(args.method)
+    if not args.dataset.startswith("sim_gwas_"):
+        raise ValueError(f"the GWAS harness runs on simulations, where the true prior is known: "
+                         f"--dataset sim_gwas_<{'|'.join(GWAS_TRAINING)}>, not {args.dataset!r}")
+    scale = args.dataset.removeprefix("sim_gwas_")
+    settings = dict(parse_parameter(p) for p in args.parameter)
+    GWAS_TRAINING.resolve(scale, **settings)  # unknown scale or setting: one error line
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError("--threads must be at least 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    for chatty in ("msprime", "stdpopsim"):  # the simulator's per-step log lines
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    result = evaluate_gwas(args.method, scale, seed=args.seed, features=args.features or "all",
+                           settings=settings, store=ResultsStore(args.results))
+    rows = result.rows
+    print(f"run {result.run_id}: {len(rows)} rows in {result.store_path}")
+    print(f"{args.method} on {rows.dataset.iloc[0]}, {rows.scenario.iloc[0]}: "
+          f"trained in {rows.runtime_s.iloc[0]:.1f} s")
+    table = rows.pivot_table(index="metric", columns="stratum", values="value", sort=False)
+    print(table.rename_axis(columns=None).to_string(float_format=lambda v: f"{v:.5f}"))
     return 0
 
 
@@ -602,13 +650,18 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = cat_commands.add_parser("fetch", help="resolve a dataset's files")
     fetch.add_argument("name")
     evaluation = commands.add_parser("evaluate", help="score an imputer on held-out data, store the rows")
-    evaluation.add_argument("--task", choices=("genotype", "epigenome"), default="genotype",
-                            help="genotype imputation (default) or epigenomic track imputation")
+    evaluation.add_argument("--task", choices=("genotype", "epigenome", "gwas"), default="genotype",
+                            help="genotype imputation (default), epigenomic track imputation, or "
+                                 "GWAS functional priors")
     evaluation.add_argument("--method", required=True,
                             help="genotype: beagle, minimac4, dae, biunet, scda, allele_frequency; "
-                                 "epigenome: avg, edice, predictd, avocado, chromimpute")
+                                 "epigenome: avg, edice, predictd, avocado, chromimpute; "
+                                 "gwas: <likelihood|ldsr>_<constant|linear|mlp|conv>")
     evaluation.add_argument("--dataset", required=True,
-                            help="catalog name, or a biallelic VCF path (genotype)")
+                            help="catalog name, or a biallelic VCF path (genotype); "
+                                 "gwas: sim_gwas_<quick|standard|full>")
+    evaluation.add_argument("--features", default=None,
+                            help="gwas: annotations the prior sees, all (default) or few")
     evaluation.add_argument("--scenario",
                             help="genotype: array_<density>, typed_1in<k> or random_<pct>_seed<s>")
     evaluation.add_argument("--target-fraction", type=float, default=None,
@@ -625,7 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "(leave_one_out; default all) or to hide (holdout; required)")
     evaluation.add_argument("--bins", type=int, default=None,
                             help="epigenome: use only the first N bins")
-    evaluation.add_argument("--seed", type=int, default=0, help="seed of the sample or track split")
+    evaluation.add_argument("--seed", type=int, default=0, help="seed of the sample or track split (gwas: of the simulation and training)")
     evaluation.add_argument("--threads", type=int,
                             help="threads for the imputer (Beagle/Minimac4 threads, torch threads "
                                  "of biunet/scda training, autoencoder threads; the "

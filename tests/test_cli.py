@@ -224,7 +224,12 @@ def test_readme_command_lines_parse_and_name_real_things(line):
     notebooks = Path(__file__).resolve().parents[1] / "notebooks"
     if args.command == "notebooks" and getattr(args, "only", None):
         assert find_notebooks(notebooks, args.only), f"--only {args.only} matches no notebook"
-    if args.command == "evaluate" and args.task == "epigenome":
+    if args.command == "evaluate" and args.task == "gwas":
+        from analysislib.gwas.evaluate import GWAS_TRAINING, parse_method
+
+        parse_method(args.method)
+        assert args.dataset.removeprefix("sim_gwas_") in GWAS_TRAINING
+    elif args.command == "evaluate" and args.task == "epigenome":
         from analysislib.epigenome.evaluate import PROTOCOLS
         from analysislib.registry import IMPUTERS as REGISTRIES
 
