@@ -138,10 +138,9 @@ def _evaluate_epigenome(args: argparse.Namespace) -> int:
 
     from analysislib.epigenome.evaluate import PROTOCOLS, evaluate_epigenome
     from analysislib.notebooks import parse_parameter
-    from analysislib.registry import IMPUTERS
     from analysislib.results import ResultsStore
 
-    # Refuse bad names and options before any data is loaded.
+    # Refuse bad options before any data is loaded (the harness builds the imputer first).
     _refuse_options(args, "epigenome")
     protocol = args.protocol or "leave_one_out"
     if protocol not in PROTOCOLS:
@@ -152,7 +151,6 @@ def _evaluate_epigenome(args: argparse.Namespace) -> int:
     if args.threads is not None:
         raise ValueError("--threads is not used by the epigenomic imputers; give torch threads "
                          "with OMP_NUM_THREADS")
-    IMPUTERS["epigenome"].make(args.method, **params)  # unknown method or parameter: one error line
     options = {}
     if protocol == "reduced_cell":
         options["keep"] = args.keep.split(",") if args.keep else "H3K4me3"
@@ -678,7 +676,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "(leave_one_out; default all) or to hide (holdout; required)")
     evaluation.add_argument("--bins", type=int, default=None,
                             help="epigenome: use only the first N bins")
-    evaluation.add_argument("--seed", type=int, default=0, help="seed of the sample or track split (gwas: of the simulation and training)")
+    evaluation.add_argument("--seed", type=int, default=0,
+                            help="seed of the sample or track split (gwas: of the simulation and training)")
     evaluation.add_argument("--threads", type=int,
                             help="threads for the imputer (Beagle/Minimac4 threads, torch threads "
                                  "of biunet/scda training, autoencoder threads; the "

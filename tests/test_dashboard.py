@@ -14,9 +14,10 @@ pytest.importorskip("panel")
 
 import holoviews as hv
 
-from analysislib.dashboard.app import (
-    MAX_SCATTER_POINTS,
-    Dashboard,
+from analysislib.dashboard.app import MAX_SCATTER_POINTS, Dashboard
+from analysislib.results import (
+    COLUMNS,
+    ResultsStore,
     compare_methods,
     costs,
     lower_is_better,
@@ -26,7 +27,6 @@ from analysislib.dashboard.app import (
     summarise,
     win_counts,
 )
-from analysislib.results import COLUMNS, ResultsStore
 
 TASK = "genotype_imputation"
 MAF_BINS = ["[0.4,0.5]", "[0.01,0.05)", "[0.05,0.1)"]  # deliberately out of order
@@ -397,7 +397,8 @@ def test_cli_dashboard_arguments():
 
 
 def test_fit_and_impute_times_are_shown_where_runtime_is(store):
-    from analysislib.dashboard.app import PHASE_COLORS, runtime_phases
+    from analysislib.dashboard.app import PHASE_COLORS
+    from analysislib.results import runtime_phases
 
     deep = make_rows("20250101T000000-biunet07", "biunet",
                      curve("r2", {"[0.01,0.05)": (0.5, 0.02)}), runtime=125.0).assign(

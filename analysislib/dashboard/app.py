@@ -12,9 +12,9 @@ and metric, and sees
   checksum, code version).
 
 The aggregation is plain pandas in :mod:`analysislib.results.summary` (:func:`summarise`,
-:func:`compare_methods`, :func:`costs`, :func:`runtime_phases`, :func:`run_provenance`; re-exported
-here), applied before anything is plotted, so a store with millions of per-variant rows still
-draws a few dozen glyphs.
+:func:`compare_methods`, :func:`costs`, :func:`runtime_phases`, :func:`run_provenance`), applied
+before anything is plotted, so a store with millions of per-variant rows still draws a few dozen
+glyphs.
 :class:`Dashboard` is a ``pn.viewable.Viewer`` whose state lives in parameters, so tests set
 parameters and check its tables.
 
@@ -50,19 +50,7 @@ from analysislib.results.summary import (
     win_counts,
 )
 
-__all__ = [
-    "Dashboard",
-    "compare_methods",
-    "costs",
-    "list_tasks",
-    "lower_is_better",
-    "metric_label",
-    "ordered_strata",
-    "run_provenance",
-    "runtime_phases",
-    "summarise",
-    "win_counts",
-]
+__all__ = ["Dashboard"]
 
 # Bokeh is the plotting backend (the import above registers its renderer and options).
 hv.Store.set_current_backend("bokeh")

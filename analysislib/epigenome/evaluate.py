@@ -315,18 +315,18 @@ def evaluate_epigenome(
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
+    parameters = dict(method_parameters or {})
+
+    def make() -> EpigenomeImputer:
+        return get_epigenome_imputer(method, **parameters) if isinstance(method, str) else method
+
+    imputer = make()  # an unknown method or parameter fails before any data is loaded
     data, label = load_signal(ds, label=dataset_label)
     if "individual" in data["signal"].dims:
         raise ValueError("the dataset has an individual dimension; select one individual first")
     if bins is not None:
         data = select_tracks(data, bins=bins)
     data = to_arcsinh(data)
-    parameters = dict(method_parameters or {})
-
-    def make() -> EpigenomeImputer:
-        return get_epigenome_imputer(method, **parameters) if isinstance(method, str) else method
-
-    imputer = make()
     fit_options = dict(fit_kwargs or {})
     clock = _Clock()
     pieces: list[xr.DataArray] = []

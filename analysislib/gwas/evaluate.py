@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ from analysislib.results import ResultsStore, new_run_id
 __all__ = ["GWAS_TRAINING", "OBJECTIVES", "GwasEvaluation", "evaluate_gwas", "parse_method"]
 
 log = logging.getLogger(__name__)
-TASK = "gwas_priors"
 OBJECTIVES = ("likelihood", "ldsr")
 
 #: Training settings per simulation scale (``PriorTrainingConfig`` fields, plus ``size``, the
@@ -154,10 +153,8 @@ def evaluate_gwas(method: str, scale: str = "quick", *, seed: int = 0, features:
     torch.manual_seed(seed)
     model = make_prior(kind, len(chosen_features.tracks), len(chosen_features.scalars), sim.annotations.shape[2],
                        size=size, init_log_f=initial_log_f(sim.z[train], sim.ld_scores[train]))
-    known = {f.name for f in fields(PriorTrainingConfig)}
     config = PriorTrainingConfig(objective=objective, seed=seed, device=device, progress=progress,
-                                 target_size=block, flank=block if flank is None else flank,
-                                 **{k: v for k, v in chosen.items() if k in known})
+                                 target_size=block, flank=block if flank is None else flank, **chosen)
     trained = train_prior(model, sim, config, features=chosen_features, kind=kind)
     held_out = evaluate_prior(trained, sim, "test")
     in_sample = evaluate_prior(trained, sim, "train")
