@@ -26,6 +26,7 @@ __all__ = [
     "UnknownDatasetError",
     "UnverifiedResultsWarning",
     "VariableSpecError",
+    "WorkerDiedError",
 ]
 
 
@@ -128,6 +129,10 @@ class BundleChecksumError(ChecksumError):
 
 class DeviceUnavailableError(AnalysisLibError, RuntimeError):
     """An explicitly requested device (``"cuda"``, ``"cuda:1"``, ``"mps"``) is not available."""
+
+
+class WorkerDiedError(AnalysisLibError, RuntimeError):
+    """A worker process of :func:`analysislib.runtime.run_tasks` died before returning."""
 
 
 class LdscNotFoundError(ToolNotFoundError):

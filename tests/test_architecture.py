@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "analysislib"
 #: ARCHITECTURE.md's layers, top (imported by everything) to bottom; a module belongs to the
 #: longest prefix listed.
 LAYERS = [
-    ("foundations", ["errors", "variables", "io.atomic", "io.checksum", "io.bgzf", "external", "registry", "presets",
+    ("foundations", ["errors", "variables", "io.atomic", "io.checksum", "io.bgzf", "external", "registry", "presets", "runtime",
                      "results", "results.provenance", "results.store"]),
     ("data model", ["genotype.dataset", "genotype.encoding", "genotype.stats", "genotype.imputer",
                     "epigenome.tensor", "epigenome.imputer", "io", "io.vcf", "io.tracks", "catalog",

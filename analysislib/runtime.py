@@ -1,0 +1,169 @@
+"""Run-time options of long computations, and the one executor that runs their tasks.
+
+A method's *settings* (its preset: network sizes, epochs, learning rate) decide what it computes;
+its *run-time options* decide only where and how fast: the device, the CPU threads of each
+process, the number of worker processes, a dask cluster and whether progress bars show. The
+same settings give the same numbers under any run-time options (training seeds derive from
+each task's identity, never from the order of work or the process).
+
+:class:`RunOptions` gathers the run-time options in one value, so a caller builds it once and
+passes it down instead of threading five keywords through every layer. :func:`run_tasks` is the
+one executor: inline, on a process pool (``jobs`` > 1) or on a ``dask.distributed`` client,
+with a bounded number of tasks in flight so only their inputs are in memory at once.
+
+Thread counts have one name, ``threads``: CPU threads of *one* process (torch intra-op and
+BLAS). ``jobs`` is the number of worker processes. With ``jobs`` workers and ``threads=None``
+each worker gets ``cpu_count // jobs`` threads, so the machine is never oversubscribed.
+
+>>> opts = RunOptions(jobs=2, threads=1)
+>>> opts.threads_per_job()
+1
+>>> sorted(run_tasks(abs, [-3, 1, -2]))
+[1, 2, 3]
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from analysislib.errors import WorkerDiedError
+
+__all__ = ["RunOptions", "run_tasks"]
+
+P = TypeVar("P")
+R = TypeVar("R")
+
+_DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Where and how fast a computation runs; never what it computes.
+
+    Parameters
+    ----------
+    device
+        ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+    threads
+        CPU threads of each process (torch intra-op and BLAS); ``None``: the CPUs divided among
+        the ``jobs`` workers (one per worker on a dask cluster, whose workers share machines).
+    jobs
+        Worker processes on this machine (1: run inline). Ignored when ``client`` is given.
+    progress
+        Show progress bars; ``None`` follows the ``ANALYSISLIB_PROGRESS`` environment variable.
+    client
+        A ``dask.distributed.Client``: tasks run on its cluster instead of local processes.
+    """
+
+    device: str = "auto"
+    threads: int | None = None
+    jobs: int = 1
+    progress: bool | None = None
+    client: Any = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.device, str) or not (
+                self.device in _DEVICES or self.device.startswith("cuda:")):
+            raise ValueError(f"device must be one of {list(_DEVICES)} or 'cuda:N', "
+                             f"got {self.device!r}")
+        if self.threads is not None and (int(self.threads) != self.threads or self.threads < 1):
+            raise ValueError(f"threads must be a positive integer or None, got {self.threads!r}")
+        if int(self.jobs) != self.jobs or self.jobs < 1:
+            raise ValueError(f"jobs must be a positive integer, got {self.jobs!r}")
+
+    def threads_per_job(self) -> int:
+        """CPU threads each worker process (or the inline run) should use."""
+        if self.threads is not None:
+            return int(self.threads)
+        if self.client is not None:
+            return 1
+        return max(1, (os.cpu_count() or 1) // int(self.jobs))
+
+    def replace(self, **changes: Any) -> RunOptions:
+        """A copy with some options changed (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
+
+
+def run_tasks(function: Callable[[P], R], payloads: Iterable[P], *, jobs: int = 1,
+              client: Any = None, window: int | None = None) -> Iterator[R]:
+    """Yield ``function(payload)`` for every payload, in the order they finish.
+
+    Parameters
+    ----------
+    function
+        A module-level function (worker processes import it by name).
+    payloads
+        Task inputs. Read lazily: at most ``window`` are taken ahead of the results, so a
+        generator that loads each task's data keeps only the tasks in flight in memory.
+    jobs
+        Worker processes (``spawn`` context: torch is not fork-safe); 1 runs inline, in order.
+    client
+        A ``dask.distributed.Client`` to run on instead (``jobs`` is then ignored).
+    window
+        Tasks in flight at once (default: ``2 × jobs``, or unbounded on a dask client).
+
+    Raises
+    ------
+    WorkerDiedError
+        A worker process died (out of memory, or a script without the
+        ``if __name__ == "__main__":`` guard that process pools need).
+    """
+    if client is None and jobs <= 1:
+        for payload in payloads:
+            yield function(payload)
+        return
+    source = iter(payloads)
+    limit = window if window is not None else (None if client is not None else 2 * jobs)
+    with contextlib.ExitStack() as stack:
+        if client is not None:
+            import distributed
+
+            def submit(payload: P) -> Any:
+                return client.submit(function, payload, pure=False)
+
+            def wait_first(futures: set[Any]) -> set[Any]:
+                return set(distributed.wait(futures, return_when="FIRST_COMPLETED").done)
+
+            def cancel(futures: set[Any]) -> None:
+                client.cancel(list(futures))
+        else:
+            import multiprocessing
+
+            pool = stack.enter_context(concurrent.futures.ProcessPoolExecutor(
+                max_workers=jobs, mp_context=multiprocessing.get_context("spawn")))
+
+            def submit(payload: P) -> Any:
+                return pool.submit(function, payload)
+
+            def wait_first(futures: set[Any]) -> set[Any]:
+                return concurrent.futures.wait(futures, return_when="FIRST_COMPLETED").done
+
+            def cancel(futures: set[Any]) -> None:
+                for future in futures:
+                    future.cancel()
+        running: set[Any] = set()
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and (limit is None or len(running) < max(1, limit)):
+                    try:
+                        running.add(submit(next(source)))
+                    except StopIteration:
+                        exhausted = True
+                if not running:
+                    return
+                for future in wait_first(running):
+                    running.discard(future)
+                    yield future.result()
+        except concurrent.futures.process.BrokenProcessPool as err:
+            raise WorkerDiedError(
+                "a worker process died: out of memory, or the calling script lacks the "
+                "`if __name__ == '__main__':` guard that process pools need") from err
+        finally:
+            cancel(running)

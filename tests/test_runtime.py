@@ -1,0 +1,71 @@
+"""Run-time options and the one task executor (analysislib.runtime)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from analysislib.errors import WorkerDiedError
+from analysislib.runtime import RunOptions, run_tasks
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def _die(x: int) -> int:
+    os._exit(1)
+
+
+def test_options_validate_and_split_cpus():
+    assert RunOptions().device == "auto"
+    assert RunOptions(threads=3).threads_per_job() == 3
+    assert RunOptions(jobs=os.cpu_count() or 1).threads_per_job() == 1
+    assert RunOptions(client=object()).threads_per_job() == 1
+    assert RunOptions(device="cuda:1").replace(jobs=2).jobs == 2
+    for bad in ({"device": "gpu"}, {"threads": 0}, {"threads": 1.5}, {"jobs": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            RunOptions(**bad)
+
+
+def test_inline_keeps_order_and_reads_lazily():
+    taken = []
+
+    def payloads():
+        for x in range(4):
+            taken.append(x)
+            yield x
+
+    results = run_tasks(_square, payloads())
+    assert next(results) == 0 and taken == [0]  # one payload read per result inline
+    assert list(results) == [1, 4, 9]
+
+
+def test_process_pool_gives_every_result_with_a_bounded_window():
+    taken = []
+
+    def payloads():
+        for x in range(6):
+            taken.append(x)
+            yield x
+
+    results = run_tasks(_square, payloads(), jobs=2, window=2)
+    first = next(results)
+    assert first in (0, 1) and len(taken) <= 3  # two in flight, at most one more read
+    assert sorted([first, *results]) == [0, 1, 4, 9, 16, 25]
+
+
+def test_dask_client_gives_every_result():
+    distributed = pytest.importorskip("distributed")
+    # tcp on loopback: the inproc transport looks up the machine's address through the network
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  protocol="tcp://", host="127.0.0.1",
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        assert sorted(run_tasks(_square, range(5), client=client)) == [0, 1, 4, 9, 16]
+
+
+def test_a_dead_worker_is_one_clear_error():
+    with pytest.raises(WorkerDiedError, match="worker process died"):
+        list(run_tasks(_die, [1, 2], jobs=2))
