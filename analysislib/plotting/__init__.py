@@ -1,4 +1,8 @@
-"""Figure helpers shared by the notebooks: consistent style and atomic saving.
+"""Figures of the notebooks: atomic saving here, each paper's figures in its own module.
+
+``plotting.genotype`` (Dias et al. 2022, BiU-Net), ``plotting.epigenome`` (eDICE) and
+``plotting.gwas`` (DeepWAS) hold the figure code, so that analysis modules never import
+matplotlib and notebooks stay short.
 
 Figure files carry the paper's figure number in their name (``dias2022_fig3_r2_by_maf.png``) so a
 batch run's ``build/figures/`` maps one-to-one onto the papers.
