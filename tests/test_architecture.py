@@ -23,7 +23,7 @@ LAYERS = [
                  "genotype.unet", "genotype.hmm", "epigenome.edice", "epigenome.factorisation",
                  "epigenome.chromimpute", "epigenome.wasserstein", "epigenome.differential",
                  "epigenome.occupancy", "epigenome.transfer", "gwas"]),
-    ("evaluation", ["evaluate", "epigenome.evaluate", "gwas.evaluate"]),
+    ("evaluation", ["evaluate", "epigenome.evaluate", "gwas.evaluate", "gwas.report"]),
     ("front ends", ["results.summary", "cli", "notebooks", "dashboard", "plotting", "testing"]),
 ]
 #: (importer, imported) pairs allowed against the layering, each imported inside a function.
