@@ -23,8 +23,8 @@ LAYERS = [
                  "genotype.unet", "genotype.hmm", "epigenome.edice", "epigenome.factorisation",
                  "epigenome.chromimpute", "epigenome.wasserstein", "epigenome.differential",
                  "epigenome.occupancy", "epigenome.transfer", "gwas"]),
-    ("evaluation", ["evaluate", "epigenome.evaluate", "gwas.evaluate", "gwas.report"]),
-    ("front ends", ["results.summary", "cli", "notebooks", "dashboard", "plotting", "testing"]),
+    ("evaluation", ["evaluate", "epigenome.evaluate", "gwas.evaluate"]),
+    ("front ends", ["results.summary", "genotype.report", "gwas.report", "cli", "notebooks", "dashboard", "plotting", "testing"]),
 ]
 #: (importer, imported) pairs allowed against the layering, each imported inside a function.
 ALLOWED = {("simulate.gwas", "gwas.ldsc")}

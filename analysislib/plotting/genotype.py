@@ -1,0 +1,144 @@
+"""Figures of the BiU-Net comparison (notebooks 20 and 22).
+
+Each function takes the tables of :mod:`analysislib.genotype.report` and returns a matplotlib
+figure; the notebooks save it with :func:`analysislib.plotting.save_figure`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from analysislib.genotype.report import FIGURE_METRICS
+from analysislib.results.summary import ordered_strata
+
+__all__ = ["method_palette", "plot_cohort_scatter", "plot_metrics_by_maf",
+           "plot_r2_by_maf", "plot_r2_definitions"]
+
+
+def method_palette(methods: Sequence[str]) -> dict[str, tuple[float, float, float]]:
+    """One colour-blind-safe colour per method, in order."""
+    return dict(zip(methods, sns.color_palette("colorblind", len(methods)), strict=True))
+
+
+def _bin_ticks(ax: plt.Axes, bins: Sequence[str]) -> None:
+    ax.set_xticks(range(len(bins)), bins, rotation=60, fontsize=7)
+
+
+def plot_metrics_by_maf(summary: pd.DataFrame, bins: Sequence[str], methods: Sequence[str],
+                        metrics: Mapping[str, str] = FIGURE_METRICS) -> Figure:
+    """Fig. 1: each metric by MAF bin, one row per missing rate, one line per method.
+
+    Grey bars (right axis) count the SNPs with hidden genotypes per bin; the text gives each
+    method's overall value.
+
+    Parameters
+    ----------
+    summary, bins
+        From :func:`~analysislib.genotype.report.summarise_scenarios`.
+    methods
+        Methods to draw, in legend order.
+    metrics
+        Metric name → panel title.
+    """
+    rates = sorted(summary.rate.unique())
+    palette = method_palette(methods)
+    fig, axes = plt.subplots(len(rates), len(metrics), squeeze=False, sharex=True,
+                             figsize=(3.6 * len(metrics), 3.0 * len(rates)))
+    for i, rate in enumerate(rates):
+        at_rate = summary[summary.rate == rate]
+        snps = (at_rate[(at_rate.metric == "r2") & (at_rate.stratum_kind == "maf_bin")]
+                .groupby("stratum").n.max().reindex(bins))
+        for j, (metric, title) in enumerate(metrics.items()):
+            ax = axes[i][j]
+            bars = ax.twinx()
+            bars.bar(range(len(bins)), snps.fillna(0).values, color="lightsteelblue", alpha=0.45,
+                     zorder=0)
+            bars.grid(False)
+            bars.set_ylabel("SNPs" if j == len(metrics) - 1 else "")
+            ax.set_zorder(bars.get_zorder() + 1)
+            ax.patch.set_visible(False)
+            text = []
+            for method in methods:
+                part = at_rate[(at_rate.method == method) & (at_rate.metric == metric)]
+                line = part[part.stratum_kind == "maf_bin"].set_index("stratum").value.reindex(bins)
+                ax.plot(range(len(bins)), line.values, marker="o", ms=3, color=palette[method],
+                        label=method)
+                total = part[part.stratum_kind == "all"].value
+                if len(total):
+                    text.append(f"{method} {total.iloc[0]:.3f}")
+            ax.text(0.5, 0.5, "\n".join(text), transform=ax.transAxes, ha="center",
+                    va="center", fontsize=7, bbox={"facecolor": "white", "alpha": 0.7, "lw": 0})
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_title(f"{title}, {rate:.0%} missing", fontsize=9)
+            _bin_ticks(ax, bins)
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    fig.supxlabel("MAF bin")
+    fig.tight_layout()
+    return fig
+
+
+def plot_r2_definitions(summary: pd.DataFrame, bins: Sequence[str], methods: Sequence[str]
+                        ) -> Figure:
+    """Aggregate R² (BiU-Net's) against mean per-variant r² (Dias et al.'s) by MAF bin."""
+    both = summary[(summary.stratum_kind == "maf_bin")
+                   & summary.metric.isin(["aggregate_r2", "r2"])]
+    both = both.assign(definition=both.metric.map({"aggregate_r2": "aggregate (BiU-Net)",
+                                                   "r2": "mean per-variant (Dias)"}))
+    grid = sns.relplot(data=both, x="stratum", y="value", hue="method", style="definition",
+                       col="rate", kind="line", marker="o", height=3.3, aspect=1.2,
+                       palette=method_palette(methods), hue_order=list(methods))
+    for ax in grid.axes.flat:
+        _bin_ticks(ax, bins)
+    grid.set_axis_labels("MAF bin", "r²")
+    return grid.figure
+
+
+def plot_cohort_scatter(wide: pd.DataFrame, cohorts: Sequence[str],
+                        pooled: str = "biunet_ALL") -> Figure:
+    """Fig. 2: per-sample R² of each cohort's own model (y) against the pooled model (x).
+
+    One row per cohort, one column per missing rate; points below the diagonal are samples
+    the pooled model imputes better (counted in each panel).
+    """
+    rates = sorted(wide.rate.unique())
+    fig, axes = plt.subplots(len(cohorts), len(rates), squeeze=False,
+                             figsize=(3.4 * len(rates), 3.3 * len(cohorts)))
+    colours = sns.color_palette("colorblind")
+    for i, cohort in enumerate(cohorts):
+        for j, rate in enumerate(rates):
+            ax = axes[i][j]
+            part = wide[(wide.population == cohort) & (wide.rate == rate)].dropna(
+                subset=[pooled, f"biunet_{cohort}"])
+            x, y = part[pooled], part[f"biunet_{cohort}"]
+            ax.scatter(x, y, s=14, alpha=0.8, color=colours[i % len(colours)])
+            lo = float(np.nanmin([x.min(), y.min(), 1.0])) - 0.02
+            ax.plot([lo, 1], [lo, 1], color="grey", lw=1, ls="--")
+            ax.set(xlim=(lo, 1.0), ylim=(lo, 1.0), xlabel="R², pooled (ALL) model",
+                   ylabel=f"R², {cohort}-only model", title=f"{cohort}, {rate:.0%} missing")
+            ax.text(0.97, 0.04, f"ALL better: {int((y < x).sum())}/{len(part)}",
+                    transform=ax.transAxes, ha="right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_r2_by_maf(rows: pd.DataFrame) -> Figure:
+    """Aggregate R² by MAF bin, one line per method, one panel per missing rate.
+
+    ``rows`` are harness rows with a ``rate`` column (the MAF-bin ``aggregate_r2`` rows are
+    drawn; replicate seeds are averaged).
+    """
+    by_maf = rows[(rows.stratum_kind == "maf_bin") & (rows.metric == "aggregate_r2")]
+    bins = ordered_strata(by_maf.stratum)
+    by_maf = by_maf.assign(stratum=pd.Categorical(by_maf.stratum, categories=bins, ordered=True))
+    grid = sns.relplot(data=by_maf, x="stratum", y="value", hue="method", col="rate",
+                       kind="line", marker="o", height=3.2, aspect=1.2, errorbar=None)
+    for ax in grid.axes.flat:
+        _bin_ticks(ax, bins)
+    grid.set_axis_labels("MAF bin", "aggregate R²")
+    return grid.figure
