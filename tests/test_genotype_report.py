@@ -104,3 +104,20 @@ def test_figures_draw_every_method_and_panel():
                          "biunet_ALL": [0.9, 0.7], "biunet_YRI": [0.8, 0.8]})
     fig = plot_cohort_scatter(wide, ["YRI"])
     assert len(fig.axes) == 1 and "ALL better: 1/2" in fig.axes[0].texts[0].get_text()
+
+
+def test_data_tour_figures():
+    from analysislib.genotype.stats import genotype_pca, maf_spectrum
+    from analysislib.ld import ld_decay
+    from analysislib.plotting.genotype import plot_genotype_pcs, plot_ld_decay, plot_maf_spectra
+
+    ds = genotype_dataset(simulate_genotype_calls(60, 40, seed=1), populations=["A"] * 20 + ["B"] * 20)
+    spectra = maf_spectrum(ds, by="sample_population")
+    assert len(plot_maf_spectra(spectra).axes[0].patches) >= spectra.maf_bin.nunique()
+    pcs = genotype_pca(ds, n_components=2)
+    unlabelled = genotype_pca(ds.drop_vars("sample_population"), n_components=2)
+    fig = plot_genotype_pcs({"with": pcs, "without": unlabelled})
+    assert [ax.get_title() for ax in fig.axes] == ["with", "without"]
+    assert fig.axes[0].get_legend() is not None and fig.axes[1].get_legend() is None
+    decay = ld_decay(ds, max_offset=10, distance_bins=(0, 500, 1000, 5000)).assign(dataset="toy")
+    assert len(plot_ld_decay(decay, min_pairs=0).axes[0].lines) >= 1

@@ -1,4 +1,4 @@
-"""Figures of the BiU-Net comparison (notebooks 20 and 22).
+"""Genotype figures: the data tour (notebook 00) and the BiU-Net comparison (notebooks 20, 22).
 
 Each function takes the tables of :mod:`analysislib.genotype.report` and returns a matplotlib
 figure; the notebooks save it with :func:`analysislib.plotting.save_figure`.
@@ -17,8 +17,8 @@ from matplotlib.figure import Figure
 from analysislib.genotype.report import FIGURE_METRICS
 from analysislib.results.summary import ordered_strata
 
-__all__ = ["method_palette", "plot_cohort_scatter", "plot_metrics_by_maf",
-           "plot_r2_by_maf", "plot_r2_definitions"]
+__all__ = ["method_palette", "plot_cohort_scatter", "plot_genotype_pcs", "plot_ld_decay",
+           "plot_maf_spectra", "plot_metrics_by_maf", "plot_r2_by_maf", "plot_r2_definitions"]
 
 
 def method_palette(methods: Sequence[str]) -> dict[str, tuple[float, float, float]]:
@@ -142,3 +142,39 @@ def plot_r2_by_maf(rows: pd.DataFrame) -> Figure:
         _bin_ticks(ax, bins)
     grid.set_axis_labels("MAF bin", "aggregate R²")
     return grid.figure
+
+
+# ------------------------------------------------------------------ the data tour (notebook 00)
+
+def plot_maf_spectra(spectra: pd.DataFrame) -> Figure:
+    """Minor-allele-frequency spectra, one bar colour per group.
+
+    ``spectra`` stacks :func:`~analysislib.genotype.stats.maf_spectrum` tables with a ``group``
+    column (population, or the whole dataset).
+    """
+    fig, ax = plt.subplots(figsize=(9, 4))
+    sns.barplot(data=spectra, x="maf_bin", y="fraction", hue="group", ax=ax)
+    ax.set(xlabel="minor allele frequency", ylabel="fraction of variants", title="MAF spectra")
+    return fig
+
+
+def plot_genotype_pcs(pcs: Mapping[str, object]) -> Figure:
+    """PC1 against PC2 of each dataset's :func:`~analysislib.genotype.stats.genotype_pca`,
+    coloured by population where the dataset has one."""
+    fig, axes = plt.subplots(1, len(pcs), figsize=(5.5 * len(pcs), 4.5), squeeze=False)
+    for ax, (title, result) in zip(axes[0], pcs.items(), strict=True):
+        hue = result.sample_population if "sample_population" in result else None
+        sns.scatterplot(x=result.sample_pc.sel(components=1), y=result.sample_pc.sel(components=2),
+                        hue=hue, s=14, ax=ax)
+        ax.set(title=title, xlabel="PC1", ylabel="PC2")
+    return fig
+
+
+def plot_ld_decay(decay: pd.DataFrame, *, min_pairs: int = 20) -> Figure:
+    """Mean r² against distance (log scale), one line per ``dataset``; distance bins with at
+    most ``min_pairs`` variant pairs are left out."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    sns.lineplot(data=decay[decay.n_pairs > min_pairs], x="distance_mid", y="mean_r2",
+                 hue="dataset", marker="o", ax=ax)
+    ax.set(xscale="log", xlabel="distance (bp)", ylabel="mean r²", title="LD decay")
+    return fig
