@@ -31,7 +31,7 @@ minima below 1000) are counts in a 500 x 500 box on dense sequence panels. With 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -51,9 +51,12 @@ __all__ = [
     "hard_cap_pieces",
     "hotspot_distance",
     "hotspot_proximity",
+    "hotspot_sweep",
     "mountain_split_points",
     "thresholded_ld_matrix",
     "tile_genome",
+    "tile_summary",
+    "valley_window",
     "variant_tiles",
 ]
 
@@ -749,3 +752,96 @@ def hotspot_proximity(
         "random_fraction_near": float(np.mean(random <= within)),
         "random_median_distance": float(np.median(random)),
     }
+
+
+# --------------------------------------------------------------------------------------------
+# Summaries of a tiling (Dias et al. 2022, Fig. 1A and the tile counts of its Methods)
+# --------------------------------------------------------------------------------------------
+
+def valley_window(tiling: Tiling, size: int) -> int:
+    """First common-variant index of a ``size``-variant window holding as many valleys as possible.
+
+    Windows start a fifth of ``size`` before a valley; 0 when every common variant fits in one
+    window or there is no valley.
+    """
+    n_common = len(tiling.common_index)
+    valleys = tiling.regions.query("kind == 'valley'")
+    if n_common <= size or valleys.empty:
+        return 0
+    starts = np.clip(valleys["first_common"].to_numpy() - size // 5, 0, n_common - size)
+    inside = [((valleys["first_common"] >= s) & (valleys["last_common"] < s + size)).sum()
+              for s in starts]
+    return int(starts[int(np.argmax(inside))])
+
+
+def tile_summary(tiling: Tiling, n_variants: int) -> dict[str, float]:
+    """One-row summary of a tiling: tiles by cut, valleys, sizes, overlaps and coverage.
+
+    Parameters
+    ----------
+    tiling
+        A :func:`tile_genome` result.
+    n_variants
+        Variants of the tiled dataset (for the coverage).
+    """
+    t = tiling.tiles
+    membership = variant_tiles(t, n_variants)
+    same_contig = t["contig"].to_numpy()[1:] == t["contig"].to_numpy()[:-1]
+    overlap = (t["last_variant"].to_numpy()[:-1] - t["first_variant"].to_numpy()[1:] + 1)[same_contig]
+    counts = t["cut"].value_counts()
+    shared = membership["variant"].duplicated(keep=False).groupby(membership["variant"]).any()
+    return {
+        "tiles": len(t), **{f"cut {k}": int(counts.get(k, 0)) for k in _CUT_KINDS},
+        "valleys": int((tiling.regions["kind"] == "valley").sum()),
+        "variants / tile (median)": t["n_variants"].median(),
+        "variants / tile (max)": t["n_variants"].max(),
+        "common / tile (median)": t["n_common"].median(),
+        "tile length kb (median)": ((t["last_position"] - t["first_position"]) / 1e3).median(),
+        "overlap variants (median)": np.median(overlap) if len(overlap) else np.nan,
+        "variants in >1 tile (%)": 100 * shared.mean(),
+        "variants covered (%)": 100 * membership["variant"].nunique() / n_variants,
+    }
+
+
+def hotspot_sweep(ds: xr.Dataset, hotspots: pd.DataFrame, settings: Mapping[str, Any],
+                  grid: Sequence[tuple[int, str]], *, within: float = 10_000, seed: int = 0,
+                  tilings: Mapping[tuple[int, str], Tiling] | None = None) -> pd.DataFrame:
+    """Do tile boundaries fall at recombination hotspots? One row per (box, threshold scale).
+
+    Parameters
+    ----------
+    ds
+        A simulated panel whose ``hotspots`` are known.
+    hotspots
+        Table with 0-based half-open ``start``, ``end``.
+    settings
+        :func:`tile_genome` keywords other than ``box`` and ``threshold_scale``.
+    grid
+        ``(box, threshold_scale)`` pairs to tile with (duplicates run once).
+    within, seed
+        See :func:`hotspot_proximity`.
+    tilings
+        Tilings already computed, by ``(box, threshold_scale)``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Valleys and tiles, and the share of valley centres within ``within`` of a hotspot and
+        their median distance, against uniformly random positions over the region.
+    """
+    positions = ds["variant_position"].values
+    span = (positions[0], positions[-1])
+    rows = []
+    for box, scale in dict.fromkeys(grid):
+        tiling = (tilings or {}).get((box, scale))
+        if tiling is None:
+            tiling = tile_genome(ds, box=box, threshold_scale=scale, **settings)
+        prox = hotspot_proximity(tiling.valley_centres(), hotspots, span=span, within=within,
+                                 seed=seed)
+        rows.append({"box": box, "thresholds": scale, "valleys": int(prox["n"]),
+                     "tiles": len(tiling.tiles),
+                     "near hotspot (%)": 100 * prox["fraction_near"],
+                     "random near (%)": 100 * prox["random_fraction_near"],
+                     "median distance (bp)": prox["median_distance"],
+                     "random median distance (bp)": prox["random_median_distance"]})
+    return pd.DataFrame(rows)

@@ -409,3 +409,37 @@ def test_valleys_fall_at_simulated_hotspots(quick_panel):
     assert prox["fraction_near"] >= 2 * prox["random_fraction_near"]
     membership = variant_tiles(tiling.tiles, ds.sizes["variants"])
     assert membership["variant"].nunique() == ds.sizes["variants"]
+
+
+def test_tiling_summaries_and_figures():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import pandas as pd
+
+    from analysislib.plotting.tiling import plot_tile_chromosome, plot_tile_region, plot_tile_sizes
+    from analysislib.tiling import hotspot_sweep, tile_summary, valley_window
+
+    sizes = [40, 35, 50, 30]
+    ds, block_starts = block_dataset(sizes)
+    tiling = tile_genome(ds, box=8, max_tile=10_000)
+    summary = tile_summary(tiling, ds.sizes["variants"])
+    assert summary["tiles"] == 4 and summary["valleys"] == 3 and summary["cut vmv"] == 4
+    assert summary["variants covered (%)"] == 100 and summary["variants in >1 tile (%)"] > 0
+    # a 60-variant window placed on the valleys holds at least one of them
+    start = valley_window(tiling, 60)
+    valleys = tiling.regions.query("kind == 'valley'")
+    assert ((valleys.first_common >= start) & (valleys.last_common < start + 60)).any()
+    assert valley_window(tiling, 10_000) == 0
+    # hotspots planted at two block edges: every valley centre within 2 kb of one of them
+    edges = ds["variant_position"].values[block_starts[1:3]]
+    hotspots = pd.DataFrame({"start": edges - 1000, "end": edges})
+    sweep = hotspot_sweep(ds, hotspots, {"max_tile": 10_000}, [(8, "count"), (8, "count")],
+                          within=2000, tilings={(8, "count"): tiling})
+    assert len(sweep) == 1 and sweep["valleys"].iloc[0] == 3 and sweep["tiles"].iloc[0] == 4
+    assert sweep["near hotspot (%)"].iloc[0] == pytest.approx(200 / 3)
+    fig = plot_tile_region(ds, tiling, start, 60, "toy", hotspots=hotspots)
+    assert len(fig.axes) == 3 and fig.axes[0].images
+    assert len(plot_tile_chromosome(tiling, "toy").axes) == 2
+    fig = plot_tile_sizes({"a": tiling, "b": tiling})
+    assert len(fig.axes[0].get_legend().texts) == 3  # two datasets and the paper's quartiles
