@@ -27,17 +27,20 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from analysislib.errors import WorkerDiedError
 
-__all__ = ["RunOptions", "run_tasks"]
+__all__ = ["RunOptions", "renamed_keywords", "run_tasks"]
 
 P = TypeVar("P")
 R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
 
 _DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -167,3 +170,38 @@ def run_tasks(function: Callable[[P], R], payloads: Iterable[P], *, jobs: int = 
                 "`if __name__ == '__main__':` guard that process pools need") from err
         finally:
             cancel(running)
+
+
+def renamed_keywords(**renames: str) -> Callable[[F], F]:
+    """Accept old keyword names for one release, with a ``FutureWarning``.
+
+    ``@renamed_keywords(num_threads="threads")`` lets callers still pass ``num_threads=2``; the
+    function receives ``threads=2`` and the caller is told the new name. Passing both is an
+    error. The signature shows only the new names.
+
+    >>> @renamed_keywords(n_jobs="jobs")
+    ... def run(*, jobs=1):
+    ...     return jobs
+    >>> import warnings
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     run(n_jobs=3)
+    3
+    """
+    def decorate(function: F) -> F:
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            for old, new in renames.items():
+                if old in kwargs:
+                    if new in kwargs:
+                        raise TypeError(f"{function.__qualname__}() got both {old!r} and its new "
+                                        f"name {new!r}")
+                    warnings.warn(f"{function.__qualname__}: {old!r} is now called {new!r}; the "
+                                  "old name will be removed in the next release",
+                                  FutureWarning, stacklevel=2)
+                    kwargs[new] = kwargs.pop(old)
+            return function(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

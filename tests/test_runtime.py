@@ -69,3 +69,20 @@ def test_dask_client_gives_every_result():
 def test_a_dead_worker_is_one_clear_error():
     with pytest.raises(WorkerDiedError, match="worker process died"):
         list(run_tasks(_die, [1, 2], jobs=2))
+
+
+def test_renamed_keywords_warn_and_forward():
+    from analysislib.runtime import renamed_keywords
+
+    @renamed_keywords(num_threads="threads")
+    def fit(x, *, threads=None):
+        return x, threads
+
+    assert fit(1, threads=2) == (1, 2)
+    with pytest.warns(FutureWarning, match="'num_threads' is now called 'threads'"):
+        assert fit(1, num_threads=3) == (1, 3)
+    with pytest.raises(TypeError, match="both"):
+        fit(1, num_threads=3, threads=2)
+    import inspect
+
+    assert "num_threads" not in inspect.signature(fit).parameters
