@@ -39,7 +39,7 @@ def _throughput(config, n_segments: int, batch_size: int, seed: int = 0) -> tupl
     import torch
 
     from analysislib.genotype.segments import SegmentLayout
-    from analysislib.genotype.unet import _batch_loss, build_model, site_prior
+    from analysislib.genotype.unet_training import _batch_loss, build_model, site_prior
 
     config = config.replace(segment_length=128, overlap=16)
     rng = np.random.default_rng(seed)

@@ -237,11 +237,11 @@ def _panel(n_samples: int = 40, n_blocks: int = 24, copies: int = 4, seed: int =
 
 @pytest.mark.slow
 def test_training_resumes_exactly_from_checkpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from analysislib.genotype import unet
+    from analysislib.genotype import unet_training
 
     panel = _panel(16, 12)  # 48 SNPs -> 2 segments of 32; 32 items -> 2 batches per epoch
     straight = train_segment_model(panel, TINY, device="cpu", progress=False)
-    real, calls = unet._batch_loss, []
+    real, calls = unet_training._batch_loss, []
 
     def interrupted(*args, **kwargs):
         calls.append(1)
@@ -249,10 +249,10 @@ def test_training_resumes_exactly_from_checkpoints(tmp_path: Path, monkeypatch: 
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(unet, "_batch_loss", interrupted)
+    monkeypatch.setattr(unet_training, "_batch_loss", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train_segment_model(panel, TINY, device="cpu", checkpoint_dir=tmp_path, progress=False)
-    monkeypatch.setattr(unet, "_batch_loss", real)
+    monkeypatch.setattr(unet_training, "_batch_loss", real)
     resumed = train_segment_model(panel, TINY, device="cpu", checkpoint_dir=tmp_path, progress=False)
     assert resumed.details["resumed_from"].endswith("biunet_000002.pt")
     assert resumed.epochs_completed == 3

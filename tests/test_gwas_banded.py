@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from analysislib.gwas import likelihood
+from analysislib.gwas import likelihood, windows
 from analysislib.gwas.banded import band_window, block_cholesky, block_solve
 from analysislib.gwas.likelihood import NotPositiveDefiniteError, window_nll
 
@@ -266,7 +266,7 @@ def test_banded_errors(window):
 def test_window_tensors_are_checked_and_banded_once(window, monkeypatch):
     R, b, t, log_F, z = window
     calls = {"check": 0, "band": 0}
-    check, band = likelihood._check_square_symmetric, likelihood.band_window
+    check, band = windows._check_square_symmetric, likelihood.band_window
 
     def counting_check(*a, **k):
         calls["check"] += 1
@@ -276,7 +276,7 @@ def test_window_tensors_are_checked_and_banded_once(window, monkeypatch):
         calls["band"] += 1
         return band(*a, **k)
 
-    monkeypatch.setattr(likelihood, "_check_square_symmetric", counting_check)
+    monkeypatch.setattr(windows, "_check_square_symmetric", counting_check)
     monkeypatch.setattr(likelihood, "band_window", counting_band)
     Rt = torch.tensor(R)
     for _ in range(3):

@@ -21,7 +21,7 @@ MAX_POSITIONAL = 5
 RUN_TIME_OPTIONS = {"device", "progress", "client", "threads", "num_threads", "n_jobs", "threads_per_job", "jobs"}
 #: More positional parameters than MAX_POSITIONAL: torch modules built from a config, and LD
 #: score weights whose parameters follow ldsc's own function.
-MANY_POSITIONAL = {"analysislib.genotype.unet.BiUNet", "analysislib.genotype.unet.SCDA",
+MANY_POSITIONAL = {"analysislib.genotype.unet_model.BiUNet", "analysislib.genotype.unet_model.SCDA",
                    "analysislib.gwas.ldsc.ldsc_weights", "analysislib.simulate.gwas.simulate_gwas_from_panel"}
 #: Where the option is the subject of the call (a device helper is about its device).
 OPTION_IS_THE_SUBJECT = {

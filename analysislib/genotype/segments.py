@@ -65,6 +65,7 @@ __all__ = [
     "HOM_ALT",
     "HOM_REF",
     "MISSING",
+    "N_CLASSES",
     "PAD",
     "SEGMENTS_FORMAT",
     "VOCAB_SIZE",
@@ -107,6 +108,8 @@ PAD = 5
 VOCAB_SIZE = 6
 #: The predicted classes, in model output order: 0|0, 0|1, 1|0, 1|1.
 GENOTYPE_CODES: tuple[int, ...] = (HOM_REF, HET_REF_ALT, HET_ALT_REF, HOM_ALT)
+#: Number of predicted classes: the models' output channels.
+N_CLASSES = len(GENOTYPE_CODES)
 SEGMENTS_FORMAT = "analysislib-biunet-segments/1"
 
 # code -> alternate-allele dosage (NaN for missing and padding)

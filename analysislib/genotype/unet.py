@@ -5,6 +5,13 @@ code the authors made public (``model/unet.py`` and ``model/ae.py`` in ``learnsl
 and SCDA (Chen and Shi 2019; ``SCDA_train.ipynb`` in ``work-hard-play-harder/SCDA``).
 Segmentation, the positional channel and reassembly are in :mod:`analysislib.genotype.segments`.
 
+The networks (torch modules) are in :mod:`analysislib.genotype.unet_model`, the losses and the
+training run in :mod:`analysislib.genotype.unet_training`; this module holds their configuration
+and presets, inference (:func:`predict_segments`) and the imputers, and imports torch only inside
+the functions that need it. The training names are re-exported here; :class:`BiUNet` and
+:class:`SCDA` are re-exported on first use (``from analysislib.genotype.unet import BiUNet`` then
+imports torch), so import them from :mod:`analysislib.genotype.unet_model`.
+
 Models
 ------
 :class:`BiUNet` follows the authors' ``model/unet.py``: the input is the one-hot code of every
@@ -129,15 +136,12 @@ and the HMM tools do). One contig per reference panel.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import itertools
 import logging
 import os
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import xarray as xr
@@ -146,9 +150,7 @@ from analysislib.genotype.imputer import GenotypeImputer, ImputationRun, imputed
 from analysislib.genotype.segments import (
     GENOTYPE_CODES,
     MISSING,
-    PAD,
-    VOCAB_SIZE,
-    SegmentedGenotypes,
+    N_CLASSES,
     SegmentLayout,
     decode_phased,
     encode_phased,
@@ -157,15 +159,21 @@ from analysislib.genotype.segments import (
     positional_channel,
     reassemble_probabilities,
     segment_codes,
-    segment_dataset,
     variant_coordinates,
+)
+from analysislib.genotype.unet_training import (
+    PENALTY_MATRIX,
+    TrainedSegmentModel,
+    build_model,
+    count_parameters,
+    dosage_mse_loss,
+    focal_penalty_loss,
+    hybrid_loss,
+    site_prior,
+    train_segment_model,
 )
 from analysislib.presets import Presets
 from analysislib.results.provenance import peak_memory_mb
-
-if TYPE_CHECKING:
-    import pandas as pd
-    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -189,17 +197,6 @@ __all__ = [  # noqa: F822 - BiUNet and SCDA come from the module __getattr__
     "site_prior",
     "train_segment_model",
 ]
-
-#: Table 2 of the paper: penalty when the true phased genotype (rows: 0|0, 0|1, 1|0, 1|1) is
-#: predicted as the column genotype.
-PENALTY_MATRIX: np.ndarray = np.array([
-    [0.0, 3.0, 3.0, 3.0],
-    [3.0, 0.0, 1.0, 3.0],
-    [3.0, 1.0, 0.0, 3.0],
-    [3.0, 3.0, 3.0, 0.0],
-])
-_CLASS_DOSAGE = (0.0, 1.0, 1.0, 2.0)
-N_CLASSES = len(GENOTYPE_CODES)
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -354,6 +351,7 @@ BIUNET_PRESETS: Presets[SegmentModelConfig] = Presets("BiU-Net", {
     "quick": _SMALL_BIUNET.replace(epochs=10),
 })
 
+
 #: SCDA presets: ``full`` is the paper's six-level SCDA on full-length genotypes (up to 600
 #: epochs, batch 32 as published); ``standard`` and ``quick`` are the published three-level
 #: network, trained shorter (one full-length genotype per item makes an epoch few steps: batch 8).
@@ -378,169 +376,14 @@ SCDA_PRESETS: Presets[SegmentModelConfig] = Presets("SCDA", {
 # ----------------------------------------------------------------------------- models
 
 
-def _torch() -> Any:
-    import torch
-
-    return torch
-
-
-def _model_classes() -> tuple[type, type]:
-    """Build the torch module classes on first use (keeps torch out of module import)."""
-    global _CLASSES
-    if _CLASSES is not None:
-        return _CLASSES
-    import torch
-    from torch import nn
-
-    def one_hot_input(tokens: torch.Tensor, positional: torch.Tensor | None, use_pos: bool,
-                      prior: torch.Tensor | None, use_prior: bool,
-                      embedding: torch.Tensor | None, segment: torch.Tensor | None) -> torch.Tensor:
-        x = nn.functional.one_hot(tokens.long(), VOCAB_SIZE).to(torch.float32).transpose(1, 2)
-        if use_pos:
-            if positional is None:
-                raise ValueError("this model needs the positional channel")
-            x = torch.cat([x, positional.to(torch.float32).unsqueeze(1)], dim=1)
-        if use_prior:
-            if prior is None:
-                raise ValueError("this model needs the site prior")
-            x = torch.cat([x, prior.to(torch.float32).exp()], dim=1)
-        if embedding is not None:
-            if segment is None:
-                raise ValueError("this model has a site embedding: pass the segment index of each row")
-            x = torch.cat([x, embedding[segment.long()]], dim=1)
-        return x
-
-    def site_embedding(sites: tuple[int, int] | None, site_channels: int) -> nn.Parameter | None:
-        """Learned (n_segments, site_channels, length) input channels, zero at the start."""
-        if not site_channels:
-            return None
-        if sites is None:
-            raise ValueError("a site embedding needs the segmentation: pass sites=(n_segments, length)")
-        return nn.Parameter(torch.zeros(sites[0], site_channels, sites[1]))
-
-    def with_prior(logits: torch.Tensor, prior: torch.Tensor | None) -> torch.Tensor:
-        return logits if prior is None else logits + prior.to(logits.dtype)
-
-    def conv_encoder(depth: int, channels: int, kernel_size: int, positional: bool,
-                     site_prior: bool, site_channels: int) -> nn.ModuleList:
-        """Convolutions doubling the channels per level, from the one-hot (+ site channels) input."""
-        first = VOCAB_SIZE + int(positional) + N_CLASSES * int(site_prior) + site_channels
-        widths = [first] + [channels * 2**i for i in range(depth)]
-        return nn.ModuleList(nn.Conv1d(a, b, kernel_size, padding=(kernel_size - 1) // 2)
-                             for a, b in itertools.pairwise(widths))
-
-    class _BiUNet(nn.Module):
-        """BiU-Net: 1D U-Net with additive skips and a positional channel (module docstring).
-
-        Parameters
-        ----------
-        depth, channels, kernel_size, dropout
-            Encoder levels, channels of the first level (doubling per level), convolution
-            width and dropout rate.
-        positional
-            Take the positional channel as an extra input channel.
-
-        ``forward(tokens, positional)`` maps (batch, length) codes and (batch, length)
-        positions to (batch, 4, length) logits of 0|0, 0|1, 1|0, 1|1.
-        """
-
-        def __init__(self, depth: int = 6, channels: int = 32, kernel_size: int = 7,
-                     dropout: float = 0.25, positional: bool = True, site_prior: bool = False,
-                     site_channels: int = 0, sites: tuple[int, int] | None = None) -> None:
-            super().__init__()
-            self.depth, self.use_positional, self.use_site_prior = depth, positional, site_prior
-            pad = (kernel_size - 1) // 2
-            self.encoder = conv_encoder(depth, channels, kernel_size, positional, site_prior, site_channels)
-            self.site_embedding = site_embedding(sites, site_channels)
-            self.decoder = nn.ModuleList(
-                nn.Conv1d(channels * 2**i, channels * 2 ** (i - 1), kernel_size, padding=pad)
-                for i in range(depth - 1, 0, -1))
-            self.head = nn.Conv1d(channels, N_CLASSES, kernel_size, padding=pad)
-            self.pool, self.drop = nn.MaxPool1d(2), nn.Dropout(dropout)
-            self.up = nn.Upsample(scale_factor=2, mode="nearest")
-
-        def forward(self, tokens: torch.Tensor, positional: torch.Tensor | None = None,
-                    prior: torch.Tensor | None = None, segment: torch.Tensor | None = None) -> torch.Tensor:
-            x = one_hot_input(tokens, positional, self.use_positional, prior, self.use_site_prior,
-                              self.site_embedding, segment)
-            skips = []
-            for i, conv in enumerate(self.encoder):
-                x = torch.relu(conv(x))
-                if i < self.depth - 1:
-                    skips.append(x)
-                    x = self.drop(self.pool(x))
-            for conv, skip in zip(self.decoder, reversed(skips), strict=True):
-                x = self.drop(torch.relu(conv(self.up(x))) + skip)
-            return with_prior(self.head(x), prior if self.use_site_prior else None)
-
-    class _SCDA(nn.Module):
-        """SCDA (Chen and Shi 2019): convolutional denoising autoencoder without skips.
-
-        Same parameters and ``forward`` as :class:`BiUNet`; ``depth=3`` is the published
-        network, ``positional`` is off by default.
-        """
-
-        def __init__(self, depth: int = 3, channels: int = 32, kernel_size: int = 5,
-                     dropout: float = 0.25, positional: bool = False, site_prior: bool = False,
-                     site_channels: int = 0, sites: tuple[int, int] | None = None) -> None:
-            super().__init__()
-            self.depth, self.use_positional, self.use_site_prior = depth, positional, site_prior
-            pad = (kernel_size - 1) // 2
-            self.encoder = conv_encoder(depth, channels, kernel_size, positional, site_prior, site_channels)
-            self.site_embedding = site_embedding(sites, site_channels)
-            c_in = channels * 2 ** (depth - 1)
-            self.decoder = nn.ModuleList()
-            for i in range(depth - 2, -1, -1):
-                self.decoder.append(nn.Conv1d(c_in, channels * 2**i, kernel_size, padding=pad))
-                c_in = channels * 2**i
-            self.head = nn.Conv1d(c_in, N_CLASSES, kernel_size, padding=pad)
-            self.pool, self.drop = nn.MaxPool1d(2), nn.Dropout(dropout)
-            self.up = nn.Upsample(scale_factor=2, mode="nearest")
-
-        def forward(self, tokens: torch.Tensor, positional: torch.Tensor | None = None,
-                    prior: torch.Tensor | None = None, segment: torch.Tensor | None = None) -> torch.Tensor:
-            x = one_hot_input(tokens, positional, self.use_positional, prior, self.use_site_prior,
-                              self.site_embedding, segment)
-            for i, conv in enumerate(self.encoder):
-                x = torch.relu(conv(x))
-                if i < self.depth - 1:
-                    x = self.drop(self.pool(x))
-            for conv in self.decoder:
-                x = self.drop(self.up(torch.relu(conv(x))))
-            # logits; softmax is applied by the loss and at prediction
-            return with_prior(self.head(x), prior if self.use_site_prior else None)
-
-    for cls, name in ((_BiUNet, "BiUNet"), (_SCDA, "SCDA")):
-        cls.__name__ = cls.__qualname__ = name
-        cls.__module__ = __name__
-    _CLASSES = (_BiUNet, _SCDA)
-    return _CLASSES
-
-
-_CLASSES: tuple[type, type] | None = None
-
-
 def __getattr__(name: str) -> Any:
-    # BiUNet and SCDA are torch modules, defined when first asked for.
-    if name == "BiUNet":
-        return _model_classes()[0]
-    if name == "SCDA":
-        return _model_classes()[1]
+    # BiUNet and SCDA are torch modules (analysislib.genotype.unet_model), re-exported here when
+    # first asked for so that importing this module does not import torch.
+    if name in ("BiUNet", "SCDA"):
+        from analysislib.genotype import unet_model
+
+        return getattr(unet_model, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def build_model(config: SegmentModelConfig, layout: SegmentLayout | None = None) -> torch.nn.Module:
-    """The (untrained) network a configuration describes (``layout`` sizes the site embedding)."""
-    biunet, scda = _model_classes()
-    cls = biunet if config.model == "biunet" else scda
-    sites = None if layout is None else (layout.n_segments, layout.segment_length)
-    return cls(config.depth, config.channels, config.kernel_size, config.dropout, config.positional,
-               config.site_prior, config.site_channels, sites)
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    """Number of trainable parameters."""
-    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
 def paper_parameter_counts() -> dict[str, int]:
@@ -551,386 +394,7 @@ def paper_parameter_counts() -> dict[str, int]:
             "scda": count_parameters(build_model(SCDA_PRESETS["full"].replace(**published)))}
 
 
-def _l1_kernels(model: torch.nn.Module) -> torch.Tensor:
-    torch = _torch()
-    inner = getattr(model, "module", model)
-    return sum((m.weight.abs().sum() for m in inner.modules() if isinstance(m, torch.nn.Conv1d)),
-               torch.zeros((), device=next(inner.parameters()).device))
-
-
-# ----------------------------------------------------------------------------- losses
-
-
-def _class_targets(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class index 0..3 of codes 1..4, and the mask of positions with a known genotype."""
-    target = target.long()
-    known = (target >= GENOTYPE_CODES[0]) & (target <= GENOTYPE_CODES[-1])
-    return (target - GENOTYPE_CODES[0]).clamp(0, N_CLASSES - 1), known
-
-
-def _weighted_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    weight = weight.to(values.dtype)
-    return (values * weight).sum() / weight.sum().clamp_min(1.0)
-
-
-def focal_penalty_loss(logits: torch.Tensor, target: torch.Tensor, *, gamma: float = 2.0,
-                       penalty: Any = PENALTY_MATRIX, penalty_mode: str = "expected",
-                       weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Focal loss weighted by the dosage-penalty matrix (paper Eq. 2-4, Table 2).
-
-    Parameters
-    ----------
-    logits
-        (batch, 4, length) class logits (0|0, 0|1, 1|0, 1|1).
-    target
-        (batch, length) codes; positions not in 1..4 (mask, padding) are ignored.
-    gamma
-        Focusing parameter (2 in the paper).
-    penalty
-        4 x 4 score matrix, rows true and columns predicted genotype.
-    penalty_mode
-        ``"argmax"``: weight ``S[y, argmax]`` (no gradient); ``"expected"``: ``sum_j S[y, j] p_j``.
-    weight
-        Optional (batch, length) 0/1 selection of scored positions (combined with the known ones).
-
-    Returns
-    -------
-    torch.Tensor
-        Mean over scored positions (0 when none).
-    """
-    torch = _torch()
-    logits = logits.float()
-    cls, known = _class_targets(target)
-    logp = torch.log_softmax(logits, dim=1)
-    logp_t = logp.gather(1, cls.unsqueeze(1)).squeeze(1)
-    p_t = logp_t.exp()
-    matrix = torch.as_tensor(penalty, dtype=logits.dtype, device=logits.device)
-    if penalty_mode == "argmax":
-        w = matrix[cls, logits.argmax(dim=1)].detach()
-    elif penalty_mode == "expected":
-        w = (matrix[cls] * logp.exp().transpose(1, 2)).sum(-1)
-    else:
-        raise ValueError(f"penalty_mode must be 'argmax' or 'expected', got {penalty_mode!r}")
-    values = -((1 - p_t) ** gamma) * w * logp_t
-    scored = known if weight is None else known & weight.bool()
-    return _weighted_mean(values, scored)
-
-
-def dosage_mse_loss(logits: torch.Tensor, target: torch.Tensor, *,
-                    weight: torch.Tensor | None = None) -> torch.Tensor:
-    """MSE of the expected dosage ``p(0|1) + p(1|0) + 2 p(1|1)`` (paper Eq. 5-7)."""
-    torch = _torch()
-    cls, known = _class_targets(target)
-    probs = torch.softmax(logits.float(), dim=1)
-    dose = torch.as_tensor(_CLASS_DOSAGE, dtype=probs.dtype, device=probs.device)
-    predicted = (probs * dose.view(1, -1, 1)).sum(1)
-    scored = known if weight is None else known & weight.bool()
-    return _weighted_mean((predicted - dose[cls]) ** 2, scored)
-
-
-def hybrid_loss(logits: torch.Tensor, target: torch.Tensor, *, gamma: float = 2.0, lam: float = 0.5,
-                penalty: Any = PENALTY_MATRIX, penalty_mode: str = "expected",
-                weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """``(1 - lam) * focal_penalty + lam * dosage_mse`` (paper Eq. 8).
-
-    Returns
-    -------
-    dict
-        ``loss`` (the total), ``focal`` and ``dosage`` (detached, for logging).
-    """
-    focal = focal_penalty_loss(logits, target, gamma=gamma, penalty=penalty,
-                               penalty_mode=penalty_mode, weight=weight)
-    dosage = dosage_mse_loss(logits, target, weight=weight)
-    return {"loss": (1 - lam) * focal + lam * dosage, "focal": focal.detach(), "dosage": dosage.detach()}
-
-
-def _ce_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-    torch = _torch()
-    cls, known = _class_targets(target)
-    values = torch.nn.functional.cross_entropy(logits.float(), cls, reduction="none")
-    scored = known if weight is None else known & weight.bool()
-    return _weighted_mean(values, scored)
-
-
-# ----------------------------------------------------------------------------- data
-
-
-def _as_haplotype_rows(segs: SegmentedGenotypes) -> SegmentedGenotypes:
-    """``segs`` with one row per haplotype (:func:`~analysislib.genotype.segments.haplotype_tokens`)."""
-    ids = np.asarray(segs.sample_id, dtype=str)
-    return dataclasses.replace(segs, tokens=haplotype_tokens(segs.tokens),
-                               sample_id=np.stack([np.char.add(ids, "_1"), np.char.add(ids, "_2")],
-                                                  axis=1).ravel().astype(object))
-
-
-def _layout_for(n_variants: int, config: SegmentModelConfig) -> SegmentLayout:
-    """The segmentation of a contig; full length (padded to the granularity) when length is None."""
-    if config.segment_length is not None:
-        return SegmentLayout(n_variants, config.segment_length, config.overlap)
-    length = -(-n_variants // config.granularity) * config.granularity
-    return SegmentLayout(n_variants, length, 0)
-
-
-def _segment(ds: xr.Dataset, config: SegmentModelConfig) -> SegmentedGenotypes:
-    layout = _layout_for(ds.sizes["variants"], config)
-    return segment_dataset(ds, segment_length=layout.segment_length, overlap=layout.overlap,
-                           position=config.position, normalise=config.normalise)
-
-
-def site_prior(tokens: Any, pseudocount: float = 0.5) -> np.ndarray:
-    """Log-frequencies of the four phased genotypes at every segment column.
-
-    Parameters
-    ----------
-    tokens
-        (samples, n_segments, length) codes of the training panel.
-    pseudocount
-        Added to each class count (so an unseen class keeps a small probability).
-
-    Returns
-    -------
-    numpy.ndarray
-        float32 (n_segments, 4, length) log-probabilities; columns with no known genotype
-        (padding) get the uniform ``log(1/4)``.
-    """
-    tok = np.asarray(tokens)
-    counts = np.stack([(tok == code).sum(axis=0) for code in GENOTYPE_CODES], axis=1).astype(np.float64)
-    probs = (counts + pseudocount) / (counts.sum(axis=1, keepdims=True) + N_CLASSES * pseudocount)
-    return np.log(probs).astype(np.float32)
-
-
-class _EpochBatches:
-    """One epoch of (tokens, positional, prior) batches over all (sample, segment) items of a rank."""
-
-    def __init__(self, tokens: torch.Tensor, positional: torch.Tensor, prior: torch.Tensor, batch_size: int,
-                 generator: torch.Generator, rank: int, world_size: int) -> None:
-        torch = _torch()
-        self.tokens, self.positional, self.prior, self.batch_size = tokens, positional, prior, batch_size
-        n = tokens.shape[0] * tokens.shape[1]
-        order = torch.randperm(n, generator=generator)
-        per_rank = -(-n // world_size)
-        order = torch.cat([order, order[: per_rank * world_size - n]])  # pad by wrapping
-        self.order = order[rank::world_size]
-
-    def __len__(self) -> int:
-        return (len(self.order) + self.batch_size - 1) // self.batch_size
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-        n_seg = self.tokens.shape[1]
-        for lo in range(0, len(self.order), self.batch_size):
-            items = self.order[lo:lo + self.batch_size]
-            sample, segment = items // n_seg, items % n_seg
-            yield self.tokens[sample, segment], self.positional[segment], self.prior[segment], segment
-
-
-def _mask_batch(tokens: torch.Tensor, rate: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hide each known genotype with probability ``rate``; returns (input, hidden mask)."""
-    torch = _torch()
-    draw = torch.rand(tokens.shape, generator=generator).to(tokens.device)
-    known = (tokens != PAD) & (tokens != MISSING)
-    hidden = (draw < rate) & known
-    return torch.where(hidden, torch.zeros_like(tokens), tokens), hidden
-
-
-# ----------------------------------------------------------------------------- training
-
-
-@dataclass
-class TrainedSegmentModel:
-    """A trained BiU-Net or SCDA with what it was trained on.
-
-    Attributes
-    ----------
-    model
-        The network on the CPU in eval mode.
-    config
-        Its configuration.
-    layout
-        Segmentation of the training contig.
-    positional
-        Positional channel (n_segments, segment_length) of the training contig.
-    prior
-        Site prior (n_segments, 4, segment_length) of the training panel (:func:`site_prior`).
-    history
-        One row per epoch (loss, focal/dosage or ce terms, mask rate, validation loss).
-    epochs_completed, best_epoch, seconds, segments_seen
-        Training summary (``segments_seen`` counts training segments over all epochs).
-    """
-
-    model: Any
-    config: SegmentModelConfig
-    layout: SegmentLayout
-    positional: np.ndarray
-    prior: np.ndarray
-    history: pd.DataFrame
-    epochs_completed: int
-    best_epoch: int | None
-    seconds: float
-    segments_seen: int
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-def _batch_loss(net: Any, tokens: torch.Tensor, positional: torch.Tensor, prior: torch.Tensor | None,
-                segment: torch.Tensor | None, rate: float, generator: torch.Generator,
-                config: SegmentModelConfig) -> dict[str, torch.Tensor]:
-    masked, hidden = _mask_batch(tokens, rate, generator)
-    logits = net(masked, positional if config.positional else None, prior if config.site_prior else None,
-                 segment if config.site_channels else None)
-    weight = hidden if config.loss_on == "masked" else None
-    if config.loss == "hybrid":
-        out = hybrid_loss(logits, tokens, gamma=config.gamma, lam=config.lam,
-                          penalty_mode=config.penalty_mode, weight=weight)
-    else:
-        ce = _ce_loss(logits, tokens, weight)
-        out = {"loss": ce, "ce": ce.detach()}
-    if config.l1 > 0:
-        l1 = config.l1 * _l1_kernels(net)
-        out = {**out, "loss": out["loss"] + l1, "l1": l1.detach()}
-    return out
-
-
-def train_segment_model(
-    train: xr.Dataset | SegmentedGenotypes,
-    config: SegmentModelConfig,
-    *,
-    validation: xr.Dataset | SegmentedGenotypes | None = None,
-    device: str = "auto",
-    amp: bool = True,
-    checkpoint_dir: str | os.PathLike[str] | None = None,
-    resume: bool = True,
-    num_threads: int | None = None,
-    progress: bool | None = None,
-) -> TrainedSegmentModel:
-    """Train a BiU-Net or SCDA on segments with curriculum masking (module docstring).
-
-    Parameters
-    ----------
-    train
-        Phased training genotypes (one contig) or their segments.
-    config
-        Model, loss and training settings.
-    validation
-        Optional validation genotypes/segments: early stopping (``config.patience``) on their
-        loss with a fixed ``mask_end`` mask, and the best epoch's weights are kept.
-    device
-        ``"auto"``, ``"cpu"``, ``"cuda[:N]"`` or ``"mps"``; inside ``torchrun`` the process
-        group's device is used and the model is wrapped in DDP.
-    amp
-        Mixed precision where available (fp16 autocast on CUDA; a no-op on the CPU).
-    checkpoint_dir, resume
-        Checkpoints (every epoch, plus ``best.pt``) and exact resume through
-        :func:`analysislib.training.fit`.
-    num_threads
-        torch CPU threads while training (restored afterwards); None keeps torch's setting.
-    progress
-        Progress bars (None: follow ``ANALYSISLIB_PROGRESS``).
-
-    Returns
-    -------
-    TrainedSegmentModel
-    """
-    import pandas as pd
-    import torch
-
-    from analysislib.training import (
-        EarlyStopping,
-        fit,
-        get_rank,
-        get_world_size,
-        is_distributed,
-        linear_curriculum,
-        make_generator,
-        seed_everything,
-        select_device,
-        wrap_ddp,
-    )
-
-    started = time.perf_counter()
-    segs = train if isinstance(train, SegmentedGenotypes) else _segment(train, config)
-    val = None
-    if validation is not None:
-        val = validation if isinstance(validation, SegmentedGenotypes) else _segment(validation, config)
-        if val.layout != segs.layout:
-            raise ValueError("validation segments do not share the training segmentation")
-    if config.unit == "haplotype":
-        segs = _as_haplotype_rows(segs)
-        val = None if val is None else _as_haplotype_rows(val)
-    if is_distributed():
-        from analysislib.training import init_distributed
-
-        run_device = init_distributed(str(device)).device
-    else:
-        run_device = select_device(device)
-    seed_everything(config.seed)
-    model = wrap_ddp(build_model(config, segs.layout), run_device)
-    inner = getattr(model, "module", model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    schedule = linear_curriculum(config.mask_start, config.mask_end, max(1, config.epochs))
-    tokens = torch.from_numpy(np.ascontiguousarray(segs.tokens))
-    positional = torch.from_numpy(np.ascontiguousarray(segs.positional))
-    prior_np = site_prior(segs.tokens)
-    prior = torch.from_numpy(prior_np)
-
-    def make_loader(epoch: int, generator: torch.Generator) -> _EpochBatches:
-        return _EpochBatches(tokens, positional, prior, config.batch_size, generator, get_rank(), get_world_size())
-
-    def train_step(net: Any, batch: Any, ctx: Any) -> dict[str, torch.Tensor]:
-        tok, pos, pri, seg = batch
-        return _batch_loss(net, tok, pos, pri, seg, float(schedule(ctx.epoch)), ctx.generator, config)
-
-    validate = None
-    if val is not None:
-        val_tokens = torch.from_numpy(np.ascontiguousarray(val.tokens))
-        val_pos = torch.from_numpy(np.ascontiguousarray(val.positional))
-
-        def validate(net: Any, epoch: int) -> float:
-            generator = make_generator(config.seed, 97)
-            total, count = 0.0, 0
-            loader = _EpochBatches(val_tokens, val_pos, prior, max(config.batch_size, 256),
-                                   make_generator(config.seed, 98), 0, 1)
-            for tok, pos, pri, seg in loader:
-                out = _batch_loss(net, tok.to(run_device), pos.to(run_device), pri.to(run_device),
-                                  seg.to(run_device), config.mask_end, generator, config)
-                total += float(out["loss"]) * len(tok)
-                count += len(tok)
-            return total / max(count, 1)
-
-    best: dict[str, Any] = {}
-
-    def epoch_end(record: dict[str, Any]) -> None:
-        record["mask_rate"] = float(schedule(record["epoch"] - 1))
-        if val is not None:
-            record["val_loss"] = record.get("metric", float("nan"))
-            if record.get("improved") and checkpoint_dir is None:
-                best["state"] = copy.deepcopy(inner.state_dict())
-                best["epoch"] = record["epoch"]
-
-    previous_threads = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(int(num_threads))
-    try:
-        result = fit(
-            model, optimizer, train_step, make_loader, epochs=config.epochs, seed=config.seed,
-            checkpoint_dir=checkpoint_dir, resume=resume, cycle_length=1,
-            validate=validate,
-            early_stopping=EarlyStopping(patience=config.patience if val is not None else None),
-            amp=amp, keep_last=1, restore_best=val is not None, on_epoch_end=epoch_end,
-            metadata={"model": config.model, "config": config.to_dict(),
-                      "layout": segs.layout.to_dict()},
-            progress=progress, checkpoint_prefix=config.model)
-    finally:
-        torch.set_num_threads(previous_threads)
-    if best and checkpoint_dir is None and best["epoch"] != result.epochs_completed:
-        inner.load_state_dict(best["state"])
-    inner.cpu().eval()
-    return TrainedSegmentModel(
-        model=inner, config=config, layout=segs.layout, positional=segs.positional, prior=prior_np,
-        history=pd.DataFrame(result.history), epochs_completed=result.epochs_completed,
-        best_epoch=result.best_epoch, seconds=time.perf_counter() - started,
-        segments_seen=len(segs) * result.epochs_completed,
-        details={"n_parameters": count_parameters(inner), "device": str(run_device),
-                 "stopped_early": result.stopped_early,
-                 "resumed_from": None if result.resumed_from is None else str(result.resumed_from)})
+# ----------------------------------------------------------------------------- inference
 
 
 def predict_segments(model: Any, tokens: Any, positional: Any, *, prior: Any = None, batch_size: int = 512,

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from analysislib.errors import NotPositiveDefiniteError
+from analysislib.gwas.windows import _as_matrix
 
 __all__ = [
     "TAPERS",
@@ -291,8 +292,6 @@ def band_window(
     if (R_window is None) == (block_fn is None):
         raise TypeError("give exactly one of R_window and block_fn")
     if R_window is not None:
-        from analysislib.gwas.likelihood import _as_matrix
-
         R = _as_matrix(R_window, "R_window", torch.device(device))
         m = R.shape[0]
 

@@ -29,7 +29,7 @@ Objectives (``objective=`` of :func:`train_prior`):
   ``s_j = N ℓ_j h²/M + R_jj``, ``ℓ_j = Σ_k R²_jk`` and ``h² = 0.5`` (``herit``)
   (:func:`ldsr_loss`).
 
-Training (:func:`train_prior`): LD windows from :func:`~analysislib.gwas.likelihood.plan_windows`
+Training (:func:`train_prior`): LD windows from :func:`~analysislib.gwas.windows.plan_windows`
 are the mini-batches; ``windows_per_step`` windows are accumulated per optimizer step (DeepWAS:
 one window per batch, ``accumulate_grad_batches = 12``; the loss of a step is the mean of its
 window losses, as Lightning's accumulation gives). float64 throughout, AdamW with lr 2e-4 (the
@@ -60,13 +60,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from analysislib.gwas.likelihood import (
-    Window,
-    null_nll,
-    plan_windows,
-    window_matrix,
-    window_nll,
-)
+from analysislib.gwas.likelihood import null_nll, window_nll
+from analysislib.gwas.windows import Window, plan_windows, window_matrix
 
 if TYPE_CHECKING:
     from analysislib.simulate.gwas import SimulatedGwas

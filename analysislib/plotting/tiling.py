@@ -50,7 +50,7 @@ def _draw_tiles(ax: Any, tiles: pd.DataFrame, first: float, last: float, unit: s
               title_fontsize=8)
 
 
-def plot_tile_region(ds: xr.Dataset, tiling: Tiling, start: int, size: int, title: str,
+def plot_tile_region(ds: xr.Dataset, tiling: Tiling, start: int, size: int, title: str, *,
                      hotspots: pd.DataFrame | None = None) -> Figure:
     """Fig. 1A for a window of common variants: thresholded |r|, box counts and tiles.
 
