@@ -79,8 +79,8 @@ def make_imputer(name: str, **parameters: Any) -> GenotypeImputer:
 def thread_parameters(name: str, threads: int | None) -> dict[str, int]:
     """The keyword that gives imputer ``name`` a thread count: ``{"threads": n}`` or similar.
 
-    Beagle, Minimac4 and the autoencoder take ``threads``; BiU-Net and SCDA take ``num_threads``
-    (torch threads). An imputer with no thread setting (the allele-frequency floor) runs on one
+    Every imputer with a thread setting calls it ``threads`` (CPU threads of one process; torch
+    threads for the deep models). An imputer with no thread setting (the allele-frequency floor) runs on one
     thread, so ``threads=1`` asks nothing of it and more is refused. ``None`` returns ``{}``.
 
     Raises
@@ -93,9 +93,8 @@ def thread_parameters(name: str, threads: int | None) -> dict[str, int]:
     if int(threads) != threads or threads < 1:
         raise ValueError(f"threads must be a whole number of at least 1, got {threads}")
     names, _ = IMPUTERS.keywords(name)
-    for keyword in ("threads", "num_threads", "n_threads", "nthreads"):
-        if keyword in names:
-            return {keyword: int(threads)}
+    if "threads" in names:
+        return {"threads": int(threads)}
     if threads == 1:
         return {}
     raise ValueError(f"method {name!r} runs on one thread and has no thread setting; "

@@ -135,7 +135,7 @@ def main() -> int:
                 "fit_s": fit_s, "impute_s": impute_s}
 
     results: dict[str, dict[str, float]] = {}
-    common = {"preset": args.preset, "device": "cpu", "num_threads": args.threads, "progress": False}
+    common = {"preset": args.preset, "device": "cpu", "threads": args.threads, "progress": False}
     # the networks train on train + validation and stop early on the validation split
     import xarray as xr
 

@@ -46,7 +46,7 @@ def test_scenarios_run_the_methods_of_issue_12(benchmark):
     for harness_name, _ in benchmark.SCENARIOS.values():
         parse_scenario(harness_name)
     assert benchmark._method_parameters("biunet", "standard", 2) == {"preset": "standard",
-                                                                      "num_threads": 2}
+                                                                      "threads": 2}
     assert benchmark._method_parameters("dae", "quick", 2) == {"preset": "quick", "threads": 2}
     assert benchmark._method_parameters("beagle", "quick", 2) == {"threads": 2}
     assert benchmark._method_parameters("allele_frequency", "quick", 2) == {}

@@ -174,6 +174,7 @@ from analysislib.genotype.unet_training import (
 )
 from analysislib.presets import Presets
 from analysislib.results.provenance import peak_memory_mb
+from analysislib.runtime import renamed_keywords
 
 logger = logging.getLogger(__name__)
 
@@ -456,9 +457,10 @@ class _SegmentImputer(GenotypeImputer):
 
     presets: ClassVar[Presets[SegmentModelConfig]]
 
+    @renamed_keywords(num_threads="threads")
     def __init__(self, *, preset: str = "quick", config: SegmentModelConfig | None = None,
                  validation_fraction: float = 0.0, device: str = "auto", amp: bool = True,
-                 checkpoint_dir: str | os.PathLike[str] | None = None, num_threads: int | None = None,
+                 checkpoint_dir: str | os.PathLike[str] | None = None, threads: int | None = None,
                  batch_size_predict: int = 512, sample_chunk: int = 64, progress: bool | None = None,
                  **overrides: Any) -> None:
         super().__init__()
@@ -469,7 +471,7 @@ class _SegmentImputer(GenotypeImputer):
             raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
         self.validation_fraction = float(validation_fraction)
         self.device, self.amp, self.checkpoint_dir = device, amp, checkpoint_dir
-        self.num_threads, self.progress = num_threads, progress
+        self.threads, self.progress = threads, progress
         self.batch_size_predict, self.sample_chunk = int(batch_size_predict), int(sample_chunk)
         self.trained: TrainedSegmentModel | None = None
 
@@ -495,7 +497,7 @@ class _SegmentImputer(GenotypeImputer):
                                               seed=self.config.seed)
         self.trained = train_segment_model(
             train, self.config, validation=validation, device=self.device, amp=self.amp,
-            checkpoint_dir=self.checkpoint_dir, num_threads=self.num_threads, progress=self.progress)
+            checkpoint_dir=self.checkpoint_dir, threads=self.threads, progress=self.progress)
         return self
 
     def _codes_on_reference(self, target: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -596,7 +598,7 @@ class BiUNetImputer(_SegmentImputer):
     validation_fraction
         Share of the reference samples held out for early stopping (0: train on all, no
         early stopping).
-    device, amp, checkpoint_dir, num_threads, progress
+    device, amp, checkpoint_dir, threads, progress
         See :func:`train_segment_model`.
     batch_size_predict, sample_chunk
         Segments per forward pass and samples reassembled at a time at inference.

@@ -33,6 +33,7 @@ from analysislib.genotype.segments import (
     haplotype_tokens,
     segment_dataset,
 )
+from analysislib.runtime import renamed_keywords
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -325,6 +326,7 @@ def _batch_loss(net: Any, tokens: torch.Tensor, positional: torch.Tensor, prior:
     return out
 
 
+@renamed_keywords(num_threads="threads")
 def train_segment_model(
     train: xr.Dataset | SegmentedGenotypes,
     config: SegmentModelConfig,
@@ -334,7 +336,7 @@ def train_segment_model(
     amp: bool = True,
     checkpoint_dir: str | os.PathLike[str] | None = None,
     resume: bool = True,
-    num_threads: int | None = None,
+    threads: int | None = None,
     progress: bool | None = None,
 ) -> TrainedSegmentModel:
     """Train a BiU-Net or SCDA on segments with curriculum masking (:mod:`analysislib.genotype.unet`, "Training").
@@ -356,8 +358,9 @@ def train_segment_model(
     checkpoint_dir, resume
         Checkpoints (every epoch, plus ``best.pt``) and exact resume through
         :func:`analysislib.training.fit`.
-    num_threads
-        torch CPU threads while training (restored afterwards); None keeps torch's setting.
+    threads
+        torch CPU threads while training (restored afterwards); None keeps torch's setting
+        (``num_threads``, its old name, is accepted for one release).
     progress
         Progress bars (None: follow ``ANALYSISLIB_PROGRESS``).
 
@@ -442,8 +445,8 @@ def train_segment_model(
                 best["epoch"] = record["epoch"]
 
     previous_threads = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(int(num_threads))
+    if threads is not None:
+        torch.set_num_threads(int(threads))
     try:
         result = fit(
             model, optimizer, train_step, make_loader, epochs=config.epochs, seed=config.seed,
