@@ -18,7 +18,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analysislib.genotype import dae
 from analysislib.genotype.dae import (
     BundleChecksumError,
     BundleError,
@@ -26,6 +25,7 @@ from analysislib.genotype.dae import (
     write_manifest,
     write_tile,
 )
+from analysislib.genotype.dae import bundle as dae_bundle
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -270,10 +270,10 @@ def test_variant_tables_read_at_once_or_one_by_one_alike(pristine, tmp_path, fli
         data[position % len(data)] ^= mask
     (bundle / "tiles/t1.variants.tsv").write_bytes(bytes(data[:None if cut is None else cut % len(data)]))
     manifest = json.loads((bundle / "manifest.json").read_text())
-    tiles, rank = dae._tile_columns(manifest["tiles"]), {c: i for i, c in enumerate(manifest["contigs"])}
-    at_once = dae._tile_rows_at_once(bundle, tiles, rank)
+    tiles, rank = dae_bundle._tile_columns(manifest["tiles"]), {c: i for i, c in enumerate(manifest["contigs"])}
+    at_once = dae_bundle._tile_rows_at_once(bundle, tiles, rank)
     try:
-        one_by_one = dae._tile_rows(bundle, tiles, rank)
+        one_by_one = dae_bundle._tile_rows(bundle, tiles, rank)
     except (ValueError, OverflowError):  # BundleError or other: not to be read at once either
         one_by_one = None
     if at_once is None:

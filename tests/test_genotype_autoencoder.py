@@ -119,7 +119,7 @@ def test_initial_weights_depend_on_the_seed_alone_even_across_threads():
     # tiles trained in threads of one dask worker must start where a serial run starts
     import concurrent.futures
 
-    from analysislib.genotype.autoencoder import _new_model
+    from analysislib.genotype.dae.model import _new_model
 
     hparams = DAEHyperparameters(seed=3)
     serial = _new_model(40, hparams).state_dict()

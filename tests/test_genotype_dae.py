@@ -45,6 +45,9 @@ from analysislib.genotype.dae import (
     write_manifest,
     write_tile,
 )
+from analysislib.genotype.dae import fit as dae_fit
+from analysislib.genotype.dae import inference as dae_inference
+from analysislib.genotype.dae import streaming as dae_streaming
 from analysislib.genotype.dataset import create_genotype_dataset
 from analysislib.genotype.imputer import check_imputed
 from analysislib.io.vcf import read_vcf, write_vcf
@@ -52,6 +55,7 @@ from analysislib.simulate.genotypes import simulate_genotypes
 from analysislib.tiling import variant_tiles
 
 torch = pytest.importorskip("torch")
+from analysislib.genotype.dae import model as dae_model  # imports torch
 
 GRCH37_CHR22 = 51304566
 GRCH38_CHR22 = 50818468
@@ -98,7 +102,7 @@ TAGS = [0.1, 0.2, 0.3]
 
 @pytest.fixture
 def tag_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr(ae, "SparseDenoisingAutoencoder", TagModel, raising=False)
+    monkeypatch.setattr(dae_model, "SparseDenoisingAutoencoder", TagModel)
     out = tmp_path / "bundle"
     hp = ae.DAEHyperparameters()
     entries = [write_tile(out, f"t{k}", tag_model(b - a + 1, tag), hp,
@@ -150,13 +154,13 @@ def test_plan_tile_tasks_balances_cost_with_a_capacity():
 
 
 def test_threads_go_to_tiles_only_when_tiles_are_large():
-    assert dae._thread_split(None, [1e9]) == (1, None)
-    assert dae._thread_split(1, [1e9] * 4) == (1, 1)
-    assert dae._thread_split(4, [1e5] * 10) == (1, 1)      # overhead-bound small tiles
-    assert dae._thread_split(4, [1e9] * 10) == (4, 1)      # four tiles at a time
-    assert dae._thread_split(4, [1e9] * 2) == (2, 2)       # two tiles, two torch threads each
+    assert dae_inference._thread_split(None, [1e9]) == (1, None)
+    assert dae_inference._thread_split(1, [1e9] * 4) == (1, 1)
+    assert dae_inference._thread_split(4, [1e5] * 10) == (1, 1)      # overhead-bound small tiles
+    assert dae_inference._thread_split(4, [1e9] * 10) == (4, 1)      # four tiles at a time
+    assert dae_inference._thread_split(4, [1e9] * 2) == (2, 2)       # two tiles, two torch threads each
     with pytest.raises(ValueError, match="at least 1"):
-        dae._thread_split(0, [1e9])
+        dae_inference._thread_split(0, [1e9])
 
 
 # ------------------------------------------------------------------------------------------
@@ -339,7 +343,7 @@ def test_bad_inputs_get_clear_errors(tag_bundle: Path):
 
 
 def test_only_contigs_in_the_input_are_imputed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(ae, "SparseDenoisingAutoencoder", TagModel, raising=False)
+    monkeypatch.setattr(dae_model, "SparseDenoisingAutoencoder", TagModel)
     hp = ae.DAEHyperparameters()
     entries = [write_tile(tmp_path, f"c{c}", tag_model(4, 0.1), hp,
                           variant_table([10, 20, 30, 40], "ACGT", "GTAC", chrom=c)) for c in ("21", "22")]
@@ -423,13 +427,13 @@ def test_train_bundle_writes_every_tile_and_resumes(panel: xr.Dataset, tmp_path:
     np.testing.assert_allclose(bundle.predict(2, x), expected, rtol=1e-6, atol=1e-7)
 
     calls: list[int] = []
-    real_train = ae.train_tile
+    real_train = dae_fit.train_tile
 
     def counting_train(genotypes, *args, **kwargs):
         calls.append(genotypes.shape[0])
         return real_train(genotypes, *args, **kwargs)
 
-    monkeypatch.setattr(ae, "train_tile", counting_train)
+    monkeypatch.setattr(dae_fit, "train_tile", counting_train)
     stamps = {p.name: p.stat().st_mtime_ns for p in (out / "tiles").iterdir()}
     again = train_bundle(panel, tiles, FAST, out, epochs=3, progress=False)
     assert calls == [] and {p.name: p.stat().st_mtime_ns for p in (out / "tiles").iterdir()} == stamps
@@ -771,7 +775,7 @@ def test_streamed_chunks_run_on_dask(streamed, tmp_path: Path):
 
 def test_a_failure_midway_leaves_no_output(streamed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     bundle, in_vcf, _ = streamed
-    real = dae._impute_chunk
+    real = dae_streaming._impute_chunk
     calls: list[int] = []
 
     def failing(*args, **kwargs):
@@ -780,7 +784,7 @@ def test_a_failure_midway_leaves_no_output(streamed, tmp_path: Path, monkeypatch
             raise InputFormatError("in.vcf.gz", "simulated failure in the second chunk")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(dae, "_impute_chunk", failing)
+    monkeypatch.setattr(dae_streaming, "_impute_chunk", failing)
     for out in (tmp_path / "new.vcf.gz", tmp_path / "old.vcf.gz"):
         if out.name == "old.vcf.gz":
             out.write_bytes(b"previous run")
@@ -822,7 +826,7 @@ def test_impute_path_imports_no_pandas_xarray_dask_torch_or_yaml(streamed, tmp_p
         f"{str(tmp_path / 'cli.vcf.gz')!r}]) == 0\n"
         f"impute_vcf({str(bundle)!r}, {str(in_vcf)!r}, {str(tmp_path / 'api.vcf')!r}, threads=2)\n"
         f"print('loaded:', *sorted({{m.split('.')[0] for m in sys.modules}} & set({IMPUTE_AVOIDS!r})))\n")
-    package_root = str(Path(dae.__file__).resolve().parents[2])  # the analysislib under test
+    package_root = str(Path(dae.__file__).resolve().parents[3])  # the analysislib under test
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env,
                           check=False)

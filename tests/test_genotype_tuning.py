@@ -285,7 +285,7 @@ def test_predictor_cross_validation_and_top_k():
 
     # include_base: the untuned set joins each tile's finalists, ranked last, with its prediction
     from analysislib.genotype.autoencoder import DAEHyperparameters
-    from analysislib.genotype.tuning import _with_base_rows
+    from analysislib.genotype.dae.tuning.pipeline import _with_base_rows
 
     base = DAEHyperparameters(learning_rate=1e-3, activation="tanh", optimizer="adam")
     with_base = _with_base_rows(chosen, predictor, features, base)
@@ -300,7 +300,7 @@ def test_predictor_cross_validation_and_top_k():
     assert to_hyperparameters(added.head(1), base)[0] == base
 
     # a tile won by the base row keeps the base set itself (its seed), others the trained winner
-    from analysislib.genotype.tuning import _keep_base_where_it_won
+    from analysislib.genotype.dae.tuning.pipeline import _keep_base_where_it_won
 
     finals = with_base[with_base["tile"].isin(["t0", "t1"])].assign(seed=7, cycle_epochs=5, max_epochs=10)
     finals["val_r2"] = np.where((finals["tile"] == "t0") == (finals["source"] == "base"), 0.9, 0.1)

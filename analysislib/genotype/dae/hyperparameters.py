@@ -1,0 +1,187 @@
+"""Hyperparameters of one tile's autoencoder (Dias et al. 2022, Table 1) and its layer widths.
+
+Defaults are those of the authors' ``DSAE_TORCH_ARG.py`` (``TorkamaniLab/Imputation_Autoencoder``).
+Torch-free: bundles read and check hyperparameters, and tuning draws them, without torch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ACTIVATIONS", "LOSSES", "OPTIMIZERS", "DAEHyperparameters", "layer_sizes"]
+
+
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "leakyrelu", "softplus")
+"""Hidden-layer activations (Table 1 plus the code's ``leakyrelu``)."""
+OPTIMIZERS = ("adam", "rmsprop", "sgd", "adagrad", "adadelta")
+"""Optimizers of the authors' code (Table 1 lists the first three)."""
+LOSSES = ("CE", "FL")
+"""Reconstruction losses: binary cross entropy or focal loss (Eq. 2)."""
+
+
+@dataclass(frozen=True)
+class DAEHyperparameters:
+    """Hyperparameters of one tile's autoencoder (defaults: the authors' ``DSAE_TORCH_ARG.py``).
+
+    Attributes
+    ----------
+    n_layers
+        Number of Linear layers, even (half encoder, half decoder).
+    size_ratio
+        Width of each encoder layer relative to the previous one (decoder mirrors).
+    activation
+        Hidden activation, one of :data:`ACTIVATIONS`.
+    loss
+        ``"CE"`` binary cross entropy or ``"FL"`` focal loss.
+    gamma
+        Focal-loss modulating exponent γ (Eq. 2; 0 = cross entropy weighted by α_t).
+    l1
+        λ1 of the L1 term (Σ over weight matrices of mean |W|).
+    l2
+        λ2, the optimizer's weight decay.
+    beta, rho
+        Weight β and target activation ρ of the KL sparsity term (Eq. 4); β = 0 switches it off.
+    learning_rate
+        Initial learning rate.
+    optimizer
+        One of :data:`OPTIMIZERS`.
+    batch_size
+        Samples per optimizer step.
+    decay_rate
+        Learning rate × ``decay_rate`` at the end of every cycle; 0 disables decay.
+    cycle_epochs
+        Epochs per masking/training cycle (checkpoint, early-stopping check, curriculum period).
+    max_epochs
+        Maximum number of epochs.
+    min_mask
+        First masking rate of the curriculum.
+    max_mask_keep
+        The curriculum ends with all but this many variants masked per sample.
+    max_mask
+        Upper bound of the curriculum's masking rate (1 = the authors' all-but-``max_mask_keep``
+        end). Lower values keep training close to the share of untyped sites that inference
+        sees (for example 2/3 when one SNP in three is typed).
+    offspring
+        Number of offspring formed once from the (phased) training panel and added to it before
+        de-duplication (0 = no augmentation).
+    seed
+        Seed of initialisation, shuffling, masking and offspring formation.
+    """
+
+    n_layers: int = 4
+    size_ratio: float = 0.5
+    activation: str = "tanh"
+    loss: str = "CE"
+    gamma: float = 0.0
+    l1: float = 1e-9
+    l2: float = 1e-5
+    beta: float = 0.0
+    rho: float = 0.05
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    batch_size: int = 256
+    decay_rate: float = 0.0
+    cycle_epochs: int = 500
+    max_epochs: int = 20000
+    min_mask: float = 0.80
+    max_mask_keep: int = 5
+    max_mask: float = 1.0
+    offspring: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        def bad(name: str, rule: str) -> ValueError:
+            return ValueError(f"DAEHyperparameters.{name} must be {rule}, got {getattr(self, name)!r}")
+
+        for name in ("n_layers", "batch_size", "cycle_epochs", "max_epochs", "max_mask_keep",
+                     "offspring", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) != value:
+                raise bad(name, "an integer")
+            object.__setattr__(self, name, int(value))
+        for spec in fields(self):
+            if spec.type == "float":
+                value = getattr(self, spec.name)
+                if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+                    raise bad(spec.name, "a number")
+                if not math.isfinite(value):
+                    raise bad(spec.name, "finite")
+                object.__setattr__(self, spec.name, float(value))
+        if self.n_layers < 2 or self.n_layers % 2:
+            raise bad("n_layers", "an even integer >= 2")
+        if self.size_ratio <= 0:
+            raise bad("size_ratio", "positive")
+        if self.activation not in ACTIVATIONS:
+            raise bad("activation", f"one of {ACTIVATIONS}")
+        if self.loss not in LOSSES:
+            raise bad("loss", f"one of {LOSSES}")
+        if self.optimizer not in OPTIMIZERS:
+            raise bad("optimizer", f"one of {OPTIMIZERS}")
+        for name in ("gamma", "l1", "l2", "beta"):
+            if getattr(self, name) < 0:
+                raise bad(name, ">= 0")
+        if not 0 < self.rho < 1:
+            raise bad("rho", "in (0, 1)")
+        if self.learning_rate <= 0:
+            raise bad("learning_rate", "positive")
+        if not 0 <= self.decay_rate <= 1:
+            raise bad("decay_rate", "in [0, 1]")
+        if not 0 <= self.min_mask <= 1:
+            raise bad("min_mask", "in [0, 1]")
+        if not 0 < self.max_mask <= 1:
+            raise bad("max_mask", "in (0, 1]")
+        for name in ("batch_size", "cycle_epochs", "max_epochs"):
+            if getattr(self, name) < 1:
+                raise bad(name, ">= 1")
+        for name in ("max_mask_keep", "offspring", "seed"):
+            if getattr(self, name) < 0:
+                raise bad(name, ">= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict of every field."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> DAEHyperparameters:
+        """Build from a dict such as :meth:`to_dict` wrote; missing keys take the defaults.
+
+        Raises
+        ------
+        ValueError
+            On unknown keys or invalid values.
+        """
+        known = {spec.name for spec in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown DAE hyperparameters {unknown}; known: {sorted(known)}")
+        return cls(**dict(values))
+
+    def replace(self, **changes: Any) -> DAEHyperparameters:
+        """A copy with some fields changed (validated)."""
+        return type(self).from_dict({**self.to_dict(), **changes})
+
+
+def layer_sizes(n_variants: int, n_layers: int = 4, size_ratio: float = 0.5) -> list[int]:
+    """Widths of the encoder, input first: ``2V, int(2V r), int(2V r²), ...`` (``n_layers/2 + 1``).
+
+    As in the authors' ``Autoencoder``, each width is the previous one times ``size_ratio``
+    truncated to an integer; widths are floored at 1 here. The decoder mirrors this list.
+
+    Examples
+    --------
+    >>> layer_sizes(10, 4, 0.5)
+    [20, 10, 5]
+    """
+    if int(n_variants) != n_variants or n_variants < 1:
+        raise ValueError(f"n_variants must be a positive integer, got {n_variants!r}")
+    if n_layers < 2 or n_layers % 2:
+        raise ValueError(f"n_layers must be an even integer >= 2, got {n_layers!r}")
+    sizes = [2 * int(n_variants)]
+    for _ in range(n_layers // 2):
+        sizes.append(max(1, int(sizes[-1] * size_ratio)))
+    return sizes

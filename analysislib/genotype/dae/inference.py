@@ -1,0 +1,344 @@
+"""Imputing a genotype dataset in memory with a bundle: typed variants in, every bundle variant out.
+
+:func:`impute_dataset` maps the target's variants onto the bundle
+(:func:`~analysislib.genotype.dae.mapping.map_variants`), runs each tile's model on all samples
+and sums the tiles' outputs with their :data:`~analysislib.genotype.dae.bundle.OVERLAP_RULE`
+weights (:func:`_run_tiles`, shared with the streamed
+:func:`~analysislib.genotype.dae.streaming.impute_vcf`).
+
+Output and matching rules
+-------------------------
+The output holds the bundle's variants on the contigs the input covers, in genome order; input
+variants absent from the bundle are dropped and counted (as Beagle and Minimac4 drop
+target-only markers). Typed genotypes are copied through as hard calls, as in the authors'
+``get_predicted_gen_known_indices``; unlike their code, decoded probabilities are normalised
+(:func:`~analysislib.genotype.encoding.genotype_probabilities_from_presence`) and written as
+GP, with DS = P(het) + 2 P(hom-alt) and GT = the most likely genotype, unphased.
+
+Speed
+-----
+Inference cost is a few matrix products per tile; everything else (reading, mapping, decoding,
+writing) is vectorised over variants and samples. Importing torch takes longer than imputing a
+chromosome of array data, so inference runs the packed weights through
+:func:`~analysislib.genotype.dae.forward.numpy_forward` (one file read for all tiles, the
+matrix products in NumPy's BLAS, results equal to torch's to float32 rounding) and
+``analysislib impute`` never imports torch; it reads the VCF into NumPy arrays
+(:func:`~analysislib.io.vcf.read_vcf_arrays`), so xarray and dask are not imported either, and
+holds the bundle's tables as NumPy columns, so neither is pandas. On array panels with tens of
+variants per tile the per-tile overhead dominates, so threads go to tiles only when tiles are large
+(:func:`_thread_split`). The torch path (older bundles, ``engine="torch"``) stores weights in
+one storage per file and runs them through one weightless model per tile shape
+(:meth:`~analysislib.genotype.dae.bundle.Bundle.predict`).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import functools
+import json
+import os
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from analysislib import variables
+from analysislib.errors import InputFormatError
+from analysislib.genotype.dae.bundle import Bundle, load_bundle
+from analysislib.genotype.dae.mapping import StrandPolicy, VariantMapping, map_variants
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+__all__ = ["impute_dataset"]
+
+_SMALL_TILE_WORK = 5e7  # multiply-adds per tile below which threads do not pay (see _thread_split)
+_DECODE_BLOCK = 65536  # variants decoded at a time
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise ValueError("threads must be at least 1")
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def _engine_threads(engine: str, threads: int | None) -> Iterator[None]:
+    """Limit the inference engine's threads per tile (torch's, or NumPy's BLAS) to ``threads``."""
+    if engine == "torch":
+        with _torch_threads(threads):
+            yield
+        return
+    if threads is None:
+        yield
+        return
+    if threads < 1:
+        raise ValueError("threads must be at least 1")
+    controller = _blas_controller()
+    if controller is None:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        yield
+        return
+    with controller.limit(limits=int(threads), user_api="blas"):
+        yield
+
+
+@functools.cache
+def _blas_controller() -> Any:
+    """One ``threadpoolctl.ThreadpoolController`` per process (finding the libraries is slow)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover
+        return None
+    return ThreadpoolController()
+
+
+def _thread_split(threads: int | None, work: Sequence[float]) -> tuple[int, int | None]:
+    """How many tiles to run side by side, and engine threads (torch or BLAS) per tile.
+
+    ``work`` estimates each tile's multiply-adds. Small tiles (median below
+    :data:`_SMALL_TILE_WORK`, e.g. array panels with tens of variants per tile) are bound by
+    per-tile overheads that threads cannot share (Python, the GIL, weight loading) and run one
+    after another on one torch thread: more threads only add waiting, and OpenMP threads that
+    wait on each other stall badly on a busy machine. Larger tiles run ``threads`` at a time, each
+    on one torch thread; with fewer tiles than threads, the rest go to torch inside each tile.
+    None keeps torch's setting and runs tiles in turn.
+    """
+    if threads is None:
+        return 1, None
+    if threads < 1:
+        raise ValueError("threads must be at least 1")
+    if not len(work) or float(np.median(work)) < _SMALL_TILE_WORK:
+        return 1, 1
+    workers = max(1, min(int(threads), len(work)))
+    return workers, max(1, int(threads) // workers)
+
+
+def _check_engine(bundle: Bundle, engine: str | None) -> str:
+    if engine is None:
+        engine = "numpy" if bundle.packed else "torch"
+    if engine not in ("numpy", "torch"):
+        raise ValueError(f"engine must be 'numpy' or 'torch', got {engine!r}")
+    return engine
+
+
+def _output_layout(bundle: Bundle, target: xr.Dataset, strand_ambiguous: StrandPolicy, where: str
+                   ) -> tuple[VariantMapping, set[str], np.ndarray, np.ndarray]:
+    """Check the target and map it; the output is the bundle variants on the contigs it covers.
+
+    Returns the mapping, the covered bundle contigs, the bundle rows of the output variants
+    (``keep``) and, per bundle variant, its output row or -1 (``local``).
+    """
+    variables.validate(target, ["call_genotype", "variant_position", "variant_allele", "sample_id"])
+    if target.sizes["ploidy"] != 2:
+        raise InputFormatError(where, f"ploidy {target.sizes['ploidy']}; the autoencoder imputes diploid genotypes")
+    if target.sizes["samples"] == 0:
+        raise InputFormatError(where, "no samples to impute")
+    mapping = map_variants(bundle, target, strand_ambiguous=strand_ambiguous, source=where)
+    return (mapping, *_covered_variants(bundle, mapping))
+
+
+def _covered_variants(bundle: Bundle, mapping: VariantMapping) -> tuple[set[str], np.ndarray, np.ndarray]:
+    """Bundle contigs the input covers, the bundle rows on them (``keep``), each row's output index."""
+    contig_of = bundle._variant("contig")
+    covered = set(contig_of[mapping.bundle_index].tolist())
+    keep = np.flatnonzero(np.isin(contig_of, list(covered)))
+    local = np.full(len(contig_of), -1, dtype=np.int64)
+    local[keep] = np.arange(len(keep))
+    return covered, keep, local
+
+
+def _tiles_on(bundle: Bundle, covered: set[str]) -> list[int]:
+    """Rows of the bundle's tiles on the ``covered`` contigs: every tile that adds to the output."""
+    tile_contig = bundle._tile("contig")
+    return [row for row in range(len(bundle.members)) if tile_contig[row] in covered]
+
+
+def impute_dataset(
+    bundle: Bundle | str | os.PathLike[str],
+    target: xr.Dataset,
+    *,
+    threads: int | None = 1,
+    strand_ambiguous: StrandPolicy = "keep",
+    batch_size: int = 4096,
+    source: str | os.PathLike[str] | None = None,
+    engine: Literal["numpy", "torch"] | None = None,
+) -> xr.Dataset:
+    """Impute a target dataset to every variant of a bundle.
+
+    Typed input genotypes are mapped onto the bundle (:func:`map_variants`), encoded as allele
+    presence (untyped and missing calls as [0, 0]), and each tile's model runs once on all samples
+    (batches of ``batch_size``; NumPy or torch, see ``engine``). A variant in several tiles takes
+    their weighted mean (:data:`~analysislib.genotype.dae.bundle.OVERLAP_RULE`); decoded
+    probabilities are normalised
+    (:func:`~analysislib.genotype.encoding.genotype_probabilities_from_presence`). Observed
+    genotypes are passed through as hard calls (GP one-hot, integer DS, input phase kept).
+
+    Parameters
+    ----------
+    bundle
+        A :class:`Bundle` or its folder.
+    target
+        Genotype dataset (diploid, biallelic).
+    threads
+        CPU threads for inference (None: the engine's current setting, tiles in turn). Large
+        tiles run side by side on ``threads`` threads, each with one engine thread (with fewer
+        tiles than threads the remainder goes to the engine inside each tile: torch threads, or
+        BLAS threads through ``threadpoolctl``); small tiles, whose cost is per-tile overhead,
+        run in turn on one thread (see :func:`_thread_split`).
+    strand_ambiguous
+        See :func:`map_variants`.
+    batch_size
+        Samples per forward pass.
+    source
+        File named in error messages.
+    engine
+        ``"numpy"`` runs the bundle's packed weights without torch (default when the bundle has
+        them), ``"torch"`` the per-tile ``.pt`` files (default for bundles written before packed
+        weights existed). See :meth:`Bundle.predict`.
+
+    Returns
+    -------
+    xarray.Dataset
+        Every bundle variant on the contigs the input covers (genome order) by every target
+        sample, with ``call_genotype``,
+        ``call_genotype_phased`` (True only for typed calls that were phased),
+        ``call_dosage`` and ``call_genotype_probability``; contigs named as in the input.
+        Attributes: ``variant_mapping`` (:meth:`VariantMapping.to_dict` as JSON),
+        ``tiles_imputed`` and ``tiles_without_typed_variants`` (tiles imputed from the model's
+        prior alone, e.g. where an array has a gap).
+    """
+    from analysislib.genotype.dataset import create_genotype_dataset
+    from analysislib.genotype.encoding import allele_presence, genotype_probabilities_from_presence
+
+    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    engine = _check_engine(bundle, engine)
+    where = str(source or target.attrs.get("source") or "target dataset")
+    mapping, covered, keep, local = _output_layout(bundle, target, strand_ambiguous, where)
+    n_samples = target.sizes["samples"]
+    n_out = len(keep)
+
+    gt_in = np.asarray(target["call_genotype"].values, dtype=np.int8)[mapping.input_index]
+    gt_in = np.where(mapping.flip[:, None, None] & (gt_in >= 0), 1 - gt_in, gt_in).astype(np.int8)
+    typed = np.full((n_out, n_samples, 2), -1, dtype=np.int8)
+    typed[local[mapping.bundle_index]] = gt_in
+    phased_in = (np.asarray(target["call_genotype_phased"].values, dtype=bool)[mapping.input_index]
+                 if "call_genotype_phased" in target else np.zeros(gt_in.shape[:2], dtype=bool))
+    presence = allele_presence(typed).reshape(n_samples, n_out, 2)
+    called = (typed >= 0).all(axis=2)
+
+    needed = _tiles_on(bundle, covered)
+    untyped_tiles = sum(not called[local[bundle.members[row]]].any() for row in needed)
+    weights = bundle.overlap_weights()
+    tiles = [(row, local[bundle.members[row]], np.arange(len(weights[row])), local[bundle.members[row]],
+              weights[row]) for row in needed]
+    # sigmoid outputs, allele presence
+    raw = _run_tiles(bundle, tiles, presence, n_out, engine=engine, threads=threads, batch_size=batch_size,
+                     **_work_needed(typed, np.arange(n_out)))
+    gp = np.empty((n_out, n_samples, 3), dtype=np.float32)
+    for start in range(0, n_out, _DECODE_BLOCK):  # bounded float64 temporaries
+        block = raw[:, start:start + _DECODE_BLOCK]
+        gp[start:start + block.shape[1]] = genotype_probabilities_from_presence(
+            block.reshape(n_samples, -1)).transpose(1, 0, 2)
+
+    hard = (typed > 0).sum(axis=2)
+    gp[called] = np.eye(3, dtype=np.float32)[hard[called]]
+    dosage = (gp[..., 1] + 2 * gp[..., 2]).astype(np.float32)
+    best = gp.argmax(axis=2)
+    genotypes = np.stack([best == 2, best >= 1], axis=2).astype(np.int8)
+    genotypes[called] = typed[called]
+    phased = np.zeros((n_out, n_samples), dtype=bool)
+    phased[local[mapping.bundle_index]] = phased_in
+    phased &= called
+
+    variants = {name: values[keep] for name, values in bundle._columns("variants").items()}
+    names = [c for c in bundle.contigs if c in covered]
+    inverse = {dst: src for src, dst in mapping.contig_map.items()}
+    code_of = {c: i for i, c in enumerate(names)}
+    codes = np.fromiter((code_of.get(c, -1) for c in variants["contig"].tolist()), dtype=np.int32,
+                        count=len(keep))
+    alleles = np.stack([np.asarray(variants["ref"], dtype=object), np.asarray(variants["alt"], dtype=object)],
+                       axis=1)
+    lengths = bundle.contig_lengths
+    attrs: dict[str, Any] = {"source": f"dae imputation of {where}",
+                             "variant_mapping": json.dumps(mapping.to_dict()),
+                             "tiles_imputed": len(needed), "tiles_without_typed_variants": int(untyped_tiles)}
+    if lengths and all(c in lengths for c in names):
+        attrs["contig_lengths"] = [lengths[c] for c in names]
+    return create_genotype_dataset(
+        contigs=[inverse.get(c, c) for c in names], variant_contig=codes,
+        variant_position=np.asarray(variants["pos"], dtype=np.int64), variant_allele=alleles,
+        variant_id=np.asarray(variants["id"], dtype=object),
+        sample_id=np.asarray(target["sample_id"].values, dtype=object), call_genotype=genotypes,
+        call_genotype_phased=phased,
+        sample_population=(np.asarray(target["sample_population"].values, dtype=object)
+                           if "sample_population" in target else None),
+        call_dosage=dosage, call_genotype_probability=gp, attrs=attrs)
+
+
+#: A tile's part in a region chunk (or in the whole output, :func:`impute_dataset`): tile row, its
+#: inputs' rows in the chunk's span, the positions in its output that the chunk's variants take
+#: (``sources``), where they go in the chunk (``targets``) and their
+#: :data:`~analysislib.genotype.dae.bundle.OVERLAP_RULE` weights.
+_ChunkTile = tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _work_needed(calls: np.ndarray, out_rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The ``typed`` and ``wanted`` masks of :func:`_run_tiles` from every sample's input calls.
+
+    ``calls`` are int8 ``(span, samples, 2)`` (-1 where uncalled) and ``out_rows`` the span row
+    of each output variant.
+    """
+    known = calls >= 0
+    return {"typed": known.any(axis=(1, 2)), "wanted": ~known[out_rows].all(axis=(1, 2))}
+
+
+def _run_tiles(bundle: Bundle, tiles: list[_ChunkTile], presence: np.ndarray, n_var: int, *, engine: str,
+               threads: int | None, typed: np.ndarray, wanted: np.ndarray,
+               batch_size: int = 4096) -> np.ndarray:
+    """Sigmoid outputs ``(samples, n_var, 2)`` of ``tiles`` for presence ``(samples, span, 2)``.
+
+    Tiles run side by side on threads (:func:`_thread_split`) and are summed with their
+    :data:`~analysislib.genotype.dae.bundle.OVERLAP_RULE` weights in the order given, so the sums
+    are the same on any thread count. Used for a whole dataset (:func:`impute_dataset`) and for
+    region chunks.
+
+    Only the work that can change the result is done (:meth:`Bundle.predict`'s ``inputs`` and
+    ``outputs``): a tile's first layer reads only its members that are ``typed`` (per span row:
+    some sample has a call there; elsewhere every input is 0), and outputs are computed only
+    for ``wanted`` variants (per output variant: some sample lacks a call; the others are all
+    replaced by the input calls and stay 0 here). Both masks are properties of the whole
+    input, not of a sample batch, so every batching does the same arithmetic.
+    """
+    size = presence.shape[0]
+    raw = np.zeros((size, n_var, 2), dtype=np.float32)
+    plans = []  # per tile: its typed members, their input columns, wanted outputs and where they go
+    for row, inputs, sources, targets, weight in tiles:
+        keep_in = typed[inputs]
+        keep_out = wanted[targets]
+        chosen = sources[keep_out]
+        plans.append((row, inputs[keep_in], np.flatnonzero(np.repeat(keep_in, 2)),
+                      np.stack([2 * chosen, 2 * chosen + 1], axis=1).ravel(), targets[keep_out],
+                      weight[keep_out]))
+    plans = [plan for plan in plans if len(plan[4])]  # tiles with nothing wanted do not run
+
+    def run_tile(plan: tuple[Any, ...]) -> np.ndarray:
+        row, members, in_cols, out_cols = plan[:4]
+        return bundle.predict(row, presence[:, members].reshape(size, -1), batch_size=batch_size,
+                              engine=engine, inputs=in_cols, outputs=out_cols)
+
+    workers, per_worker = _thread_split(threads, [size * 2 * len(t[1]) ** 2 for t in tiles])
+    with _engine_threads(engine, per_worker), concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        outputs = map(run_tile, plans) if workers == 1 else pool.map(run_tile, plans)
+        for (*_, targets, weight), out in zip(plans, outputs, strict=True):
+            raw[:, targets] += weight[:, None] * out.reshape(size, -1, 2)
+    return raw
