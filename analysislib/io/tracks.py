@@ -3,7 +3,7 @@
 Every reader returns the signal layout of :mod:`analysislib.epigenome.tensor` (a track
 DataArray over ``bin``, or a full cell × assay signal Dataset); every writer is atomic (a temporary
 sibling renamed into place). The Roadmap npz layout is the one of the Avocado pilot-region files
-(``data/*.pilot.arcsinh.npz`` in ``jmschrei/avocado``; see also ``shared/data/README.md``): one
+(``data/*.pilot.arcsinh.npz`` in ``jmschrei/avocado``): one
 file per track named ``CELL.ASSAY.*.npz`` holding ``arr_0``, float32 arcsinh(−log10 p) at 25 bp.
 
 Malformed input raises :class:`analysislib.errors.InputFormatError` naming the file and the

@@ -38,7 +38,7 @@ The model, from the genome up:
 Default emission amplitudes and depths are calibrated so that per-mark statistics
 (:func:`analysislib.epigenome.tensor.track_summary`: fraction of bins above −log10 p = 2, mean
 −log10 p, lag-1 autocorrelation; and the cross-mark correlation matrix) match the averages of the
-20 Roadmap pilot-region tracks (E003, E017, E065, E116 × 5 marks) in ``shared/data/epigenome``;
+20 Roadmap pilot-region tracks (E003, E017, E065, E116 × 5 marks; catalog ``roadmap_pilot_arcsinh``);
 ``tests/test_simulate_epigenome.py`` checks this against the real files. For 12 cell types ×
 200,000 bins the simulated per-mark means are within about 12 % (one sd over seeds) of the real
 ones, the fractions above 2 within 0.01 and the lag-1 autocorrelations within 0.03; cross-mark
