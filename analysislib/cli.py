@@ -456,9 +456,9 @@ def _train(args: argparse.Namespace) -> int:
               file=sys.stderr)
         try:
             bundle = train_bundle(reference, tiling, settings["hparams"], out,
-                                  epochs=settings["epochs"], n_jobs=args.jobs or 1, client=client,
+                                  epochs=settings["epochs"], jobs=args.jobs or 1, client=client,
                                   models_per_tile=settings["models_per_tile"],
-                                  threads_per_job=args.threads, resume=True,
+                                  threads=args.threads, resume=True,
                                   progress=False if args.no_progress else None)
         except KeyboardInterrupt:
             done = len(list((out / TILES_DIR).glob("*.json")))

@@ -56,8 +56,11 @@ from analysislib.io.atomic import atomic_output
 
 __all__ = [
     "DEBIAN_PACKAGES",
+    "JAVA_FATAL_STDERR",
     "ToolRun",
+    "check_java_heap",
     "find_tool",
+    "java_heap_option",
     "run_tool",
     "tool_version",
 ]
@@ -85,6 +88,12 @@ _VERSION_ARGS: dict[str, tuple[str, ...]] = {
     "ChromImpute": (),
 }
 _VERSION_PATTERN = re.compile(r"\d+(?:\.\d+)+[\w.\-]*")
+# A JVM heap size as ``-Xmx`` takes it: bytes, or a number with a k, m or g suffix.
+_JAVA_HEAP = re.compile(r"^\d+[kKmMgG]?$")
+#: ``fatal_stderr`` of :func:`run_tool` for Java tools (Beagle, ChromImpute): a JVM can stay
+#: alive after an uncaught exception in its main thread (its worker threads keep running), so
+#: such a line ends the run.
+JAVA_FATAL_STDERR = re.compile(r'Exception in thread "main"|thrown from the UncaughtExceptionHandler')
 
 
 @dataclass(frozen=True)
@@ -131,6 +140,34 @@ def find_tool(tool: str) -> str:
     if path is None:
         raise ToolNotFoundError(tool, DEBIAN_PACKAGES.get(tool))
     return path
+
+
+def check_java_heap(java_mem: str) -> str:
+    """``java_mem`` as a string, if it is a JVM heap size such as ``"2g"`` or ``"512m"``.
+
+    The one check of the Java tools' heap setting (Beagle, ChromImpute): a whole number of
+    bytes, or with a ``k``, ``m`` or ``g`` suffix (either case), as ``-Xmx`` takes it.
+
+    >>> check_java_heap("512m")
+    '512m'
+
+    Raises
+    ------
+    ValueError
+        For anything else, e.g. ``"lots"`` or ``"1.5g"``.
+    """
+    if not _JAVA_HEAP.match(str(java_mem)):
+        raise ValueError(f"java_mem must look like '2g' or '512m', not {java_mem!r}")
+    return str(java_mem)
+
+
+def java_heap_option(java_mem: str) -> str:
+    """The JVM option ``-Xmx<java_mem>`` limiting the heap, after :func:`check_java_heap`.
+
+    >>> java_heap_option("2g")
+    '-Xmx2g'
+    """
+    return f"-Xmx{check_java_heap(java_mem)}"
 
 
 def _maxrss_kib(rusage: Any) -> float:

@@ -168,7 +168,7 @@ def main() -> int:
         else:
             bundle_dir = work / "bundle"
             dae = DAEImputer(preset=args.preset, epochs=args.epochs, models_per_tile=args.models_per_tile,
-                             bundle_dir=bundle_dir, n_jobs=args.jobs, progress=False).fit(reference)
+                             bundle_dir=bundle_dir, jobs=args.jobs, progress=False).fit(reference)
             trained = (f"trained in {time.perf_counter() - started:.1f} s ({args.preset} preset, "
                        f"{dae.epochs} epochs, models per tile: {dae.models_per_tile})")
         print(f"targets {masked.target.sizes['samples']} samples x {masked.target.sizes['variants']} "

@@ -14,7 +14,15 @@ import numpy as np
 import pytest
 
 from analysislib.errors import ExternalToolError, ToolNotFoundError
-from analysislib.external import DEBIAN_PACKAGES, find_tool, run_tool, tool_version
+from analysislib.external import (
+    DEBIAN_PACKAGES,
+    JAVA_FATAL_STDERR,
+    check_java_heap,
+    find_tool,
+    java_heap_option,
+    run_tool,
+    tool_version,
+)
 
 PY = sys.executable
 MIB = 2**20
@@ -210,3 +218,13 @@ def test_fatal_stderr_line_ends_a_hanging_tool() -> None:
     with pytest.raises(ExternalToolError) as info:
         run_tool(["sh", "-c", "echo 'FATAL: no output' >&2"], fatal_stderr="^FATAL")
     assert info.value.returncode == 1
+
+
+def test_java_heap_is_checked_in_one_place() -> None:
+    assert [check_java_heap(m) for m in ("2g", "512M", "64k", "2147483648")] == ["2g", "512M", "64k",
+                                                                                  "2147483648"]
+    assert java_heap_option("3g") == "-Xmx3g"
+    for bad in ("lots", "1.5g", "2gb", "", "-2g"):
+        with pytest.raises(ValueError, match="java_mem must look like"):
+            java_heap_option(bad)
+    assert JAVA_FATAL_STDERR.search('Exception in thread "main" java.lang.OutOfMemoryError')

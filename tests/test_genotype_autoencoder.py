@@ -520,7 +520,7 @@ def chr22_slice(shared_data):
 
 def test_it_memorises_masked_entries_of_its_own_training_haplotypes(chr22_slice):
     gt = chr22_slice["call_genotype"].values[:40, :80]
-    tile = train_tile(gt, SANITY.replace(l2=0.0), epochs=4000, device="cpu", num_threads=1)
+    tile = train_tile(gt, SANITY.replace(l2=0.0), epochs=4000, device="cpu", threads=1)
     masked = np.random.default_rng(0).random(gt.shape[:2]) < 0.25
     _dosage, gp = impute_masked(tile.model, gt, masked)
     truth = allele_count(gt)
@@ -537,7 +537,7 @@ def test_a_snp_in_perfect_ld_with_a_typed_neighbour_is_imputed(chr22_slice):
     gt[twin] = gt[source]  # perfect LD
     train, test = gt[:, :400], gt[:, 400:]
     hp = SANITY.replace(min_mask=0.5, max_mask=0.5)
-    tile = train_tile(train, hp, epochs=600, device="cpu", num_threads=1)
+    tile = train_tile(train, hp, epochs=600, device="cpu", threads=1)
     untyped = np.zeros(30, dtype=bool)
     untyped[[twin, *range(1, 30, 3)]] = True  # one in three variants hidden, the twin among them
     untyped[source] = False
@@ -552,7 +552,7 @@ def test_a_monomorphic_site_is_imputed_as_the_major_allele(chr22_slice):
     gt[7] = 0  # nobody carries the ALT allele
     gt[12] = 1  # everybody is homozygous ALT
     tile = train_tile(gt[:, :400], SANITY.replace(min_mask=0.5, max_mask=0.5), epochs=300,
-                      device="cpu", num_threads=1)
+                      device="cpu", threads=1)
     untyped = np.zeros(30, dtype=bool)
     untyped[[7, 12]] = True
     dosage, gp = impute_masked(tile.model, gt[:, 400:], untyped)
@@ -592,3 +592,38 @@ def test_quick_preset_is_never_below_the_allele_frequency_floor_in_any_maf_bin(c
             floor_accuracy, floor_r2 = scores["floor", label]
             assert accuracy >= floor_accuracy
             assert np.nan_to_num(r2) >= np.nan_to_num(floor_r2)
+
+
+# --------------------------------------------------------------------------- old keyword names
+
+
+@pytest.fixture
+def cpu_threads_seen(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The thread settings train_tile and predict_presence hand to their thread limit."""
+    import contextlib
+
+    from analysislib.genotype.dae import fit as dae_fit
+
+    seen: list = []
+
+    @contextlib.contextmanager
+    def record(threads, device, batch_elements):
+        seen.append(threads)
+        yield
+
+    monkeypatch.setattr(dae_fit, "_cpu_threads", record)
+    return seen
+
+
+def test_train_tile_takes_num_threads_for_one_release(cpu_threads_seen):
+    gt = np.random.default_rng(0).integers(0, 2, (6, 10, 2)).astype(np.int8)
+    with pytest.warns(FutureWarning, match="'num_threads' is now called 'threads'"):
+        train_tile(gt, FAST, epochs=1, device="cpu", num_threads=2)
+    assert cpu_threads_seen == [2]
+
+
+def test_predict_presence_takes_num_threads_for_one_release(cpu_threads_seen):
+    model = SparseDenoisingAutoencoder(4, FAST)
+    with pytest.warns(FutureWarning, match="'num_threads' is now called 'threads'"):
+        out = predict_presence(model, np.ones((3, 8), dtype=np.float32), num_threads=1)
+    assert out.shape == (3, 8) and cpu_threads_seen == [1]

@@ -448,6 +448,36 @@ def test_train_bundle_writes_every_tile_and_resumes(panel: xr.Dataset, tmp_path:
 
 
 
+class _Stop(Exception):
+    """Ends a call once the value under test has arrived (no training)."""
+
+
+def test_train_bundle_takes_n_jobs_and_threads_per_job_for_one_release(panel: xr.Dataset, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch):
+    from analysislib.genotype.dae import plan as dae_plan
+
+    seen = {}
+
+    def no_training(function, payloads, *, jobs, client, window):
+        seen.update(jobs=jobs, threads=next(iter(payloads))["threads"])
+        raise _Stop
+
+    monkeypatch.setattr(dae_plan, "run_tasks", no_training)
+    with pytest.warns(FutureWarning) as warned, pytest.raises(_Stop):
+        train_bundle(panel, tile_table(panel.sizes["variants"]), FAST, tmp_path / "bundle", epochs=1,
+                     n_jobs=2, threads_per_job=3, progress=False)
+    assert seen == {"jobs": 2, "threads": 3}
+    messages = " ".join(str(w.message) for w in warned)
+    assert "'n_jobs' is now called 'jobs'" in messages
+    assert "'threads_per_job' is now called 'threads'" in messages
+
+
+def test_dae_imputer_takes_n_jobs_for_one_release():
+    with pytest.warns(FutureWarning, match="'n_jobs' is now called 'jobs'"):
+        imputer = DAEImputer(n_jobs=3)
+    assert imputer.jobs == 3 and imputer.parameters()["jobs"] == 3
+
+
 def test_models_per_tile_train_an_ensemble_that_inference_averages(panel: xr.Dataset, tmp_path: Path):
     from analysislib.training import derive_seed
 
@@ -560,8 +590,8 @@ def test_process_pool_and_dask_train_the_same_weights(panel: xr.Dataset, tmp_pat
     distributed = pytest.importorskip("distributed")
     tiles = tile_table(panel.sizes["variants"])
     serial = train_bundle(panel, tiles, FAST, tmp_path / "serial", epochs=2, progress=False,
-                          threads_per_job=1)
-    pooled = train_bundle(panel, tiles, FAST, tmp_path / "pool", epochs=2, n_jobs=2,
+                          threads=1)
+    pooled = train_bundle(panel, tiles, FAST, tmp_path / "pool", epochs=2, jobs=2,
                           tiles_per_task=2, progress=False)
     # tcp on loopback: the inproc transport looks the machine's address up through the network
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp://",

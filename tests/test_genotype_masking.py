@@ -72,6 +72,19 @@ def test_split_without_population_labels_and_bad_arguments():
         split_samples(_panel(per_pop=2), target_fraction=0.1)
 
 
+def test_random_holdout_is_the_autoencoders_validation_split():
+    from analysislib.genotype.dae.tuning import split_validation_samples
+    from analysislib.genotype.masking import _random_holdout
+    from analysislib.training import derive_seed
+
+    kept, held = _random_holdout(10, 3, seed=7)
+    order = np.random.default_rng(7).permutation(10)  # the first n_held of one permutation
+    assert np.array_equal(held, np.sort(order[:3])) and np.array_equal(kept, np.sort(order[3:]))
+    train, val = split_validation_samples(10, 0.2, seed=4)
+    assert all(np.array_equal(a, b) for a, b in zip((train, val), _random_holdout(10, 2, derive_seed(4, 0x5A11)),
+                                                    strict=True))
+
+
 def test_train_val_test_8_1_1_per_stratum():
     ds = _panel(per_pop=20)
     train, val, test = split_train_val_test(ds, seed=1)

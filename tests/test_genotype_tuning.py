@@ -373,7 +373,7 @@ def test_random_search_end_to_end(search: pd.DataFrame, small_tiles: dict[str, n
 def test_random_search_is_reproducible_in_worker_processes(search, small_tiles):
     from analysislib.genotype.autoencoder import DAEHyperparameters
 
-    again = run_random_search(small_tiles, n_trials=4, epochs_per_trial=20, seed=3, n_jobs=2,
+    again = run_random_search(small_tiles, n_trials=4, epochs_per_trial=20, seed=3, jobs=2,
                               base=DAEHyperparameters(batch_size=32), space="authors_code")
     pd.testing.assert_series_equal(again["trial"], search["trial"])
     assert np.allclose(again["val_r2"], search["val_r2"], atol=1e-6)
@@ -417,3 +417,61 @@ def test_quick_preset_runs_the_whole_pipeline(small_tiles):
     assert all(h.batch_size == 32 for h in result.best.values())
     with pytest.raises(ValueError, match="unknown autoencoder tuning preset"):
         tune_tiles(small_tiles, "huge")
+
+
+# ------------------------------------------------------------------------------- old keyword names
+
+
+class _Stop(Exception):
+    """Ends a call once the value under test has arrived (no training)."""
+
+
+def _stop_at(monkeypatch: pytest.MonkeyPatch, module: object, name: str, key: str, seen: dict) -> None:
+    """Replace ``module.name`` by a function that records its ``key`` argument and stops."""
+    import inspect
+
+    parameters = list(inspect.signature(getattr(module, name)).parameters)
+
+    def stop(*args, **kwargs):
+        seen[key] = kwargs[key] if key in kwargs else args[parameters.index(key)]
+        raise _Stop
+
+    monkeypatch.setattr(module, name, stop)
+
+
+def test_run_random_search_takes_n_jobs_for_one_release(small_tiles, monkeypatch):
+    from analysislib.genotype.dae.tuning import trials
+
+    seen: dict = {}
+    _stop_at(monkeypatch, trials, "_train_all", "jobs", seen)
+    with pytest.warns(FutureWarning, match="'n_jobs' is now called 'jobs'"), pytest.raises(_Stop):
+        run_random_search(small_tiles, n_trials=1, epochs_per_trial=1, n_jobs=2)
+    assert seen == {"jobs": 2}
+
+
+def test_train_candidates_takes_n_jobs_for_one_release(small_tiles, monkeypatch):
+    from analysislib.genotype.dae.tuning import trials
+
+    seen: dict = {}
+    _stop_at(monkeypatch, trials, "_train_all", "jobs", seen)
+    candidates = sample_hyperparameters(1, 0).assign(tile="left")
+    with pytest.warns(FutureWarning, match="'n_jobs' is now called 'jobs'"), pytest.raises(_Stop):
+        train_candidates(small_tiles, candidates, max_epochs=2, cycle_epochs=1, n_jobs=3)
+    assert seen == {"jobs": 3}
+
+
+def test_tune_tiles_takes_n_jobs_for_one_release(small_tiles, monkeypatch):
+    from analysislib.genotype.dae.tuning import pipeline
+
+    seen: dict = {}
+    _stop_at(monkeypatch, pipeline, "run_random_search", "jobs", seen)
+    with pytest.warns(FutureWarning, match="'n_jobs' is now called 'jobs'"), pytest.raises(_Stop):
+        tune_tiles(small_tiles, "quick", n_jobs=2)
+    assert seen == {"jobs": 2}
+
+
+def test_hyperparameter_predictor_takes_n_jobs_for_one_release():
+    with pytest.warns(FutureWarning, match="'n_jobs' is now called 'threads'"):
+        predictor = HyperparameterPredictor(n_jobs=2)
+    assert predictor.threads == 2
+    assert predictor._new_model().get_params()["n_jobs"] == 2  # XGBoost's name for its threads

@@ -2,7 +2,9 @@
 
 Public functions and classes take few positional parameters, and the run-time options
 (device, threads, jobs, progress, dask client) are keyword-only, so call sites read the same
-everywhere and options can be added without breaking anyone. Dataclasses (records of settings
+everywhere and options can be added without breaking anyone. A thread count is called
+``threads`` (CPU threads of one process) and a number of worker processes ``jobs``
+(:mod:`analysislib.runtime`), never by another name. Dataclasses (records of settings
 or results) are exempt; the allow-lists name what predates the rule.
 """
 
@@ -18,7 +20,9 @@ import pytest
 import analysislib
 
 MAX_POSITIONAL = 5
-RUN_TIME_OPTIONS = {"device", "progress", "client", "threads", "num_threads", "n_jobs", "threads_per_job", "jobs"}
+RUN_TIME_OPTIONS = {"device", "progress", "client", "threads", "jobs"}
+#: Other names of ``threads`` and ``jobs``, which no public signature may use.
+OTHER_THREAD_AND_JOB_NAMES = {"num_threads", "threads_per_job", "n_jobs", "n_threads", "nthreads"}
 #: More positional parameters than MAX_POSITIONAL: torch modules built from a config, and LD
 #: score weights whose parameters follow ldsc's own function.
 MANY_POSITIONAL = {"analysislib.genotype.unet_model.BiUNet", "analysislib.genotype.unet_model.SCDA",
@@ -80,6 +84,12 @@ def test_run_time_options_are_keyword_only(name, signature):
         pytest.skip("allow-listed")
     positional = [p.name for p in _positional(signature) if p.name in RUN_TIME_OPTIONS]
     assert positional == [], f"make {positional} keyword-only: {signature}"
+
+
+@pytest.mark.parametrize(("name", "signature"), PUBLIC, ids=[name for name, _ in PUBLIC])
+def test_one_name_for_threads_and_one_for_jobs(name, signature):
+    other = sorted(OTHER_THREAD_AND_JOB_NAMES & set(signature.parameters))
+    assert other == [], f"call {other} 'threads' (threads of one process) or 'jobs' (worker processes)"
 
 
 def test_allow_lists_name_only_what_exists():

@@ -63,7 +63,14 @@ import xarray as xr
 from analysislib.epigenome.imputer import EpigenomeImputer, Track
 from analysislib.epigenome.tensor import observed_tracks, to_arcsinh, to_neglog10p
 from analysislib.errors import ExternalToolError, InputFormatError, ToolNotFoundError
-from analysislib.external import ToolRun, find_tool, run_tool
+from analysislib.external import (
+    JAVA_FATAL_STDERR,
+    ToolRun,
+    check_java_heap,
+    find_tool,
+    java_heap_option,
+    run_tool,
+)
 from analysislib.genotype.imputer import ImputationRun
 from analysislib.io.tracks import write_bedgraph
 from analysislib.presets import Presets
@@ -81,8 +88,6 @@ __all__ = [
 
 CHROMIMPUTE_JAR_ENV = "ANALYSISLIB_CHROMIMPUTE_JAR"
 _DEBIAN_JAR = Path("/usr/share/java/chromimpute.jar")
-_JAVA_FATAL = re.compile(r'Exception in thread "main"|thrown from the UncaughtExceptionHandler')
-_JAVA_MEMORY = re.compile(r"^\d+[kKmMgG]$")
 
 #: Settings of each preset (``full`` = the tool's own defaults in version 1.0.3).
 CHROMIMPUTE_PRESETS: Presets[dict[str, int]] = Presets("ChromImpute", {
@@ -231,7 +236,7 @@ class ChromImputeImputer(EpigenomeImputer):
     seed
         Seed of ``GenerateTrainData`` (``-d``; the tool's default is 100).
     java_mem
-        JVM heap, for example ``"2g"``.
+        JVM heap, for example ``"2g"`` (``-Xmx``; see :func:`analysislib.external.check_java_heap`).
     workdir
         Parent folder of the scratch workspaces (default: the system temporary folder).
     keep_workdir
@@ -267,12 +272,10 @@ class ChromImputeImputer(EpigenomeImputer):
         for key, value in settings.items():
             if value < 1:
                 raise ValueError(f"{key} must be >= 1, got {value}")
-        if not _JAVA_MEMORY.match(str(java_mem)):
-            raise ValueError(f"java_mem must look like '2g' or '512m', not {java_mem!r}")
         self.preset = preset
         self.settings = settings
         self.seed = int(seed)
-        self.java_mem = str(java_mem)
+        self.java_mem = check_java_heap(java_mem)
         self.workdir = Path(workdir) if workdir is not None else None
         self.keep_workdir = keep_workdir
         self.timeout = timeout
@@ -294,8 +297,8 @@ class ChromImputeImputer(EpigenomeImputer):
         """Run one ChromImpute step and check that it produced its outputs."""
         find_tool("java")
         jar = find_chromimpute_jar()
-        command = ["java", f"-Xmx{self.java_mem}", "-jar", jar, step, *map(str, arguments)]
-        run = run_tool(command, timeout=self.timeout, fatal_stderr=_JAVA_FATAL,
+        command = ["java", java_heap_option(self.java_mem), "-jar", jar, step, *map(str, arguments)]
+        run = run_tool(command, timeout=self.timeout, fatal_stderr=JAVA_FATAL_STDERR,
                        fatal_grace=2.0, stderr_path=where / f"{step}.stderr", tail_lines=20)
         self._runs.append((step, run))
         if isinstance(expect, str):

@@ -54,7 +54,6 @@ import abc
 import contextlib
 import logging
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -67,7 +66,15 @@ import numpy as np
 import xarray as xr
 
 from analysislib.errors import InputFormatError
-from analysislib.external import ToolRun, find_tool, run_tool, tool_version
+from analysislib.external import (
+    JAVA_FATAL_STDERR,
+    ToolRun,
+    check_java_heap,
+    find_tool,
+    java_heap_option,
+    run_tool,
+    tool_version,
+)
 from analysislib.genotype.imputer import (
     GenotypeImputer,
     ImputationRun,
@@ -82,10 +89,6 @@ __all__ = ["BeagleImputer", "Minimac4Imputer", "write_plink_map"]
 logger = logging.getLogger(__name__)
 
 GeneticMap = Any  # msprime.RateMap, per-variant cM array, or a PLINK .map path
-_JAVA_MEMORY = re.compile(r"^\d+[kKmMgG]?$")
-# Beagle's JVM can stay alive after an uncaught exception in its main thread (its worker
-# threads keep running), so such a line ends the run (see run_tool's fatal_stderr).
-_JAVA_FATAL = re.compile(r'Exception in thread "main"|thrown from the UncaughtExceptionHandler')
 
 
 # --------------------------------------------------------------------------------------------
@@ -383,14 +386,8 @@ class _ExternalHMMImputer(GenotypeImputer):
 
 def _java_env(java_mem: str) -> dict[str, str]:
     """Environment giving the JVM started by Debian's ``beagle`` script a heap limit."""
-    options = " ".join(filter(None, [os.environ.get("JDK_JAVA_OPTIONS", ""), f"-Xmx{java_mem}"]))
+    options = " ".join(filter(None, [os.environ.get("JDK_JAVA_OPTIONS", ""), java_heap_option(java_mem)]))
     return {"JDK_JAVA_OPTIONS": options}
-
-
-def _check_java_mem(java_mem: str) -> str:
-    if not _JAVA_MEMORY.match(str(java_mem)):
-        raise ValueError(f"java_mem must look like '2g' or '512m', not {java_mem!r}")
-    return str(java_mem)
 
 
 # --------------------------------------------------------------------------------------------
@@ -453,7 +450,7 @@ class BeagleImputer(_ExternalHMMImputer):
                          keep_workdir=keep_workdir, extra_args=extra_args)
         self.ne, self.window_cm, self.overlap_cm = ne, window_cm, overlap_cm
         self.seed = int(seed)
-        self.java_mem = _check_java_mem(java_mem)
+        self.java_mem = check_java_heap(java_mem)
 
     def parameters(self) -> dict[str, Any]:
         """Configuration recorded with every result."""
@@ -486,7 +483,7 @@ def _run_beagle(reference_vcf: Path, target_vcf: Path, out_prefix: Path, *, thre
     if map_path is not None:
         command.append(f"map={map_path}")
     return run_tool([*command, *extra], env=_java_env(java_mem),
-                    stderr_path=out_prefix.with_suffix(".stderr"), fatal_stderr=_JAVA_FATAL,
+                    stderr_path=out_prefix.with_suffix(".stderr"), fatal_stderr=JAVA_FATAL_STDERR,
                     fatal_grace=2.0)
 
 
@@ -552,7 +549,7 @@ class Minimac4Imputer(_ExternalHMMImputer):
         self.prephase = prephase
         self.restore_typed = restore_typed
         self.seed = int(seed)
-        self.java_mem = _check_java_mem(java_mem)
+        self.java_mem = check_java_heap(java_mem)
 
     def parameters(self) -> dict[str, Any]:
         """Configuration recorded with every result."""

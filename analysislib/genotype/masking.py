@@ -97,6 +97,23 @@ def _split_indices(ds: xr.Dataset, fractions: Sequence[float], stratify_by: str 
     return [np.sort(np.concatenate(p)) if p else np.zeros(0, np.int64) for p in parts], stratify_by
 
 
+def _random_holdout(n_samples: int, n_held: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held out) sample indices, sorted: the first ``n_held`` of a seeded permutation.
+
+    The validation hold-out of the autoencoder's training
+    (:func:`~analysislib.genotype.dae.plan.train_bundle`) and tuning
+    (:func:`~analysislib.genotype.dae.tuning.trials.split_validation_samples`), each with its own
+    seed and count. Not the rule of :func:`split_samples`, whose counts are largest-remainder
+    apportionments per stratum and whose held-out part comes last in the permutation: the two
+    give different splits of the same samples and seed.
+
+    >>> _random_holdout(5, 2, seed=0)
+    (array([0, 1, 3]), array([2, 4]))
+    """
+    order = np.random.default_rng(seed).permutation(n_samples)
+    return np.sort(order[n_held:]), np.sort(order[:n_held])
+
+
 def split_samples(
     ds: xr.Dataset,
     *,

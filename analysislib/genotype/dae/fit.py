@@ -60,6 +60,7 @@ from analysislib.genotype.encoding import (
     dosage_from_probabilities,
     genotype_probabilities_from_presence,
 )
+from analysislib.runtime import renamed_keywords
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -162,7 +163,7 @@ def mask_rate_schedule(n_variants: int, hparams: DAEHyperparameters) -> Curricul
 
 
 @contextlib.contextmanager
-def _cpu_threads(num_threads: int | Literal["auto"] | None, device: torch.device,
+def _cpu_threads(threads: int | Literal["auto"] | None, device: torch.device,
                  batch_elements: int) -> Iterator[None]:
     """Set torch's intra-op threads for a block and restore them afterwards.
 
@@ -172,29 +173,30 @@ def _cpu_threads(num_threads: int | Literal["auto"] | None, device: torch.device
     """
     import torch
 
-    if num_threads == "auto":
+    if threads == "auto":
         small = device.type == "cpu" and batch_elements < _SMALL_BATCH_ELEMENTS
-        num_threads = 1 if small else None
-    if num_threads is None:
+        threads = 1 if small else None
+    if threads is None:
         yield
         return
-    if int(num_threads) < 1:
-        raise ValueError(f"num_threads must be >= 1, 'auto' or None, got {num_threads!r}")
+    if int(threads) < 1:
+        raise ValueError(f"threads must be >= 1, 'auto' or None, got {threads!r}")
     previous = torch.get_num_threads()
-    torch.set_num_threads(int(num_threads))
+    torch.set_num_threads(int(threads))
     try:
         yield
     finally:
         torch.set_num_threads(previous)
 
 
+@renamed_keywords(num_threads="threads")
 def predict_presence(
     model: torch.nn.Module,
     presence: Any,
     batch_size: int = 1024,
     *,
     device: str | torch.device = "cpu",
-    num_threads: int | Literal["auto"] | None = "auto",
+    threads: int | Literal["auto"] | None = "auto",
 ) -> np.ndarray:
     """Sigmoid outputs of ``model`` for ``(samples, 2 V)`` allele-presence inputs, in batches.
 
@@ -209,9 +211,9 @@ def predict_presence(
         Samples per forward pass.
     device
         Device to run on (``"auto"`` allowed, see :func:`analysislib.training.select_device`).
-    num_threads
+    threads
         CPU threads for torch during the call (``"auto"``: one for small batches; ``None``:
-        unchanged).
+        unchanged). ``num_threads``, its old name, is accepted for one release.
 
     Returns
     -------
@@ -236,7 +238,7 @@ def predict_presence(
     out = np.empty_like(x)
     elements = min(batch_size, max(x.shape[0], 1)) * width
     try:
-        with torch.no_grad(), _cpu_threads(num_threads, target, elements):
+        with torch.no_grad(), _cpu_threads(threads, target, elements):
             for start in range(0, x.shape[0], batch_size):
                 chunk = torch.from_numpy(x[start:start + batch_size]).to(target)
                 out[start:start + batch_size] = inner(chunk).float().cpu().numpy()
@@ -245,8 +247,14 @@ def predict_presence(
     return out
 
 
-def _check_genotypes(genotypes: Any, what: str = "genotypes") -> np.ndarray:
-    """(variants, samples, 2) biallelic allele indices as int8; clear error otherwise."""
+def _check_genotypes(genotypes: Any, what: str = "genotypes", *, biallelic: bool = True) -> np.ndarray:
+    """(variants, samples, 2) integer allele indices (-1 missing); a clear error otherwise.
+
+    The one check of a tile's genotypes, for training and scoring here and for the tuning's
+    tile features (:mod:`analysislib.genotype.dae.tuning`). With ``biallelic`` (the autoencoder's
+    inputs) every index must be 0, 1 or -1 and the array comes back as int8; without it (tile
+    features, which count any index above 0 as ALT) the array comes back as given.
+    """
     if hasattr(genotypes, "data_vars"):  # an xarray Dataset
         genotypes = genotypes["call_genotype"].values
     gt = np.asarray(genotypes)
@@ -257,6 +265,8 @@ def _check_genotypes(genotypes: Any, what: str = "genotypes") -> np.ndarray:
         raise ValueError(f"{what}: need at least one variant and one sample, got shape {gt.shape}")
     if gt.dtype.kind not in "iu":
         raise ValueError(f"{what}: allele indices must be integers, got dtype {gt.dtype}")
+    if not biallelic:
+        return gt
     bad = (gt < -1) | (gt > 1)
     if bad.any():
         v, s, h = np.argwhere(bad)[0]
@@ -561,6 +571,7 @@ def _check_resume_metadata(directory: Any, metadata: Mapping[str, Any]) -> None:
                                   "checkpoint_dir or resume=False")
 
 
+@renamed_keywords(num_threads="threads")
 def train_tile(
     genotypes: Any,
     hparams: DAEHyperparameters | None = None,
@@ -576,7 +587,7 @@ def train_tile(
     device: str | torch.device = "auto",
     amp: bool = False,
     amp_dtype: torch.dtype | None = None,
-    num_threads: int | Literal["auto"] | None = "auto",
+    threads: int | Literal["auto"] | None = "auto",
     genetic_map: Any = None,
     progress: bool | None = False,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
@@ -627,10 +638,10 @@ def train_tile(
         in DDP; each rank takes a slice of every global batch.
     amp, amp_dtype
         Mixed precision (fp16 on CUDA by default, bf16 on the CPU only if asked).
-    num_threads
+    threads
         torch CPU threads while training (``"auto"``: one thread when a batch holds fewer than
         2**17 input values, where threading only adds overhead; ``None``: torch's setting).
-        Restored afterwards.
+        Restored afterwards. ``num_threads``, its old name, is accepted for one release.
     genetic_map
         Genetic positions (cM per variant, or an ``msprime.RateMap`` with a Dataset) for
         offspring formation when ``genotypes`` is an array.
@@ -762,7 +773,7 @@ def train_tile(
     if checkpoint_dir is not None and resume:
         _check_resume_metadata(checkpoint_dir, metadata)
 
-    with _cpu_threads(num_threads, run_device, hp.batch_size * 2 * n_variants):
+    with _cpu_threads(threads, run_device, hp.batch_size * 2 * n_variants):
         result = fit(
             model,
             optimizer,

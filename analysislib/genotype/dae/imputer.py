@@ -28,6 +28,7 @@ from analysislib.genotype.dae.plan import _check_settings, _is_per_tile, train_b
 from analysislib.genotype.imputer import GenotypeImputer, ImputationRun, sites_key
 from analysislib.presets import Presets
 from analysislib.results.provenance import peak_memory_mb
+from analysislib.runtime import renamed_keywords
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -101,11 +102,12 @@ class DAEImputer(GenotypeImputer):
         :func:`train_bundle`).
     tiling
         :func:`~analysislib.tiling.tile_genome` arguments (override the preset's).
-    n_jobs, tiles_per_task, client, validation_fraction, device
-        Passed to :func:`train_bundle`.
+    jobs, tiles_per_task, client, validation_fraction, device
+        Passed to :func:`train_bundle` (``n_jobs``, the old name of ``jobs``, is accepted for
+        one release).
     threads
         CPU threads for inference (see :func:`impute_dataset`) and torch threads when
-        training with ``n_jobs=1``.
+        training with ``jobs=1``.
     strand_ambiguous
         See :func:`~analysislib.genotype.dae.mapping.map_variants`.
     progress
@@ -121,6 +123,7 @@ class DAEImputer(GenotypeImputer):
 
     name = "dae"
 
+    @renamed_keywords(n_jobs="jobs")
     def __init__(
         self,
         *,
@@ -130,7 +133,7 @@ class DAEImputer(GenotypeImputer):
         epochs: int | None = None,
         hparams: Any = None,
         tiling: Mapping[str, Any] | None = None,
-        n_jobs: int = 1,
+        jobs: int = 1,
         tiles_per_task: int | None = None,
         client: Any = None,
         threads: int = 1,
@@ -161,7 +164,7 @@ class DAEImputer(GenotypeImputer):
                                    else DAE_PRESETS[preset]["models_per_tile"])
         if self.models_per_tile < 1:
             raise ValueError(f"models_per_tile must be at least 1, got {models_per_tile!r}")
-        self.n_jobs, self.tiles_per_task, self.client = int(n_jobs), tiles_per_task, client
+        self.jobs, self.tiles_per_task, self.client = int(jobs), tiles_per_task, client
         self.threads = int(threads)
         self.validation_fraction = float(validation_fraction)
         self.strand_ambiguous = strand_ambiguous
@@ -182,7 +185,7 @@ class DAEImputer(GenotypeImputer):
                 "hparams": hp if isinstance(hp, Mapping) and (per_tile or len(hp) < 40) else None,
                 "hparams_per_tile": per_tile,
                 "bundle": None if self.bundle_path is None else str(self.bundle_path),
-                "threads": self.threads, "n_jobs": self.n_jobs,
+                "threads": self.threads, "jobs": self.jobs,
                 "strand_ambiguous": self.strand_ambiguous}
 
     def close(self) -> None:
@@ -209,9 +212,9 @@ class DAEImputer(GenotypeImputer):
             folder = self.bundle_dir
         tiling = tile_genome(reference, **self.tiling)
         self.bundle = train_bundle(reference, tiling, self.hparams, folder, epochs=self.epochs,
-                                   n_jobs=self.n_jobs, client=self.client,
+                                   jobs=self.jobs, client=self.client,
                                    tiles_per_task=self.tiles_per_task,
-                                   threads_per_job=self.threads if self.n_jobs == 1 else None,
+                                   threads=self.threads if self.jobs == 1 else None,
                                    validation_fraction=self.validation_fraction, device=self.device,
                                    progress=self.progress, models_per_tile=self.models_per_tile)
         self._fit_details = {"fit_seconds": time.perf_counter() - started, "trained": True,

@@ -41,7 +41,7 @@ from analysislib.genotype.dae.contigs import _contig_length_map, _contig_names
 from analysislib.genotype.dae.hyperparameters import DAEHyperparameters
 from analysislib.io.checksum import sha256_of
 from analysislib.presets import check_settings
-from analysislib.runtime import run_tasks
+from analysislib.runtime import RunOptions, renamed_keywords, run_tasks
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -253,6 +253,7 @@ def _hparams_for(hparams: Any, tile_ids: Sequence[str], tile_numbers: Sequence[A
     raise TypeError("hparams must be DAEHyperparameters, a mapping of their fields, or a per-tile mapping")
 
 
+@renamed_keywords(n_jobs="jobs", threads_per_job="threads")
 def train_bundle(
     reference: xr.Dataset,
     tiles: pd.DataFrame | Mapping[str, Any] | Any | None = None,
@@ -260,10 +261,10 @@ def train_bundle(
     out_dir: str | os.PathLike[str] | None = None,
     *,
     epochs: int | None = None,
-    n_jobs: int = 1,
+    jobs: int = 1,
     client: Any = None,
     tiles_per_task: int | None = None,
-    threads_per_job: int | None = None,
+    threads: int | None = None,
     validation_fraction: float = 0.0,
     genome_build: str | None = None,
     resume: bool = True,
@@ -290,15 +291,17 @@ def train_bundle(
         Bundle folder (created). Required.
     epochs
         Epochs per tile; None trains up to each tile's ``max_epochs`` with early stopping.
-    n_jobs
+    jobs
         Worker processes when no ``client`` is given (1 trains in this process).
     client
         A ``dask.distributed.Client`` or a scheduler address: tasks run on its workers, which
         must see ``out_dir`` (shared file system).
     tiles_per_task
         Tiles trained one after another by one task (see :func:`plan_tile_tasks`).
-    threads_per_job
-        Torch threads per task; default: the CPU count divided by ``n_jobs`` (1 with a client).
+    threads
+        Torch threads of each worker (of this process with ``jobs=1``); default: the CPU count
+        divided by ``jobs`` (1 with a client), as
+        :meth:`analysislib.runtime.RunOptions.threads_per_job`.
     validation_fraction
         Share of reference samples held out per tile for validation r² in the history
         (0: none; early stopping follows the training loss, as the authors did).
@@ -330,6 +333,9 @@ def train_bundle(
     arguments trains only the rest; within a tile, training resumes from its last cycle
     checkpoint under ``out_dir/checkpoints`` (removed once the tile is written). The manifest
     with every file's sha256 is written last.
+
+    ``n_jobs`` and ``threads_per_job``, the old names of ``jobs`` and ``threads``, are accepted
+    for one release.
     """
     from tqdm.auto import tqdm
 
@@ -343,8 +349,8 @@ def train_bundle(
         raise ValueError("the reference panel must be diploid and biallelic")
     if not 0 <= validation_fraction < 1:
         raise ValueError("validation_fraction must be in [0, 1)")
-    if n_jobs < 1:
-        raise ValueError("n_jobs must be at least 1")
+    if jobs < 1:
+        raise ValueError("jobs must be at least 1")
     if int(models_per_tile) != models_per_tile or models_per_tile < 1:
         raise ValueError(f"models_per_tile must be a positive integer, got {models_per_tile!r}")
     out = Path(out_dir)
@@ -385,10 +391,11 @@ def train_bundle(
     train_samples = np.arange(reference.sizes["samples"])
     val_samples = np.empty(0, dtype=np.int64)
     if validation_fraction > 0:
-        rng = np.random.default_rng(chosen[0].seed)
-        shuffled = rng.permutation(reference.sizes["samples"])
-        n_val = max(1, round(validation_fraction * len(shuffled)))
-        val_samples, train_samples = np.sort(shuffled[:n_val]), np.sort(shuffled[n_val:])
+        from analysislib.genotype.masking import _random_holdout
+
+        n_samples = reference.sizes["samples"]
+        n_val = max(1, round(validation_fraction * n_samples))
+        train_samples, val_samples = _random_holdout(n_samples, n_val, chosen[0].seed)
 
     entries: list[dict[str, Any] | None] = [None] * len(ids)
     pending: list[dict[str, Any]] = []
@@ -406,9 +413,9 @@ def train_bundle(
     if reused:
         logger.info("%s: %d of %d tiles already trained; training %d", out, reused, len(ids), len(pending))
 
-    n_workers = n_jobs if client is None or isinstance(client, str) else max(1, len(client.nthreads()))
-    if threads_per_job is None:
-        threads_per_job = 1 if client is not None else max(1, (os.cpu_count() or 1) // n_jobs)
+    n_workers = jobs if client is None or isinstance(client, str) else max(1, len(client.nthreads()))
+    if threads is None:
+        threads = RunOptions(jobs=jobs, client=client).threads_per_job()
     costs = [float(p["last"] - p["first"] + 1) ** 2 * len(train_samples) for p in pending]
     plan = plan_tile_tasks(costs, n_workers, tiles_per_task)
     row_of = {p["tile_id"]: r for p, r in zip(pending, pending_rows, strict=True)}
@@ -422,7 +429,7 @@ def train_bundle(
             items.append({**spec, "genotypes": np.ascontiguousarray(block[:, train_samples]),
                           "validation": np.ascontiguousarray(block[:, val_samples]) if len(val_samples) else None,
                           "genetic_map": None if genetic_cm is None else genetic_cm[spec["first"]:spec["last"] + 1]})
-        return {"out_dir": str(out), "epochs": epochs, "device": device, "threads": threads_per_job,
+        return {"out_dir": str(out), "epochs": epochs, "device": device, "threads": threads,
                 "items": items}
 
     with contextlib.ExitStack() as stack:
@@ -432,7 +439,7 @@ def train_bundle(
             from distributed import Client
 
             client = stack.enter_context(Client(client))
-        results = (run_tasks(_train_task, map(make_task, plan), jobs=n_jobs, client=client,
+        results = (run_tasks(_train_task, map(make_task, plan), jobs=jobs, client=client,
                              window=2 * n_workers) if plan else ())
         try:
             for done in results:

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from analysislib.genotype.dae.fit import _check_genotypes
+
 if TYPE_CHECKING:
     import xarray as xr
 
@@ -53,17 +55,6 @@ TILE_FEATURES: tuple[str, ...] = (
     "unique_diplotypes",
     "recombination_rate",
 )
-
-
-def _check_genotypes(genotypes: Any, what: str = "genotypes") -> np.ndarray:
-    gt = np.asarray(genotypes)
-    if gt.ndim != 3 or gt.shape[2] != 2:
-        raise ValueError(f"{what} must be diploid calls (variants, samples, 2), got shape {gt.shape}")
-    if not np.issubdtype(gt.dtype, np.integer):
-        raise ValueError(f"{what} must hold integer allele indices (-1 missing), got dtype {gt.dtype}")
-    if gt.shape[0] == 0 or gt.shape[1] == 0:
-        raise ValueError(f"{what} has no variants or no samples (shape {gt.shape})")
-    return gt
 
 
 def _mean_ld(gt: np.ndarray, phased: bool, positions: np.ndarray | None) -> tuple[float, float]:
@@ -161,7 +152,7 @@ def tile_features(
           multi-locus genotypes (unphased);
         * ``recombination_rate``: cM per Mb across the tile (NaN without a genetic map).
     """
-    gt = _check_genotypes(genotypes)
+    gt = _check_genotypes(genotypes, biallelic=False)
     n_variants, n_samples = gt.shape[:2]
     for name, values in (("positions", positions), ("genetic_positions", genetic_positions)):
         if values is not None and np.shape(values) != (n_variants,):

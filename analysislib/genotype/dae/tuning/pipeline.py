@@ -25,6 +25,7 @@ from analysislib.genotype.dae.tuning.trials import (
     train_candidates,
 )
 from analysislib.presets import Presets
+from analysislib.runtime import renamed_keywords
 from analysislib.training.randomness import derive_seed
 
 __all__ = ["TUNING_PRESETS", "TuningPreset", "TuningResult", "tune_tiles"]
@@ -142,12 +143,13 @@ def _with_base_rows(selected: pd.DataFrame, predictor: HyperparameterPredictor, 
     return pd.concat(frames, ignore_index=True)
 
 
+@renamed_keywords(n_jobs="jobs")
 def tune_tiles(
     tiles_genotypes: Mapping[Hashable, Any],
     preset: str | TuningPreset = "quick",
     *,
     seed: int = 0,
-    n_jobs: int = 1,
+    jobs: int = 1,
     base: DAEHyperparameters | None = None,
     validation: Mapping[Hashable, Any] | None = None,
     validation_mask: Any = None,
@@ -165,8 +167,9 @@ def tune_tiles(
         Tile id -> training genotypes ``(variants, samples, 2)``.
     preset
         A key of :data:`TUNING_PRESETS` or a :class:`TuningPreset`.
-    seed, n_jobs, base, validation, validation_mask, device, client, progress
-        As for :func:`run_random_search`.
+    seed, jobs, base, validation, validation_mask, device, client, progress
+        As for :func:`run_random_search` (``n_jobs``, the old name of ``jobs``, is accepted for
+        one release). The predictor's XGBoost also runs on ``jobs`` threads.
     features
         Precomputed tile features (else computed from the training genotypes with ``phased``).
 
@@ -179,12 +182,12 @@ def tune_tiles(
     if features is None:
         features = tile_feature_table({tile: train for tile, (train, _) in splits.items()}, phased=phased)
     common: dict[str, Any] = {
-        "seed": seed, "n_jobs": n_jobs, "base": base, "validation": validation,
+        "seed": seed, "jobs": jobs, "base": base, "validation": validation,
         "validation_fraction": preset.validation_fraction, "validation_mask": validation_mask,
         "device": device, "client": client, "progress": progress}
     trials = run_random_search(tiles_genotypes, preset.n_trials, preset.epochs_per_trial,
                                space=preset.space, features=features, **common)
-    predictor = HyperparameterPredictor(list(_resolve_space(preset.space)), seed=seed, n_jobs=n_jobs)
+    predictor = HyperparameterPredictor(list(_resolve_space(preset.space)), seed=seed, threads=jobs)
     folds = min(preset.cv_folds, len(trials))
     cross_validation = predictor.cross_validate(trials, k=folds)
     predictor.fit(trials)

@@ -23,6 +23,7 @@ from analysislib.genotype.dae.tuning.space import (
     CATEGORICAL_HYPERPARAMETERS,
     SEARCH_SPACE,
 )
+from analysislib.runtime import renamed_keywords
 
 __all__ = ["CrossValidationResult", "HyperparameterPredictor"]
 
@@ -82,12 +83,14 @@ class HyperparameterPredictor:
         Column to predict.
     seed
         ``random_state`` of XGBoost.
-    n_jobs
-        XGBoost threads.
+    threads
+        XGBoost threads (its ``n_jobs``; ``n_jobs``, the old name here, is accepted for one
+        release).
     **xgb_params
         Further ``xgboost.XGBRegressor`` settings (none in the paper).
     """
 
+    @renamed_keywords(n_jobs="threads")
     def __init__(
         self,
         hyperparameters: Sequence[str] | None = None,
@@ -95,14 +98,14 @@ class HyperparameterPredictor:
         *,
         target: str = "val_r2",
         seed: int = 0,
-        n_jobs: int = 1,
+        threads: int = 1,
         **xgb_params: Any,
     ) -> None:
         self.hyperparameters = list(hyperparameters) if hyperparameters is not None else list(SEARCH_SPACE)
         self.features = list(features) if features is not None else None
         self.target = target
         self.seed = int(seed)
-        self.n_jobs = int(n_jobs)
+        self.threads = int(threads)
         self.xgb_params = dict(xgb_params)
         self.categories: dict[str, list[Any]] = {}
         self.columns: list[str] = []
@@ -158,7 +161,7 @@ class HyperparameterPredictor:
     def _new_model(self) -> Any:
         import xgboost
 
-        return xgboost.XGBRegressor(random_state=self.seed, n_jobs=self.n_jobs, **self.xgb_params)
+        return xgboost.XGBRegressor(random_state=self.seed, n_jobs=self.threads, **self.xgb_params)
 
     def _scored(self, table: pd.DataFrame) -> pd.DataFrame:
         """Rows with a finite target (unscored trials carry no information)."""
@@ -215,7 +218,7 @@ class HyperparameterPredictor:
         if len(trials) < k:
             raise ValueError(f"cannot split {len(trials)} trials into {k} folds")
         layout = HyperparameterPredictor(self.hyperparameters, self.features, target=self.target,
-                                         seed=self.seed, n_jobs=self.n_jobs, **self.xgb_params)
+                                         seed=self.seed, threads=self.threads, **self.xgb_params)
         layout._learn_layout(trials)  # one column layout for every fold
         x = layout.design_matrix(trials)
         y = layout._targets(trials)

@@ -20,18 +20,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysislib.genotype.dae.fit import _check_genotypes
 from analysislib.genotype.dae.hyperparameters import DAEHyperparameters
-from analysislib.genotype.dae.tuning.features import (
-    TILE_FEATURES,
-    _check_genotypes,
-    tile_feature_table,
-)
+from analysislib.genotype.dae.tuning.features import TILE_FEATURES, tile_feature_table
 from analysislib.genotype.dae.tuning.space import (
     _resolve_space,
     sample_hyperparameters,
     to_hyperparameters,
 )
-from analysislib.runtime import run_tasks
+from analysislib.runtime import renamed_keywords, run_tasks
 from analysislib.training.randomness import derive_seed
 
 __all__ = [
@@ -46,14 +43,18 @@ def split_validation_samples(n_samples: int, fraction: float = 0.2, seed: int = 
     """Random split of sample indices into training and validation (sorted index arrays).
 
     The same split is used for every tile, so validation individuals never train any tile.
+    The first ``round(n_samples × fraction)`` samples of a random permutation are held out
+    (the rule of :func:`~analysislib.genotype.dae.plan.train_bundle`'s hold-out, with a seed
+    derived from ``seed``).
     """
+    from analysislib.genotype.masking import _random_holdout  # imports xarray: not at module level
+
     if not 0 < fraction < 1:
         raise ValueError(f"validation fraction must lie in (0, 1), got {fraction}")
     n_val = round(n_samples * fraction)
     if n_val < 1 or n_val >= n_samples:
         raise ValueError(f"cannot hold out {fraction:g} of {n_samples} samples for validation")
-    order = np.random.default_rng(derive_seed(int(seed), 0x5A11)).permutation(n_samples)
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
+    return _random_holdout(n_samples, n_val, derive_seed(int(seed), 0x5A11))
 
 
 # Columns a training run adds to its row.
@@ -126,11 +127,11 @@ def _tile_splits(
     splits = {}
     split_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for tile, genotypes in tiles_genotypes.items():
-        gt = _check_genotypes(genotypes, f"tile {tile!r} genotypes")
+        gt = _check_genotypes(genotypes, f"tile {tile!r} genotypes", biallelic=False)
         if validation is not None:
             if tile not in validation:
                 raise ValueError(f"tile {tile!r} has no validation genotypes")
-            val = _check_genotypes(validation[tile], f"tile {tile!r} validation genotypes")
+            val = _check_genotypes(validation[tile], f"tile {tile!r} validation genotypes", biallelic=False)
             if val.shape[0] != gt.shape[0]:
                 raise ValueError(f"tile {tile!r}: {val.shape[0]} validation variants but {gt.shape[0]} training ones")
             splits[tile] = (gt, val)
@@ -148,7 +149,7 @@ def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
         yield items[start:start + size]
 
 
-def _train_all(tasks: list[_Task], n_jobs: int, client: Any, progress: bool | None, label: str
+def _train_all(tasks: list[_Task], jobs: int, client: Any, progress: bool | None, label: str
                ) -> list[dict[str, Any]]:
     """Every task's rows, through :func:`~analysislib.runtime.run_tasks`, with a bar over models."""
     from analysislib.training.loop import progress_enabled
@@ -161,8 +162,8 @@ def _train_all(tasks: list[_Task], n_jobs: int, client: Any, progress: bool | No
         bar = tqdm(total=sum(len(t.runs) for t in tasks), desc=label, unit="model")
     rows: list[dict[str, Any]] = []
     try:
-        # one task runs here, as does n_jobs=1; at most one process per task
-        for result in run_tasks(_run_task, tasks, jobs=min(n_jobs, len(tasks)), client=client):
+        # one task runs here, as does jobs=1; at most one process per task
+        for result in run_tasks(_run_task, tasks, jobs=min(jobs, len(tasks)), client=client):
             rows += result
             if bar is not None:
                 bar.update(len(result))
@@ -179,16 +180,16 @@ def _make_tasks(
     epochs: int,
     validation_mask: Any,
     device: str,
-    n_jobs: int,
+    jobs: int,
     runs_per_task: int | None,
 ) -> list[_Task]:
     n_tiles = max(len(runs_per_tile), 1)
-    threads = max(1, (os.cpu_count() or 1) // n_jobs) if n_jobs > 1 else None
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     tasks = []
     for tile, runs in runs_per_tile.items():
         if not runs:
             continue
-        size = runs_per_task or max(1, math.ceil(len(runs) / max(1, math.ceil(n_jobs / n_tiles))))
+        size = runs_per_task or max(1, math.ceil(len(runs) / max(1, math.ceil(jobs / n_tiles))))
         train, val = splits[tile]
         mask = validation_mask.get(tile) if isinstance(validation_mask, Mapping) else validation_mask
         for chunk in _chunks(runs, size):
@@ -204,13 +205,14 @@ def _order_rows(rows: list[dict[str, Any]], tiles: Sequence[Hashable]) -> pd.Dat
     return table.sort_values(["_rank", "trial"], kind="stable").drop(columns="_rank").reset_index(drop=True)
 
 
+@renamed_keywords(n_jobs="jobs")
 def run_random_search(
     tiles_genotypes: Mapping[Hashable, Any],
     n_trials: int,
     epochs_per_trial: int,
     seed: int = 0,
     *,
-    n_jobs: int = 1,
+    jobs: int = 1,
     space: str | Mapping[str, Sequence[Any]] = "paper",
     base: DAEHyperparameters | None = None,
     shared_trials: bool = True,
@@ -244,9 +246,10 @@ def run_random_search(
     seed
         Seeds the draws, the validation split and each model (``hparams.seed`` is derived from
         ``seed``, the tile's position and the trial).
-    n_jobs
+    jobs
         Worker processes (spawned, so a script must call this under
-        ``if __name__ == "__main__":``; torch threads are split between them).
+        ``if __name__ == "__main__":``; torch threads are split between them). ``n_jobs``, its
+        old name, is accepted for one release.
     space
         Search space (see :func:`sample_hyperparameters`).
     base
@@ -269,7 +272,7 @@ def run_random_search(
         Torch device of the training.
     trials_per_task
         Trials run one after another in a task; by default each tile's trials are split so
-        there are at least ``n_jobs`` tasks.
+        there are at least ``jobs`` tasks.
     client
         A ``dask.distributed`` client to run the tasks on instead of local processes.
     progress
@@ -309,8 +312,8 @@ def run_random_search(
         runs_per_tile[tile] = runs
 
     tasks = _make_tasks(splits, runs_per_tile, epochs=int(epochs_per_trial), validation_mask=validation_mask,
-                        device=device, n_jobs=int(n_jobs), runs_per_task=trials_per_task)
-    results = _order_rows(_train_all(tasks, int(n_jobs), client, progress, "random search"), tiles)
+                        device=device, jobs=int(jobs), runs_per_task=trials_per_task)
+    results = _order_rows(_train_all(tasks, int(jobs), client, progress, "random search"), tiles)
 
     hyper = pd.concat([draws[tile].assign(tile=tile) for tile in tiles]).rename_axis("trial").reset_index()
     seeds = pd.DataFrame([(tile, trial, values["seed"]) for tile in tiles for trial, values in runs_per_tile[tile]],
@@ -330,6 +333,7 @@ def _check_feature_rows(features: pd.DataFrame, tiles: Sequence[Hashable]) -> No
         raise ValueError(f"the feature table lacks columns {lacking}")
 
 
+@renamed_keywords(n_jobs="jobs")
 def train_candidates(
     tiles_genotypes: Mapping[Hashable, Any],
     candidates: pd.DataFrame,
@@ -337,7 +341,7 @@ def train_candidates(
     max_epochs: int,
     cycle_epochs: int,
     seed: int = 0,
-    n_jobs: int = 1,
+    jobs: int = 1,
     base: DAEHyperparameters | None = None,
     validation: Mapping[Hashable, Any] | None = None,
     validation_fraction: float = 0.2,
@@ -353,7 +357,9 @@ def train_candidates(
     trained for up to ``max_epochs`` epochs in cycles of ``cycle_epochs`` with the stop criterion of
     :func:`~analysislib.genotype.dae.fit.train_tile` (35,000 and 500 in the paper) and scored on the
     validation genotypes. Use the same ``seed``, ``validation`` and ``validation_fraction`` as the
-    search so the held-out samples stay the same.
+    search so the held-out samples stay the same. ``jobs``, ``device``, ``client`` and
+    ``progress`` are as for :func:`run_random_search` (``n_jobs``, the old name of ``jobs``, is
+    accepted for one release).
 
     Returns
     -------
@@ -383,8 +389,8 @@ def train_candidates(
         used.append((hparams.seed, hparams.cycle_epochs, hparams.max_epochs))
     table[["seed", "cycle_epochs", "max_epochs"]] = pd.DataFrame(used, index=table.index)
     tasks = _make_tasks(splits, runs_per_tile, epochs=int(max_epochs), validation_mask=validation_mask,
-                        device=device, n_jobs=int(n_jobs), runs_per_task=1)
-    results = pd.DataFrame(_train_all(tasks, int(n_jobs), client, progress, "candidate training"))
+                        device=device, jobs=int(jobs), runs_per_task=1)
+    results = pd.DataFrame(_train_all(tasks, int(jobs), client, progress, "candidate training"))
     results = results.set_index("trial").drop(columns="tile").sort_index()
     scored = [*_RUN_COLUMNS]
     return table.drop(columns=[c for c in scored if c in table.columns]).join(results[scored])
