@@ -20,9 +20,6 @@ from analysislib.epigenome.differential import (
     fit_dispersion_trend,
     median_of_ratios,
     neglog10p_to_counts,
-    plot_affinity_correlation,
-    plot_affinity_heatmap,
-    plot_venn,
     run_differential_comparison,
     simulate_replicates,
 )
@@ -216,17 +213,6 @@ def test_affinity_scores_correlation_and_heatmap_matrix():
     assert matrix.index.tolist() == ["p1", "p3"] and matrix.columns.tolist() == ["a", "b", "c"]
     np.testing.assert_allclose(matrix.mean(axis=1), 0.0, atol=1e-12)
     np.testing.assert_allclose(matrix.std(axis=1, ddof=1), 1.0)
-
-
-def test_plots_return_figures():
-    fig = plot_venn(compare_differential({"p1", "p2", "p3"}, {"p2", "p3", "p4", "p5"}))
-    texts = [t.get_text() for t in fig.axes[0].texts]
-    assert {"1", "2", "measured", "imputed"} <= set(texts)
-    assert len(fig.axes[0].patches) == 2
-    corr = pd.DataFrame(np.eye(3) * 0.5 + 0.5, index=list("abc"), columns=list("abc"))
-    assert plot_affinity_correlation(corr) is not None
-    matrix = pd.DataFrame(np.random.default_rng(0).normal(size=(5, 3)), columns=list("abc"))
-    assert plot_affinity_heatmap(matrix) is not None
 
 
 # --------------------------------------------------------------------------- whole pipeline

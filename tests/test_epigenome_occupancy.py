@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,13 +16,10 @@ from analysislib.epigenome.occupancy import (
     joint_occupancy,
     occupancy_histogram,
     peak_overlaps,
-    plot_joint_occupancy,
-    plot_occupancy_histograms,
 )
 from analysislib.epigenome.peaks import call_peaks, peak_mask
 from analysislib.epigenome.tensor import create_signal_dataset, to_arcsinh
 
-matplotlib.use("Agg")
 BIN = 25
 
 
@@ -230,22 +226,3 @@ def test_specific_peaks_recover_planted_individual_gains():
     assert regions.n_positive > 0
     # the positives are enriched for the planted gains far above their genome share
     assert planted[regions.labels].mean() > 5 * planted.mean()
-
-
-# --------------------------------------------------------------------------- plots
-
-
-def test_plots_return_figures():
-    import matplotlib.pyplot as plt
-
-    values = np.random.default_rng(6).random((2, 2, 2, 30)) < 0.4
-    enriched = _enriched(values, np.ones((2, 2, 2), bool))
-    fig = plot_occupancy_histograms(occupancy_histogram(enriched, "cell"), title="t")
-    assert len(fig.axes) == 2
-    tables = {a: joint_occupancy(enriched, individual="ind0", cell="cel0", assay=a)
-              for a in ("ass0", "ass1")}
-    fig2 = plot_joint_occupancy(tables)
-    assert len(fig2.axes) == 4  # two heatmaps and their colour bars
-    with pytest.raises(ValueError, match="value"):
-        plot_occupancy_histograms(occupancy_histogram(enriched, "cell"), value="x")
-    plt.close("all")

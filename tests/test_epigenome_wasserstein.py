@@ -18,8 +18,6 @@ from analysislib.epigenome.wasserstein import (
     peak_bin_ranges,
     peak_profiles,
     peak_shape_distances,
-    plot_distance_scatter,
-    plot_peak_examples,
     wasserstein_1d,
     wasserstein_distances,
 )
@@ -215,22 +213,6 @@ def test_peak_shape_distances_agreement_and_highlights():
     assert picks["observed"].iloc[0] == pytest.approx(eligible.max())
     assert picks["observed"].iloc[2] == pytest.approx(eligible.min())
     assert {"chrom", "start", "end"} <= set(picks.columns)
-
-    fig = plot_distance_scatter(dist, highlight=picks)
-    assert len(fig.axes) == 1
-    assert len(fig.axes[0].collections) == 1 + len(picks)
-
-    examples = plot_peak_examples(observed, imputed, picks, cells=["E025", "E052"],
-                                  assay="H3K9ac", flank_bins=2)
-    assert len(examples.axes) == 2 * len(picks)
-    # The observed panel of the first peak shows E025's values on the peak's bins ± 2.
-    line = examples.axes[0].lines[0]
-    row = picks.iloc[0]
-    (first,), (length,) = peak_bin_ranges(
-        _as_track(observed, "E025"), pd.DataFrame([row[["chrom", "start", "end"]]]))
-    lo = max(0, first - 2)
-    expected = observed["signal"].sel(cell="E025", assay="H3K9ac").values[lo:first + length + 2]
-    np.testing.assert_allclose(line.get_ydata(), expected, rtol=1e-6)
 
 
 def _as_track(ds, cell):

@@ -88,9 +88,6 @@ __all__ = [
     "fit_dispersion_trend",
     "median_of_ratios",
     "neglog10p_to_counts",
-    "plot_affinity_correlation",
-    "plot_affinity_heatmap",
-    "plot_venn",
     "run_differential_comparison",
     "simulate_replicates",
 ]
@@ -757,82 +754,3 @@ def run_differential_comparison(
         correlation=affinity_correlation(affinity),
         heatmap=differential_heatmap_matrix(affinity, union), trend=trend,
         replicate_peaks=replicate_peaks)
-
-
-# --------------------------------------------------------------------------- plots
-
-
-def plot_venn(overlap: DifferentialOverlap, *, labels: Sequence[str] = ("measured", "imputed"),
-              ax: Any = None) -> Any:
-    """Two-circle Venn diagram of differential peaks (eDICE Fig. 4e), drawn with matplotlib.
-
-    Circle areas are proportional to the set sizes; the overlap is drawn at a fixed offset
-    (not area-exact) and labelled with the counts and the PPV.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Circle
-
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    else:
-        fig = ax.figure
-    sizes = np.array([overlap.n_measured, overlap.n_imputed], dtype=float)
-    radii = np.sqrt(np.maximum(sizes, 1) / max(sizes.max(), 1))
-    gap = 0.6 * (radii.sum()) if overlap.n_shared else 1.1 * radii.sum()
-    centres = [(-gap / 2, 0.0), (gap / 2, 0.0)]
-    for (x, y), r, colour in zip(centres, radii, ("tab:blue", "tab:orange"), strict=True):
-        ax.add_patch(Circle((x, y), r, alpha=0.4, color=colour, linewidth=1.5))
-    ax.text(centres[0][0] - radii[0] / 2, 0, str(overlap.n_measured - overlap.n_shared),
-            ha="center", va="center")
-    ax.text(centres[1][0] + radii[1] / 2, 0, str(overlap.n_imputed - overlap.n_shared),
-            ha="center", va="center")
-    ax.text(0.0, 0.0, str(overlap.n_shared), ha="center", va="center", fontweight="bold")
-    for (x, _), r, label in zip(centres, radii, labels, strict=True):
-        ax.text(x, r + 0.08, label, ha="center", va="bottom")
-    ax.set_title(f"differential peaks (PPV {overlap.ppv:.2f}, recall {overlap.recall:.2f})",
-                 fontsize=9)
-    ax.set_xlim(centres[0][0] - radii[0] - 0.2, centres[1][0] + radii[1] + 0.2)
-    ax.set_ylim(-radii.max() - 0.2, radii.max() + 0.35)
-    ax.set_aspect("equal")
-    ax.axis("off")
-    return fig
-
-
-def plot_affinity_correlation(correlation: pd.DataFrame) -> Any:
-    """Clustered heatmap of the sample correlation matrix (eDICE Fig. 4d); seaborn clustermap.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    import seaborn as sns
-
-    grid = sns.clustermap(correlation, cmap="viridis", figsize=(5, 5), annot=False)
-    return grid.figure
-
-
-def plot_affinity_heatmap(matrix: pd.DataFrame, samples: pd.DataFrame | None = None) -> Any:
-    """Clustered heatmap of row-scaled affinities of differential peaks (eDICE Fig. 4f).
-
-    Rows (peaks) are clustered (average linkage, as seaborn's default); columns keep the given
-    order, measured samples first when ``samples`` is given.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    import seaborn as sns
-
-    if matrix.shape[0] < 2:
-        raise ValueError("need at least two differential peaks to cluster")
-    columns = list(matrix.columns)
-    if samples is not None:
-        columns = sorted(columns, key=lambda s: (samples.at[s, "source"] != "measured",
-                                                 samples.at[s, "tissue"], s))
-    grid = sns.clustermap(matrix[columns], col_cluster=False, cmap="RdBu_r", center=0,
-                          yticklabels=False, figsize=(5, 6))
-    return grid.figure

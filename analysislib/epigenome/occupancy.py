@@ -20,7 +20,7 @@ Joint occupancy (Fig. 5d)
     tissues of *i* and the number of individuals with tissue *t* in which the bin is also
     enriched (both counts include the track itself), as a tissues × individuals table of bin
     counts (:func:`joint_occupancy`). The paper draws it as a 3-D histogram; here it is a heatmap
-    (:func:`plot_joint_occupancy`).
+    (:func:`analysislib.plotting.epigenome.plot_joint_occupancy`).
 Individual-specific peaks (Fig. 6c, d)
     The paper's definition: peaks detected on the measured target-individual track that span at
     least 150 bp (about one nucleosome) and are absent in the training individual; the AUPRC of
@@ -45,7 +45,6 @@ Individual-specific peaks (Fig. 6c, d)
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,8 +70,6 @@ __all__ = [
     "joint_occupancy",
     "occupancy_histogram",
     "peak_overlaps",
-    "plot_joint_occupancy",
-    "plot_occupancy_histograms",
 ]
 
 #: Shortest individual-specific peak kept (bp): about the DNA wrapped around one nucleosome.
@@ -389,95 +386,3 @@ def individual_specific_auprc(regions: IndividualSpecificRegions,
     return {"auprc": average_precision(labels, scores[use]) if n_pos else float("nan"),
             "positive_fraction": n_pos / n if n else float("nan"),
             "n_positive": float(n_pos), "n_evaluated": float(n)}
-
-
-# --------------------------------------------------------------------------- plots
-
-
-def plot_occupancy_histograms(table: pd.DataFrame, *, by: str = "assay",
-                              value: str = "fraction", title: str | None = None) -> Any:
-    """One bar chart of occupancy per ``by`` value (eDICE Fig. 5b, c).
-
-    Parameters
-    ----------
-    table
-        Output of :func:`occupancy_histogram` (rows of several groups sharing a ``by`` value
-        are summed: bin counts are added, fractions recomputed).
-    by
-        Column giving the panels.
-    value
-        ``"fraction"`` or ``"n_bins"``.
-    title
-        Figure title.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    import matplotlib.pyplot as plt
-
-    if value not in ("fraction", "n_bins"):
-        raise ValueError(f"value must be 'fraction' or 'n_bins', got {value!r}")
-    if table.empty:
-        raise ValueError("no occupancy rows to plot")
-    summed = table.groupby([by, "occupancy"], sort=True)["n_bins"].sum().reset_index()
-    summed["fraction"] = summed["n_bins"] / summed.groupby(by)["n_bins"].transform("sum")
-    panels = list(dict.fromkeys(summed[by]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.4 * len(panels), 2.8), squeeze=False,
-                             sharey=value == "fraction")
-    for ax, panel in zip(axes[0], panels, strict=True):
-        part = summed[summed[by] == panel]
-        ax.bar(part["occupancy"], part[value], color="tab:blue")
-        ax.set_title(str(panel), fontsize=9)
-        ax.set_xticks(part["occupancy"])
-        ax.set_xlabel("occupancy")
-    axes[0, 0].set_ylabel("fraction of enriched bins" if value == "fraction" else "bins")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def plot_joint_occupancy(tables: Mapping[Hashable, pd.DataFrame] | pd.DataFrame, *,
-                         title: str | None = None) -> Any:
-    """Heatmaps of :func:`joint_occupancy` tables (eDICE Fig. 5d), log-scaled colours.
-
-    Parameters
-    ----------
-    tables
-        One table, or a mapping label -> table (one panel each, e.g. one per assay).
-    title
-        Figure title.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm
-
-    if isinstance(tables, pd.DataFrame):
-        tables = {"": tables}
-    items: Sequence[tuple[Hashable, pd.DataFrame]] = list(tables.items())
-    if not items:
-        raise ValueError("no joint-occupancy tables to plot")
-    fig, axes = plt.subplots(1, len(items), figsize=(2.8 * len(items), 2.9), squeeze=False)
-    for ax, (label, table) in zip(axes[0], items, strict=True):
-        values = table.to_numpy(np.float64)
-        shown = np.where(values > 0, values, np.nan)
-        vmax = np.nanmax(shown) if np.isfinite(shown).any() else 1.0
-        image = ax.imshow(shown, origin="lower", cmap="viridis", aspect="auto",
-                          norm=LogNorm(vmin=1, vmax=max(vmax, 1.0)))
-        for (r, c), v in np.ndenumerate(values):
-            ax.text(c, r, str(int(v)), ha="center", va="center", fontsize=7, color="w")
-        ax.set_xticks(range(table.shape[1]), table.columns)
-        ax.set_yticks(range(table.shape[0]), table.index)
-        ax.set_xlabel("individuals enriched")
-        ax.set_ylabel("tissues enriched")
-        ax.set_title(str(label), fontsize=9)
-        ax.grid(False)
-        fig.colorbar(image, ax=ax, shrink=0.8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig

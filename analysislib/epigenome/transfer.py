@@ -29,13 +29,14 @@ reduction), without the quick preset's settings for a new cell type, which would
 tissue's identity embedding.
 
 Scores here are the two of Fig. 5e, MSE and Pearson r on the arcsinh scale, per imputed track;
-:func:`analysislib.epigenome.metrics.score_tracks` gives the full set from the same predictions.
+:func:`analysislib.epigenome.metrics.score_tracks` gives the full set from the same predictions,
+and :func:`individual_specific_scores` the AUPRC for individual-specific peaks of Fig. 6c–d.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -51,16 +52,25 @@ from analysislib.epigenome.edice import (
     train_edice,
 )
 from analysislib.epigenome.imputer import AverageImputer, prediction_array
+from analysislib.epigenome.occupancy import (
+    MIN_SPECIFIC_LENGTH,
+    individual_specific_auprc,
+    individual_specific_regions,
+)
+from analysislib.epigenome.peaks import call_peaks
 from analysislib.epigenome.tensor import hide_tracks, to_arcsinh
 from analysislib.presets import Presets
 from analysislib.training import seed_everything
 
 __all__ = [
+    "TRACK_KEYS",
+    "TRANSFER_LABELS",
     "TRANSFER_METHODS",
     "TRANSFER_PRESETS",
     "TransferConfig",
     "TransferRun",
     "fine_tune",
+    "individual_specific_scores",
     "leave_one_tissue_out",
     "pretrain",
     "run_transfer_experiment",
@@ -70,6 +80,12 @@ __all__ = [
 
 #: Method names of a :class:`TransferRun`: eDICE with transfer and the two baselines.
 TRANSFER_METHODS = ("edice_transfer", "training_individual_track", "individual_avg")
+#: Names of the methods (and of the positive-fraction baseline of Fig. 6) in eDICE Figs. 5e, 6.
+TRANSFER_LABELS = {"edice_transfer": "eDICE (transfer)",
+                   "training_individual_track": "Training Ind. Track",
+                   "individual_avg": "AVG (individual)", "positive_fraction": "Pos. Fraction"}
+#: Columns that name one imputed track and method in the score tables.
+TRACK_KEYS = ("training_individual", "target_individual", "tissue", "assay", "method")
 
 
 @dataclass(frozen=True)
@@ -368,6 +384,7 @@ def run_transfer_experiment(
     config: TransferConfig | None = None,
     pairs: Iterable[tuple[str, str]] | None = None,
     tissues: Sequence[str] | None = None,
+    extra_scores: Callable[[TransferRun], pd.DataFrame] | None = None,
     device: str = "auto",
     progress: bool | None = None,
 ) -> pd.DataFrame:
@@ -386,13 +403,16 @@ def run_transfer_experiment(
         ``(training, target)`` individual pairs; default every ordered pair.
     tissues
         Tissues to hold out; default all.
+    extra_scores
+        More scores of each run, e.g. :func:`individual_specific_scores`: a table keyed by
+        track and method, merged (outer) with the :func:`transfer_scores` rows.
     device, progress
         Torch device preference and progress bars.
 
     Returns
     -------
     pandas.DataFrame
-        Rows of :func:`transfer_scores` for every run.
+        Rows of :func:`transfer_scores` for every run (with ``extra_scores``' columns).
     """
     config = config if config is not None else transfer_config("entex")
     if "individual" not in ds.dims:
@@ -412,5 +432,77 @@ def run_transfer_experiment(
                                        target_individual=target, target_tissue=tissue,
                                        config=config, pretrained=pretrained[training],
                                        device=device, progress=progress)
-            tables.append(transfer_scores(run))
+            scores = transfer_scores(run)
+            if extra_scores is not None:  # an outer join that keeps the tracks' order
+                keys = list(TRACK_KEYS)
+                scores = pd.concat([scores.set_index(keys), extra_scores(run).set_index(keys)],
+                                   axis=1, sort=False).reset_index()
+            tables.append(scores)
     return pd.concat(tables, ignore_index=True)
+
+
+def individual_specific_scores(
+    run: TransferRun,
+    ds: xr.Dataset,
+    *,
+    peak_options: Mapping[str, Any] | None = None,
+    min_length: int = MIN_SPECIFIC_LENGTH,
+) -> pd.DataFrame:
+    """AUPRC of every method of a run for individual-specific peaks (eDICE Fig. 6c–d).
+
+    For each imputed track, peaks are called on the measured track of the target individual and
+    on the training individual's track of the same tissue and assay; the labels are
+    :func:`~analysislib.epigenome.occupancy.individual_specific_regions` and the scores
+    :func:`~analysislib.epigenome.occupancy.individual_specific_auprc`. The method
+    ``positive_fraction`` is the random scorer's AUPRC, the share of positive bins.
+
+    Parameters
+    ----------
+    run
+        One leave-one-tissue-out transfer.
+    ds
+        The dataset ``(individual, cell, assay, bin)`` the run was made on. When it holds the
+        simulator's ``individual_peak`` truth, the share of positive bins on a planted difference
+        of either individual (``planted_share``) and that share among all scored bins
+        (``genome_share``) are added.
+    peak_options
+        :func:`~analysislib.epigenome.peaks.call_peaks` arguments.
+    min_length
+        Shortest individual-specific peak kept, in bp (paper: 150).
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`TRACK_KEYS` and ``auprc``, ``positive_fraction``, ``n_positive``,
+        ``n_evaluated`` (and the truth shares), one row per track and method.
+    """
+    options = dict(peak_options or {})
+    people = (run.target_individual, run.training_individual)
+
+    def peaks(person: str, assay: str) -> pd.DataFrame:
+        track = ds["signal"].sel(individual=person, cell=run.target_tissue, assay=assay)
+        return call_peaks(track.assign_attrs(scale=ds.attrs["scale"]), **options)
+
+    changed = ((ds["individual_peak"].sel(individual=list(people)) != 0).any("individual").values
+               if "individual_peak" in ds else None)
+    rows = []
+    for i, assay in enumerate(str(a) for a in run.truth["assay"].values):
+        regions = individual_specific_regions(
+            peaks(run.target_individual, assay), peaks(run.training_individual, assay),
+            ds["bin_start"].values, int(ds.attrs.get("bin_size", 25)),
+            bin_chrom=ds["bin_chrom"].values, min_length=min_length)
+        key = {"training_individual": run.training_individual,
+               "target_individual": run.target_individual, "tissue": run.target_tissue,
+               "assay": assay}
+        truth = {} if changed is None else {
+            "planted_share": (float(changed[regions.labels].mean()) if regions.n_positive
+                              else float("nan")),
+            "genome_share": float(changed[regions.evaluated].mean())}
+        for method, prediction in run.predictions.items():
+            rows.append({**key, "method": method,
+                         **individual_specific_auprc(regions, prediction.values[i]), **truth})
+        rows.append({**key, "method": "positive_fraction", "auprc": regions.positive_fraction,
+                     "positive_fraction": regions.positive_fraction,
+                     "n_positive": float(regions.n_positive),
+                     "n_evaluated": float(regions.evaluated.sum()), **truth})
+    return pd.DataFrame(rows)

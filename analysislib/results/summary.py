@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,9 +24,11 @@ if TYPE_CHECKING:
     from analysislib.results.store import ResultsStore
 
 __all__ = [
+    "best_methods",
     "categoricals_as_strings",
     "compare_methods",
     "costs",
+    "leader_verdict",
     "list_tasks",
     "lower_is_better",
     "metric_label",
@@ -36,6 +38,7 @@ __all__ = [
     "summarise",
     "two_proportion_p",
     "win_counts",
+    "win_percentages",
 ]
 
 # A bin label such as "[0.01,0.05)": sorted by its bounds.
@@ -255,3 +258,123 @@ def run_provenance(rows: pd.DataFrame, run_id: str) -> dict[str, Any]:
     record["rows"] = len(match)
     record["metrics"] = sorted(str(m) for m in match["metric"].unique())
     return record
+
+
+def win_percentages(rows: pd.DataFrame, method: str, baselines: Sequence[str], *,
+                    metrics: Sequence[str], stratum_kind: str = "track",
+                    by: Sequence[str] = ()) -> pd.DataFrame:
+    """How often ``method`` beats each baseline, paired by stratum (e.g. eDICE Fig. 2c).
+
+    Per metric (and per group of the ``by`` columns) the strata where both methods have a value
+    are paired (:func:`compare_methods`); a win is a better value (:func:`win_counts`: lower for
+    :func:`lower_is_better` metrics), and ties are not wins.
+
+    Parameters
+    ----------
+    rows
+        Results-store rows.
+    method, baselines
+        The method and those it is compared with.
+    metrics
+        Metrics to compare on.
+    stratum_kind
+        The strata paired (``track``, ``tile``...).
+    by
+        Columns of ``rows`` to compare within, e.g. a dataset.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``by`` columns, ``metric``, ``baseline``, ``strata`` (paired), ``wins`` and ``win_pct``
+        (NaN without paired strata).
+    """
+    by = list(by)
+    groups = rows.groupby(by, sort=True) if by else [((), rows)]
+    out = []
+    for key, part in groups:
+        labels = dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True))
+        for metric in metrics:
+            for baseline in baselines:
+                pairs = compare_methods(part, metric, stratum_kind, method, baseline)
+                wins = win_counts(pairs, metric, method, baseline)[method]
+                out.append({**labels, "metric": metric, "baseline": baseline,
+                            "strata": len(pairs), "wins": wins,
+                            "win_pct": 100 * wins / len(pairs) if len(pairs) else math.nan})
+    return pd.DataFrame(out, columns=[*by, "metric", "baseline", "strata", "wins", "win_pct"])
+
+
+def _best(column: pd.Series) -> Any:
+    values = column.dropna()
+    if values.empty:
+        return None
+    return values.idxmin() if lower_is_better(str(column.name)) else values.idxmax()
+
+
+def best_methods(means: pd.DataFrame) -> pd.DataFrame:
+    """The method ranking first on each metric: lowest if :func:`lower_is_better`, else highest.
+
+    Parameters
+    ----------
+    means
+        One column per metric; the index's ``method`` level (or the index itself) names the
+        methods, any other levels are groups ranked apart (e.g. datasets).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per group (a single row without groups), one column per metric: the best
+        method's name (None where no method has a value).
+
+    Examples
+    --------
+    >>> means = pd.DataFrame({"mse": [0.2, 0.1], "pearson": [0.9, 0.8]}, index=["a", "b"])
+    >>> best_methods(means.rename_axis("method"))
+      mse pearson
+    0   b       a
+    """
+    others = [n for n in means.index.names if n != "method"]
+    if not others:
+        return means.apply(_best).to_frame().T
+    return means.groupby(level=others).apply(lambda part: part.droplevel(others).apply(_best))
+
+
+def leader_verdict(means: pd.DataFrame, method: str, *, name: str | None = None,
+                   labels: Mapping[str, str] | None = None, title: str = "") -> str:
+    """Whether ``method`` ranks first on most metrics, as a paper claims, in printable lines.
+
+    Parameters
+    ----------
+    means
+        Index the methods, one column per metric (e.g. means over test tracks).
+    method
+        The method the claim is about.
+    name
+        Its name in the text (default ``method``).
+    labels
+        Metric -> name in the text.
+    title
+        Prefix of the first line (e.g. the dataset).
+
+    Returns
+    -------
+    str
+        A first line saying on how many metrics ``method`` ranks first and whether "first on
+        most metrics" holds, then one line per metric: its value and how many of the other
+        methods it beats.
+    """
+    labels = dict(labels or {})
+    name = name or method
+    firsts, lines = [], []
+    for metric in means.columns:
+        label = labels.get(metric, metric)
+        signed = means[metric] * (-1 if lower_is_better(metric) else 1)
+        if _best(means[metric]) == method:
+            firsts.append(label)
+        beaten = [m for m in means.index if m != method and signed[method] > signed[m]]
+        lines.append(f"  {label}: {name} {means.at[method, metric]:.3f}, ahead of "
+                     f"{len(beaten)} of {len(means.index) - 1} baselines")
+    verdict = "reproduced" if len(firsts) > len(means.columns) / 2 else "NOT reproduced"
+    head = (f"{title + ': ' if title else ''}{name} first on {len(firsts)} of "
+            f"{len(means.columns)} metrics ({', '.join(firsts) or 'none'}); the paper's "
+            f"'first on most metrics' is {verdict}.")
+    return "\n".join([head, *lines])
