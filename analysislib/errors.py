@@ -18,7 +18,9 @@ __all__ = [
     "DeviceUnavailableError",
     "ExternalToolError",
     "InputFormatError",
+    "InvalidArgumentError",
     "LdscNotFoundError",
+    "NotFittedError",
     "NotPositiveDefiniteError",
     "NotebookError",
     "PresetError",
@@ -55,6 +57,18 @@ class InputFormatError(AnalysisLibError, ValueError):
         self.message = message
         where = f"{self.path} at {record}" if record else self.path
         super().__init__(f"{where}: {message}")
+
+
+class InvalidArgumentError(AnalysisLibError, ValueError):
+    """An argument is invalid: a setting out of range, an unknown choice, arrays of the wrong
+    shape, or an in-memory dataset that does not fit the request.
+
+    Malformed *files* raise :class:`InputFormatError` instead, naming the file and record.
+    """
+
+
+class NotFittedError(AnalysisLibError, RuntimeError):
+    """A method that needs a fitted model (predict, impute, fine-tune) was called before fit."""
 
 
 class VariableSpecError(AnalysisLibError, ValueError):

@@ -121,3 +121,78 @@ def test_data_tour_figures():
     assert fig.axes[0].get_legend() is not None and fig.axes[1].get_legend() is None
     decay = ld_decay(ds, max_offset=10, distance_bins=(0, 500, 1000, 5000)).assign(dataset="toy")
     assert len(plot_ld_decay(decay, min_pairs=0).axes[0].lines) >= 1
+
+
+def _tile_rows() -> pd.DataFrame:
+    """Per-tile r² rows of two scenarios: dae < dae_tuned < minimac4 on every tile but one."""
+    rows = []
+    for scenario in ("array_a", "array_b"):
+        for tile in range(6):
+            values = {"dae": 0.5 + 0.01 * tile, "dae_tuned": 0.6 + 0.01 * tile, "minimac4": 0.7}
+            if tile == 5:
+                values["dae_tuned"] = 0.9  # one tile the tuned model wins
+            for method, value in values.items():
+                rows.append({"scenario": scenario, "method": method, "metric": "r2",
+                             "stratum_kind": "tile", "stratum": str(tile), "value": value, "n": 10,
+                             "run_id": f"{scenario}-{method}"})
+        for method, value in {"dae": 0.55, "dae_tuned": 0.65, "minimac4": 0.7}.items():
+            rows.append({"scenario": scenario, "method": method, "metric": "r2",
+                         "stratum_kind": "all", "stratum": "all", "value": value, "n": 60,
+                         "run_id": f"{scenario}-{method}"})
+    return pd.DataFrame(rows)
+
+
+def test_dias_win_counts_tables_and_tuning_change():
+    rows = _tile_rows()
+    autoencoders = ["dae", "dae_tuned"]
+    pairs = report.per_tile_pairs(rows, [("dae", "minimac4"), ("dae_tuned", "minimac4"),
+                                         ("dae", "dae_tuned")])
+    assert len(pairs["dae", "minimac4"]) == 12 and set(pairs["dae", "minimac4"].scenario) == {"array_a", "array_b"}
+    tests = report.win_tests(pairs, autoencoders, ["minimac4"]).set_index("autoencoder")
+    assert tests.loc["dae", "autoencoder wins"] == 0 and tests.loc["dae", "baseline wins"] == 12
+    assert tests.loc["dae_tuned", "autoencoder wins"] == 2 and tests.loc["dae_tuned", "tiles"] == 12
+    change = report.tuning_change(tests.reset_index(), pairs["dae", "dae_tuned"].eval("y - x")).iloc[0]
+    assert change["wins before"] == 0 and change["wins after"] == 2
+    assert change["tiles improved by tuning"] == 12
+    assert change["mean r² gain"] == pytest.approx((10 * 0.1 + 2 * 0.35) / 12)
+    assert change["Wilcoxon p (tuned vs untuned)"] < 0.01
+    tables = report.region_tables(rows, ["dae", "dae_tuned", "minimac4"], autoencoders)
+    row = tables[(tables.scenario == "array_a") & (tables.method == "minimac4")].iloc[0]
+    assert row["whole-region r²"] == 0.7 and row["mean r² per tile"] == pytest.approx(0.7)
+    assert row["Wilcoxon p (dae vs this)"] < 0.05
+    assert np.isnan(tables[tables.method == "dae"]["Wilcoxon p (dae vs this)"]).all()  # not compared with itself
+    features = pd.DataFrame({"size": np.arange(6.0), "reversed": -np.arange(6.0)}, index=range(6))
+    rho = report.tile_feature_correlations(features, rows)
+    assert rho.loc["size", "r²(dae) − r²(minimac4)"] == pytest.approx(1.0)
+    assert rho.loc["reversed", "r²(dae) − r²(minimac4)"] == pytest.approx(-1.0)
+
+
+def test_array_densities_run_every_method(tmp_path):
+    ds = genotype_dataset(simulate_genotype_calls(30, 40, seed=2), populations=["A"] * 40)
+    store = ResultsStore(tmp_path)
+    tiles = pd.DataFrame({"tile": [0], "first_variant": [0], "last_variant": [29]})
+    report.evaluate_array_densities({"allele_frequency": {}}, ds, ["omni15"], tiles=tiles,
+                                    store=store, label="toy")
+    runs = store.runs("genotype_imputation")
+    assert runs.method.tolist() == ["allele_frequency"] and runs.scenario.tolist() == ["array_omni15"]
+
+
+def test_dias_figures():
+    from analysislib.plotting.genotype import (
+        plot_by_population,
+        plot_inference_time,
+        plot_metrics_by_maf_bin,
+        plot_per_tile_r2,
+    )
+
+    rows = _tile_rows()
+    pairs = report.per_tile_pairs(rows, [("dae", "minimac4"), ("dae_tuned", "minimac4")])
+    tests = report.win_tests(pairs, ["dae", "dae_tuned"], ["minimac4"])
+    fig = plot_per_tile_r2(pairs, tests, {"dae": "before", "dae_tuned": "after"}, ["minimac4"])
+    assert len(fig.axes) == 2 and "minimac4 better: 12" in fig.axes[0].texts[0].get_text()
+    maf = rows.assign(stratum_kind="maf_bin", stratum=lambda r: np.where(r.stratum == "all", "[0.1,0.5]", "[0.01,0.05)"))
+    assert len(plot_metrics_by_maf_bin(maf, ["r2"]).axes) == 2  # one row per scenario
+    pop = rows.assign(stratum_kind="population", stratum="YRI")
+    assert len(plot_by_population(pop, ["r2"]).axes) == 2
+    runs = pd.DataFrame({"method": ["dae", "minimac4"], "scenario": ["a", "a"], "runtime_s": [1.0, 2.0]})
+    assert len(plot_inference_time(runs, ["dae", "minimac4"]).axes[0].patches) >= 2

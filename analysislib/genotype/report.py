@@ -1,7 +1,9 @@
-"""Runs and tables of the BiU-Net comparison, from the rows the genotype harness stores.
+"""Runs and tables of the genotype comparisons, from the rows the genotype harness stores.
 
-Notebook 20 (the paper's Fig. 1 and Tables S1–S3, on real chr22 or a simulated panel) and
-notebook 22 (Fig. 2 and Tables S13–S18: cohort-specific against pooled training) call these;
+Notebook 12 (Dias et al. 2022, Figs. 2–6 and Tables 2/4/5: per-tile autoencoder r² against
+Minimac4 and Beagle, before and after tuning), notebook 20 (BiU-Net, Fig. 1 and Tables S1–S3,
+on real chr22 or a simulated panel) and notebook 22 (BiU-Net, Fig. 2 and Tables S13–S18:
+cohort-specific against pooled training) call these;
 the figures live in :mod:`analysislib.plotting.genotype`. The summaries are plain pandas on
 results-store rows (task ``genotype_imputation``), so stored runs can be re-read without
 retraining.
@@ -10,6 +12,7 @@ retraining.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,7 +20,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from analysislib.errors import InputFormatError
+from analysislib.errors import InputFormatError, InvalidArgumentError
 from analysislib.evaluate import evaluate, load_genotypes
 from analysislib.genotype.imputer import TrainOnce, sites_key
 from analysislib.genotype.masking import Scenario, apply_scenario, parse_scenario
@@ -33,11 +36,20 @@ __all__ = [
     "TASK",
     "biunet_panel",
     "cohort_gains",
+    "dias_panel",
+    "evaluate_array_densities",
     "evaluate_methods",
     "per_bin_tables",
     "per_sample_r2_rows",
+    "per_tile_pairs",
+    "region_tables",
     "run_costs",
     "summarise_scenarios",
+    "tile_feature_correlations",
+    "tune_on_reference",
+    "tuning_change",
+    "tuning_rows",
+    "win_tests",
 ]
 
 TASK = "genotype_imputation"
@@ -92,7 +104,7 @@ def biunet_panel(panel: str = "1kg_chr22", *, quick: bool = True, seed: int = 0,
         raw = simulated.ds.compute()
         ds = raw.isel(variants=np.flatnonzero(variant_qc_mask(raw)))
         return raw, ds, f"sim_{size}_qc_{ds.sizes['variants']}snps"
-    raise ValueError(f"panel must be one of {list(BIUNET_PANELS)}, got {panel!r}")
+    raise InvalidArgumentError(f"panel must be one of {list(BIUNET_PANELS)}, got {panel!r}")
 
 
 def evaluate_methods(imputers: Mapping[str, Any], ds: xr.Dataset, scenarios: Sequence[Scenario],
@@ -211,7 +223,7 @@ def per_sample_r2_rows(result: Any, truth: xr.Dataset, reference: xr.Dataset,
     imputed = result.imputed
     if not (np.array_equal(sites_key(imputed), sites_key(truth)) and np.array_equal(
             imputed["sample_id"].values.astype(str), truth["sample_id"].values.astype(str))):
-        raise ValueError("per-sample R²: the imputed dataset's sites or samples differ from the "
+        raise InvalidArgumentError("per-sample R²: the imputed dataset's sites or samples differ from the "
                          "truth's")
     mask = apply_scenario(truth, scenario, reference=reference).score_mask
     dosage = imputed["call_dosage"].values
@@ -251,3 +263,219 @@ def cohort_gains(wide: pd.DataFrame, cohorts: Sequence[str], pooled: str = "biun
                           "mean gain of ALL": (x - y).mean(),
                           "samples ALL better": int((y < x).sum())})
     return pd.DataFrame(gains)
+
+
+# ------------------------------------------------- Dias et al. 2022 (notebook 12)
+
+def tuning_rows(tuning: Any, *, label: str, reference: xr.Dataset, seed: int,
+                seconds: float) -> pd.DataFrame:
+    """Results-store rows of one :func:`~analysislib.genotype.dae.tuning.tune_tiles` run.
+
+    Task ``dae_tuning``: the XGBoost predictor's cross-validated r² (``cv_r2``, its standard
+    error, ``cv_pearson_r2``), how many tiles each source won (``winner_from_predicted`` /
+    ``observed`` / ``base``), and per tile the best validation r² of the random search and of
+    the final training (Methods, "Hyperparameter tuning"; Table 1).
+    """
+    from analysislib.results import array_checksum, run_stamp
+
+    common = run_stamp(task="dae_tuning", dataset=label, scenario="reference_validation",
+                       method="xgboost_predictor",
+                       parameters={"preset": tuning.preset.__dict__, "seed": seed},
+                       data_checksum=array_checksum(reference["call_genotype"].values),
+                       runtime_s=seconds)
+    cv = tuning.cross_validation
+    rows = [{**common, "metric": m, "stratum_kind": "all", "stratum": "all", "value": v,
+             "n": len(tuning.trials)}
+            for m, v in [("cv_r2", cv.r2), ("cv_r2_se", cv.r2_se), ("cv_pearson_r2", cv.pearson_r2)]]
+    winner = tuning.finals.loc[tuning.finals.groupby("tile")["val_r2"].idxmax()]
+    rows += [{**common, "method": "dae_tuning_final", "metric": f"winner_from_{source}",
+              "stratum_kind": "all", "stratum": "all",
+              "value": float((winner.source == source).sum()), "n": len(winner)}
+             for source in ("predicted", "observed", "base")]
+    for stage, table in [("random_search", tuning.trials), ("final", tuning.finals)]:
+        best = table.groupby("tile")["val_r2"].max()
+        rows += [{**common, "method": f"dae_tuning_{stage}", "metric": "val_r2",
+                  "stratum_kind": "tile", "stratum": str(t), "value": float(v),
+                  "n": int((table.tile == t).sum())} for t, v in best.items()]
+    return pd.DataFrame(rows)
+
+
+def _wilcoxon_p(diff: pd.Series) -> float:
+    """Two-sided Wilcoxon signed-rank p of paired differences (NaN when all are 0)."""
+    from scipy import stats
+
+    return float(stats.wilcoxon(diff).pvalue) if (diff != 0).any() else float("nan")
+
+
+def per_tile_pairs(rows: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], pd.DataFrame]:
+    """Per-tile mean r² of method x against method y, the tiles of every scenario pooled.
+
+    Each frame has columns ``stratum``, ``x``, ``y`` and ``scenario``
+    (:func:`~analysislib.results.summary.compare_methods` per scenario).
+    """
+    from analysislib.results.summary import compare_methods
+
+    scenarios = sorted(rows.scenario.unique())
+    return {(x, y): pd.concat([compare_methods(rows[rows.scenario == s], "r2", "tile", x, y)
+                               .assign(scenario=s) for s in scenarios], ignore_index=True)
+            for x, y in pairs}
+
+
+def win_tests(pairs: Mapping[tuple[str, str], pd.DataFrame], autoencoders: Sequence[str],
+              baselines: Sequence[str]) -> pd.DataFrame:
+    """Figs. 2–3's counts: tiles each autoencoder and each baseline wins, and a two-proportion
+    test of the difference."""
+    from analysislib.results.summary import two_proportion_p, win_counts
+
+    tests = []
+    for ae in autoencoders:
+        for baseline in baselines:
+            pair, n = pairs[ae, baseline], len(pairs[ae, baseline])
+            won = win_counts(pair, "r2", ae, baseline)
+            tests.append({"autoencoder": ae, "baseline": baseline, "tiles": n,
+                          "autoencoder wins": won[ae], "baseline wins": won[baseline],
+                          "two-proportion p": two_proportion_p(won[ae], n, won[baseline], n)})
+    return pd.DataFrame(tests)
+
+
+def tuning_change(tests: pd.DataFrame, gain: pd.Series, *, before: str = "dae",
+                  after: str = "dae_tuned") -> pd.DataFrame:
+    """Per baseline: tiles won before and after tuning (two-proportion p), and the per-tile
+    r² gain of tuning (tiles improved, mean gain, Wilcoxon p)."""
+    from analysislib.results.summary import two_proportion_p
+
+    change = []
+    for baseline in tests.baseline.unique():
+        b, a = (tests[(tests.autoencoder == ae) & (tests.baseline == baseline)].iloc[0]
+                for ae in (before, after))
+        change.append({"baseline": baseline, "wins before": b["autoencoder wins"],
+                       "wins after": a["autoencoder wins"],
+                       "two-proportion p (before vs after)": two_proportion_p(
+                           b["autoencoder wins"], b["tiles"], a["autoencoder wins"], a["tiles"]),
+                       "tiles improved by tuning": int((gain > 0).sum()),
+                       "mean r² gain": gain.mean(), "Wilcoxon p (tuned vs untuned)": _wilcoxon_p(gain)})
+    return pd.DataFrame(change)
+
+
+def region_tables(rows: pd.DataFrame, methods: Sequence[str], autoencoders: Sequence[str]
+                  ) -> pd.DataFrame:
+    """Tables 2, 4, 5: per scenario and method, the mean r² per tile and the whole-region r²,
+    with Wilcoxon signed-rank p of each autoencoder against each other method over tiles."""
+    per_tile = rows[(rows.stratum_kind == "tile") & (rows.metric == "r2")].pivot_table(
+        index=["scenario", "stratum"], columns="method", values="value").reset_index()
+    summary = []
+    for scenario, part in per_tile.groupby("scenario"):
+        whole = rows[(rows.scenario == scenario) & (rows.stratum_kind == "all")
+                     & (rows.metric == "r2")].set_index("method")["value"]
+        for method in methods:
+            entry = {"scenario": scenario, "method": method,
+                     "mean r² per tile": part[method].mean(),
+                     "whole-region r²": whole.get(method, np.nan)}
+            if method not in autoencoders:
+                for ae in autoencoders:
+                    both = part.dropna(subset=[ae, method])
+                    entry[f"Wilcoxon p ({ae} vs this)"] = _wilcoxon_p(both[ae] - both[method])
+            summary.append(entry)
+    return pd.DataFrame(summary)
+
+
+def tile_feature_correlations(features: pd.DataFrame, rows: pd.DataFrame,
+                              reference: str = "minimac4") -> pd.DataFrame:
+    """Spearman ρ of each tile feature with the autoencoder-minus-``reference`` r² difference
+    (before and after tuning) and with the tuning gain (Fig. 3—figure supplements 3–7)."""
+    per_tile = rows[(rows.stratum_kind == "tile") & (rows.metric == "r2")].pivot_table(
+        index=["scenario", "stratum"], columns="method", values="value").reset_index()
+    per_stratum = per_tile.groupby("stratum")[["dae", "dae_tuned", reference]].mean()
+    per_stratum.index = per_stratum.index.astype(str)
+    features = features.copy()
+    features.index = features.index.astype(str)
+    differences = pd.DataFrame({
+        f"r²(dae) − r²({reference})": per_stratum["dae"] - per_stratum[reference],
+        f"r²(dae_tuned) − r²({reference})": per_stratum["dae_tuned"] - per_stratum[reference],
+        "tuning gain r²(dae_tuned) − r²(dae)": per_stratum["dae_tuned"] - per_stratum["dae"]})
+    joined = features.join(differences, how="inner")
+    return pd.DataFrame({name: joined[features.columns].apply(
+        lambda col, name=name: col.corr(joined[name], method="spearman")) for name in differences})
+
+
+def dias_panel(*, quick: bool = True, seed: int = 0, region_bp: int = 600_000,
+               min_maf: float = 0.01) -> tuple[xr.Dataset, str]:
+    """The simulated YRI/CEU/CHB panel notebook 12 runs on, and its results label.
+
+    Quick mode simulates ``region_bp`` base pairs and keeps variants with MAF ≥ ``min_maf``, so
+    per-tile training takes minutes on two CPU cores; full mode is the 20 Mb simulation.
+    """
+    from analysislib.genotype.stats import minor_allele_frequency
+    from analysislib.simulate.genotypes import simulate_genotypes
+
+    size = "quick" if quick else "full"
+    ds = simulate_genotypes(size, seed=seed,
+                            **({"sequence_length": region_bp} if quick else {})).ds.compute()
+    if quick:
+        ds = ds.isel(variants=np.flatnonzero(minor_allele_frequency(ds).values >= min_maf))
+    return ds, f"sim_{size}_{ds.sizes['variants']}snps"
+
+
+def tune_on_reference(ds: xr.Dataset, preset: Any, *, dae_preset: str, tiling: Mapping[str, Any],
+                      seed: int = 0, jobs: int = 1, store: ResultsStore | None = None,
+                      label: str = "") -> tuple[Any, Any]:
+    """Dias et al.'s tuning (Methods, "Hyperparameter tuning") on the harness's reference samples.
+
+    The reference samples are those :func:`~analysislib.evaluate.evaluate` keeps with the same
+    ``seed`` (10 % targets, stratified by population), tiled as ``DAEImputer.fit`` tiles them so
+    tile numbers match the bundle's; the base hyperparameters are ``dae_preset``'s.
+
+    Parameters
+    ----------
+    ds
+        The whole dataset.
+    preset
+        A :class:`~analysislib.genotype.dae.tuning.TuningPreset` or its name.
+    dae_preset, tiling
+        The autoencoder preset (base hyperparameters and tiling) and tiling overrides.
+    seed, jobs
+        Split and tuning seed, and worker processes.
+    store, label
+        Where to store :func:`tuning_rows` (nothing is stored without a store).
+
+    Returns
+    -------
+    tuning, base
+        The :class:`~analysislib.genotype.dae.tuning.TuningResult` and the base
+        :class:`~analysislib.genotype.dae.hyperparameters.DAEHyperparameters`.
+    """
+    from analysislib.genotype.dae import DAE_PRESETS
+    from analysislib.genotype.dae.hyperparameters import DAEHyperparameters
+    from analysislib.genotype.dae.tuning import dataset_tile_features, tile_genotypes, tune_tiles
+    from analysislib.genotype.masking import split_samples
+    from analysislib.tiling import tile_genome
+
+    reference, _ = split_samples(ds, target_fraction=0.1, stratify_by="sample_population",
+                                 seed=seed)
+    tiles = tile_genome(reference, **{**DAE_PRESETS[dae_preset]["tiling"], **tiling}).tiles
+    base = DAEHyperparameters(**DAE_PRESETS[dae_preset]["hparams"])
+    started = time.perf_counter()
+    tuning = tune_tiles(tile_genotypes(reference, tiles), preset, seed=seed, base=base, jobs=jobs,
+                        features=dataset_tile_features(reference, tiles))
+    if store is not None:
+        store.append(tuning_rows(tuning, label=label, reference=reference, seed=seed,
+                                 seconds=time.perf_counter() - started))
+    return tuning, base
+
+
+def evaluate_array_densities(methods: Mapping[str, Any], ds: xr.Dataset, densities: Sequence[str],
+                             *, tiles: pd.DataFrame, store: ResultsStore, label: str,
+                             seed: int = 0) -> None:
+    """Score each method at each genotyping-array density (``array_<density>`` scenarios).
+
+    ``methods`` maps a registered imputer name to its parameters, or any name to a built
+    imputer; the harness scores per-tile strata on ``tiles`` (Dias et al., Figs. 2–3).
+    """
+    for density in densities:
+        for name, spec in methods.items():
+            if isinstance(spec, Mapping):
+                evaluate(name, ds, f"array_{density}", seed=seed, tiles=tiles,
+                         method_parameters=dict(spec), store=store, dataset_label=label)
+            else:
+                evaluate(spec, ds, f"array_{density}", seed=seed, tiles=tiles, store=store,
+                         dataset_label=label)

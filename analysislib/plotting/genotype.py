@@ -1,4 +1,5 @@
-"""Genotype figures: the data tour (notebook 00) and the BiU-Net comparison (notebooks 20, 22).
+"""Genotype figures: the data tour (notebook 00), Dias et al. 2022 (notebook 12) and BiU-Net
+(notebooks 20, 22).
 
 Each function takes the tables of :mod:`analysislib.genotype.report` and returns a matplotlib
 figure; the notebooks save it with :func:`analysislib.plotting.save_figure`.
@@ -17,8 +18,9 @@ from matplotlib.figure import Figure
 from analysislib.genotype.report import FIGURE_METRICS
 from analysislib.results.summary import ordered_strata
 
-__all__ = ["method_palette", "plot_cohort_scatter", "plot_genotype_pcs", "plot_ld_decay",
-           "plot_maf_spectra", "plot_metrics_by_maf", "plot_r2_by_maf", "plot_r2_definitions"]
+__all__ = ["method_palette", "plot_by_population", "plot_cohort_scatter", "plot_genotype_pcs",
+           "plot_inference_time", "plot_ld_decay", "plot_maf_spectra", "plot_metrics_by_maf",
+           "plot_metrics_by_maf_bin", "plot_per_tile_r2", "plot_r2_by_maf", "plot_r2_definitions"]
 
 
 def method_palette(methods: Sequence[str]) -> dict[str, tuple[float, float, float]]:
@@ -177,4 +179,70 @@ def plot_ld_decay(decay: pd.DataFrame, *, min_pairs: int = 20) -> Figure:
     sns.lineplot(data=decay[decay.n_pairs > min_pairs], x="distance_mid", y="mean_r2",
                  hue="dataset", marker="o", ax=ax)
     ax.set(xscale="log", xlabel="distance (bp)", ylabel="mean r²", title="LD decay")
+    return fig
+
+
+# ------------------------------------------------- Dias et al. 2022 (notebook 12)
+
+def plot_per_tile_r2(pairs: Mapping[tuple[str, str], pd.DataFrame], tests: pd.DataFrame,
+                     autoencoders: Mapping[str, str], baselines: Sequence[str]) -> Figure:
+    """Figs. 2–3: per-tile r² of each HMM tool (y) against the autoencoder (x).
+
+    One row per autoencoder (before and after tuning), one column per baseline; points below
+    the identity line are tiles the autoencoder imputes better.
+
+    Parameters
+    ----------
+    pairs, tests
+        From :func:`~analysislib.genotype.report.per_tile_pairs` and
+        :func:`~analysislib.genotype.report.win_tests`.
+    autoencoders
+        Method → stage label (``{"dae": "before tuning (Fig. 2)", ...}``).
+    baselines
+        HMM tools, one column each.
+    """
+    n_cols = max(1, len(baselines))
+    fig, axes = plt.subplots(len(autoencoders), n_cols, figsize=(5.2 * n_cols, 4.8 * len(autoencoders)),
+                             squeeze=False)
+    for ax_row, (ae, stage) in zip(axes, autoencoders.items(), strict=True):
+        for ax, baseline in zip(ax_row, baselines, strict=False):
+            won = tests[(tests.autoencoder == ae) & (tests.baseline == baseline)].iloc[0]
+            sns.scatterplot(data=pairs[ae, baseline], x="x", y="y", hue="scenario", ax=ax, s=30)
+            ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--")
+            ax.text(0.03, 0.93, f"{baseline} better: {won['baseline wins']}", transform=ax.transAxes)
+            ax.text(0.55, 0.05, f"autoencoder better: {won['autoencoder wins']}",
+                    transform=ax.transAxes)
+            ax.set(xlim=(0, 1), ylim=(0, 1), xlabel=f"autoencoder r² per tile, {stage}",
+                   ylabel=f"{baseline} r² per tile", title=f"{stage}: vs {baseline}")
+    fig.tight_layout()
+    return fig
+
+
+def plot_metrics_by_maf_bin(rows: pd.DataFrame, metrics: Sequence[str]) -> Figure:
+    """Fig. 4: each metric by MAF bin, one line per method, one row of panels per scenario."""
+    by_maf = rows[(rows.stratum_kind == "maf_bin") & rows.metric.isin(list(metrics))]
+    order = ordered_strata(by_maf.stratum)
+    grid = sns.relplot(data=by_maf, x="stratum", y="value", hue="method", col="metric",
+                       row="scenario", kind="line", marker="o", facet_kws={"sharey": False},
+                       height=3.4, aspect=1.2)
+    for ax in grid.axes.flat:
+        ax.set_xticks(range(len(order)), order, rotation=45)
+    grid.set_axis_labels("MAF bin", "value")
+    return grid.figure
+
+
+def plot_by_population(rows: pd.DataFrame, metrics: Sequence[str]) -> Figure:
+    """Fig. 5: each metric per target population, one bar per method."""
+    by_pop = rows[(rows.stratum_kind == "population") & rows.metric.isin(list(metrics))]
+    grid = sns.catplot(data=by_pop, x="stratum", y="value", hue="method", col="metric",
+                       row="scenario", kind="bar", sharey=False, height=3.4, aspect=1.1)
+    grid.set_axis_labels("target population", "value")
+    return grid.figure
+
+
+def plot_inference_time(runs: pd.DataFrame, methods: Sequence[str], *, title: str = "") -> Figure:
+    """Fig. 6: each run's wall time (log scale), one bar per method and scenario."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    sns.barplot(data=runs, x="method", y="runtime_s", hue="scenario", ax=ax, order=list(methods))
+    ax.set(ylabel="inference wall time (s)", yscale="log", title=title)
     return fig
