@@ -30,6 +30,7 @@ from analysislib.errors import (
     ChecksumError,
     DataFileNotFoundError,
     InputFormatError,
+    InvalidArgumentError,
     UnknownDatasetError,
 )
 from analysislib.io.checksum import sha256_of  # re-exported: older code imports it from here
@@ -160,7 +161,7 @@ class Catalog(Mapping[str, DatasetEntry]):
         """
         entry = self[name]
         if entry.simulated:
-            raise ValueError(f"dataset {name!r} is simulated; use open_dataset({name!r})")
+            raise InvalidArgumentError(f"dataset {name!r} is simulated; use open_dataset({name!r})")
         return {rel: self._resolve(rel, spec) for rel, spec in entry.files.items()}
 
     def _resolve(self, rel: str, spec: Mapping[str, str]) -> Path:
@@ -199,7 +200,7 @@ class Catalog(Mapping[str, DatasetEntry]):
             return _import(entry.generator)(**{**entry.parameters, **kwargs})  # type: ignore[arg-type]
         paths = self.fetch(name)
         if entry.loader is None:
-            raise ValueError(f"dataset {name!r} names no loader; use fetch({name!r})")
+            raise InvalidArgumentError(f"dataset {name!r} names no loader; use fetch({name!r})")
         data_files = [p for rel, p in paths.items() if not rel.endswith((".tbi", ".csi"))]
         target = data_files[0] if len(data_files) == 1 else data_files
         return _import(entry.loader)(target, **kwargs)

@@ -25,6 +25,8 @@ import contextlib
 import sys
 from collections.abc import Sequence
 
+from analysislib.errors import InvalidArgumentError
+
 __all__ = ["main"]
 
 
@@ -89,7 +91,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         return _evaluate_gwas(args)
     _refuse_options(args, "genotype")
     if args.scenario is None:
-        raise ValueError("--task genotype needs --scenario (array_<density>, typed_1in<k> or "
+        raise InvalidArgumentError("--task genotype needs --scenario (array_<density>, typed_1in<k> or "
                          "random_<pct>_seed<s>)")
     import logging
 
@@ -104,7 +106,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     # Refuse bad names, parameters and thread counts before any data is loaded.
     known = [*PER_VARIANT_METRICS, *(f"{m}_se" for m in PER_VARIANT_METRICS), *POOLED_METRICS]
     if args.metric is not None and args.metric not in known:
-        raise ValueError(f"unknown metric {args.metric!r}; choose from {', '.join(known)}")
+        raise InvalidArgumentError(f"unknown metric {args.metric!r}; choose from {', '.join(known)}")
     scenario = parse_scenario(args.scenario)
     params = dict(parse_parameter(p) for p in args.parameter)
     params.update(thread_parameters(args.method, args.threads))
@@ -144,12 +146,12 @@ def _evaluate_epigenome(args: argparse.Namespace) -> int:
     _refuse_options(args, "epigenome")
     protocol = args.protocol or "leave_one_out"
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+        raise InvalidArgumentError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
     if args.bins is not None and args.bins < 1:
-        raise ValueError("--bins must be at least 1")
+        raise InvalidArgumentError("--bins must be at least 1")
     params = dict(parse_parameter(p) for p in args.parameter)
     if args.threads is not None:
-        raise ValueError("--threads is not used by the epigenomic imputers; give torch threads "
+        raise InvalidArgumentError("--threads is not used by the epigenomic imputers; give torch threads "
                          "with OMP_NUM_THREADS")
     options = {}
     if protocol == "reduced_cell":
@@ -157,13 +159,13 @@ def _evaluate_epigenome(args: argparse.Namespace) -> int:
         if args.cells:
             options["cells"] = args.cells.split(",")
     elif args.keep or args.cells:
-        raise ValueError("--keep and --cells apply to --protocol reduced_cell")
+        raise InvalidArgumentError("--keep and --cells apply to --protocol reduced_cell")
     if args.tracks:
         if protocol not in ("leave_one_out", "holdout"):
-            raise ValueError("--tracks applies to --protocol leave_one_out or holdout")
+            raise InvalidArgumentError("--tracks applies to --protocol leave_one_out or holdout")
         options["tracks"] = args.tracks.split(",")
     elif protocol == "holdout":
-        raise ValueError("--protocol holdout needs --tracks (the CELL.ASSAY tracks to hide)")
+        raise InvalidArgumentError("--protocol holdout needs --tracks (the CELL.ASSAY tracks to hide)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     result = evaluate_epigenome(args.method, args.dataset, protocol, seed=args.seed,
                                 bins=None if args.bins is None else slice(0, args.bins),
@@ -186,7 +188,7 @@ def _refuse_options(args: argparse.Namespace, task: str) -> None:
     for other, options in _TASK_OPTIONS.items():
         for option in options:
             if other != task and getattr(args, option) is not None:
-                raise ValueError(f"--{option.replace('_', '-')} applies to --task {other} only")
+                raise InvalidArgumentError(f"--{option.replace('_', '-')} applies to --task {other} only")
 
 
 def _evaluate_gwas(args: argparse.Namespace) -> int:
@@ -200,14 +202,14 @@ def _evaluate_gwas(args: argparse.Namespace) -> int:
     _refuse_options(args, "gwas")
     parse_method(args.method)
     if not args.dataset.startswith("sim_gwas_"):
-        raise ValueError(f"the GWAS harness runs on simulations, where the true prior is known: "
+        raise InvalidArgumentError(f"the GWAS harness runs on simulations, where the true prior is known: "
                          f"--dataset sim_gwas_<{'|'.join(GWAS_TRAINING)}>, not {args.dataset!r}")
     scale = args.dataset.removeprefix("sim_gwas_")
     settings = dict(parse_parameter(p) for p in args.parameter)
     GWAS_TRAINING.resolve(scale, **settings)  # unknown scale or setting: one error line
     if args.threads is not None:
         if args.threads < 1:
-            raise ValueError("--threads must be at least 1")
+            raise InvalidArgumentError("--threads must be at least 1")
         import torch
 
         torch.set_num_threads(args.threads)
@@ -229,9 +231,9 @@ def _impute(args: argparse.Namespace) -> int:
     from analysislib.genotype.dae import impute_vcf
 
     if args.threads < 1:
-        raise ValueError("--threads must be at least 1")
+        raise InvalidArgumentError("--threads must be at least 1")
     if args.batch_samples < 1:
-        raise ValueError("--batch-samples must be at least 1")
+        raise InvalidArgumentError("--batch-samples must be at least 1")
     with contextlib.ExitStack() as stack:
         client = stack.enter_context(_connect_scheduler(args.scheduler)) if args.scheduler else None
         report = impute_vcf(args.models, args.input, args.output, threads=args.threads,
@@ -257,9 +259,9 @@ def _train_settings(args: argparse.Namespace) -> dict:
                                  ("--epochs", args.epochs, 1), ("--seed", args.seed, 0),
                                  ("--models-per-tile", args.models_per_tile, 1)):
         if value is not None and value < least:
-            raise ValueError(f"{option} must be at least {least}, got {value}")
+            raise InvalidArgumentError(f"{option} must be at least {least}, got {value}")
     if args.scheduler and args.jobs is not None:
-        raise ValueError("--jobs sets local worker processes; with --scheduler the cluster's "
+        raise InvalidArgumentError("--jobs sets local worker processes; with --scheduler the cluster's "
                          "workers train the tiles, so leave --jobs out")
     preset = DAE_PRESETS[name]
     return {"preset": name,
@@ -278,7 +280,7 @@ def _bundle_folder_state(out) -> str:
     if not out.exists():
         return "new"
     if not out.is_dir():
-        raise ValueError(f"{out}: exists and is not a folder; --out takes the bundle folder")
+        raise InvalidArgumentError(f"{out}: exists and is not a folder; --out takes the bundle folder")
     if (out / MANIFEST_NAME).is_file():
         return "finished"
     if (out / TRAIN_RECORD_NAME).is_file():
@@ -303,7 +305,7 @@ def _training_lock(out):
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise ValueError(f"{out}: another `analysislib train` is writing into this folder; "
+            raise InvalidArgumentError(f"{out}: another `analysislib train` is writing into this folder; "
                              "wait for it to finish or choose another --out") from None
         yield
         path.unlink(missing_ok=True)  # only after success; a failed run keeps it (harmless)
@@ -327,13 +329,13 @@ def _check_resumable(out, state: str, record: dict, force: bool) -> bool:
     import json
 
     if state == "other":
-        raise ValueError(f"{out}: the folder is not empty and holds no model bundle or "
+        raise InvalidArgumentError(f"{out}: the folder is not empty and holds no model bundle or "
                          "interrupted training run; choose a new or empty folder")
     if state == "finished" and not force:
-        raise ValueError(f"{out}: already holds a finished model bundle; pass --force to train "
+        raise InvalidArgumentError(f"{out}: already holds a finished model bundle; pass --force to train "
                          "it again (the bundle is replaced) or choose another --out")
     if state == "tiles" and not force:
-        raise ValueError(f"{out}: holds tiles of a training run that left no {TRAIN_RECORD_NAME} "
+        raise InvalidArgumentError(f"{out}: holds tiles of a training run that left no {TRAIN_RECORD_NAME} "
                          "(not started by `analysislib train`), so it cannot be resumed safely; "
                          "pass --force to discard them or choose another --out")
     if state != "run":
@@ -346,7 +348,7 @@ def _check_resumable(out, state: str, record: dict, force: bool) -> bool:
         differs = [key for key in ("reference_sha256", "settings") if stored.get(key) != record[key]]
     except (OSError, UnicodeDecodeError, ValueError, AttributeError) as err:
         if not force:
-            raise ValueError(f"{path}: unreadable training record ({err}); pass --force to "
+            raise InvalidArgumentError(f"{path}: unreadable training record ({err}); pass --force to "
                              "discard the interrupted run") from None
         return False
     if not differs:
@@ -362,7 +364,7 @@ def _check_resumable(out, state: str, record: dict, force: bool) -> bool:
         keys = [k for k in dict.fromkeys([*ours, *theirs]) if theirs.get(k) != ours.get(k)]
         what.append("other settings (" + ", ".join(
             f"{k} {theirs.get(k)!r} there, {ours.get(k)!r} now" for k in keys) + ")")
-    raise ValueError(f"{out}: holds an interrupted run of {' and '.join(what)}; rerun that "
+    raise InvalidArgumentError(f"{out}: holds an interrupted run of {' and '.join(what)}; rerun that "
                      "command to finish it, pass --force to discard it, or choose another --out")
 
 
@@ -396,12 +398,12 @@ def _connect_scheduler(address: str):
     try:
         from distributed import Client
     except ImportError:
-        raise ValueError("--scheduler needs the 'distributed' package (pip install distributed)") from None
+        raise InvalidArgumentError("--scheduler needs the 'distributed' package (pip install distributed)") from None
     try:
         return Client(address)
     except (OSError, TimeoutError, ValueError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"scheduler {address}: cannot connect ({reason})") from None
+        raise InvalidArgumentError(f"scheduler {address}: cannot connect ({reason})") from None
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -437,7 +439,7 @@ def _train(args: argparse.Namespace) -> int:
         client = stack.enter_context(_connect_scheduler(args.scheduler)) if args.scheduler else None
         stack.enter_context(_training_lock(out))
         if _bundle_folder_state(out) != state:
-            raise ValueError(f"{out}: the folder changed while the reference was read (another "
+            raise InvalidArgumentError(f"{out}: the folder changed while the reference was read (another "
                              "`analysislib train`?); run the command again")
         if state in ("finished", "tiles") or (state == "run" and not resuming):
             _discard_training(out)
@@ -466,7 +468,7 @@ def _train(args: argparse.Namespace) -> int:
                   "command again to resume", file=sys.stderr)
             return 130
         except RuntimeError as err:  # a tile failed or a worker died; finished tiles are kept
-            raise ValueError(f"{out}: {err} (finished tiles are kept: run the same command again "
+            raise InvalidArgumentError(f"{out}: {err} (finished tiles are kept: run the same command again "
                              "to resume)") from None
     reused = int(bundle.manifest.get("training", {}).get("tiles_reused", 0))
     trained = f"{n_tiles - reused} trained, {reused} kept from the interrupted run" if reused else "all trained"
@@ -485,7 +487,7 @@ def _parse_track_spec(text: str) -> tuple[tuple[str, str], str]:
     label, sep, path = text.partition("=")
     cell, colon, mark = label.partition(":")
     if not sep or not colon or not cell or not mark or not path or ":" in mark:
-        raise ValueError(f"track {text!r}: expected CELL:MARK=PATH, for example "
+        raise InvalidArgumentError(f"track {text!r}: expected CELL:MARK=PATH, for example "
                          "E003:H3K4me3=E003.H3K4me3.bw")
     return (cell, mark), path
 
@@ -497,11 +499,11 @@ def _parse_targets(values: Sequence[str]) -> list[tuple[str, str]]:
         for item in filter(None, (part.strip() for part in value.split(","))):
             cell, colon, mark = item.partition(":")
             if not colon or not cell or not mark or ":" in mark or "=" in item:
-                raise ValueError(f"--impute {item!r}: expected CELL:MARK, for example E003:H3K4me3")
+                raise InvalidArgumentError(f"--impute {item!r}: expected CELL:MARK, for example E003:H3K4me3")
             if (cell, mark) not in targets:
                 targets.append((cell, mark))
     if not targets:
-        raise ValueError("--impute: name at least one CELL:MARK track to impute")
+        raise InvalidArgumentError("--impute: name at least one CELL:MARK track to impute")
     return targets
 
 
@@ -510,7 +512,7 @@ def _track_imputer_parameters(args: argparse.Namespace) -> dict:
     from analysislib.epigenome.imputer import EPIGENOME_IMPUTERS
 
     if args.method not in EPIGENOME_IMPUTERS:
-        raise ValueError(f"unknown epigenomic imputer {args.method!r}; choose from "
+        raise InvalidArgumentError(f"unknown epigenomic imputer {args.method!r}; choose from "
                          f"{', '.join(sorted(EPIGENOME_IMPUTERS))}")
     if args.method == "avg":
         return {}
@@ -556,11 +558,11 @@ def _impute_tracks(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     # Check names, options and targets before any file is read.
     if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+        raise InvalidArgumentError(f"--threads must be at least 1, got {args.threads}")
     if args.bin_size < 1:
-        raise ValueError(f"--bin-size must be at least 1, got {args.bin_size}")
+        raise InvalidArgumentError(f"--bin-size must be at least 1, got {args.bin_size}")
     if args.seed is not None and args.seed < 0:
-        raise ValueError(f"--seed must be at least 0, got {args.seed}")
+        raise InvalidArgumentError(f"--seed must be at least 0, got {args.seed}")
     parameters = _track_imputer_parameters(args)
     tracks: dict[tuple[str, str], Path] = {}
     for spec in args.tracks:
@@ -576,19 +578,19 @@ def _impute_tracks(args: argparse.Namespace) -> int:
             raise InputFormatError(tracks[cell, mark], f"--impute {cell}:{mark}: this track is "
                                    "observed (given as input); impute only tracks with no file")
         if cell not in cells:
-            raise ValueError(f"--impute {cell}:{mark}: no input track of cell {cell} "
+            raise InvalidArgumentError(f"--impute {cell}:{mark}: no input track of cell {cell} "
                              f"(cells: {', '.join(sorted(cells))})")
         if mark not in marks:
-            raise ValueError(f"--impute {cell}:{mark}: mark {mark} has no input track in any "
+            raise InvalidArgumentError(f"--impute {cell}:{mark}: mark {mark} has no input track in any "
                              f"cell (marks: {', '.join(sorted(marks))})")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"{out}: exists and is not a folder; --out takes a folder")
+        raise InvalidArgumentError(f"{out}: exists and is not a folder; --out takes a folder")
     outputs = {target: out / f"{target[0]}.{target[1]}.imputed.bw" for target in targets}
     for destination in outputs.values():
         for source in tracks.values():
             if destination.exists() and source.exists() and os.path.samefile(destination, source):
-                raise ValueError(f"{destination}: is an input track; choose another --out")
+                raise InvalidArgumentError(f"{destination}: is an input track; choose another --out")
     regions = [parse_region(text) for text in args.regions] if args.regions else None
     imputer = get_epigenome_imputer(args.method, **parameters)
 
@@ -617,7 +619,7 @@ def _dashboard(args: argparse.Namespace) -> int:
     from analysislib.results import ResultsStore
 
     if not 0 < args.port < 65536:
-        raise ValueError(f"--port must be between 1 and 65535, got {args.port}")
+        raise InvalidArgumentError(f"--port must be between 1 and 65535, got {args.port}")
     store = ResultsStore(args.results)
     print(f"dashboard over {store.root.resolve()} at http://{args.address}:{args.port}/ "
           "(Ctrl-C stops it)")

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from analysislib.errors import InvalidArgumentError
 from analysislib.genotype.imputer import GenotypeImputer, check_imputed
 from analysislib.registry import IMPUTERS as _REGISTRIES
 from analysislib.results import ResultsStore, array_checksum, run_stamp
@@ -91,13 +92,13 @@ def thread_parameters(name: str, threads: int | None) -> dict[str, int]:
     if threads is None:
         return {}
     if int(threads) != threads or threads < 1:
-        raise ValueError(f"threads must be a whole number of at least 1, got {threads}")
+        raise InvalidArgumentError(f"threads must be a whole number of at least 1, got {threads}")
     names, _ = IMPUTERS.keywords(name)
     if "threads" in names:
         return {"threads": int(threads)}
     if threads == 1:
         return {}
-    raise ValueError(f"method {name!r} runs on one thread and has no thread setting; "
+    raise InvalidArgumentError(f"method {name!r} runs on one thread and has no thread setting; "
                      f"drop --threads or use --threads 1 (got {threads})")
 
 
@@ -118,7 +119,7 @@ def load_genotypes(dataset: str | os.PathLike[str]) -> tuple[xr.Dataset, str, st
     if name in catalog:
         entry = catalog[name]
         if entry.kind != "genotypes":
-            raise ValueError(f"dataset {name!r} is {entry.kind}, not genotypes")
+            raise InvalidArgumentError(f"dataset {name!r} is {entry.kind}, not genotypes")
         opened = catalog.open(name)
         ds = getattr(opened, "ds", opened).compute()
         if entry.simulated:
@@ -269,7 +270,7 @@ def evaluate(
         imputer = make_imputer(method, **{**(method_parameters or {}),
                                           **thread_parameters(method, threads)})
     elif threads is not None:
-        raise ValueError("threads applies to a method given by name; configure an imputer "
+        raise InvalidArgumentError("threads applies to a method given by name; configure an imputer "
                          "instance directly")
     else:
         imputer = method

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from analysislib.errors import ExternalToolError, ToolNotFoundError
+from analysislib.errors import ExternalToolError, InvalidArgumentError, ToolNotFoundError
 from analysislib.io.atomic import atomic_output
 
 __all__ = [
@@ -157,7 +157,7 @@ def check_java_heap(java_mem: str) -> str:
         For anything else, e.g. ``"lots"`` or ``"1.5g"``.
     """
     if not _JAVA_HEAP.match(str(java_mem)):
-        raise ValueError(f"java_mem must look like '2g' or '512m', not {java_mem!r}")
+        raise InvalidArgumentError(f"java_mem must look like '2g' or '512m', not {java_mem!r}")
     return str(java_mem)
 
 
@@ -315,9 +315,9 @@ def run_tool(
         quotes its last ``tail_lines`` stderr lines.
     """
     if not command:
-        raise ValueError("command is empty")
+        raise InvalidArgumentError("command is empty")
     if stdout is not None and capture_stdout:
-        raise ValueError("give either stdout= (a file) or capture_stdout=True, not both")
+        raise InvalidArgumentError("give either stdout= (a file) or capture_stdout=True, not both")
     argv = [str(part) for part in command]
     argv[0] = find_tool(argv[0])
     run: ToolRun | None = None

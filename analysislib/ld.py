@@ -23,6 +23,7 @@ import pandas as pd
 import xarray as xr
 
 from analysislib import variables
+from analysislib.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
     import dask.array
@@ -59,13 +60,13 @@ _MIN_STD = 1e-8
 
 def _check_options(window: int, window_bp: float | None, unit: str, min_maf: float | None) -> None:
     if int(window) < 1:
-        raise ValueError(f"window must be at least 1 variant, got {window}")
+        raise InvalidArgumentError(f"window must be at least 1 variant, got {window}")
     if window_bp is not None and window_bp < 0:
-        raise ValueError(f"window_bp must be non-negative, got {window_bp}")
+        raise InvalidArgumentError(f"window_bp must be non-negative, got {window_bp}")
     if unit not in LD_UNITS:
-        raise ValueError(f"unit must be one of {LD_UNITS}, got {unit!r}")
+        raise InvalidArgumentError(f"unit must be one of {LD_UNITS}, got {unit!r}")
     if min_maf is not None and not 0 <= min_maf <= 0.5:
-        raise ValueError(f"min_maf must lie in [0, 0.5], got {min_maf}")
+        raise InvalidArgumentError(f"min_maf must lie in [0, 0.5], got {min_maf}")
 
 
 def _as_variant_chunked(data: Any, chunk_variants: int | None, window: int) -> dask.array.Array:
@@ -225,7 +226,7 @@ def _check_sorted(meta: np.ndarray, first_index: int | None = None) -> None:
     if len(backwards):
         k = int(backwards[0]) + 1
         where = "" if first_index is None else f"variant {first_index + k} "
-        raise ValueError(
+        raise InvalidArgumentError(
             f"window_bp needs variants sorted by position within each contig; {where}"
             f"(position {meta[k, 0]}) comes after position {meta[k - 1, 0]}")
 
@@ -496,7 +497,7 @@ def ld_scores(
     z, n, meta = _prepare(ds, window=window, window_bp=window_bp, unit=unit,
                                       chunk_variants=chunk_variants, min_maf=min_maf, dtype=dtype)
     if unbiased and n <= 2:
-        raise ValueError(f"the unbiased r^2 needs more than 2 haplotypes or samples, got {n}")
+        raise InvalidArgumentError(f"the unbiased r^2 needs more than 2 haplotypes or samples, got {n}")
     band = _band_from_standardised(z, meta, window=window, window_bp=window_bp,
                                    sub_block=sub_block)
     right = da.map_blocks(functools.partial(_right_sums, n=n, unbiased=unbiased), band,
@@ -557,7 +558,7 @@ def ld_decay(
     edges = np.asarray(distance_bins, dtype=float)
     n_bins = len(edges) - 1
     if n_bins < 1:
-        raise ValueError("distance_bins needs at least two edges")
+        raise InvalidArgumentError("distance_bins needs at least two edges")
     window = max(1, min(int(max_offset), ds.sizes["variants"] - 1))
     band = ld_band(ds, window=window, unit=unit, chunk_variants=chunk_variants, dtype=dtype)
     meta = _site_meta(ds, band.data.chunks[0], None)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from analysislib.errors import NotebookError
+from analysislib.errors import InvalidArgumentError, NotebookError
 
 __all__ = [
     "NotebookError",
@@ -94,7 +94,7 @@ def load_parameters_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], 
 
     raw = yaml.safe_load(Path(path).read_text()) or {}
     if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
-        raise ValueError(f"{path}: expected a mapping of 'all' or notebook patterns to parameter mappings")
+        raise InvalidArgumentError(f"{path}: expected a mapping of 'all' or notebook patterns to parameter mappings")
     for_all = dict(raw.pop("all", {}) or {})
     return for_all, {str(k): dict(v) for k, v in raw.items()}
 
@@ -216,7 +216,7 @@ def parse_parameter(text: str) -> tuple[str, Any]:
 
     name, sep, value = text.partition("=")
     if not sep or not name.isidentifier():
-        raise ValueError(f"parameter {text!r} is not of the form name=value")
+        raise InvalidArgumentError(f"parameter {text!r} is not of the form name=value")
     parsed = yaml.safe_load(value)
     if isinstance(parsed, str):  # YAML 1.1 reads "1e-3" as text
         with contextlib.suppress(ValueError):

@@ -22,6 +22,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from analysislib.errors import InvalidArgumentError
+
 __all__ = ["IMPUTERS", "Registry", "make_imputer", "register_imputer"]
 
 
@@ -78,14 +80,14 @@ class Registry(dict[str, "str | Callable[..., Any]"]):
         unknown = sorted(set(parameters) - names)
         if unknown and not open_ended:
             takes = ", ".join(sorted(names)) or "none"
-            raise ValueError(f"{self.what} {name!r} takes no parameter {', '.join(map(repr, unknown))} "
+            raise InvalidArgumentError(f"{self.what} {name!r} takes no parameter {', '.join(map(repr, unknown))} "
                              f"(its parameters: {takes})")
         try:
             return factory(**parameters)
         except TypeError as err:  # an open-ended factory passed a name on to something that lacks it
             if "unexpected keyword argument" not in str(err):
                 raise
-            raise ValueError(f"{self.what} {name!r}: {err}") from err
+            raise InvalidArgumentError(f"{self.what} {name!r}: {err}") from err
 
 
 def _keywords(factory: Callable[..., Any]) -> tuple[set[str], bool]:

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from analysislib.errors import WorkerDiedError
+from analysislib.errors import InvalidArgumentError, WorkerDiedError
 
 __all__ = ["RunOptions", "renamed_keywords", "run_tasks"]
 
@@ -73,12 +73,12 @@ class RunOptions:
     def __post_init__(self) -> None:
         if not isinstance(self.device, str) or not (
                 self.device in _DEVICES or self.device.startswith("cuda:")):
-            raise ValueError(f"device must be one of {list(_DEVICES)} or 'cuda:N', "
+            raise InvalidArgumentError(f"device must be one of {list(_DEVICES)} or 'cuda:N', "
                              f"got {self.device!r}")
         if self.threads is not None and (int(self.threads) != self.threads or self.threads < 1):
-            raise ValueError(f"threads must be a positive integer or None, got {self.threads!r}")
+            raise InvalidArgumentError(f"threads must be a positive integer or None, got {self.threads!r}")
         if int(self.jobs) != self.jobs or self.jobs < 1:
-            raise ValueError(f"jobs must be a positive integer, got {self.jobs!r}")
+            raise InvalidArgumentError(f"jobs must be a positive integer, got {self.jobs!r}")
 
     def threads_per_job(self) -> int:
         """CPU threads each worker process (or the inline run) should use."""

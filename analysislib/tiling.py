@@ -40,6 +40,7 @@ import pandas as pd
 import xarray as xr
 
 from analysislib import ld, variables
+from analysislib.errors import InvalidArgumentError
 
 __all__ = [
     "AUTHORS_BOX",
@@ -132,13 +133,13 @@ def box_scores(
         int64, length ``n_variants - 1``.
     """
     if box < 1:
-        raise ValueError(f"box must be at least 1, got {box}")
+        raise InvalidArgumentError(f"box must be at least 1, got {box}")
     data = band_abs_r.data if isinstance(band_abs_r, xr.DataArray) else band_abs_r
     if getattr(data, "ndim", None) != 2:
-        raise ValueError(f"the LD band must be 2-D (variants, offset), got shape {getattr(data, 'shape', None)}")
+        raise InvalidArgumentError(f"the LD band must be 2-D (variants, offset), got shape {getattr(data, 'shape', None)}")
     n, window = (int(s) for s in data.shape)
     if window < 2 * box - 1:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"the LD band has {window} offsets but a {box}-variant box needs 2 * box - 1 = {2 * box - 1}")
     counts = np.zeros(n + box + 1, dtype=np.int64)  # counts[k]: boundary just before variant k
     if isinstance(data, np.ndarray):
@@ -171,7 +172,7 @@ def thresholded_ld_matrix(band_abs_r: Any, start: int, stop: int, *, threshold: 
     data = band_abs_r.data if isinstance(band_abs_r, xr.DataArray) else band_abs_r
     n, window = (int(s) for s in data.shape)
     if not 0 <= start < stop <= n:
-        raise ValueError(f"region [{start}, {stop}) is outside the band's {n} variants")
+        raise InvalidArgumentError(f"region [{start}, {stop}) is outside the band's {n} variants")
     rows = np.abs(np.asarray(data[start:stop], dtype=np.float64))
     m = stop - start
     matrix = np.full((m, m), np.nan)
@@ -289,7 +290,7 @@ def find_ld_regions(
     if positions is not None:
         pos = np.asarray(positions, dtype=np.float64)
         if len(pos) != n_common:
-            raise ValueError(f"{len(pos)} positions given for {n_common} common variants")
+            raise InvalidArgumentError(f"{len(pos)} positions given for {n_common} common variants")
         # the boundary before common variant k lies midway between variants k - 1 and k
         before = np.concatenate([[pos[0]], (pos[:-1] + pos[1:]) / 2, [pos[-1]]])
         regions["first_position"] = pos[firsts].astype(np.int64)
@@ -361,7 +362,7 @@ def hard_cap_pieces(first: int, last: int, *, max_tile: int = 6000, overlap: int
         Inclusive ``(first, last)`` pairs.
     """
     if not 0 <= overlap < max_tile:
-        raise ValueError(f"overlap ({overlap}) must be in [0, max_tile = {max_tile})")
+        raise InvalidArgumentError(f"overlap ({overlap}) must be in [0, max_tile = {max_tile})")
     length = last - first + 1
     if length <= max_tile:
         return [(first, last)]
@@ -430,7 +431,7 @@ def build_tiles(
     common = np.asarray(common_index, dtype=np.int64)
     n_common = len(common)
     if n_common and (np.any(np.diff(common) <= 0) or common[0] < 0 or common[-1] >= n_variants):
-        raise ValueError("common_index must be increasing indices into the variants")
+        raise InvalidArgumentError("common_index must be increasing indices into the variants")
     segments: list[tuple[int, int, str, int]] = []  # common [start, stop), cut, mountain
     rows = regions.reset_index(drop=True) if n_common else regions.iloc[0:0]
     if n_common == 0:
@@ -526,7 +527,7 @@ def _check_sorted(contig: str, positions: np.ndarray, offset: int) -> None:
     bad = np.flatnonzero(np.diff(positions) < 0)
     if len(bad):
         i = int(bad[0]) + 1
-        raise ValueError(
+        raise InvalidArgumentError(
             f"variants must be sorted by position to tile them; variant {offset + i} "
             f"({contig}:{int(positions[i])}) comes after {contig}:{int(positions[i - 1])}")
 
@@ -590,7 +591,7 @@ def tile_genome(
     """
     variables.validate(ds, ["call_genotype", "variant_position", "variant_contig"])
     if threshold_scale not in ("count", "box_area"):
-        raise ValueError(f"threshold_scale must be 'count' or 'box_area', got {threshold_scale!r}")
+        raise InvalidArgumentError(f"threshold_scale must be 'count' or 'box_area', got {threshold_scale!r}")
     factor = (box / AUTHORS_BOX) ** 2 if threshold_scale == "box_area" else 1.0
     params = {
         "min_maf": min_maf, "box": box, "r_threshold": r_threshold,
@@ -607,7 +608,7 @@ def tile_genome(
     for code in pd.unique(contig_codes):
         members = np.flatnonzero(contig_codes == code)
         if np.any(np.diff(members) != 1):
-            raise ValueError(f"variants of contig {code} are not contiguous; sort the dataset by contig first")
+            raise InvalidArgumentError(f"variants of contig {code} are not contiguous; sort the dataset by contig first")
         offset, n_here = int(members[0]), len(members)
         name = contig_names[int(code)] if int(code) < len(contig_names) else str(code)
         pos = positions[members]
@@ -677,7 +678,7 @@ def variant_tiles(tiles: pd.DataFrame, n_variants: int) -> pd.DataFrame:
     first = tiles["first_variant"].to_numpy(dtype=np.int64)
     last = tiles["last_variant"].to_numpy(dtype=np.int64)
     if len(first) and (first.min() < 0 or last.max() >= n_variants or np.any(last < first)):
-        raise ValueError(f"tile ranges must lie inside [0, {n_variants}) with first <= last")
+        raise InvalidArgumentError(f"tile ranges must lie inside [0, {n_variants}) with first <= last")
     lengths = last - first + 1
     tile_ids = np.repeat(tiles["tile"].to_numpy(), lengths)
     within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
@@ -690,7 +691,7 @@ def variant_tiles(tiles: pd.DataFrame, n_variants: int) -> pd.DataFrame:
     covered[table["variant"].to_numpy()] = True
     if not covered.all():
         missing = np.flatnonzero(~covered)
-        raise ValueError(f"{len(missing)} variants belong to no tile, the first is variant {int(missing[0])}")
+        raise InvalidArgumentError(f"{len(missing)} variants belong to no tile, the first is variant {int(missing[0])}")
     return table.reset_index(drop=True)
 
 

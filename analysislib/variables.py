@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysislib.errors import VariableSpecError
+from analysislib.errors import InvalidArgumentError, VariableSpecError
 
 __all__ = [
     "SPECS",
@@ -52,7 +52,7 @@ SPECS: dict[str, ArrayLikeSpec] = {}
 def register_variable(name: str, kind: str, dims: Iterable[tuple[str, ...]], doc: str) -> ArrayLikeSpec:
     """Register a variable spec and return it; a name can be registered only once."""
     if name in SPECS:
-        raise ValueError(f"variable {name!r} is already registered")
+        raise InvalidArgumentError(f"variable {name!r} is already registered")
     spec = ArrayLikeSpec(name, kind, tuple(tuple(d) for d in dims), doc)
     SPECS[name] = spec
     return spec

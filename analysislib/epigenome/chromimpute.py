@@ -62,7 +62,12 @@ import xarray as xr
 
 from analysislib.epigenome.imputer import EpigenomeImputer, Track
 from analysislib.epigenome.tensor import observed_tracks, to_arcsinh, to_neglog10p
-from analysislib.errors import ExternalToolError, InputFormatError, ToolNotFoundError
+from analysislib.errors import (
+    ExternalToolError,
+    InputFormatError,
+    InvalidArgumentError,
+    ToolNotFoundError,
+)
 from analysislib.external import (
     JAVA_FATAL_STDERR,
     ToolRun,
@@ -271,7 +276,7 @@ class ChromImputeImputer(EpigenomeImputer):
         settings.update({k: int(v) for k, v in given.items() if v is not None})
         for key, value in settings.items():
             if value < 1:
-                raise ValueError(f"{key} must be >= 1, got {value}")
+                raise InvalidArgumentError(f"{key} must be >= 1, got {value}")
         self.preset = preset
         self.settings = settings
         self.seed = int(seed)
@@ -326,16 +331,16 @@ class ChromImputeImputer(EpigenomeImputer):
 
     def _build_workspace(self, ds: xr.Dataset) -> _Workspace:
         if "individual" in ds["signal"].dims:
-            raise ValueError("chromimpute: select one individual first")
+            raise InvalidArgumentError("chromimpute: select one individual first")
         bin_size = int(ds.attrs.get("bin_size", 25))
         starts = np.asarray(ds["bin_start"].values, dtype=np.int64)
         chroms = np.asarray(ds["bin_chrom"].values).astype(str)
         if np.any(starts % bin_size):
-            raise ValueError(f"chromimpute: bin starts must be multiples of bin_size={bin_size} "
+            raise InvalidArgumentError(f"chromimpute: bin starts must be multiples of bin_size={bin_size} "
                              "(ChromImpute bins each chromosome from position 0)")
         tracks = [(str(c), str(a)) for c, a in observed_tracks(ds)]
         if not tracks:
-            raise ValueError("chromimpute: the dataset has no observed track")
+            raise InvalidArgumentError("chromimpute: the dataset has no observed track")
         if self.workdir is not None:
             self.workdir.mkdir(parents=True, exist_ok=True)
         root = Path(tempfile.mkdtemp(prefix="analysislib-chromimpute-", dir=self.workdir))
@@ -442,7 +447,7 @@ class ChromImputeImputer(EpigenomeImputer):
             donors = [str(c) for c in observed["cell"].values
                       if c != cell and bool(mask.sel(cell=c, assay=assay))]
             if not donors:
-                raise ValueError(f"chromimpute: assay {assay} is observed in no cell type other "
+                raise InvalidArgumentError(f"chromimpute: assay {assay} is observed in no cell type other "
                                  f"than {cell}, so there is nothing to train {cell}.{assay} on")
         out = np.empty((len(targets), observed.sizes["bin"]), dtype=np.float32)
         with self._workspace_for(observed) as space:

@@ -71,6 +71,7 @@ import pandas as pd
 import xarray as xr
 
 from analysislib.epigenome.wasserstein import peak_bin_ranges
+from analysislib.errors import InvalidArgumentError
 from analysislib.simulate.epigenome import neglog10_poisson_sf
 
 __all__ = [
@@ -123,7 +124,7 @@ def counts_to_neglog10p(counts: Any, background: float = DEFAULT_BACKGROUND) -> 
         −log10 p; a DataArray gets ``attrs["scale"] = "neglog10p"``.
     """
     if not background > 0:
-        raise ValueError(f"background must be positive, got {background}")
+        raise InvalidArgumentError(f"background must be positive, got {background}")
     out = _apply(counts, lambda k: neglog10_poisson_sf(np.maximum(k, 0.0), background))
     if isinstance(out, xr.DataArray):
         out.attrs["scale"] = "neglog10p"
@@ -186,7 +187,7 @@ def neglog10p_to_counts(
     [0.0, 2.0]
     """
     if not background > 0:
-        raise ValueError(f"background must be positive, got {background}")
+        raise InvalidArgumentError(f"background must be positive, got {background}")
     if isinstance(signal, xr.DataArray) and signal.attrs.get("scale") == "arcsinh":
         signal = np.sinh(signal)
     out = _apply(signal, lambda s: _invert(s, background, tol))
@@ -242,7 +243,7 @@ def median_of_ratios(counts: np.ndarray) -> np.ndarray:
     else:
         totals = counts.sum(axis=1)
         if np.any(totals <= 0):
-            raise ValueError("a sample has no counts: cannot compute size factors")
+            raise InvalidArgumentError("a sample has no counts: cannot compute size factors")
         factors = totals / np.exp(np.mean(np.log(totals)))
     return factors
 
@@ -285,7 +286,7 @@ def _fit_moments(counts: np.ndarray, min_mean: float, min_disp: float) -> Disper
     # DESeq2 fits the trend only on features whose gene-wise estimate exceeds 100 × min_disp.
     keep = (m >= min_mean) & np.isfinite(alpha) & (alpha > 100 * min_disp)
     if keep.sum() < 3:
-        raise ValueError(f"fewer than 3 overdispersed features with mean count >= {min_mean}")
+        raise InvalidArgumentError(f"fewer than 3 overdispersed features with mean count >= {min_mean}")
     a0, a1, used = _gamma_trend(alpha[keep], m[keep])
     return DispersionTrend(a0=a0, a1=a1, method="moments", n_features=used)
 
@@ -298,7 +299,7 @@ def _fit_pydeseq2(counts: np.ndarray, min_mean: float, max_features: int,
     factors = median_of_ratios(counts)
     keep = np.flatnonzero((counts / factors[:, None]).mean(axis=0) >= min_mean)
     if keep.size < 3:
-        raise ValueError(f"fewer than 3 features with mean count >= {min_mean}")
+        raise InvalidArgumentError(f"fewer than 3 features with mean count >= {min_mean}")
     if keep.size > max_features:
         keep = np.sort(np.random.default_rng(seed).choice(keep, max_features, replace=False))
     sub = np.rint(counts[:, keep]).astype(np.int64)
@@ -347,15 +348,15 @@ def fit_dispersion_trend(
     """
     counts = np.asarray(counts, dtype=np.float64)
     if counts.ndim != 2 or counts.shape[0] < 2:
-        raise ValueError(f"counts must be replicates × features with >= 2 replicates, got "
+        raise InvalidArgumentError(f"counts must be replicates × features with >= 2 replicates, got "
                          f"shape {counts.shape}")
     if np.any(~np.isfinite(counts)) or np.any(counts < 0):
-        raise ValueError("counts must be finite and non-negative")
+        raise InvalidArgumentError("counts must be finite and non-negative")
     if method == "moments":
         return _fit_moments(counts, min_mean, 1e-8)
     if method == "pydeseq2":
         return _fit_pydeseq2(counts, min_mean, max_features, seed)
-    raise ValueError(f"method must be 'moments' or 'pydeseq2', got {method!r}")
+    raise InvalidArgumentError(f"method must be 'moments' or 'pydeseq2', got {method!r}")
 
 
 def simulate_replicates(
@@ -388,7 +389,7 @@ def simulate_replicates(
         int64 counts with a leading ``replicate`` axis.
     """
     if n_replicates < 1:
-        raise ValueError("n_replicates must be positive")
+        raise InvalidArgumentError("n_replicates must be positive")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     mu = np.asarray(mean_counts, dtype=np.float64)
     nan = ~np.isfinite(mu)
@@ -426,7 +427,7 @@ def count_in_peaks(counts: xr.DataArray, peaks: pd.DataFrame) -> pd.DataFrame:
         Samples × peaks, int64.
     """
     if counts.ndim != 2 or "bin" not in counts.dims:
-        raise ValueError(f"counts must be (sample, bin), got dims {counts.dims}")
+        raise InvalidArgumentError(f"counts must be (sample, bin), got dims {counts.dims}")
     sample_dim = next(d for d in counts.dims if d != "bin")
     first, length = peak_bin_ranges(counts, peaks)
     values = np.nan_to_num(np.asarray(counts.transpose(sample_dim, "bin").values, np.float64))
@@ -478,11 +479,11 @@ def differential_test(
     labels = tissue.loc[counts.index]
     levels = sorted(labels.unique())
     if len(levels) != 2:
-        raise ValueError(f"need exactly two tissues, got {levels}")
+        raise InvalidArgumentError(f"need exactly two tissues, got {levels}")
     if contrast is None:
         contrast = (levels[1], levels[0])
     if any((labels == t).sum() < 2 for t in levels):
-        raise ValueError("each tissue needs at least two replicates")
+        raise InvalidArgumentError("each tissue needs at least two replicates")
     frame = counts.copy()
     frame.columns = [str(c) for c in frame.columns]
     frame = frame.astype(np.int64)
@@ -619,11 +620,11 @@ class DifferentialComparison:
 
 def _as_replicates(name: str, track: xr.DataArray) -> xr.DataArray:
     if not isinstance(track, xr.DataArray) or "bin" not in track.dims:
-        raise ValueError(f"measured[{name!r}] must be a DataArray with a 'bin' dimension")
+        raise InvalidArgumentError(f"measured[{name!r}] must be a DataArray with a 'bin' dimension")
     if track.ndim == 1:
         track = track.expand_dims(replicate=1)
     if track.ndim != 2:
-        raise ValueError(f"measured[{name!r}] must be (replicate, bin), got dims {track.dims}")
+        raise InvalidArgumentError(f"measured[{name!r}] must be (replicate, bin), got dims {track.dims}")
     other = next(d for d in track.dims if d != "bin")
     return track.transpose(other, "bin")
 
@@ -682,7 +683,7 @@ def run_differential_comparison(
 
     tissues = list(measured)
     if len(tissues) != 2 or set(imputed) != set(tissues):
-        raise ValueError(f"measured and imputed must hold the same two tissues, got "
+        raise InvalidArgumentError(f"measured and imputed must hold the same two tissues, got "
                          f"{list(measured)} and {list(imputed)}")
     rng = np.random.default_rng(seed)
     options = dict(peak_options or {})
@@ -695,7 +696,7 @@ def run_differential_comparison(
         reps = _as_replicates(t, measured[t])
         if reps.sizes["bin"] != like.sizes["bin"] or not np.array_equal(
                 reps["bin_start"].values, like["bin_start"].values):
-            raise ValueError(f"measured[{t!r}] is not on the bins of measured[{tissues[0]!r}]")
+            raise InvalidArgumentError(f"measured[{t!r}] is not on the bins of measured[{tissues[0]!r}]")
         scale = reps.attrs.get("scale", "neglog10p")
         for r in range(reps.shape[0]):
             name = f"{t}_measured_{r + 1}"
@@ -710,7 +711,7 @@ def run_differential_comparison(
             n_rep = _as_replicates(t, measured[t]).shape[0]
         mean_track = imputed[t]
         if mean_track.ndim != 1 or mean_track.sizes.get("bin") != like.sizes["bin"]:
-            raise ValueError(f"imputed[{t!r}] must be 1-D over the {like.sizes['bin']} bins")
+            raise InvalidArgumentError(f"imputed[{t!r}] must be 1-D over the {like.sizes['bin']} bins")
         values = np.asarray(mean_track.values, dtype=np.float64)
         if mean_track.attrs.get("scale") == "arcsinh":
             values = np.sinh(values)
@@ -729,7 +730,7 @@ def run_differential_comparison(
     peaks = consensus_peaks(list(replicate_peaks.values()), min_overlap=min_overlap)
     peaks.index = pd.Index([f"peak{i}" for i in range(len(peaks))], name="peak")
     if len(peaks) == 0:
-        raise ValueError("the consensus peak set is empty: no differential analysis possible")
+        raise InvalidArgumentError("the consensus peak set is empty: no differential analysis possible")
     stacked = xr.DataArray(np.stack([count_rows[s] for s in samples.index]),
                            dims=("sample", "bin"),
                            coords={"sample": samples.index.to_numpy(),

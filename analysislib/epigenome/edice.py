@@ -84,7 +84,7 @@ from torch import nn
 
 from analysislib.epigenome.imputer import EpigenomeImputer
 from analysislib.epigenome.tensor import to_arcsinh
-from analysislib.errors import CheckpointError
+from analysislib.errors import CheckpointError, InvalidArgumentError, NotFittedError
 from analysislib.presets import Presets
 from analysislib.results import array_checksum
 
@@ -176,29 +176,29 @@ class EDICEConfig:
                      "batch_size"):
             value = getattr(self, name)
             if int(value) != value or value < 1:
-                raise ValueError(f"eDICE {name} must be a positive integer, got {value!r}")
+                raise InvalidArgumentError(f"eDICE {name} must be a positive integer, got {value!r}")
         if self.embed_dim % self.n_heads:
-            raise ValueError(f"eDICE embed_dim ({self.embed_dim}) must be divisible by "
+            raise InvalidArgumentError(f"eDICE embed_dim ({self.embed_dim}) must be divisible by "
                              f"n_heads ({self.n_heads})")
         if int(self.epochs) != self.epochs or self.epochs < 0 or self.decoder_layers < 0:
-            raise ValueError("eDICE epochs and decoder_layers must be non-negative integers")
+            raise InvalidArgumentError("eDICE epochs and decoder_layers must be non-negative integers")
         for name in ("transformer_dropout", "embedding_dropout", "decoder_dropout"):
             if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"eDICE {name} must be in [0, 1), got {getattr(self, name)!r}")
+                raise InvalidArgumentError(f"eDICE {name} must be in [0, 1), got {getattr(self, name)!r}")
         if not self.lr > 0:
-            raise ValueError(f"eDICE lr must be positive, got {self.lr!r}")
+            raise InvalidArgumentError(f"eDICE lr must be positive, got {self.lr!r}")
         if self.n_targets <= 0:
-            raise ValueError(f"eDICE n_targets must be positive, got {self.n_targets!r}")
+            raise InvalidArgumentError(f"eDICE n_targets must be positive, got {self.n_targets!r}")
         if int(self.identity_min_marks) != self.identity_min_marks or self.identity_min_marks < 0:
-            raise ValueError("eDICE identity_min_marks must be a non-negative integer, got "
+            raise InvalidArgumentError("eDICE identity_min_marks must be a non-negative integer, got "
                              f"{self.identity_min_marks!r}")
         if not 0 <= self.sparse_cell_fraction <= 1:
-            raise ValueError("eDICE sparse_cell_fraction must be in [0, 1], got "
+            raise InvalidArgumentError("eDICE sparse_cell_fraction must be in [0, 1], got "
                              f"{self.sparse_cell_fraction!r}")
         for name in ("train_bins", "val_bins"):
             value = getattr(self, name)
             if value is not None and (int(value) != value or value < 1):
-                raise ValueError(f"eDICE {name} must be a positive integer or None, got {value!r}")
+                raise InvalidArgumentError(f"eDICE {name} must be a positive integer or None, got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python copy, for checkpoints and the results store."""
@@ -264,10 +264,10 @@ def resolve_n_targets(n_targets: float, n_tracks: int) -> int:
     (120, 6, 10)
     """
     if n_tracks < 2:
-        raise ValueError(f"eDICE needs at least 2 observed training tracks, got {n_tracks}")
+        raise InvalidArgumentError(f"eDICE needs at least 2 observed training tracks, got {n_tracks}")
     if isinstance(n_targets, float) and not float(n_targets).is_integer():
         if not 0 < n_targets < 1:
-            raise ValueError(f"a fractional n_targets must be in (0, 1), got {n_targets}")
+            raise InvalidArgumentError(f"a fractional n_targets must be in (0, 1), got {n_targets}")
         count = round(n_targets * n_tracks)
     else:
         count = int(n_targets)
@@ -420,9 +420,9 @@ def count_parameters(n_cells: int = 127, n_assays: int = 24, preset: str = "pape
 def _dense_signal(ds: xr.Dataset, method: str) -> tuple[np.ndarray, np.ndarray]:
     """``(bin, cell, assay)`` float32 arcsinh values (0 where unobserved) and the observed mask."""
     if "signal" not in ds or "observed" not in ds:
-        raise ValueError(f"{method}: dataset needs 'signal' and 'observed' variables")
+        raise InvalidArgumentError(f"{method}: dataset needs 'signal' and 'observed' variables")
     if "individual" in ds["signal"].dims:
-        raise ValueError(f"{method}: dataset has an 'individual' dimension; select one "
+        raise InvalidArgumentError(f"{method}: dataset has an 'individual' dimension; select one "
                          "individual (ds.sel(individual=...)) or use "
                          "analysislib.epigenome.transfer")
     ds = to_arcsinh(ds)
@@ -432,7 +432,7 @@ def _dense_signal(ds: xr.Dataset, method: str) -> tuple[np.ndarray, np.ndarray]:
     bad = ~np.isfinite(values)
     if bad.any():
         b, c, a = np.argwhere(bad)[0]
-        raise ValueError(f"{method}: observed track {ds['cell'].values[c]}.{ds['assay'].values[a]}"
+        raise InvalidArgumentError(f"{method}: observed track {ds['cell'].values[c]}.{ds['assay'].values[a]}"
                          f" has a non-finite value at bin {b}")
     return np.ascontiguousarray(values), observed
 
@@ -443,7 +443,7 @@ def _track_index(ds: xr.Dataset, tracks: Sequence[Track], what: str) -> list[tup
     out = []
     for cell, assay in tracks:
         if cell not in cells or assay not in assays:
-            raise ValueError(f"{what} track {cell}.{assay} is not in the dataset")
+            raise InvalidArgumentError(f"{what} track {cell}.{assay} is not in the dataset")
         out.append((cells[cell], assays[assay]))
     return out
 
@@ -576,7 +576,7 @@ def _tissue_targets(train_mask: np.ndarray, batch: int,
     eligible = [c for c in range(train_mask.shape[0])
                 if train_mask[c].any() and train_mask.sum() > train_mask[c].sum()]
     if not eligible:
-        raise ValueError("tissue masking needs observed tracks in at least two cell types")
+        raise InvalidArgumentError("tissue masking needs observed tracks in at least two cell types")
     cell = eligible[int(torch.randint(len(eligible), (1,), generator=generator))]
     flat = torch.as_tensor(cell * n_assays + np.flatnonzero(train_mask[cell]))
     return flat.expand(batch, -1)
@@ -693,7 +693,7 @@ def train_edice(
     n_tracks = int(train_mask.sum())
     n_cells, n_assays = train_mask.shape
     if masking not in ("random", "tissue"):
-        raise ValueError(f"masking must be 'random' or 'tissue', got {masking!r}")
+        raise InvalidArgumentError(f"masking must be 'random' or 'tissue', got {masking!r}")
     n_targets = resolve_n_targets(config.n_targets, n_tracks) if masking == "random" else None
     flat_tracks = torch.as_tensor(np.flatnonzero(train_mask.ravel()))
     train_support = torch.as_tensor(train_mask, device=device)
@@ -704,20 +704,20 @@ def train_edice(
     bins, val_bins = np.asarray(bins, dtype=np.int64), np.asarray(val_bins, dtype=np.int64)
     val_tracks = [(int(c), int(a)) for c, a in val_tracks]
     if any(train_mask[c, a] for c, a in val_tracks):
-        raise ValueError("validation tracks must not be training tracks")
+        raise InvalidArgumentError("validation tracks must not be training tracks")
     tasks = [(train_mask, val_tracks)] if val_tracks else []
     for support, task_targets in val_tasks:
         support = np.asarray(support, dtype=bool)
         task_targets = [(int(c), int(a)) for c, a in task_targets]
         if any(support[c, a] for c, a in task_targets):
-            raise ValueError("a validation task's targets must not be among its inputs")
+            raise InvalidArgumentError("a validation task's targets must not be among its inputs")
         if (support & ~train_mask).any():
-            raise ValueError("a validation task's inputs must be training tracks")
+            raise InvalidArgumentError("a validation task's inputs must be training tracks")
         tasks.append((support, task_targets))
     validating = bool(tasks)
     monitor = monitor or ("val_mse" if validating else "loss")
     if monitor == "val_mse" and not validating:
-        raise ValueError("monitor='val_mse' needs validation tracks or tasks")
+        raise InvalidArgumentError("monitor='val_mse' needs validation tracks or tasks")
     val_values = values[val_bins]
     val_truths = [np.stack([val_values[:, c, a] for c, a in task_targets])
                   for _, task_targets in tasks]
@@ -869,11 +869,11 @@ class EDICEImputer(EpigenomeImputer):
                  **overrides: Any) -> None:
         super().__init__()
         if config is not None and overrides:
-            raise ValueError("give either config or individual settings, not both")
+            raise InvalidArgumentError("give either config or individual settings, not both")
         self.preset = preset if config is None else "custom"
         self.config = edice_config(preset, **overrides) if config is None else config
         if int(chunk_bins) != chunk_bins or chunk_bins < 1:
-            raise ValueError(f"chunk_bins must be a positive integer, got {chunk_bins!r}")
+            raise InvalidArgumentError(f"chunk_bins must be a positive integer, got {chunk_bins!r}")
         self.chunk_bins = int(chunk_bins)
         self.device_preference = device
         self.checkpoint_dir, self.resume, self.progress = checkpoint_dir, resume, progress
@@ -926,7 +926,7 @@ class EDICEImputer(EpigenomeImputer):
             ``self``, with :attr:`history` holding one record per epoch.
         """
         if validation not in ("auto", "none"):
-            raise ValueError(f"validation must be 'auto' or 'none', got {validation!r}")
+            raise InvalidArgumentError(f"validation must be 'auto' or 'none', got {validation!r}")
         # Read only the bins that are trained or validated on (genome-length inputs may be lazy).
         n_bins = ds.sizes["bin"]
         train_bins = _subset(n_bins, self.config.train_bins, self.config.seed, 1)
@@ -935,7 +935,7 @@ class EDICEImputer(EpigenomeImputer):
         val_index = _track_index(ds, [(str(c), str(a)) for c, a in val_tracks], "validation")
         for c, a in val_index:
             if not observed_all[c, a]:
-                raise ValueError(f"validation track {ds['cell'].values[c]}."
+                raise InvalidArgumentError(f"validation track {ds['cell'].values[c]}."
                                  f"{ds['assay'].values[a]} is not observed")
         train_mask = observed_all.copy()
         for c, a in val_index:
@@ -964,12 +964,12 @@ class EDICEImputer(EpigenomeImputer):
 
     def _predict(self, observed: xr.Dataset, targets: list[Track]) -> np.ndarray:
         if self.model is None:
-            raise RuntimeError("edice: call fit() before predict()")
+            raise NotFittedError("edice: call fit() before predict()")
         cell_id = {c: i for i, c in enumerate(self.cells_)}
         assay_id = {a: i for i, a in enumerate(self.assays_)}
         for cell, assay in targets:
             if cell not in cell_id or assay not in assay_id:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"edice: cannot predict {cell}.{assay}: the model's cell types and assays "
                     f"are fixed at fit time (cells {self.cells_}, assays {self.assays_}); refit "
                     "on a dataset that includes them")
@@ -994,7 +994,7 @@ class EDICEImputer(EpigenomeImputer):
             ``(len(target_index), n_bins)`` float32 arcsinh predictions.
         """
         if self.model is None:
-            raise RuntimeError("edice: call fit() before predict()")
+            raise NotFittedError("edice: call fit() before predict()")
         observed = to_arcsinh(observed)
         ds_cells = [str(c) for c in observed["cell"].values]
         ds_assays = [str(a) for a in observed["assay"].values]
@@ -1036,7 +1036,7 @@ class EDICEImputer(EpigenomeImputer):
                 values = np.where(support[None], values, np.float32(0))
                 if not np.isfinite(values).all():
                     b = int(np.argwhere(~np.isfinite(values))[0][0])
-                    raise ValueError(f"edice: an observed input track has a non-finite value at "
+                    raise InvalidArgumentError(f"edice: an observed input track has a non-finite value at "
                                      f"bin {start + b}")
                 out[:, start:stop] = _predict_array(self.model, values, support, target_index,
                                                     device, max(self.config.batch_size, 1024))

@@ -77,6 +77,7 @@ from torch import nn
 from analysislib.epigenome.edice import _dense_signal, _subset
 from analysislib.epigenome.imputer import EpigenomeImputer
 from analysislib.epigenome.tensor import to_arcsinh
+from analysislib.errors import InvalidArgumentError, NotFittedError
 from analysislib.presets import Presets
 
 __all__ = [
@@ -102,7 +103,7 @@ def _positive(obj: Any, names: Sequence[str], what: str) -> None:
     for name in names:
         value = getattr(obj, name)
         if value is not None and not value > 0:
-            raise ValueError(f"{what} {name} must be positive, got {value!r}")
+            raise InvalidArgumentError(f"{what} {name} must be positive, got {value!r}")
 
 
 def _node_index(imputer: Any, targets: Sequence[Track]) -> list[tuple[int, int]]:
@@ -111,7 +112,7 @@ def _node_index(imputer: Any, targets: Sequence[Track]) -> list[tuple[int, int]]
     out = []
     for cell, assay in targets:
         if cell not in cell_id or assay not in assay_id:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{imputer.name}: cannot predict {cell}.{assay}: the model's cell types and "
                 f"assays are fixed at fit time (cells {imputer.cells_}, assays "
                 f"{imputer.assays_}); refit on a dataset that includes them")
@@ -156,7 +157,7 @@ def _chunk_values(signal: xr.DataArray, start: int, stop: int, shape: tuple[int,
     values = np.where(support[None], values, np.float32(0))
     if not np.isfinite(values).all():
         b = int(np.argwhere(~np.isfinite(values))[0][0])
-        raise ValueError(f"{method}: an observed input track has a non-finite value at bin "
+        raise InvalidArgumentError(f"{method}: an observed input track has a non-finite value at bin "
                          f"{start + b}")
     return values
 
@@ -269,18 +270,18 @@ class PredictdConfig:
         _positive(self, ("n_factors", "lr", "batch_size", "training_fraction", "n_bags",
                          "min_training_bins", "mse_every", "win_size", "stop_pval"), "PREDICTD")
         if min(self.rc, self.ra, self.ri, self.ri2) < 0:
-            raise ValueError("PREDICTD penalties rc, ra, ri, ri2 must be >= 0")
+            raise InvalidArgumentError("PREDICTD penalties rc, ra, ri, ri2 must be >= 0")
         if self.max_training_bins is not None and self.max_training_bins < self.min_training_bins:
-            raise ValueError("PREDICTD max_training_bins must be None or >= min_training_bins")
+            raise InvalidArgumentError("PREDICTD max_training_bins must be None or >= min_training_bins")
         if not self.training_fraction <= 1:
-            raise ValueError("PREDICTD training_fraction must be in (0, 1]")
+            raise InvalidArgumentError("PREDICTD training_fraction must be in (0, 1]")
         if not 0 < self.validation_fraction < 1:
-            raise ValueError("PREDICTD validation_fraction must be in (0, 1)")
+            raise InvalidArgumentError("PREDICTD validation_fraction must be in (0, 1)")
         for name in ("max_epochs", "win_spacing", "min_evaluations", "min_epochs",
                      "lrate_search_num", "n_bags"):
             value = getattr(self, name)
             if int(value) != value or value < 0:
-                raise ValueError(f"PREDICTD {name} must be a non-negative integer, got {value!r}")
+                raise InvalidArgumentError(f"PREDICTD {name} must be a non-negative integer, got {value!r}")
 
     def training_bins(self, n_bins: int) -> int:
         """How many of ``n_bins`` bins the factorisation trains on."""
@@ -363,12 +364,12 @@ def select_new_cells(mask: np.ndarray, cells: Sequence[str], new_cells: Sequence
         index = {c: i for i, c in enumerate(cells)}
         unknown = [c for c in new_cells if str(c) not in index]
         if unknown:
-            raise ValueError(f"{method}: new_cells {unknown} are not cell types of the dataset "
+            raise InvalidArgumentError(f"{method}: new_cells {unknown} are not cell types of the dataset "
                              f"({list(cells)})")
         new = np.zeros(len(cells), dtype=bool)
         new[[index[str(c)] for c in new_cells]] = True
     if not (mask & ~new[:, None]).any():
-        raise ValueError(f"{method}: no reference cell type with an observed track is left once "
+        raise InvalidArgumentError(f"{method}: no reference cell type with an observed track is left once "
                          f"the new cell types {[c for c, n in zip(cells, new, strict=True) if n]} are set "
                          "aside")
     return new
@@ -448,7 +449,7 @@ def ridge_genome_factors(residual: np.ndarray, design: np.ndarray,
     """
     n_tracks, n_factors = design.shape
     if n_tracks == 0:
-        raise ValueError("PREDICTD needs at least one observed input track to refit the genome "
+        raise InvalidArgumentError("PREDICTD needs at least one observed input track to refit the genome "
                          "factors")
     # Centre to absorb the unpenalised intercept, then ridge on the centred design.
     x_mean = design.mean(0)
@@ -524,7 +525,7 @@ class PredictdImputer(EpigenomeImputer):
         # Only the training bins are read (genome-length inputs may be lazy).
         values, mask = _dense_signal(ds.isel(bin=_subset(n_bins, size, cfg.seed, 3)), self.name)
         if mask.sum() < 2:
-            raise ValueError("predictd: needs at least 2 observed tracks")
+            raise InvalidArgumentError("predictd: needs at least 2 observed tracks")
         cells = [str(c) for c in ds["cell"].values]
         new = select_new_cells(mask, cells, new_cells, self.name)
         reference = mask & ~new[:, None]
@@ -681,24 +682,24 @@ class PredictdImputer(EpigenomeImputer):
             since only those have genome factors.
         """
         if self.model is None:
-            raise RuntimeError("predictd: call fit() before fit_celltypes()")
+            raise NotFittedError("predictd: call fit() before fit_celltypes()")
         if ds is not None or not hasattr(self, "_values"):
             source = self.training_data if ds is None else ds
             if source is None:
-                raise RuntimeError("predictd: call fit() before fit_celltypes()")
+                raise NotFittedError("predictd: call fit() before fit_celltypes()")
             n_bins = source.sizes["bin"]
             cfg = self.config
             size = cfg.training_bins(n_bins)
             values, mask = _dense_signal(source.isel(bin=_subset(n_bins, size, cfg.seed, 3)),
                                          self.name)
             if values.shape[0] != self.model.genome.shape[0]:
-                raise ValueError("predictd: fit_celltypes needs the dataset given to fit()")
+                raise InvalidArgumentError("predictd: fit_celltypes needs the dataset given to fit()")
         else:
             values, mask = self._values, self._mask
         index = {c: i for i, c in enumerate(self.cells_)}
         unknown = [c for c in cells if c not in index]
         if unknown:
-            raise ValueError(f"predictd: {unknown[0]} is not a cell type of the fitted model")
+            raise InvalidArgumentError(f"predictd: {unknown[0]} is not a cell type of the fitted model")
         for model in self.models_:  # every bag, each with its own frozen factors
             with torch.no_grad():
                 a_f = model.assay.double().cpu().numpy()
@@ -728,7 +729,7 @@ class PredictdImputer(EpigenomeImputer):
 
     def _predict(self, observed: xr.Dataset, targets: list[Track]) -> np.ndarray:
         if self.model is None:
-            raise RuntimeError("predictd: call fit() before predict()")
+            raise NotFittedError("predictd: call fit() before predict()")
         index = _node_index(self, targets)
         signal, rows, cols, support = _observed_inputs(self, observed, index)
         cells, assays = np.nonzero(support)
@@ -813,7 +814,7 @@ class AvocadoConfig:
         for name in ("n_layers", "epochs", "genome_epochs", "celltype_epochs"):
             value = getattr(self, name)
             if int(value) != value or value < 0:
-                raise ValueError(f"Avocado {name} must be a non-negative integer, got {value!r}")
+                raise InvalidArgumentError(f"Avocado {name} must be a non-negative integer, got {value!r}")
 
 
 #: ``paper``: Avocado's defaults; ``quick``: the README's small CPU recipe (1 × 128 nodes,
@@ -1000,7 +1001,7 @@ class AvocadoImputer(EpigenomeImputer):
 
         values, mask = _dense_signal(ds, self.name)
         if not mask.any():
-            raise ValueError("avocado: the dataset has no observed track")
+            raise InvalidArgumentError("avocado: the dataset has no observed track")
         cells = [str(c) for c in ds["cell"].values]
         new = select_new_cells(mask, cells, new_cells, self.name)
         seed_everything(self.config.seed)
@@ -1032,10 +1033,10 @@ class AvocadoImputer(EpigenomeImputer):
         (their gradients are zeroed, so Adam leaves them untouched).
         """
         if self.model is None or self.training_data is None:
-            raise RuntimeError("avocado: call fit() before fit_celltypes()")
+            raise NotFittedError("avocado: call fit() before fit_celltypes()")
         source = self.training_data if ds is None else ds
         if self._key(source) != self._bins_key:
-            raise ValueError("avocado: fit_celltypes needs the bins given to fit()")
+            raise InvalidArgumentError("avocado: fit_celltypes needs the bins given to fit()")
         values, mask = _dense_signal(source, self.name)
         self._fit_celltypes(values, mask, [str(c) for c in cells])
         return self
@@ -1047,7 +1048,7 @@ class AvocadoImputer(EpigenomeImputer):
         index = {c: i for i, c in enumerate(self.cells_)}
         unknown = [c for c in cells if c not in index]
         if unknown:
-            raise ValueError(f"avocado: {unknown} are not cell types of the fitted model")
+            raise InvalidArgumentError(f"avocado: {unknown} are not cell types of the fitted model")
         rows = torch.zeros(len(self.cells_), dtype=torch.bool)
         rows[[index[c] for c in cells]] = True
         support = mask & rows.numpy()[:, None]
@@ -1082,14 +1083,14 @@ class AvocadoImputer(EpigenomeImputer):
         from analysislib.training import seed_everything
 
         if self.model is None:
-            raise RuntimeError("avocado: call fit() before fit_genome()")
+            raise NotFittedError("avocado: call fit() before fit_genome()")
         key = self._key(ds)
         if key in self._genome_cache:
             return self._genome_cache[key]
         ds = to_arcsinh(ds)
         signal, rows, cols, support = _observed_inputs(self, ds, [])
         if not support.any():
-            raise ValueError("avocado: no track of the fitted cell types and assays is observed "
+            raise InvalidArgumentError("avocado: no track of the fitted cell types and assays is observed "
                              "on these bins, so their genome embeddings cannot be fitted")
         values = _chunk_values(signal, 0, ds.sizes["bin"], support.shape, rows, cols, support,
                                self.name)
@@ -1114,7 +1115,7 @@ class AvocadoImputer(EpigenomeImputer):
 
     def _predict(self, observed: xr.Dataset, targets: list[Track]) -> np.ndarray:
         if self.model is None:
-            raise RuntimeError("avocado: call fit() before predict()")
+            raise NotFittedError("avocado: call fit() before predict()")
         index = _node_index(self, targets)
         genome = self.fit_genome(observed)
         fitted_genome, self.model.genome = self.model.genome, genome

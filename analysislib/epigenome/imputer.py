@@ -33,6 +33,7 @@ import numpy as np
 import xarray as xr
 
 from analysislib.epigenome.tensor import to_arcsinh
+from analysislib.errors import InvalidArgumentError, NotFittedError
 from analysislib.genotype.imputer import ImputationRun
 from analysislib.registry import IMPUTERS
 
@@ -70,7 +71,7 @@ def prediction_array(values: np.ndarray, targets: Sequence[Track], like: xr.Data
     """Label predicted arcsinh values ``(target, bin)`` with the target tracks and bins of ``like``."""
     values = np.asarray(values, dtype=np.float32)
     if values.shape != (len(targets), like.sizes["bin"]):
-        raise ValueError(f"{method}: predictions have shape {values.shape}, expected "
+        raise InvalidArgumentError(f"{method}: predictions have shape {values.shape}, expected "
                          f"({len(targets)}, {like.sizes['bin']})")
     coords: dict[str, Any] = {
         "cell": ("track", [cell for cell, _ in targets]),
@@ -142,14 +143,14 @@ class EpigenomeImputer(ABC):
         """
         if observed is None:
             if self.training_data is None:
-                raise RuntimeError(f"{self.name}: call fit() before predict()")
+                raise NotFittedError(f"{self.name}: call fit() before predict()")
             observed = self.training_data
         observed = to_arcsinh(observed)
         targets = [(str(cell), str(assay)) for cell, assay in targets]
         cells, assays = set(observed["cell"].values), set(observed["assay"].values)
         for cell, assay in targets:
             if cell not in cells or assay not in assays:
-                raise ValueError(f"target track {cell}.{assay} is not in the signal dataset "
+                raise InvalidArgumentError(f"target track {cell}.{assay} is not in the signal dataset "
                                        f"(cells {sorted(cells)}, assays {sorted(assays)})")
         before, start = self.last_run, time.perf_counter()
         values = self._predict(observed, targets)
@@ -184,7 +185,7 @@ class AverageImputer(EpigenomeImputer):
             donors = [str(c) for c in observed["cell"].values
                       if c != cell and bool(mask.sel(cell=c, assay=assay))]
             if not donors:
-                raise ValueError(f"avg: assay {assay} is observed in no cell type other than "
+                raise InvalidArgumentError(f"avg: assay {assay} is observed in no cell type other than "
                                        f"{cell}, so {cell}.{assay} has no average to impute from")
             signal = observed["signal"].sel(assay=assay, cell=donors)
             out[row] = signal.mean("cell").values

@@ -71,6 +71,7 @@ from scipy.stats import rankdata
 
 from analysislib.epigenome.peaks import call_peaks, peak_mask
 from analysislib.epigenome.tensor import signal_scale, to_arcsinh
+from analysislib.errors import InvalidArgumentError
 
 __all__ = [
     "COUNT_METRICS",
@@ -205,13 +206,13 @@ def _at_least_nth(x: np.ndarray, order: np.ndarray, n: int) -> np.ndarray:
 def _as_track(values: xr.DataArray | np.ndarray, scale: str, name: str) -> xr.DataArray:
     if isinstance(values, xr.DataArray):
         if values.ndim != 1:
-            raise ValueError(f"{name} must be one track (1-D over 'bin'), got dims {values.dims}")
+            raise InvalidArgumentError(f"{name} must be one track (1-D over 'bin'), got dims {values.dims}")
         if "scale" not in values.attrs:
-            raise ValueError(f"{name} has no 'scale' attribute (neglog10p or arcsinh)")
+            raise InvalidArgumentError(f"{name} has no 'scale' attribute (neglog10p or arcsinh)")
         return values
     array = np.asarray(values)
     if array.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
+        raise InvalidArgumentError(f"{name} must be 1-D, got shape {array.shape}")
     track = xr.DataArray(array, dims="bin", attrs={"scale": scale})
     signal_scale(track)
     return track
@@ -317,9 +318,9 @@ def score_track(
     obs_track = _as_track(observed, scale, "observed")
     imp_track = _as_track(imputed, scale, "imputed")
     if obs_track.size != imp_track.size:
-        raise ValueError(f"observed has {obs_track.size} bins but imputed has {imp_track.size}")
+        raise InvalidArgumentError(f"observed has {obs_track.size} bins but imputed has {imp_track.size}")
     if not 0 < top_fraction < catch_fraction < 1:
-        raise ValueError("need 0 < top_fraction < catch_fraction < 1")
+        raise InvalidArgumentError("need 0 < top_fraction < catch_fraction < 1")
     size = int(bin_size or obs_track.attrs.get("bin_size") or imp_track.attrs.get("bin_size")
                or 25)
     starts, chroms = _bin_coords(obs_track, size)
@@ -421,9 +422,9 @@ def score_tracks(
         One row per track: ``track`` (``"cell.assay"``), ``cell``, ``assay``, then the metrics.
     """
     if predictions.dims != ("track", "bin"):
-        raise ValueError(f"predictions must have dims ('track', 'bin'), got {predictions.dims}")
+        raise InvalidArgumentError(f"predictions must have dims ('track', 'bin'), got {predictions.dims}")
     if "individual" in observed["signal"].dims:
-        raise ValueError("select one individual before scoring")
+        raise InvalidArgumentError("select one individual before scoring")
     truth = to_arcsinh(observed)
     imputed = to_arcsinh(predictions)
     bin_size = options.pop("bin_size", None) or observed.attrs.get("bin_size") or 25
@@ -438,7 +439,7 @@ def score_tracks(
     for i in index:
         cell, assay = str(cells[i]), str(assays[i])
         if not bool(observed["observed"].sel(cell=cell, assay=assay)):
-            raise ValueError(f"track {cell}.{assay} is not observed, so it cannot be scored")
+            raise InvalidArgumentError(f"track {cell}.{assay} is not observed, so it cannot be scored")
         obs = truth["signal"].sel(cell=cell, assay=assay)
         obs.attrs = {"scale": "arcsinh"}
         imp = imputed.isel(track=i)
@@ -488,7 +489,7 @@ def metric_rows(table: pd.DataFrame, *, common: Mapping[str, Any] | None = None,
     metrics = list(metrics) if metrics is not None else [*METRICS, *COUNT_METRICS]
     missing = [m for m in metrics if m not in table.columns]
     if missing:
-        raise ValueError(f"score table lacks metrics {missing}")
+        raise InvalidArgumentError(f"score table lacks metrics {missing}")
     records: list[dict[str, Any]] = []
     for row in table.to_dict("records"):
         for metric in metrics:

@@ -60,6 +60,7 @@ from analysislib.epigenome.peaks import (
     call_peaks,
     peak_mask,
 )
+from analysislib.errors import InvalidArgumentError
 
 __all__ = [
     "MIN_SPECIFIC_LENGTH",
@@ -105,20 +106,20 @@ def enriched_bins(
     """
     for name in ("signal", "observed"):
         if name not in ds:
-            raise ValueError(f"enriched_bins: the dataset has no {name!r} variable")
+            raise InvalidArgumentError(f"enriched_bins: the dataset has no {name!r} variable")
     signal = ds["signal"]
     if signal.dims[-1] != "bin":
-        raise ValueError(f"enriched_bins: 'signal' must end with the 'bin' dimension, got "
+        raise InvalidArgumentError(f"enriched_bins: 'signal' must end with the 'bin' dimension, got "
                          f"{signal.dims}")
     track_dims = signal.dims[:-1]
     observed = ds["observed"].transpose(*track_dims)
     scale = ds.attrs.get("scale", signal.attrs.get("scale"))
     if scale is None:
-        raise ValueError("enriched_bins: the dataset has no 'scale' attribute")
+        raise InvalidArgumentError("enriched_bins: the dataset has no 'scale' attribute")
     bin_size = int(ds.attrs.get("bin_size", signal.attrs.get("bin_size", 25)))
     coords = {name: ds[name] for name in ("bin_start", "bin_chrom") if name in ds.coords}
     if "bin_start" not in coords:
-        raise ValueError("enriched_bins: the dataset has no 'bin_start' coordinate")
+        raise InvalidArgumentError("enriched_bins: the dataset has no 'bin_start' coordinate")
     bin_chrom = coords["bin_chrom"].values if "bin_chrom" in coords else None
     out = np.zeros(signal.shape, dtype=bool)
     mask = np.asarray(observed.values, dtype=bool)
@@ -141,9 +142,9 @@ def enriched_bins(
 
 def _check_enriched(enriched: xr.DataArray) -> np.ndarray:
     if not isinstance(enriched, xr.DataArray) or "bin" not in enriched.dims:
-        raise ValueError("expected the output of enriched_bins (a DataArray with a 'bin' dim)")
+        raise InvalidArgumentError("expected the output of enriched_bins (a DataArray with a 'bin' dim)")
     if "observed" not in enriched.coords:
-        raise ValueError("enriched bins carry no 'observed' coordinate; use enriched_bins()")
+        raise InvalidArgumentError("enriched bins carry no 'observed' coordinate; use enriched_bins()")
     return np.asarray(enriched["observed"].values, dtype=bool)
 
 
@@ -170,7 +171,7 @@ def occupancy_histogram(enriched: xr.DataArray, over: str = "cell") -> pd.DataFr
     observed = _check_enriched(enriched)
     track_dims = [d for d in enriched.dims if d != "bin"]
     if over not in track_dims:
-        raise ValueError(f"over must be one of the track dimensions {track_dims}, got {over!r}")
+        raise InvalidArgumentError(f"over must be one of the track dimensions {track_dims}, got {over!r}")
     groups = [d for d in track_dims if d != over]
     values = enriched.transpose(*groups, over, "bin").values
     obs = xr.DataArray(observed, dims=enriched["observed"].dims).transpose(*groups, over).values
@@ -213,7 +214,7 @@ def joint_occupancy(enriched: xr.DataArray, *, individual: str, cell: str,
     _check_enriched(enriched)
     for dim in ("individual", "cell", "assay"):
         if dim not in enriched.dims:
-            raise ValueError(f"joint_occupancy needs an {dim!r} dimension; got {enriched.dims}")
+            raise InvalidArgumentError(f"joint_occupancy needs an {dim!r} dimension; got {enriched.dims}")
     data = enriched.sel(assay=assay).transpose("individual", "cell", "bin")
     observed = np.asarray(data["observed"].transpose("individual", "cell").values, dtype=bool)
     people = [str(x) for x in data["individual"].values]
@@ -223,7 +224,7 @@ def joint_occupancy(enriched: xr.DataArray, *, individual: str, cell: str,
                        f"(individuals {people}, cells {cells})")
     i, c = people.index(individual), cells.index(cell)
     if not observed[i, c]:
-        raise ValueError(f"track {individual}/{cell}/{assay} is not observed")
+        raise InvalidArgumentError(f"track {individual}/{cell}/{assay} is not observed")
     values = np.asarray(data.values, dtype=bool)
     own = values[i, c]
     n_tissues = (values[i][observed[i]])[:, own].sum(axis=0)
@@ -251,7 +252,7 @@ def peak_overlaps(query: pd.DataFrame, reference: pd.DataFrame) -> np.ndarray:
     for name, table in (("query", query), ("reference", reference)):
         missing = {"chrom", "start", "end"} - set(table.columns)
         if missing:
-            raise ValueError(f"{name} peaks lack columns {sorted(missing)}")
+            raise InvalidArgumentError(f"{name} peaks lack columns {sorted(missing)}")
     hits = np.zeros(len(query), dtype=bool)
     if len(query) == 0 or len(reference) == 0:
         return hits
@@ -336,7 +337,7 @@ def individual_specific_regions(
     IndividualSpecificRegions
     """
     if min_length < 0:
-        raise ValueError(f"min_length must be >= 0, got {min_length}")
+        raise InvalidArgumentError(f"min_length must be >= 0, got {min_length}")
     starts = np.asarray(bin_start, dtype=np.int64)
     target_peaks = target_peaks.reset_index(drop=True)
     training_peaks = training_peaks.reset_index(drop=True)
@@ -378,7 +379,7 @@ def individual_specific_auprc(regions: IndividualSpecificRegions,
     """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.shape != regions.labels.shape:
-        raise ValueError(f"scores have shape {scores.shape}, the regions "
+        raise InvalidArgumentError(f"scores have shape {scores.shape}, the regions "
                          f"{regions.labels.shape}")
     use = regions.evaluated & np.isfinite(scores)
     labels = regions.labels[use]

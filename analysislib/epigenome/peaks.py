@@ -58,7 +58,7 @@ import pandas as pd
 import xarray as xr
 
 from analysislib.epigenome.tensor import signal_scale, to_neglog10p
-from analysislib.errors import ExternalToolError, InputFormatError
+from analysislib.errors import ExternalToolError, InputFormatError, InvalidArgumentError
 
 __all__ = [
     "DEFAULT_CUTOFF",
@@ -95,10 +95,10 @@ def _track_arrays(track: xr.DataArray, bin_size: int | None
     if not isinstance(track, xr.DataArray):
         raise TypeError(f"track must be an xarray.DataArray over 'bin', got {type(track).__name__}")
     if track.dims != ("bin",):
-        raise ValueError(f"track must have the single dimension 'bin', got dims {track.dims}; "
+        raise InvalidArgumentError(f"track must have the single dimension 'bin', got dims {track.dims}; "
                          "select one cell and assay first")
     if "bin_start" not in track.coords:
-        raise ValueError("track has no 'bin_start' coordinate (0-based bin starts in bp)")
+        raise InvalidArgumentError("track has no 'bin_start' coordinate (0-based bin starts in bp)")
     signal_scale(track)  # raises when the scale is unknown
     values = np.asarray(to_neglog10p(track).values, dtype=np.float32)
     values = np.where(np.isfinite(values), values, np.float32(0.0))
@@ -115,9 +115,9 @@ def _track_arrays(track: xr.DataArray, bin_size: int | None
         bin_size = int(positive.min()) if positive.size else 25
     bin_size = int(bin_size)
     if bin_size <= 0:
-        raise ValueError(f"bin_size must be positive, got {bin_size}")
+        raise InvalidArgumentError(f"bin_size must be positive, got {bin_size}")
     if np.any(starts < 0):
-        raise ValueError("bin_start has negative values")
+        raise InvalidArgumentError("bin_start has negative values")
     return values, chroms, starts, bin_size
 
 
@@ -139,7 +139,7 @@ def _regions(starts: np.ndarray, values: np.ndarray, bin_size: int
     starts, values = starts[order], values[order]
     ends = starts + bin_size
     if np.any(starts[1:] < ends[:-1]):
-        raise ValueError(f"bins overlap: bin_start steps must be at least bin_size={bin_size}")
+        raise InvalidArgumentError(f"bins overlap: bin_start steps must be at least bin_size={bin_size}")
     gap_before = np.r_[starts[0] > 0, starts[1:] > ends[:-1]]
     n_gaps = int(gap_before.sum())
     total = values.size + n_gaps
@@ -257,12 +257,12 @@ def _gap_free_track(values: np.ndarray, chroms: np.ndarray, starts: np.ndarray,
         origin = int(s.min())
         offsets = s - origin
         if np.any(offsets % bin_size):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"bins on {name} are not on a {bin_size} bp grid; method='macs2' needs a regular "
                 "grid because bdgpeakcall ignores gaps in a bedGraph (use method='numpy')")
         slots = offsets // bin_size
         if np.unique(slots).size != slots.size:
-            raise ValueError(f"two bins share a start on {name}")
+            raise InvalidArgumentError(f"two bins share a start on {name}")
         grid = np.zeros(int(slots.max()) + 1, dtype=np.float32)
         grid[slots] = values[index]
         pieces_v.append(grid)
@@ -385,9 +385,9 @@ def call_peaks(
     [[25.0, 225.0, 125.0, 3.0]]
     """
     if not (isinstance(cutoff, (int, float)) and math.isfinite(cutoff) and cutoff > 0):
-        raise ValueError(f"cutoff must be a positive −log10 p value, got {cutoff!r}")
+        raise InvalidArgumentError(f"cutoff must be a positive −log10 p value, got {cutoff!r}")
     if min_length < 0 or max_gap < 0:
-        raise ValueError(f"min_length and max_gap must be >= 0, got {min_length}, {max_gap}")
+        raise InvalidArgumentError(f"min_length and max_gap must be >= 0, got {min_length}, {max_gap}")
     values, chroms, starts, size = _track_arrays(track, bin_size)
     if values.size == 0:
         return _empty_peaks()
@@ -397,7 +397,7 @@ def call_peaks(
     if method == "macs2":
         return _call_macs2(values, chroms, starts, size, float(cutoff), int(min_length),
                            int(max_gap), workdir, timeout)
-    raise ValueError(f"method must be 'numpy' or 'macs2', got {method!r}")
+    raise InvalidArgumentError(f"method must be 'numpy' or 'macs2', got {method!r}")
 
 
 def matched_cutoff(track: xr.DataArray, references: Sequence[xr.DataArray], *,
@@ -424,7 +424,7 @@ def matched_cutoff(track: xr.DataArray, references: Sequence[xr.DataArray], *,
         With no references, or a track that is not a 1-D signal over ``bin``.
     """
     if not references:
-        raise ValueError("matched_cutoff needs at least one reference track")
+        raise InvalidArgumentError("matched_cutoff needs at least one reference track")
     shares = [float(np.mean(_track_arrays(ref, None)[0] >= cutoff)) for ref in references]
     share = float(np.mean(shares))
     values = _track_arrays(track, None)[0]
@@ -460,20 +460,20 @@ def consensus_peaks(tables: Sequence[pd.DataFrame], min_overlap: float = 2) -> p
     """
     tables = list(tables)
     if not tables:
-        raise ValueError("no peak tables given")
+        raise InvalidArgumentError("no peak tables given")
     n = len(tables)
     if 0 < min_overlap < 1:
         k = math.ceil(min_overlap * n)
     elif min_overlap >= 1 and float(min_overlap).is_integer():
         k = int(min_overlap)
     else:
-        raise ValueError(f"min_overlap must be a count >= 1 or a fraction in (0, 1), got "
+        raise InvalidArgumentError(f"min_overlap must be a count >= 1 or a fraction in (0, 1), got "
                          f"{min_overlap!r}")
     pooled = []
     for number, table in enumerate(tables):
         missing = {"chrom", "start", "end"} - set(table.columns)
         if missing:
-            raise ValueError(f"peak table {number} lacks columns {sorted(missing)}")
+            raise InvalidArgumentError(f"peak table {number} lacks columns {sorted(missing)}")
         part = pd.DataFrame({
             "chrom": table["chrom"].astype(str).to_numpy(),
             "start": table["start"].to_numpy(np.int64), "end": table["end"].to_numpy(np.int64),
@@ -483,7 +483,7 @@ def consensus_peaks(tables: Sequence[pd.DataFrame], min_overlap: float = 2) -> p
                        else ((table["start"] + table["end"]) // 2).to_numpy(np.int64)),
             "set": number})
         if np.any(part["end"] <= part["start"]):
-            raise ValueError(f"peak table {number} has an empty or inverted interval")
+            raise InvalidArgumentError(f"peak table {number} has an empty or inverted interval")
         pooled.append(part)
     allp = pd.concat(pooled, ignore_index=True).sort_values(["chrom", "start", "end"],
                                                             kind="stable")
@@ -537,19 +537,19 @@ def peak_mask(peaks: pd.DataFrame, bin_start: Any, bin_size: int, *,
     """
     starts = np.asarray(bin_start, dtype=np.int64)
     if bin_size <= 0:
-        raise ValueError(f"bin_size must be positive, got {bin_size}")
+        raise InvalidArgumentError(f"bin_size must be positive, got {bin_size}")
     mask = np.zeros(starts.size, dtype=bool)
     if peaks.shape[0] == 0:
         return mask
     if bin_chrom is None:
         names = pd.unique(peaks["chrom"].astype(str))
         if len(names) > 1:
-            raise ValueError(f"peaks lie on several chromosomes {list(names)}; give bin_chrom")
+            raise InvalidArgumentError(f"peaks lie on several chromosomes {list(names)}; give bin_chrom")
         groups = [(np.arange(starts.size), peaks)]
     else:
         chroms = np.asarray(bin_chrom).astype(str)
         if chroms.shape != starts.shape:
-            raise ValueError(f"bin_chrom has shape {chroms.shape}, bin_start {starts.shape}")
+            raise InvalidArgumentError(f"bin_chrom has shape {chroms.shape}, bin_start {starts.shape}")
         groups = [(np.flatnonzero(chroms == str(name)), block)
                   for name, block in peaks.groupby(peaks["chrom"].astype(str))]
     for index, block in groups:

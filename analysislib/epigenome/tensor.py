@@ -28,6 +28,7 @@ import pandas as pd
 import xarray as xr
 
 from analysislib import variables
+from analysislib.errors import InvalidArgumentError
 
 __all__ = [
     "SCALES",
@@ -50,7 +51,7 @@ INDIVIDUAL_TRACK_DIMS = ("individual", "cell", "assay", "bin")
 
 def _check_scale(scale: str) -> str:
     if scale not in SCALES:
-        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+        raise InvalidArgumentError(f"scale must be one of {SCALES}, got {scale!r}")
     return scale
 
 
@@ -111,10 +112,10 @@ def create_signal_dataset(
     """
     _check_scale(scale)
     if bin_size <= 0:
-        raise ValueError(f"bin_size must be positive, got {bin_size}")
+        raise InvalidArgumentError(f"bin_size must be positive, got {bin_size}")
     dims = TRACK_DIMS if individuals is None else INDIVIDUAL_TRACK_DIMS
     if getattr(signal, "ndim", np.ndim(signal)) != len(dims):
-        raise ValueError(f"signal must have {len(dims)} dimensions {dims}, got shape {np.shape(signal)}")
+        raise InvalidArgumentError(f"signal must have {len(dims)} dimensions {dims}, got shape {np.shape(signal)}")
     if not hasattr(signal, "dtype") or not hasattr(signal, "shape"):
         signal = np.asarray(signal)
     if signal.dtype != np.float32:
@@ -122,16 +123,16 @@ def create_signal_dataset(
     labels = [cells, assays] if individuals is None else [individuals, cells, assays]
     for name, values, size in zip(dims[:-1], labels, signal.shape[:-1], strict=True):
         if len(values) != size:
-            raise ValueError(f"{len(values)} {name} labels for an axis of length {size}")
+            raise InvalidArgumentError(f"{len(values)} {name} labels for an axis of length {size}")
         if len(set(values)) != len(values):
-            raise ValueError(f"{name} labels are not unique: {list(values)}")
+            raise InvalidArgumentError(f"{name} labels are not unique: {list(values)}")
     n_bins = signal.shape[-1]
 
     if observed is None:
         observed = np.isfinite(signal).any(axis=-1)
     observed = observed.astype(bool) if hasattr(observed, "astype") else np.asarray(observed, bool)
     if tuple(observed.shape) != tuple(signal.shape[:-1]):
-        raise ValueError(f"observed has shape {observed.shape}; expected {signal.shape[:-1]}")
+        raise InvalidArgumentError(f"observed has shape {observed.shape}; expected {signal.shape[:-1]}")
     if hasattr(signal, "dask") or hasattr(observed, "dask"):
         import dask.array as da
 
@@ -146,7 +147,7 @@ def create_signal_dataset(
     bin_chrom = np.asarray(bin_chrom).astype(str)
     for name, values in (("bin_start", bin_start), ("bin_chrom", bin_chrom)):
         if values.shape != (n_bins,):
-            raise ValueError(f"{name} has shape {values.shape}; expected ({n_bins},)")
+            raise InvalidArgumentError(f"{name} has shape {values.shape}; expected ({n_bins},)")
 
     coords: dict[str, Any] = {
         "cell": np.asarray(cells, dtype=str),
@@ -180,7 +181,7 @@ def signal_scale(obj: xr.Dataset | xr.DataArray) -> str:
     if scale is None and isinstance(obj, xr.Dataset) and "signal" in obj:
         scale = obj["signal"].attrs.get("scale")
     if scale is None:
-        raise ValueError("no 'scale' attribute: cannot tell whether values are −log10 p or arcsinh")
+        raise InvalidArgumentError("no 'scale' attribute: cannot tell whether values are −log10 p or arcsinh")
     return _check_scale(scale)
 
 
@@ -257,7 +258,7 @@ def select_tracks(
         if wanted is None:
             continue
         if dim not in ds.dims:
-            raise ValueError(f"dataset has no dimension {dim!r}")
+            raise InvalidArgumentError(f"dataset has no dimension {dim!r}")
         missing = sorted(set(wanted) - set(ds[dim].values.tolist()))
         if missing:
             raise KeyError(f"{dim} labels not in dataset: {missing}")
@@ -281,7 +282,7 @@ def hide_tracks(ds: xr.Dataset, tracks: Iterable[Sequence[str]]) -> xr.Dataset:
     index = {d: {str(v): i for i, v in enumerate(ds[d].values)} for d in dims}
     for track in tracks:
         if len(track) != len(dims):
-            raise ValueError(f"track {tuple(track)} does not match dims {dims}")
+            raise InvalidArgumentError(f"track {tuple(track)} does not match dims {dims}")
         try:
             observed[tuple(index[d][str(v)] for d, v in zip(dims, track, strict=True))] = False
         except KeyError as err:
@@ -321,7 +322,7 @@ def stack_tracks(
         Chromosome for plain arrays without coordinates.
     """
     if not tracks:
-        raise ValueError("no tracks given")
+        raise InvalidArgumentError("no tracks given")
     cells = sorted({c for c, _ in tracks}) if cells is None else list(cells)
     assays = sorted({a for _, a in tracks}) if assays is None else list(assays)
     first = next(iter(tracks.values()))
@@ -335,13 +336,13 @@ def stack_tracks(
         if cell not in cell_index or assay not in assay_index:
             continue
         if np.shape(values) != (n_bins,):
-            raise ValueError(f"track ({cell}, {assay}) has shape {np.shape(values)}; expected ({n_bins},)")
+            raise InvalidArgumentError(f"track ({cell}, {assay}) has shape {np.shape(values)}; expected ({n_bins},)")
         if isinstance(values, xr.DataArray) and "scale" in values.attrs:
             scales.add(values.attrs["scale"])
         signal[cell_index[cell], assay_index[assay]] = np.asarray(values, dtype=np.float32)
         observed[cell_index[cell], assay_index[assay]] = True
     if len(scales) > 1:
-        raise ValueError(f"tracks mix scales {sorted(scales)}; convert them first")
+        raise InvalidArgumentError(f"tracks mix scales {sorted(scales)}; convert them first")
     if scale is None:
         scale = scales.pop() if scales else "neglog10p"
     bin_start = bin_chrom = None

@@ -59,6 +59,7 @@ from analysislib.epigenome.occupancy import (
 )
 from analysislib.epigenome.peaks import call_peaks
 from analysislib.epigenome.tensor import hide_tracks, to_arcsinh
+from analysislib.errors import InvalidArgumentError, NotFittedError
 from analysislib.presets import Presets
 from analysislib.training import seed_everything
 
@@ -110,9 +111,9 @@ class TransferConfig:
 
     def __post_init__(self) -> None:
         if not self.ft_lr > 0:
-            raise ValueError(f"ft_lr must be positive, got {self.ft_lr!r}")
+            raise InvalidArgumentError(f"ft_lr must be positive, got {self.ft_lr!r}")
         if int(self.ft_epochs) != self.ft_epochs or self.ft_epochs < 0:
-            raise ValueError(f"ft_epochs must be a non-negative integer, got {self.ft_epochs!r}")
+            raise InvalidArgumentError(f"ft_epochs must be a non-negative integer, got {self.ft_epochs!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Flat settings for the results store (eDICE fields plus ``ft_*``)."""
@@ -159,11 +160,11 @@ def transfer_config(preset: str = "entex", *, ft_lr: float | None = None,
 
 def _individual(ds: xr.Dataset, name: str) -> xr.Dataset:
     if "individual" not in ds.dims:
-        raise ValueError("transfer learning needs a dataset with an 'individual' dimension "
+        raise InvalidArgumentError("transfer learning needs a dataset with an 'individual' dimension "
                          "(simulate_epigenome('personal') makes one)")
     names = [str(i) for i in ds["individual"].values]
     if name not in names:
-        raise ValueError(f"individual {name!r} is not in the dataset (individuals {names})")
+        raise InvalidArgumentError(f"individual {name!r} is not in the dataset (individuals {names})")
     return ds.sel(individual=name)
 
 
@@ -222,11 +223,11 @@ def fine_tune(pretrained: EDICEImputer, target_ds: xr.Dataset, config: TransferC
         A new imputer holding the fine-tuned weights (best epoch by training loss).
     """
     if pretrained.model is None:
-        raise RuntimeError("fine_tune needs a pre-trained imputer (call pretrain first)")
+        raise NotFittedError("fine_tune needs a pre-trained imputer (call pretrain first)")
     cells = [str(c) for c in target_ds["cell"].values]
     assays = [str(a) for a in target_ds["assay"].values]
     if cells != pretrained.cells_ or assays != pretrained.assays_:
-        raise ValueError(f"target individual's cells {cells} / assays {assays} differ from the "
+        raise InvalidArgumentError(f"target individual's cells {cells} / assays {assays} differ from the "
                          f"pre-trained model's {pretrained.cells_} / {pretrained.assays_}")
     values, observed = _dense_signal(target_ds, "transfer fine-tuning")
     tuned = copy.copy(pretrained)
@@ -304,16 +305,16 @@ def leave_one_tissue_out(
     """
     config = config if config is not None else transfer_config("entex")
     if training_individual == target_individual:
-        raise ValueError("training and target individual must differ")
+        raise InvalidArgumentError("training and target individual must differ")
     train_ds = _individual(ds, training_individual)
     target_full = _individual(ds, target_individual)
     cells = [str(c) for c in ds["cell"].values]
     if target_tissue not in cells:
-        raise ValueError(f"tissue {target_tissue!r} is not in the dataset (cells {cells})")
+        raise InvalidArgumentError(f"tissue {target_tissue!r} is not in the dataset (cells {cells})")
     observed = target_full["observed"].sel(cell=target_tissue)
     assays = [str(a) for a, ok in zip(ds["assay"].values, observed.values, strict=True) if ok]
     if not assays:
-        raise ValueError(f"{target_individual} has no measured track in {target_tissue} to "
+        raise InvalidArgumentError(f"{target_individual} has no measured track in {target_tissue} to "
                          "evaluate")
     targets = [(target_tissue, a) for a in assays]
     target_ds = hide_tracks(target_full, targets)
@@ -416,7 +417,7 @@ def run_transfer_experiment(
     """
     config = config if config is not None else transfer_config("entex")
     if "individual" not in ds.dims:
-        raise ValueError("transfer learning needs a dataset with an 'individual' dimension")
+        raise InvalidArgumentError("transfer learning needs a dataset with an 'individual' dimension")
     people = [str(i) for i in ds["individual"].values]
     pairs = list(pairs) if pairs is not None else [(a, b) for a in people for b in people
                                                    if a != b]

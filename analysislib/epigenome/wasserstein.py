@@ -57,6 +57,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from analysislib.errors import InvalidArgumentError
+
 __all__ = [
     "DistanceAgreement",
     "distance_agreement",
@@ -121,7 +123,7 @@ def wasserstein_1d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = np.asarray(a)
     b = np.asarray(b)
     if a.shape != b.shape:
-        raise ValueError(f"profiles have different shapes {a.shape} and {b.shape}")
+        raise InvalidArgumentError(f"profiles have different shapes {a.shape} and {b.shape}")
     if a.shape[-1] == 0:
         return np.full(a.shape[:-1], np.nan)
     wa, empty_a = normalise_profiles(a)
@@ -137,21 +139,21 @@ def wasserstein_1d(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _check_peaks(peaks: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in PEAK_COLUMNS if c not in peaks.columns]
     if missing:
-        raise ValueError(f"peak table lacks columns {missing}; it needs {list(PEAK_COLUMNS)}")
+        raise InvalidArgumentError(f"peak table lacks columns {missing}; it needs {list(PEAK_COLUMNS)}")
     bad = np.flatnonzero(peaks["end"].to_numpy() <= peaks["start"].to_numpy())
     if bad.size:
         row = peaks.iloc[bad[0]]
-        raise ValueError(f"peak {bad[0]} ({row['chrom']}:{row['start']}-{row['end']}) has "
+        raise InvalidArgumentError(f"peak {bad[0]} ({row['chrom']}:{row['start']}-{row['end']}) has "
                          "end <= start")
     return peaks
 
 
 def _bin_coords(track: xr.DataArray) -> tuple[np.ndarray, np.ndarray, int]:
     if "bin" not in track.dims:
-        raise ValueError(f"track has no 'bin' dimension (dims {track.dims})")
+        raise InvalidArgumentError(f"track has no 'bin' dimension (dims {track.dims})")
     for name in ("bin_start", "bin_chrom"):
         if name not in track.coords:
-            raise ValueError(f"track has no {name!r} coordinate along 'bin'")
+            raise InvalidArgumentError(f"track has no {name!r} coordinate along 'bin'")
     starts = np.asarray(track["bin_start"].values, dtype=np.int64)
     chroms = np.asarray(track["bin_chrom"].values).astype(str)
     bin_size = track.attrs.get("bin_size")
@@ -159,7 +161,7 @@ def _bin_coords(track: xr.DataArray) -> tuple[np.ndarray, np.ndarray, int]:
         steps = np.diff(starts)[chroms[1:] == chroms[:-1]]
         steps = steps[steps > 0]
         if steps.size == 0:
-            raise ValueError("cannot infer the bin size: set attrs['bin_size'] on the track")
+            raise InvalidArgumentError("cannot infer the bin size: set attrs['bin_size'] on the track")
         bin_size = int(steps.min())
     return starts, chroms, int(bin_size)
 
@@ -199,21 +201,21 @@ def peak_bin_ranges(track: xr.DataArray, peaks: pd.DataFrame) -> tuple[np.ndarra
         rows = np.flatnonzero(peak_chrom == chrom)
         on = np.flatnonzero(chroms == chrom)
         if on.size == 0:
-            raise ValueError(f"peak {rows[0]} is on {chrom!r}, which the track does not cover")
+            raise InvalidArgumentError(f"peak {rows[0]} is on {chrom!r}, which the track does not cover")
         s = starts[on]
         if np.any(np.diff(s) <= 0):
-            raise ValueError(f"bins of {chrom!r} are not sorted by bin_start")
+            raise InvalidArgumentError(f"bins of {chrom!r} are not sorted by bin_start")
         lo = np.searchsorted(s + bin_size, peak_start[rows], side="right")
         hi = np.searchsorted(s, peak_end[rows], side="left")
         n = hi - lo
         empty = np.flatnonzero(n <= 0)
         if empty.size:
             r = rows[empty[0]]
-            raise ValueError(f"peak {r} ({chrom}:{peak_start[r]}-{peak_end[r]}) overlaps no bin")
+            raise InvalidArgumentError(f"peak {r} ({chrom}:{peak_start[r]}-{peak_end[r]}) overlaps no bin")
         gap = np.flatnonzero(s[hi - 1] - s[lo] != (n - 1) * bin_size)
         if gap.size:
             r = rows[gap[0]]
-            raise ValueError(f"peak {r} ({chrom}:{peak_start[r]}-{peak_end[r]}) spans a gap "
+            raise InvalidArgumentError(f"peak {r} ({chrom}:{peak_start[r]}-{peak_end[r]}) spans a gap "
                              "between bins")
         first[rows] = on[lo]
         length[rows] = n
@@ -227,7 +229,7 @@ def _as_neglog10p(track: xr.DataArray) -> xr.DataArray:
         out.attrs = {**track.attrs, "scale": "neglog10p"}
         return out
     if scale != "neglog10p":
-        raise ValueError(f"unknown scale {scale!r}; expected 'neglog10p' or 'arcsinh'")
+        raise InvalidArgumentError(f"unknown scale {scale!r}; expected 'neglog10p' or 'arcsinh'")
     return track
 
 
@@ -262,7 +264,7 @@ def peak_profiles(
     first, length = peak_bin_ranges(track, peaks) if ranges is None else ranges
     width = int(length.max()) if width is None else int(width)
     if length.size and length.max() > width:
-        raise ValueError(f"a peak has {int(length.max())} bins, more than width={width}")
+        raise InvalidArgumentError(f"a peak has {int(length.max())} bins, more than width={width}")
     offset = np.arange(width, dtype=np.int64)
     inside = offset[None, :] < length[:, None]
     index = np.where(inside, first[:, None] + offset[None, :], first[:, None])
@@ -327,15 +329,15 @@ def wasserstein_distances(
     [2.0]
     """
     if unit not in ("bins", "bp"):
-        raise ValueError(f"unit must be 'bins' or 'bp', got {unit!r}")
+        raise InvalidArgumentError(f"unit must be 'bins' or 'bp', got {unit!r}")
     if chunk_size < 1:
-        raise ValueError("chunk_size must be positive")
+        raise InvalidArgumentError("chunk_size must be positive")
     for name, track in (("track_a", track_a), ("track_b", track_b)):
         if track.dims != ("bin",):
-            raise ValueError(f"{name} must be 1-D over 'bin', got dims {track.dims}")
+            raise InvalidArgumentError(f"{name} must be 1-D over 'bin', got dims {track.dims}")
     if track_a.sizes["bin"] != track_b.sizes["bin"] or not np.array_equal(
             track_a["bin_start"].values, track_b["bin_start"].values):
-        raise ValueError("track_a and track_b are not on the same bins")
+        raise InvalidArgumentError("track_a and track_b are not on the same bins")
     first, length = peak_bin_ranges(track_a, peaks)
     _, chroms, bin_size = _bin_coords(track_a)
     factor = float(bin_size) if unit == "bp" else 1.0
@@ -399,7 +401,7 @@ def _track(obj: xr.Dataset | xr.DataArray, cell: str, assay: str | None) -> xr.D
     if assay is not None:
         sel["assay"] = assay
     elif "assay" in signal.dims:
-        raise ValueError("signal has an 'assay' dimension: pass assay=")
+        raise InvalidArgumentError("signal has an 'assay' dimension: pass assay=")
     try:
         out = signal.sel(sel)
     except KeyError as err:
@@ -444,7 +446,7 @@ def peak_shape_distances(
         ``chrom``, ``start`` and ``end`` as coordinates.
     """
     if len(cells) != 2:
-        raise ValueError(f"cells must name two tissues, got {list(cells)}")
+        raise InvalidArgumentError(f"cells must name two tissues, got {list(cells)}")
     a, b = cells
     out = xr.Dataset({
         kind: wasserstein_distances(_track(src, a, assay), _track(src, b, assay), peaks,
@@ -533,7 +535,7 @@ def highlight_peaks(
         (``"specific"`` or ``"shared"``), specific peaks first, by decreasing distance.
     """
     if by not in ("observed", "imputed"):
-        raise ValueError(f"by must be 'observed' or 'imputed', got {by!r}")
+        raise InvalidArgumentError(f"by must be 'observed' or 'imputed', got {by!r}")
     table = pd.DataFrame({
         "peak": distances["peak"].values,
         **{c: distances[c].values for c in PEAK_COLUMNS if c in distances.coords},

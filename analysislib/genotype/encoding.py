@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from analysislib.errors import InvalidArgumentError
+
 __all__ = [
     "allele_presence",
     "dosage_from_probabilities",
@@ -36,7 +38,7 @@ def allele_presence(call_genotype: Any) -> np.ndarray:
     """
     gt = np.asarray(call_genotype)
     if gt.ndim != 3 or gt.shape[2] != 2:
-        raise ValueError(f"expected diploid call_genotype (variants, samples, 2), got shape {gt.shape}")
+        raise InvalidArgumentError(f"expected diploid call_genotype (variants, samples, 2), got shape {gt.shape}")
     # Samples first before any arithmetic; whole-array operations (reductions over the
     # length-2 ploidy axis are slow).
     first, second = gt[..., 0].T, gt[..., 1].T
@@ -55,7 +57,7 @@ def genotype_probabilities_from_presence(presence: Any, eps: float = 1e-12) -> n
     """
     p = np.asarray(presence, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] % 2:
-        raise ValueError(f"expected (samples, 2 * variants) presence outputs, got shape {p.shape}")
+        raise InvalidArgumentError(f"expected (samples, 2 * variants) presence outputs, got shape {p.shape}")
     p_ref, p_alt = p[:, 0::2], p[:, 1::2]
     raw = np.stack([p_ref * (1 - p_alt), p_ref * p_alt, (1 - p_ref) * p_alt], axis=2)
     total = (raw[..., 0] + raw[..., 1] + raw[..., 2])[..., None]  # = raw.sum(axis=2), faster

@@ -65,7 +65,7 @@ from typing import Any, Literal, Self
 import numpy as np
 import xarray as xr
 
-from analysislib.errors import InputFormatError
+from analysislib.errors import InputFormatError, InvalidArgumentError, NotFittedError
 from analysislib.external import (
     JAVA_FATAL_STDERR,
     ToolRun,
@@ -129,17 +129,17 @@ def write_plink_map(path: str | os.PathLike[str], contigs: Sequence[str], positi
     positions = np.asarray(positions, dtype=np.int64)
     cm = np.asarray(cm, dtype=np.float64)
     if not contigs.shape == positions.shape == cm.shape or contigs.ndim != 1:
-        raise ValueError("contigs, positions and cm must be 1-D and of equal length")
+        raise InvalidArgumentError("contigs, positions and cm must be 1-D and of equal length")
     if not np.all(np.isfinite(cm)):
         bad = int(np.flatnonzero(~np.isfinite(cm))[0])
-        raise ValueError(f"genetic position of entry {bad} ({contigs[bad]}:{positions[bad]}) "
+        raise InvalidArgumentError(f"genetic position of entry {bad} ({contigs[bad]}:{positions[bad]}) "
                          "is not finite")
     same_contig = contigs[1:] == contigs[:-1]
     for name, values in (("positions", positions), ("cM", cm)):
         backwards = np.flatnonzero(same_contig & (np.diff(values) < 0))
         if backwards.size:
             i = int(backwards[0]) + 1
-            raise ValueError(f"{name} go backwards at entry {i} ({contigs[i]}:{positions[i]})")
+            raise InvalidArgumentError(f"{name} go backwards at entry {i} ({contigs[i]}:{positions[i]})")
     keep = np.r_[True, ~(same_contig & (np.diff(positions) == 0))]
     lines = [f"{c}\t.\t{g:.8f}\t{p}\n" for c, p, g in
              zip(contigs[keep], positions[keep], cm[keep], strict=True)]
@@ -169,7 +169,7 @@ def _reference_map(reference: xr.Dataset, genetic_map: GeneticMap, directory: Pa
     else:
         cm, source = np.asarray(genetic_map, dtype=np.float64), "array"
         if cm.shape != (n,):
-            raise ValueError(f"genetic_map has shape {cm.shape}; expected one cM value per "
+            raise InvalidArgumentError(f"genetic_map has shape {cm.shape}; expected one cM value per "
                              f"reference variant ({n},)")
     contigs = np.asarray(reference.attrs["contigs"], dtype=object)[
         np.asarray(reference["variant_contig"].values)]
@@ -188,14 +188,14 @@ def _step(name: str, run: ToolRun) -> dict[str, Any]:
 
 def _check_reference(reference: xr.Dataset) -> None:
     if reference.sizes["ploidy"] != 2 or reference.sizes["alleles"] != 2:
-        raise ValueError("the reference panel must be diploid and biallelic")
+        raise InvalidArgumentError("the reference panel must be diploid and biallelic")
     gt = reference["call_genotype"].data
     if bool((gt < 0).any()):
-        raise ValueError("the reference panel has missing genotypes; HMM imputers need a "
+        raise InvalidArgumentError("the reference panel has missing genotypes; HMM imputers need a "
                          "complete phased panel")
     if "call_genotype_phased" not in reference or not bool(
             reference["call_genotype_phased"].data.all()):
-        raise ValueError("the reference panel must be phased (call_genotype_phased all True)")
+        raise InvalidArgumentError("the reference panel must be phased (call_genotype_phased all True)")
 
 
 def _normalised(gp: np.ndarray) -> np.ndarray:
@@ -203,7 +203,7 @@ def _normalised(gp: np.ndarray) -> np.ndarray:
     gp = np.asarray(gp, dtype=np.float64)
     total = gp.sum(axis=-1, keepdims=True)
     if not np.all(np.isfinite(total)) or np.any(total <= 0):
-        raise ValueError("the tool wrote missing or all-zero genotype probabilities")
+        raise InvalidArgumentError("the tool wrote missing or all-zero genotype probabilities")
     return (gp / total).astype(np.float32)
 
 
@@ -216,7 +216,7 @@ class _ExternalHMMImputer(GenotypeImputer):
                  | None, keep_workdir: bool, extra_args: Sequence[str]) -> None:
         super().__init__()
         if threads < 1:
-            raise ValueError("threads must be at least 1")
+            raise InvalidArgumentError("threads must be at least 1")
         self.threads = int(threads)
         self.genetic_map = genetic_map
         self.workdir = None if workdir is None else Path(workdir)
@@ -290,7 +290,7 @@ class _ExternalHMMImputer(GenotypeImputer):
 
     def _reference_vcf(self) -> Path:
         if self.reference is None or self._fit_dir is None:
-            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit(reference) first")
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(reference) first")
         return self._fit_dir / "reference.vcf.gz"
 
     # impute -------------------------------------------------------------------------------
@@ -300,7 +300,7 @@ class _ExternalHMMImputer(GenotypeImputer):
         reference_vcf = self._reference_vcf()
         assert self.reference is not None
         if target.sizes["ploidy"] != 2 or target.sizes["alleles"] != 2:
-            raise ValueError("the target must be diploid and biallelic")
+            raise InvalidArgumentError("the target must be diploid and biallelic")
         start = time.perf_counter()
         with self._scratch("impute") as scratch:
             target_vcf = write_vcf(target, scratch / "target.vcf.gz", fields=["GT"])
@@ -545,7 +545,7 @@ class Minimac4Imputer(_ExternalHMMImputer):
         super().__init__(threads=threads, genetic_map=genetic_map, workdir=workdir,
                          keep_workdir=keep_workdir, extra_args=extra_args)
         if prephase not in ("auto", "always", "never"):
-            raise ValueError(f"prephase must be 'auto', 'always' or 'never', not {prephase!r}")
+            raise InvalidArgumentError(f"prephase must be 'auto', 'always' or 'never', not {prephase!r}")
         self.prephase = prephase
         self.restore_typed = restore_typed
         self.seed = int(seed)
@@ -563,7 +563,7 @@ class Minimac4Imputer(_ExternalHMMImputer):
         contigs = np.unique(np.asarray(reference["variant_contig"].values))
         if contigs.size > 1:
             names = [reference.attrs["contigs"][i] for i in contigs]
-            raise ValueError(f"Minimac4 imputes one chromosome at a time; the panel holds "
+            raise InvalidArgumentError(f"Minimac4 imputes one chromosome at a time; the panel holds "
                              f"{names}. Fit one imputer per chromosome.")
         super().fit(reference)
         return self
@@ -584,7 +584,7 @@ class Minimac4Imputer(_ExternalHMMImputer):
                   if "call_genotype_phased" in target else np.zeros(observed.shape, bool))
         needs_phasing = bool((~observed).any() or (~phased & observed).any())
         if needs_phasing and self.prephase == "never":
-            raise ValueError("the target has missing or unphased genotypes at typed sites, "
+            raise InvalidArgumentError("the target has missing or unphased genotypes at typed sites, "
                              "which Minimac4 cannot take; use prephase='auto'")
         given_gt = gt
         if self.prephase == "always" or (needs_phasing and self.prephase == "auto"):

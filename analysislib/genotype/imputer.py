@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from analysislib import variables
+from analysislib.errors import InvalidArgumentError, NotFittedError
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -136,11 +137,11 @@ def check_imputed(imputed: xr.Dataset, reference: xr.Dataset, target: xr.Dataset
     """
     variables.validate(imputed, ["call_dosage", "call_genotype_probability", "call_genotype"])
     if not np.array_equal(sites_key(imputed), sites_key(reference)):
-        raise ValueError("imputed variants differ from the reference panel's (order or alleles)")
+        raise InvalidArgumentError("imputed variants differ from the reference panel's (order or alleles)")
     got = np.asarray(imputed["sample_id"].values, dtype=str)
     want = np.asarray(target["sample_id"].values, dtype=str)
     if not np.array_equal(got, want):
-        raise ValueError("imputed samples differ from the target samples (order or identity)")
+        raise InvalidArgumentError("imputed samples differ from the target samples (order or identity)")
     return imputed
 
 
@@ -173,14 +174,14 @@ class AlleleFrequencyImputer(GenotypeImputer):
         import time
 
         if self.reference is None:
-            raise RuntimeError("call fit(reference) before impute(target)")
+            raise NotFittedError("call fit(reference) before impute(target)")
         started = time.perf_counter()
         reference = self.reference
         ref_index = {key: i for i, key in enumerate(sites_key(reference))}
         target_keys = sites_key(target)
         unknown = [k for k in target_keys if k not in ref_index]
         if unknown:
-            raise ValueError(f"{len(unknown)} target sites are not in the reference panel, e.g. {unknown[0]}")
+            raise InvalidArgumentError(f"{len(unknown)} target sites are not in the reference panel, e.g. {unknown[0]}")
         rows = np.fromiter((ref_index[k] for k in target_keys), dtype=np.int64, count=len(target_keys))
         p = self._frequency[:, None]
         n_samples = target.sizes["samples"]
@@ -229,10 +230,10 @@ class TrainOnce(GenotypeImputer):
 
         if self.population is not None:
             if "sample_population" not in reference:
-                raise ValueError(f"population={self.population!r} needs a 'sample_population' variable")
+                raise InvalidArgumentError(f"population={self.population!r} needs a 'sample_population' variable")
             keep = np.flatnonzero(reference["sample_population"].values.astype(str) == self.population)
             if not len(keep):
-                raise ValueError(f"no reference sample is in population {self.population!r}")
+                raise InvalidArgumentError(f"no reference sample is in population {self.population!r}")
             reference = reference.isel(samples=keep)
         key = array_checksum(reference["call_genotype"].values, reference["variant_position"].values)
         if key != self._trained_on:

@@ -28,6 +28,7 @@ import numpy as np
 import xarray as xr
 
 from analysislib import variables
+from analysislib.errors import InvalidArgumentError
 from analysislib.genotype.imputer import sites_key
 from analysislib.simulate.genotypes import ARRAY_DENSITIES, array_marker_set
 
@@ -74,11 +75,11 @@ def _split_indices(ds: xr.Dataset, fractions: Sequence[float], stratify_by: str 
     """Sample indices of each part (sorted), stratified by a sample variable when available."""
     fractions = [float(f) for f in fractions]
     if any(f < 0 for f in fractions) or not np.isclose(sum(fractions), 1.0):
-        raise ValueError(f"split fractions must be non-negative and sum to 1, got {fractions}")
+        raise InvalidArgumentError(f"split fractions must be non-negative and sum to 1, got {fractions}")
     n = ds.sizes["samples"]
     if stratify_by is not None and stratify_by not in ds:
         if stratify_by != "sample_population":
-            raise ValueError(f"cannot stratify by {stratify_by!r}: no such sample variable")
+            raise InvalidArgumentError(f"cannot stratify by {stratify_by!r}: no such sample variable")
         stratify_by = None  # default variable absent (e.g. the real chr22 file): plain split
     if stratify_by is not None:
         if stratify_by in variables.SPECS:
@@ -146,11 +147,11 @@ def split_samples(
         ``(reference, target)``; attributes ``split`` and ``split_seed`` record the split.
     """
     if not 0 < target_fraction < 1:
-        raise ValueError(f"target_fraction must be in (0, 1), got {target_fraction}")
+        raise InvalidArgumentError(f"target_fraction must be in (0, 1), got {target_fraction}")
     (ref_idx, tgt_idx), used = _split_indices(ds, (1 - target_fraction, target_fraction),
                                               stratify_by, seed)
     if len(tgt_idx) == 0 or len(ref_idx) == 0:
-        raise ValueError(f"target_fraction {target_fraction} of {ds.sizes['samples']} samples leaves "
+        raise InvalidArgumentError(f"target_fraction {target_fraction} of {ds.sizes['samples']} samples leaves "
                          "an empty reference or target set")
     return tuple(_tag(ds.isel(samples=idx), name, seed, used)  # type: ignore[return-value]
                  for idx, name in ((ref_idx, "reference"), (tgt_idx, "target")))
@@ -170,7 +171,7 @@ def split_train_val_test(
     its size and totals stay within one sample per stratum of the fractions.
     """
     if len(fractions) != 3:
-        raise ValueError(f"fractions must be (train, validation, test), got {list(fractions)}")
+        raise InvalidArgumentError(f"fractions must be (train, validation, test), got {list(fractions)}")
     parts, used = _split_indices(ds, fractions, stratify_by, seed)
     return tuple(_tag(ds.isel(samples=idx), name, seed, used)  # type: ignore[return-value]
                  for idx, name in zip(parts, ("train", "validation", "test"), strict=True))
@@ -219,21 +220,21 @@ class Scenario:
     def __post_init__(self) -> None:
         if self.kind == "array":
             if self.density is None:
-                raise ValueError(f"scenario {self.name!r}: an array scenario needs a density")
+                raise InvalidArgumentError(f"scenario {self.name!r}: an array scenario needs a density")
             if isinstance(self.density, str) and self.density not in ARRAY_DENSITIES:
-                raise ValueError(f"scenario {self.name!r}: unknown array {self.density!r}; choose "
+                raise InvalidArgumentError(f"scenario {self.name!r}: unknown array {self.density!r}; choose "
                                  f"from {sorted(ARRAY_DENSITIES)} or a fraction")
             if not isinstance(self.density, str) and not 0 < float(self.density) <= 1:
-                raise ValueError(f"scenario {self.name!r}: array density must be in (0, 1]")
+                raise InvalidArgumentError(f"scenario {self.name!r}: array density must be in (0, 1]")
         elif self.kind == "random":
             if self.rate is None or not 0 < self.rate < 1 or self.seed is None:
-                raise ValueError(f"scenario {self.name!r}: a random scenario needs 0 < rate < 1 and a seed")
+                raise InvalidArgumentError(f"scenario {self.name!r}: a random scenario needs 0 < rate < 1 and a seed")
         elif self.kind == "typed_fraction":
             if self.keep_every is None or self.keep_every < 2 or not 0 <= self.offset < self.keep_every:
-                raise ValueError(f"scenario {self.name!r}: keep_every must be >= 2 and "
+                raise InvalidArgumentError(f"scenario {self.name!r}: keep_every must be >= 2 and "
                                  "0 <= offset < keep_every")
         else:
-            raise ValueError(f"unknown scenario kind {self.kind!r}; use 'array', 'random' or 'typed_fraction'")
+            raise InvalidArgumentError(f"unknown scenario kind {self.kind!r}; use 'array', 'random' or 'typed_fraction'")
 
 
 def array_scenario(density: str | float = "affy6", *, min_maf: float = 0.05,
@@ -273,7 +274,7 @@ def parse_scenario(name: str) -> Scenario:
     if match := re.fullmatch(r"array_(.+)", name):
         density = match[1]
         return array_scenario(density if density in ARRAY_DENSITIES else float(density))
-    raise ValueError(f"unknown scenario {name!r}: use array_<density>, typed_1in<k> or "
+    raise InvalidArgumentError(f"unknown scenario {name!r}: use array_<density>, typed_1in<k> or "
                      "random_<pct>_seed<s> (for example array_omni15, typed_1in3, random_05_seed1)")
 
 
@@ -366,7 +367,7 @@ def apply_scenario(truth_target: xr.Dataset, scenario: Scenario,
         source = truth_target
         if reference is not None:
             if not np.array_equal(sites_key(reference), sites_key(truth_target)):
-                raise ValueError("reference and truth_target must hold the same sites in the same "
+                raise InvalidArgumentError("reference and truth_target must hold the same sites in the same "
                                  "order to choose array markers from the reference")
             source = reference
         typed = array_marker_set(source, scenario.density,  # type: ignore[arg-type]

@@ -60,6 +60,7 @@ import pandas as pd
 import xarray as xr
 
 from analysislib import variables
+from analysislib.errors import InvalidArgumentError
 from analysislib.genotype.imputer import sites_key
 from analysislib.genotype.stats import alt_allele_frequency, minor_allele_frequency
 
@@ -120,7 +121,7 @@ def allele_count(call_genotype: Any) -> np.ndarray:
     """
     gt = np.asarray(call_genotype)
     if gt.ndim != 3:
-        raise ValueError(f"call_genotype must have dims (variants, samples, ploidy), got shape {gt.shape}")
+        raise InvalidArgumentError(f"call_genotype must have dims (variants, samples, ploidy), got shape {gt.shape}")
     # Loops over the short ploidy axis: reductions along it are slow in NumPy.
     count = np.zeros(gt.shape[:-1], dtype=np.int8)
     missing = np.zeros(gt.shape[:-1], dtype=bool)
@@ -162,15 +163,15 @@ def _as_class(imputed: Any) -> np.ndarray:
 def _scored_mask(truth: np.ndarray, score_mask: Any | None) -> np.ndarray:
     """score_mask restricted to called truth entries; checks shapes."""
     if truth.ndim != 2:
-        raise ValueError(f"truth allele counts must be (variants, samples), got shape {truth.shape}")
+        raise InvalidArgumentError(f"truth allele counts must be (variants, samples), got shape {truth.shape}")
     called = truth >= 0
     if score_mask is None:
         return called
     mask = np.asarray(score_mask)
     if mask.shape != truth.shape:
-        raise ValueError(f"score_mask has shape {mask.shape}, expected {truth.shape} (variants, samples)")
+        raise InvalidArgumentError(f"score_mask has shape {mask.shape}, expected {truth.shape} (variants, samples)")
     if mask.dtype != bool:
-        raise ValueError(f"score_mask must be boolean, got dtype {mask.dtype}")
+        raise InvalidArgumentError(f"score_mask must be boolean, got dtype {mask.dtype}")
     return mask & called
 
 
@@ -182,7 +183,7 @@ def _check_complete(bad: np.ndarray, what: str, keys: Sequence[str] | None = Non
     v, s = np.argwhere(bad)[0]
     variant = keys[v] if keys is not None else f"variant {v}"
     sample = samples[s] if samples is not None else f"sample {s}"
-    raise ValueError(f"{int(bad.sum())} scored entries have no imputed {what} "
+    raise InvalidArgumentError(f"{int(bad.sum())} scored entries have no imputed {what} "
                      f"(first: {variant}, {sample}); imputers must fill every scored entry")
 
 
@@ -324,7 +325,7 @@ def _r2_from_moments(sxx: Any, syy: Any, sxy: Any, constant: Any, n: Any,
                      monomorphic: Monomorphic) -> np.ndarray:
     """Squared correlation from centred moments with the degenerate-case rule."""
     if monomorphic not in ("zero", "nan"):
-        raise ValueError(f"monomorphic must be 'zero' or 'nan', got {monomorphic!r}")
+        raise InvalidArgumentError(f"monomorphic must be 'zero' or 'nan', got {monomorphic!r}")
     sxx, syy, sxy = (np.asarray(a, dtype=np.float64) for a in (sxx, syy, sxy))
     constant = np.asarray(constant, dtype=bool)
     ok = ~constant & (sxx > 0) & (syy > 0)
@@ -414,7 +415,7 @@ def _flip_for(truth: np.ndarray, alt_frequency: Any | None) -> np.ndarray:
         return np.zeros(truth.shape[0], dtype=bool)
     flip = minor_allele_flip(alt_frequency)
     if flip.shape != truth.shape[:1]:
-        raise ValueError(f"alt_frequency has shape {flip.shape}, expected ({truth.shape[0]},) "
+        raise InvalidArgumentError(f"alt_frequency has shape {flip.shape}, expected ({truth.shape[0]},) "
                          "(one per variant)")
     return flip
 
@@ -531,7 +532,7 @@ def rmse(dosage: Any, truth: Any, score_mask: Any | None = None, *, pooled: bool
 def _gt_pair(imputed_gt: Any, truth_gt: Any, score_mask: Any | None) -> tuple[np.ndarray, ...]:
     imp, tru = np.asarray(imputed_gt), np.asarray(truth_gt)
     if imp.shape != tru.shape or imp.ndim != 3 or imp.shape[-1] != 2:
-        raise ValueError(f"genotype arrays must be (variants, samples, 2) and equal in shape, got "
+        raise InvalidArgumentError(f"genotype arrays must be (variants, samples, 2) and equal in shape, got "
                          f"{imp.shape} and {tru.shape}")
     mask = _scored_mask(allele_count(tru), score_mask)
     _check_complete(mask & (allele_count(imp) < 0), "genotype")
@@ -581,7 +582,7 @@ def phased_genotype_confusion(imputed_gt: Any, truth_gt: Any, score_mask: Any | 
 def _check_bins(bins: Sequence[float]) -> np.ndarray:
     edges = np.asarray(bins, dtype=np.float64)
     if edges.ndim != 1 or len(edges) < 2 or np.any(np.diff(edges) <= 0):
-        raise ValueError(f"MAF bin breaks must be at least two increasing numbers, got {list(bins)}")
+        raise InvalidArgumentError(f"MAF bin breaks must be at least two increasing numbers, got {list(bins)}")
     return edges
 
 
@@ -644,7 +645,7 @@ def _tile_strata(tiles: Any, truth: xr.Dataset, keys: np.ndarray, keep: np.ndarr
         # one row per (variant index, tile), as analysislib.tiling.variant_tiles
         variant = tiles["variant"].to_numpy(dtype=np.int64)
         if len(variant) and (variant.min() < 0 or variant.max() >= len(keys)):
-            raise ValueError(f"tile table: variant indices outside 0..{len(keys) - 1}")
+            raise InvalidArgumentError(f"tile table: variant indices outside 0..{len(keys) - 1}")
         for name, idx in pd.Series(variant).groupby(tiles["tile"].to_numpy(), sort=False):
             add(idx.to_numpy(), name)
     elif isinstance(tiles, pd.DataFrame):
@@ -653,7 +654,7 @@ def _tile_strata(tiles: Any, truth: xr.Dataset, keys: np.ndarray, keep: np.ndarr
         bounds = next((pair for pair in (("start", "end"), ("first_position", "last_position"),
                                          ("first_variant", "last_variant")) if set(pair) <= columns), None)
         if bounds is None:
-            raise ValueError("tile table needs 'start'/'end' or 'first_position'/'last_position' "
+            raise InvalidArgumentError("tile table needs 'start'/'end' or 'first_position'/'last_position' "
                              "(1-based inclusive positions), 'first_variant'/'last_variant' "
                              "(inclusive variant indices) or 'variant'/'tile' columns")
         if bounds[0] == "first_variant":
@@ -678,7 +679,7 @@ def _tile_strata(tiles: Any, truth: xr.Dataset, keys: np.ndarray, keep: np.ndarr
     else:
         per_variant = list(tiles)
         if len(per_variant) != len(keys):
-            raise ValueError(f"tiles: got {len(per_variant)} labels for {len(keys)} variants")
+            raise InvalidArgumentError(f"tiles: got {len(per_variant)} labels for {len(keys)} variants")
         for v, label in enumerate(per_variant):
             add(v, label)
     variant = np.concatenate(variant_parts) if variant_parts else np.zeros(0, np.int64)
@@ -768,22 +769,22 @@ def _align(truth: xr.Dataset, imputed: xr.Dataset, missing_sites: str) -> tuple[
     t_samples = np.asarray(truth["sample_id"].values, dtype=str)
     i_samples = pd.Index(np.asarray(imputed["sample_id"].values, dtype=str))
     if not i_samples.is_unique:
-        raise ValueError("imputed dataset has duplicated sample ids")
+        raise InvalidArgumentError("imputed dataset has duplicated sample ids")
     sample_index = i_samples.get_indexer(t_samples)
     if np.any(sample_index < 0):
         absent = t_samples[sample_index < 0]
-        raise ValueError(f"{len(absent)} truth samples are not in the imputed dataset "
+        raise InvalidArgumentError(f"{len(absent)} truth samples are not in the imputed dataset "
                          f"(first: {absent[0]})")
     t_keys, i_keys = sites_key(truth), pd.Index(sites_key(imputed))
     if not i_keys.is_unique:
         dup = i_keys[i_keys.duplicated()][0]
-        raise ValueError(f"imputed dataset has duplicated sites (first: {dup})")
+        raise InvalidArgumentError(f"imputed dataset has duplicated sites (first: {dup})")
     variant_index = i_keys.get_indexer(t_keys)
     if missing_sites not in ("error", "skip"):
-        raise ValueError(f"missing_sites must be 'error' or 'skip', got {missing_sites!r}")
+        raise InvalidArgumentError(f"missing_sites must be 'error' or 'skip', got {missing_sites!r}")
     if missing_sites == "error" and np.any(variant_index < 0):
         absent = t_keys[variant_index < 0]
-        raise ValueError(f"{len(absent)} truth variants are not in the imputed dataset (first: "
+        raise InvalidArgumentError(f"{len(absent)} truth variants are not in the imputed dataset (first: "
                          f"{absent[0]}); pass missing_sites='skip' to score the others")
     return variant_index, sample_index
 
@@ -794,7 +795,7 @@ def _per_truth_variant(values: Any, keys: np.ndarray, name: str) -> np.ndarray:
         return values.reindex(keys).to_numpy(dtype=np.float64)
     out = np.asarray(values.values if isinstance(values, xr.DataArray) else values, dtype=np.float64)
     if out.shape != (len(keys),):
-        raise ValueError(f"{name} has shape {out.shape}, expected ({len(keys)},) (one per truth variant)")
+        raise InvalidArgumentError(f"{name} has shape {out.shape}, expected ({len(keys)},) (one per truth variant)")
     return out
 
 
@@ -909,13 +910,13 @@ def score_imputation(
     variables.validate(truth, ["call_genotype", "sample_id", "variant_position"])
     has_dosage, has_gt = "call_dosage" in imputed, "call_genotype" in imputed
     if not (has_dosage or has_gt):
-        raise ValueError("imputed dataset has neither call_dosage nor call_genotype")
+        raise InvalidArgumentError("imputed dataset has neither call_dosage nor call_genotype")
     if best_guess_from not in ("dosage", "genotype"):
-        raise ValueError(f"best_guess_from must be 'dosage' or 'genotype', got {best_guess_from!r}")
+        raise InvalidArgumentError(f"best_guess_from must be 'dosage' or 'genotype', got {best_guess_from!r}")
     if best_guess_from == "genotype" and not has_gt:
-        raise ValueError("best_guess_from='genotype' needs call_genotype in the imputed dataset")
+        raise InvalidArgumentError("best_guess_from='genotype' needs call_genotype in the imputed dataset")
     if truth.sizes["ploidy"] != 2:
-        raise ValueError(f"scoring supports diploid calls only, truth has ploidy {truth.sizes['ploidy']}")
+        raise InvalidArgumentError(f"scoring supports diploid calls only, truth has ploidy {truth.sizes['ploidy']}")
     variables.validate(imputed, [v for v in ("call_dosage", "call_genotype") if v in imputed])
 
     n_var, n_samp = truth.sizes["variants"], truth.sizes["samples"]
@@ -924,7 +925,7 @@ def score_imputation(
     variant_index, sample_index = _align(truth, imputed, missing_sites)
     mask_all = np.ones((n_var, n_samp), bool) if score_mask is None else np.asarray(score_mask)
     if mask_all.shape != (n_var, n_samp) or mask_all.dtype != bool:
-        raise ValueError(f"score_mask must be bool with shape {(n_var, n_samp)} (truth variants, "
+        raise InvalidArgumentError(f"score_mask must be bool with shape {(n_var, n_samp)} (truth variants, "
                          f"samples), got {mask_all.dtype} {mask_all.shape}")
     unimputed = variant_index < 0
 

@@ -55,7 +55,7 @@ import numpy as np
 import xarray as xr
 
 from analysislib import variables
-from analysislib.errors import InputFormatError
+from analysislib.errors import InputFormatError, InvalidArgumentError
 from analysislib.io.atomic import atomic_output
 
 __all__ = [
@@ -142,12 +142,12 @@ def encode_phased(call_genotype: Any, *, variant_names: Sequence[str] | None = N
     """
     gt = np.asarray(call_genotype)
     if gt.ndim != 3 or gt.shape[2] != 2:
-        raise ValueError(f"expected diploid call_genotype (variants, samples, 2), got shape {gt.shape}")
+        raise InvalidArgumentError(f"expected diploid call_genotype (variants, samples, 2), got shape {gt.shape}")
     bad = (gt > 1).any(axis=(1, 2))
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
         name = variant_names[first] if variant_names is not None else f"variant {first}"
-        raise ValueError(f"{name}: allele index above 1; the phased encoding needs biallelic "
+        raise InvalidArgumentError(f"{name}: allele index above 1; the phased encoding needs biallelic "
                          f"variants ({int(bad.sum())} offending variants; run qc_split first)")
     a, b = gt[..., 0], gt[..., 1]
     codes = np.where(a == b, 1 + 3 * a.clip(0), np.where(a < b, HET_REF_ALT, HET_ALT_REF))
@@ -162,9 +162,9 @@ def decode_phased(codes: Any) -> np.ndarray:
     """
     c = np.asarray(codes)
     if c.ndim != 2:
-        raise ValueError(f"expected codes (samples, variants), got shape {c.shape}")
+        raise InvalidArgumentError(f"expected codes (samples, variants), got shape {c.shape}")
     if c.size and (c.min() < 0 or c.max() > PAD):
-        raise ValueError(f"codes must lie in 0..{PAD}, found {int(c.min())}..{int(c.max())}")
+        raise InvalidArgumentError(f"codes must lie in 0..{PAD}, found {int(c.min())}..{int(c.max())}")
     return np.ascontiguousarray(_ALLELES[c.astype(np.intp)].transpose(1, 0, 2))
 
 
@@ -199,7 +199,7 @@ def genotypes_to_dataset(codes: Any, like: xr.Dataset) -> xr.Dataset:
     """
     gt = decode_phased(codes)
     if gt.shape[:2] != (like.sizes["variants"], like.sizes["samples"]):
-        raise ValueError(f"codes cover {gt.shape[1]} samples x {gt.shape[0]} variants, the dataset "
+        raise InvalidArgumentError(f"codes cover {gt.shape[1]} samples x {gt.shape[0]} variants, the dataset "
                          f"{like.sizes['samples']} x {like.sizes['variants']}")
     out = like.drop_vars([v for v in ("call_dosage", "call_genotype_probability") if v in like])
     out = out.copy()
@@ -234,11 +234,11 @@ class SegmentLayout:
 
     def __post_init__(self) -> None:
         if int(self.n_variants) != self.n_variants or self.n_variants < 1:
-            raise ValueError(f"n_variants must be a positive integer, got {self.n_variants!r}")
+            raise InvalidArgumentError(f"n_variants must be a positive integer, got {self.n_variants!r}")
         if int(self.segment_length) != self.segment_length or self.segment_length < 1:
-            raise ValueError(f"segment_length must be a positive integer, got {self.segment_length!r}")
+            raise InvalidArgumentError(f"segment_length must be a positive integer, got {self.segment_length!r}")
         if int(self.overlap) != self.overlap or not 0 <= self.overlap < self.segment_length:
-            raise ValueError(f"overlap must be an integer in [0, segment_length), got {self.overlap!r}")
+            raise InvalidArgumentError(f"overlap must be an integer in [0, segment_length), got {self.overlap!r}")
 
     @property
     def stride(self) -> int:
@@ -279,7 +279,7 @@ def segment_codes(codes: Any, layout: SegmentLayout) -> np.ndarray:
     """
     c = np.asarray(codes)
     if c.ndim != 2 or c.shape[1] != layout.n_variants:
-        raise ValueError(f"expected codes (samples, {layout.n_variants}), got shape {c.shape}")
+        raise InvalidArgumentError(f"expected codes (samples, {layout.n_variants}), got shape {c.shape}")
     idx = layout.index()
     out = c[:, np.clip(idx, 0, None)]
     out[:, idx < 0] = PAD
@@ -312,7 +312,7 @@ def haplotype_tokens(tokens: Any) -> np.ndarray:
     """
     t = np.asarray(tokens)
     if t.size and t.max() > PAD:
-        raise ValueError(f"token values must be 0-{PAD}, found {int(t.max())}")
+        raise InvalidArgumentError(f"token values must be 0-{PAD}, found {int(t.max())}")
     pairs = _HAPLOTYPE_CODES[t]  # (samples, ..., 2)
     return np.moveaxis(pairs, -1, 1).reshape(2 * t.shape[0], *t.shape[1:])
 
@@ -336,7 +336,7 @@ def haplotype_probabilities_to_phased(probabilities: Any) -> np.ndarray:
     """
     p = np.asarray(probabilities)
     if p.shape[0] % 2 or p.shape[-1] != 4:
-        raise ValueError(f"expected (2 * samples, ..., 4) probabilities, got shape {p.shape}")
+        raise InvalidArgumentError(f"expected (2 * samples, ..., 4) probabilities, got shape {p.shape}")
     hom = p[..., 0] + p[..., 3]
     alt = np.divide(p[..., 3], hom, out=np.full(hom.shape, 0.5, dtype=p.dtype), where=hom > 0)
     first, second = alt[0::2], alt[1::2]
@@ -359,7 +359,7 @@ def reassemble_tokens(tokens: Any, layout: SegmentLayout) -> np.ndarray:
     t = np.asarray(tokens)
     want = (layout.n_segments, layout.segment_length)
     if t.ndim != 3 or t.shape[1:] != want:
-        raise ValueError(f"expected tokens (samples, {want[0]}, {want[1]}), got shape {t.shape}")
+        raise InvalidArgumentError(f"expected tokens (samples, {want[0]}, {want[1]}), got shape {t.shape}")
     out = np.empty((t.shape[0], layout.n_variants), dtype=t.dtype)
     idx = layout.index()
     for group in reversed(_covering_groups(layout)):  # earlier segments written last win
@@ -393,7 +393,7 @@ def reassemble_probabilities(
     p = np.asarray(probabilities)
     want = (layout.n_segments, layout.segment_length)
     if p.ndim != 4 or p.shape[1:3] != want:
-        raise ValueError(f"expected probabilities (samples, {want[0]}, {want[1]}, classes), "
+        raise InvalidArgumentError(f"expected probabilities (samples, {want[0]}, {want[1]}, classes), "
                          f"got shape {p.shape}")
     n, k = p.shape[0], p.shape[3]
     out = np.zeros((n, layout.n_variants, k), dtype=p.dtype)
@@ -428,10 +428,10 @@ def variant_coordinates(ds: xr.Dataset, position: PositionKind = "physical") -> 
         return np.asarray(ds["variant_position"].values, dtype=np.float64)
     if position == "genetic":
         if "variant_genetic_position" not in ds:
-            raise ValueError("position='genetic' needs the variable variant_genetic_position (cM); "
+            raise InvalidArgumentError("position='genetic' needs the variable variant_genetic_position (cM); "
                              "the dataset has none (use position='physical')")
         return np.asarray(ds["variant_genetic_position"].values, dtype=np.float64)
-    raise ValueError(f"position must be 'physical' or 'genetic', got {position!r}")
+    raise InvalidArgumentError(f"position must be 'physical' or 'genetic', got {position!r}")
 
 
 def positional_channel(coordinates: Any, layout: SegmentLayout,
@@ -443,9 +443,9 @@ def positional_channel(coordinates: Any, layout: SegmentLayout,
     """
     x = np.asarray(coordinates, dtype=np.float64)
     if x.shape != (layout.n_variants,):
-        raise ValueError(f"expected {layout.n_variants} coordinates, got shape {x.shape}")
+        raise InvalidArgumentError(f"expected {layout.n_variants} coordinates, got shape {x.shape}")
     if not np.isfinite(x).all():
-        raise ValueError(f"coordinates must be finite; variant {int(np.flatnonzero(~np.isfinite(x))[0])} is not")
+        raise InvalidArgumentError(f"coordinates must be finite; variant {int(np.flatnonzero(~np.isfinite(x))[0])} is not")
     idx = layout.index()
     valid = idx >= 0
     values = np.where(valid, x[np.clip(idx, 0, None)], np.nan)
@@ -455,7 +455,7 @@ def positional_channel(coordinates: Any, layout: SegmentLayout,
     elif normalise == "global":
         lo, hi = np.full((1, 1), x.min()), np.full((1, 1), x.max())
     else:
-        raise ValueError(f"normalise must be 'segment' or 'global', got {normalise!r}")
+        raise InvalidArgumentError(f"normalise must be 'segment' or 'global', got {normalise!r}")
     span = hi - lo
     scaled = np.where(span > 0, (values - lo) / np.where(span > 0, span, 1.0), 0.0)
     return np.where(valid, scaled, 0.0).astype(np.float32)
@@ -499,11 +499,11 @@ class SegmentedGenotypes:
     def __post_init__(self) -> None:
         shape = (len(self.sample_id), self.layout.n_segments, self.layout.segment_length)
         if self.tokens.shape != shape:
-            raise ValueError(f"tokens have shape {self.tokens.shape}, the layout needs {shape}")
+            raise InvalidArgumentError(f"tokens have shape {self.tokens.shape}, the layout needs {shape}")
         if self.positional.shape != shape[1:]:
-            raise ValueError(f"positional has shape {self.positional.shape}, expected {shape[1:]}")
+            raise InvalidArgumentError(f"positional has shape {self.positional.shape}, expected {shape[1:]}")
         if len(self.variant_position) != self.layout.n_variants:
-            raise ValueError("variant_position does not match the layout's n_variants")
+            raise InvalidArgumentError("variant_position does not match the layout's n_variants")
 
     @property
     def n_samples(self) -> int:
@@ -528,7 +528,7 @@ def _single_contig(ds: xr.Dataset) -> str:
     contigs = list(ds.attrs.get("contigs", []))
     names = [str(contigs[c]) if c < len(contigs) else str(c) for c in codes]
     if len(codes) != 1:
-        raise ValueError(f"segmentation works on one contig at a time; the dataset holds "
+        raise InvalidArgumentError(f"segmentation works on one contig at a time; the dataset holds "
                          f"{', '.join(names)} (select one with ds.isel(variants=...))")
     return names[0]
 
@@ -537,7 +537,7 @@ def _check_sorted(coordinates: np.ndarray, ds: xr.Dataset) -> None:
     step = np.diff(coordinates)
     if (step < 0).any():
         i = int(np.flatnonzero(step < 0)[0]) + 1
-        raise ValueError(f"variants must be sorted by position; {_variant_names(ds)[i]} comes after "
+        raise InvalidArgumentError(f"variants must be sorted by position; {_variant_names(ds)[i]} comes after "
                          "a later position")
 
 
@@ -642,7 +642,7 @@ def segment_to_hdf5(
     from tqdm.auto import tqdm
 
     if sample_chunk < 1:
-        raise ValueError("sample_chunk must be at least 1")
+        raise InvalidArgumentError("sample_chunk must be at least 1")
     contig = _single_contig(ds)
     layout = SegmentLayout(ds.sizes["variants"], segment_length, overlap)
     coords = variant_coordinates(ds, position)
@@ -728,7 +728,7 @@ def iter_segment_batches(path: str | os.PathLike[str], batch_size: int = 1024) -
     concatenating the batches reproduces :func:`read_segments`.
     """
     if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
+        raise InvalidArgumentError("batch_size must be at least 1")
     path = Path(path)
     with _open_checked(path) as handle:
         layout = _layout_of(handle)
@@ -791,9 +791,9 @@ def hwe_exact_pvalues(n_het: Any, n_hom1: Any, n_hom2: Any) -> np.ndarray:
     h1 = np.asarray(n_hom1, dtype=np.int64)
     h2 = np.asarray(n_hom2, dtype=np.int64)
     if not het.shape == h1.shape == h2.shape:
-        raise ValueError("n_het, n_hom1 and n_hom2 must have the same shape")
+        raise InvalidArgumentError("n_het, n_hom1 and n_hom2 must have the same shape")
     if ((het < 0) | (h1 < 0) | (h2 < 0)).any():
-        raise ValueError("genotype counts must be non-negative")
+        raise InvalidArgumentError("genotype counts must be non-negative")
     triples = np.stack([het.ravel(), h1.ravel(), h2.ravel()], axis=1)
     unique, inverse = np.unique(triples, axis=0, return_inverse=True)
     pvalues = np.ones(len(unique))
@@ -901,7 +901,7 @@ def qc_split(
     from analysislib.genotype.masking import split_train_val_test
 
     if decide not in ("train", "all"):
-        raise ValueError(f"decide must be 'train' or 'all', got {decide!r}")
+        raise InvalidArgumentError(f"decide must be 'train' or 'all', got {decide!r}")
     report: dict[str, int] = {"variants_in": int(ds.sizes["variants"])}
     biallelic = biallelic_snp_mask(ds)
     unique = duplicate_position_mask(ds)
@@ -928,7 +928,7 @@ def qc_split(
     complete = np.flatnonzero(~call_missing_kept)
     keep, work = keep[complete], work.isel(variants=complete)
     if work.sizes["variants"] == 0:
-        raise ValueError("no variant is left after the biallelic-SNP and missingness filters")
+        raise InvalidArgumentError("no variant is left after the biallelic-SNP and missingness filters")
     train, validation, test = split_train_val_test(work, fractions, stratify_by=stratify_by, seed=seed)
     passing = variant_qc_mask(train, hwe_threshold=hwe_threshold, min_maf=min_maf)
     if decide == "all":

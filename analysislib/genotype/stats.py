@@ -15,6 +15,7 @@ import pandas as pd
 import xarray as xr
 
 from analysislib import variables
+from analysislib.errors import InvalidArgumentError
 
 __all__ = ["alt_allele_frequency", "genotype_pca", "maf_spectrum", "minor_allele_frequency"]
 
@@ -126,7 +127,7 @@ def genotype_pca(ds: xr.Dataset, *, n_components: int = 10, min_maf: float = 0.0
     p = alt_counts.sum(1) / np.maximum(n_called.sum(1), 1)
     keep = np.minimum(p, 1 - p) >= min_maf
     if keep.sum() < 2:
-        raise ValueError(f"only {int(keep.sum())} variants have MAF >= {min_maf}; PCA needs at least 2")
+        raise InvalidArgumentError(f"only {int(keep.sum())} variants have MAF >= {min_maf}; PCA needs at least 2")
     ploidy = ds.sizes["ploidy"]
     dosage = np.where(n_called[keep] == ploidy, alt_counts[keep], ploidy * p[keep, None])
     z = (dosage - ploidy * p[keep, None]) / np.sqrt(ploidy * p[keep, None] * (1 - p[keep, None]))

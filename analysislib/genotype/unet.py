@@ -146,6 +146,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import xarray as xr
 
+from analysislib.errors import InvalidArgumentError, NotFittedError
 from analysislib.genotype.imputer import GenotypeImputer, ImputationRun, imputed_dataset, sites_key
 from analysislib.genotype.segments import (
     GENOTYPE_CODES,
@@ -280,33 +281,33 @@ class SegmentModelConfig:
 
     def __post_init__(self) -> None:
         if self.model not in ("biunet", "scda"):
-            raise ValueError(f"model must be 'biunet' or 'scda', got {self.model!r}")
+            raise InvalidArgumentError(f"model must be 'biunet' or 'scda', got {self.model!r}")
         if self.unit not in ("genotype", "haplotype"):
-            raise ValueError(f"unit must be 'genotype' or 'haplotype', got {self.unit!r}")
+            raise InvalidArgumentError(f"unit must be 'genotype' or 'haplotype', got {self.unit!r}")
         if int(self.site_channels) != self.site_channels or self.site_channels < 0:
-            raise ValueError(f"site_channels must be a non-negative integer, got {self.site_channels!r}")
+            raise InvalidArgumentError(f"site_channels must be a non-negative integer, got {self.site_channels!r}")
         for name in ("depth", "channels", "kernel_size", "epochs", "batch_size"):
             value = getattr(self, name)
             if int(value) != value or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                raise InvalidArgumentError(f"{name} must be a positive integer, got {value!r}")
         if self.kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd (same padding), got {self.kernel_size}")
+            raise InvalidArgumentError(f"kernel_size must be odd (same padding), got {self.kernel_size}")
         if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise InvalidArgumentError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0 <= self.lam <= 1:
-            raise ValueError(f"lam must be in [0, 1], got {self.lam}")
+            raise InvalidArgumentError(f"lam must be in [0, 1], got {self.lam}")
         if not 0 <= self.mask_start <= 1 or not 0 <= self.mask_end <= 1:
-            raise ValueError("mask_start and mask_end must be in [0, 1]")
+            raise InvalidArgumentError("mask_start and mask_end must be in [0, 1]")
         if self.loss not in ("hybrid", "ce"):
-            raise ValueError(f"loss must be 'hybrid' or 'ce', got {self.loss!r}")
+            raise InvalidArgumentError(f"loss must be 'hybrid' or 'ce', got {self.loss!r}")
         if self.loss_on not in ("all", "masked"):
-            raise ValueError(f"loss_on must be 'all' or 'masked', got {self.loss_on!r}")
+            raise InvalidArgumentError(f"loss_on must be 'all' or 'masked', got {self.loss_on!r}")
         if self.penalty_mode not in ("argmax", "expected"):
-            raise ValueError(f"penalty_mode must be 'argmax' or 'expected', got {self.penalty_mode!r}")
+            raise InvalidArgumentError(f"penalty_mode must be 'argmax' or 'expected', got {self.penalty_mode!r}")
         if self.segment_length is not None:
             SegmentLayout(1, self.segment_length, self.overlap)  # validates both
             if self.segment_length % self.granularity:
-                raise ValueError(f"segment_length {self.segment_length} must be divisible by "
+                raise InvalidArgumentError(f"segment_length {self.segment_length} must be divisible by "
                                  f"2**(depth - 1) = {self.granularity}")
 
     @property
@@ -434,7 +435,7 @@ def predict_segments(model: Any, tokens: Any, positional: Any, *, prior: Any = N
     seg_index = torch.arange(n * s) % s
     use_prior = getattr(model, "use_site_prior", False)
     if use_prior and prior is None:
-        raise ValueError("this model was trained with a site prior: pass prior=")
+        raise InvalidArgumentError("this model was trained with a site prior: pass prior=")
     pri = torch.from_numpy(np.ascontiguousarray(np.asarray(prior, dtype=np.float32))) if use_prior else None
     out = np.empty((n * s, length, N_CLASSES), dtype=np.float32)
     model = model.to(device).eval()
@@ -468,7 +469,7 @@ class _SegmentImputer(GenotypeImputer):
         self.preset = self.presets.canonical(preset) if config is None else preset
         self.config = self.presets.resolve(self.preset if config is None else config, **overrides)
         if not 0 <= validation_fraction < 1:
-            raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+            raise InvalidArgumentError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
         self.validation_fraction = float(validation_fraction)
         self.device, self.amp, self.checkpoint_dir = device, amp, checkpoint_dir
         self.threads, self.progress = threads, progress
@@ -507,7 +508,7 @@ class _SegmentImputer(GenotypeImputer):
         keys = sites_key(target)
         unknown = [k for k in keys if k not in ref_index]
         if unknown:
-            raise ValueError(f"{len(unknown)} target sites are not in the reference panel, e.g. {unknown[0]}")
+            raise InvalidArgumentError(f"{len(unknown)} target sites are not in the reference panel, e.g. {unknown[0]}")
         rows = np.fromiter((ref_index[k] for k in keys), dtype=np.int64, count=len(keys))
         gt = np.asarray(target["call_genotype"].values)
         codes = np.zeros((target.sizes["samples"], self.reference.sizes["variants"]), dtype=np.uint8)
@@ -519,7 +520,7 @@ class _SegmentImputer(GenotypeImputer):
         from analysislib.training import select_device
 
         if self.trained is None or self.reference is None:
-            raise RuntimeError("call fit(reference) before impute(target)")
+            raise NotFittedError("call fit(reference) before impute(target)")
         started = time.perf_counter()
         reference, trained = self.reference, self.trained
         _warn_if_unphased(target, self.name, "target")

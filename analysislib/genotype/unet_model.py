@@ -17,6 +17,7 @@ import itertools
 import torch
 from torch import nn
 
+from analysislib.errors import InvalidArgumentError
 from analysislib.genotype.segments import N_CLASSES, VOCAB_SIZE
 
 __all__ = ["SCDA", "BiUNet"]
@@ -28,15 +29,15 @@ def _one_hot_input(tokens: torch.Tensor, positional: torch.Tensor | None, use_po
     x = nn.functional.one_hot(tokens.long(), VOCAB_SIZE).to(torch.float32).transpose(1, 2)
     if use_pos:
         if positional is None:
-            raise ValueError("this model needs the positional channel")
+            raise InvalidArgumentError("this model needs the positional channel")
         x = torch.cat([x, positional.to(torch.float32).unsqueeze(1)], dim=1)
     if use_prior:
         if prior is None:
-            raise ValueError("this model needs the site prior")
+            raise InvalidArgumentError("this model needs the site prior")
         x = torch.cat([x, prior.to(torch.float32).exp()], dim=1)
     if embedding is not None:
         if segment is None:
-            raise ValueError("this model has a site embedding: pass the segment index of each row")
+            raise InvalidArgumentError("this model has a site embedding: pass the segment index of each row")
         x = torch.cat([x, embedding[segment.long()]], dim=1)
     return x
 
@@ -46,7 +47,7 @@ def _site_embedding(sites: tuple[int, int] | None, site_channels: int) -> nn.Par
     if not site_channels:
         return None
     if sites is None:
-        raise ValueError("a site embedding needs the segmentation: pass sites=(n_segments, length)")
+        raise InvalidArgumentError("a site embedding needs the segmentation: pass sites=(n_segments, length)")
     return nn.Parameter(torch.zeros(sites[0], site_channels, sites[1]))
 
 

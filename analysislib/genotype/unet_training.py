@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
+from analysislib.errors import InvalidArgumentError
 from analysislib.genotype.segments import (
     GENOTYPE_CODES,
     MISSING,
@@ -147,7 +148,7 @@ def focal_penalty_loss(logits: torch.Tensor, target: torch.Tensor, *, gamma: flo
     elif penalty_mode == "expected":
         w = (matrix[cls] * logp.exp().transpose(1, 2)).sum(-1)
     else:
-        raise ValueError(f"penalty_mode must be 'argmax' or 'expected', got {penalty_mode!r}")
+        raise InvalidArgumentError(f"penalty_mode must be 'argmax' or 'expected', got {penalty_mode!r}")
     values = -((1 - p_t) ** gamma) * w * logp_t
     scored = known if weight is None else known & weight.bool()
     return _weighted_mean(values, scored)
@@ -390,7 +391,7 @@ def train_segment_model(
     if validation is not None:
         val = validation if isinstance(validation, SegmentedGenotypes) else _segment(validation, config)
         if val.layout != segs.layout:
-            raise ValueError("validation segments do not share the training segmentation")
+            raise InvalidArgumentError("validation segments do not share the training segmentation")
     if config.unit == "haplotype":
         segs = _as_haplotype_rows(segs)
         val = None if val is None else _as_haplotype_rows(val)

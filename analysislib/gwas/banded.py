@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from analysislib.errors import NotPositiveDefiniteError
+from analysislib.errors import InvalidArgumentError, NotPositiveDefiniteError
 from analysislib.gwas.windows import _as_matrix
 
 __all__ = [
@@ -285,10 +285,10 @@ def band_window(
     BandedWindow
     """
     if taper not in TAPERS:
-        raise ValueError(f"taper must be one of {TAPERS}, got {taper!r}")
+        raise InvalidArgumentError(f"taper must be one of {TAPERS}, got {taper!r}")
     b = int(bandwidth)
     if b < 1:
-        raise ValueError(f"bandwidth must be a positive number of SNPs, got {bandwidth}")
+        raise InvalidArgumentError(f"bandwidth must be a positive number of SNPs, got {bandwidth}")
     if (R_window is None) == (block_fn is None):
         raise TypeError("give exactly one of R_window and block_fn")
     if R_window is not None:
@@ -303,7 +303,7 @@ def band_window(
         m = int(n_snps)
     start, stop, step = target.indices(m)
     if step != 1 or stop <= start:
-        raise ValueError(f"target must be a non-empty contiguous slice of the {m}-SNP window, "
+        raise InvalidArgumentError(f"target must be a non-empty contiguous slice of the {m}-SNP window, "
                          f"got {target}")
     t = slice(start, stop)
     s = min(2 * b, stop - start)  # one block needs no coupling, so no padding either
@@ -324,10 +324,10 @@ def band_window(
         block = torch.as_tensor(raw, dtype=_DTYPE, device=device)
         expected = (rows.stop - rows.start, cols.stop - cols.start)
         if tuple(block.shape) != expected:
-            raise ValueError(f"block_fn returned shape {tuple(block.shape)} for rows {rows.start}:"
+            raise InvalidArgumentError(f"block_fn returned shape {tuple(block.shape)} for rows {rows.start}:"
                              f"{rows.stop}, columns {cols.start}:{cols.stop}; expected {expected}")
         if not torch.isfinite(block).all():
-            raise ValueError(f"LD rows {rows.start}:{rows.stop} contain NaN or infinite values")
+            raise InvalidArgumentError(f"LD rows {rows.start}:{rows.stop} contain NaN or infinite values")
         slabs[i, : expected[0], cols.start - col0:cols.stop - col0] = block
     # distance of each slab entry from the diagonal: row r of block i is window SNP row0 + r,
     # slab column c is window SNP row0 - b + c

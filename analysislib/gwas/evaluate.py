@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysislib.errors import InvalidArgumentError
 from analysislib.presets import Presets
 from analysislib.results import ResultsStore, new_run_id
 
@@ -83,7 +84,7 @@ def parse_method(method: str) -> tuple[str, str]:
     objective, _, kind = method.partition("_")
     if objective not in OBJECTIVES or kind not in PRIOR_KINDS:
         names = ", ".join(f"{o}_{k}" for o in OBJECTIVES for k in PRIOR_KINDS)
-        raise ValueError(f"unknown GWAS prior method {method!r}; choose from {names}")
+        raise InvalidArgumentError(f"unknown GWAS prior method {method!r}; choose from {names}")
     return objective, kind
 
 
@@ -142,7 +143,7 @@ def evaluate_gwas(method: str, scale: str = "quick", *, seed: int = 0, features:
     objective, kind = parse_method(method)
     chosen = GWAS_TRAINING.resolve(scale, **dict(settings or {}))
     if features not in ("all", "few"):
-        raise ValueError(f"features must be 'all' or 'few', got {features!r}")
+        raise InvalidArgumentError(f"features must be 'all' or 'few', got {features!r}")
     scale = GWAS_TRAINING.canonical(scale)
     if sim is None:
         sim = simulate_gwas(scale, seed=seed)

@@ -78,7 +78,12 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy import stats
 
-from analysislib.errors import ExternalToolError, InputFormatError, LdscNotFoundError
+from analysislib.errors import (
+    ExternalToolError,
+    InputFormatError,
+    InvalidArgumentError,
+    LdscNotFoundError,
+)
 from analysislib.external import ToolRun, run_tool
 from analysislib.io.atomic import atomic_output
 
@@ -118,7 +123,7 @@ def unbiased_r2(r2: Any, n: int) -> np.ndarray:
         Number of haplotypes (or samples) the correlations were estimated from.
     """
     if n <= 2:
-        raise ValueError(f"the unbiased r^2 needs n > 2, got {n}")
+        raise InvalidArgumentError(f"the unbiased r^2 needs n > 2, got {n}")
     r2 = np.asarray(r2, dtype=np.float64)
     return r2 - (1.0 - r2) / (n - 2)
 
@@ -150,10 +155,10 @@ def annotation_ld_scores(
         a = a[:, None]
     m = R.shape[0]
     if R.shape != (m, m) or a.shape[0] != m:
-        raise ValueError(f"R has shape {R.shape} and annotations {a.shape}; R must be square "
+        raise InvalidArgumentError(f"R has shape {R.shape} and annotations {a.shape}; R must be square "
                          "with one annotation row per SNP")
     if unbiased and n_ref is None:
-        raise ValueError("n_ref (haplotypes behind R) is needed for the unbiased r^2")
+        raise InvalidArgumentError("n_ref (haplotypes behind R) is needed for the unbiased r^2")
     if sp.issparse(R):
         r2 = sp.csr_matrix(R, dtype=np.float64, copy=True)
         r2.data = r2.data ** 2
@@ -248,7 +253,7 @@ def block_jackknife(
     n = x.shape[0]
     if separators is None:
         if not 1 < n_blocks <= n:
-            raise ValueError(f"n_blocks must lie in [2, {n}] (number of SNPs), got {n_blocks}")
+            raise InvalidArgumentError(f"n_blocks must lie in [2, {n}] (number of SNPs), got {n_blocks}")
         separators = np.floor(np.linspace(0, n, n_blocks + 1)).astype(np.int64)
     xtx = np.stack([x[a:b].T @ x[a:b] for a, b in itertools.pairwise(separators)])
     xty = np.stack([x[a:b].T @ y[a:b] for a, b in itertools.pairwise(separators)])
@@ -262,7 +267,7 @@ def block_jackknife(
 def _weighted(x: np.ndarray, sqrt_w: np.ndarray) -> np.ndarray:
     """Rows scaled by ``sqrt_w / sum(sqrt_w)`` (ldsc ``IRWLS._weight``)."""
     if np.any(sqrt_w <= 0):
-        raise ValueError("regression weights must be positive")
+        raise InvalidArgumentError("regression weights must be positive")
     scale = sqrt_w / sqrt_w.sum()
     return x * (scale[:, None] if x.ndim == 2 else scale)
 
@@ -357,7 +362,7 @@ def _as_column(value: Any, n: int, name: str) -> np.ndarray:
     arr = np.broadcast_to(np.asarray(value, dtype=np.float64), (n,)).copy()
     if not np.all(np.isfinite(arr)):
         bad = int(np.flatnonzero(~np.isfinite(arr))[0])
-        raise ValueError(f"{name} is not finite at SNP {bad}")
+        raise InvalidArgumentError(f"{name} is not finite at SNP {bad}")
     return arr
 
 
@@ -422,22 +427,22 @@ def s_ldsc(
     w_ld = _as_column(w_ld, n_snp, "w_ld")
     n_vec = _as_column(n, n_snp, "N")
     if not np.all(np.isfinite(ref_ld)):
-        raise ValueError("ref_ld contains non-finite values")
+        raise InvalidArgumentError("ref_ld contains non-finite values")
     m = np.asarray(m, dtype=np.float64).reshape(-1)
     if m.shape != (n_annot,):
-        raise ValueError(f"m has {m.size} values; ref_ld has {n_annot} annotations")
+        raise InvalidArgumentError(f"m has {m.size} values; ref_ld has {n_annot} annotations")
     if two_step is not None and intercept is not None:
-        raise ValueError("two_step estimates the intercept; it cannot be combined with a fixed "
+        raise InvalidArgumentError("two_step estimates the intercept; it cannot be combined with a fixed "
                          "intercept")
     names = list(names) if names is not None else [f"L2_{k}" for k in range(n_annot)]
     if len(names) != n_annot:
-        raise ValueError(f"{len(names)} names for {n_annot} annotations")
+        raise InvalidArgumentError(f"{len(names)} names for {n_annot} annotations")
     reweight = True
     if match_ldsc:
         n_blocks = min(n_snp, n_blocks)
         if n_annot > 1:
             if two_step is not None:
-                raise ValueError("ldsc does not allow the two-step estimator with several "
+                raise InvalidArgumentError("ldsc does not allow the two-step estimator with several "
                                  "annotations; use match_ldsc=False")
             reweight = False
             if chisq_max is None:
@@ -449,7 +454,7 @@ def s_ldsc(
         keep = y < chisq_max
         removed = int(n_snp - keep.sum())
         if not keep.any():
-            raise ValueError(f"no SNP has chi2 < chisq_max = {chisq_max}")
+            raise InvalidArgumentError(f"no SNP has chi2 < chisq_max = {chisq_max}")
         y, w_ld, n_vec, ref_ld = y[keep], w_ld[keep], n_vec[keep], ref_ld[keep]
         n_snp = y.size
 
@@ -476,7 +481,7 @@ def s_ldsc(
         step1 = np.flatnonzero(y < two_step)
         filtered = n_snp - step1.size
         if step1.size < n_blocks:
-            raise ValueError(f"only {step1.size} SNPs have chi2 < {two_step}; fewer than "
+            raise InvalidArgumentError(f"only {step1.size} SNPs have chi2 < {two_step}; fewer than "
                              f"n_blocks = {n_blocks}")
         x1 = np.column_stack([x[step1], np.ones(step1.size)])
         # ldsc's step-1 update reads the LD score from the N-scaled design matrix
@@ -565,7 +570,7 @@ def enrichment(
     if a.ndim == 1:
         a = a[:, None]
     if a.shape[1] != result.tau.size:
-        raise ValueError(f"annotations have {a.shape[1]} categories; the fit has "
+        raise InvalidArgumentError(f"annotations have {a.shape[1]} categories; the fit has "
                          f"{result.tau.size}")
     names = list(names) if names is not None else list(result.names)
     m_tot = float(a.shape[0])
@@ -607,7 +612,7 @@ def _snp_frame(snp: Any, chrom: Any, bp: Any, n: int) -> pd.DataFrame:
     chrom = np.broadcast_to(np.asarray(chrom), (n,))
     bp = np.asarray(bp)
     if snp.shape != (n,) or bp.shape != (n,):
-        raise ValueError(f"snp and bp need one value per row ({n}); got {snp.shape} and "
+        raise InvalidArgumentError(f"snp and bp need one value per row ({n}); got {snp.shape} and "
                          f"{bp.shape}")
     return pd.DataFrame({"CHR": chrom.astype(np.int64), "SNP": snp, "BP": bp.astype(np.int64)})
 
@@ -618,12 +623,12 @@ def _values_frame(values: Any, names: Sequence[str] | None, default: str) -> pd.
         v = v[:, None]
     names = list(names) if names is not None else [f"{default}{k}" for k in range(v.shape[1])]
     if len(names) != v.shape[1]:
-        raise ValueError(f"{len(names)} names for {v.shape[1]} columns")
+        raise InvalidArgumentError(f"{len(names)} names for {v.shape[1]} columns")
     if len(set(names)) != len(names) or any(not n or any(c.isspace() for c in n)
                                             for n in names):
-        raise ValueError(f"column names must be unique, non-empty and without spaces: {names}")
+        raise InvalidArgumentError(f"column names must be unique, non-empty and without spaces: {names}")
     if not np.all(np.isfinite(v)):
-        raise ValueError("values must be finite")
+        raise InvalidArgumentError("values must be finite")
     return pd.DataFrame(v, columns=names)
 
 
@@ -637,7 +642,7 @@ def _write_table(path: Path, frame: pd.DataFrame, float_format: str) -> Path:
 def _check_m(m: Any, n_cols: int, what: str) -> np.ndarray:
     m = np.asarray(m, dtype=np.float64).reshape(-1)
     if m.shape != (n_cols,) or not np.all(np.isfinite(m)):
-        raise ValueError(f"{what}: {m.size} values for {n_cols} LD score columns (or not finite)")
+        raise InvalidArgumentError(f"{what}: {m.size} values for {n_cols} LD score columns (or not finite)")
     return m
 
 
@@ -761,7 +766,7 @@ def write_sumstats(
     z = np.asarray(z, dtype=np.float64)
     k = z.size
     if not np.all(np.isfinite(z)):
-        raise ValueError(f"Z is not finite at SNP {int(np.flatnonzero(~np.isfinite(z))[0])}")
+        raise InvalidArgumentError(f"Z is not finite at SNP {int(np.flatnonzero(~np.isfinite(z))[0])}")
     table = pd.DataFrame({
         "SNP": np.asarray(snp).astype(str),
         "A1": np.broadcast_to(np.asarray(a1), (k,)),
@@ -771,7 +776,7 @@ def write_sumstats(
     })
     path = Path(path)
     if not path.name.endswith(".gz"):
-        raise ValueError(f"{path}: ldsc expects a gzipped .sumstats.gz file")
+        raise InvalidArgumentError(f"{path}: ldsc expects a gzipped .sumstats.gz file")
     return _write_table(path, table, float_format)
 
 

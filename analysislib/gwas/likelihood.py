@@ -98,7 +98,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from analysislib.errors import NotPositiveDefiniteError
+from analysislib.errors import InvalidArgumentError, NotPositiveDefiniteError
 from analysislib.gwas.banded import BandedWindow, band_window
 
 # Windows and solvers moved to analysislib.gwas.windows and analysislib.gwas.solvers; their
@@ -172,7 +172,7 @@ def _local_slice(target: slice, m: int) -> slice:
         raise TypeError(f"target must be a slice of the window, got {type(target).__name__}")
     start, stop, step = target.indices(m)
     if step != 1 or stop <= start:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"target must be a non-empty contiguous slice inside the window of {m} SNPs, "
             f"got {target}")
     return slice(start, stop)
@@ -189,33 +189,33 @@ def _check_inputs(
         log_F_t = torch.as_tensor(np.asarray(log_F, dtype=np.float64))
     t = _local_slice(target, m)
     if log_F_t.shape != (m,):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"log_F has shape {tuple(log_F_t.shape)}; expected ({m},), one value per SNP of the "
             "window (flanks included)")
     if not torch.isfinite(log_F_t.detach()).all():
-        raise ValueError("log_F contains NaN or infinite values")
+        raise InvalidArgumentError("log_F contains NaN or infinite values")
     if isinstance(z_target, torch.Tensor):
         z = z_target.detach().to(device=device, dtype=_DTYPE)
     else:
         z = torch.as_tensor(np.asarray(z_target, dtype=np.float64), device=device)
     n_t = t.stop - t.start
     if z.shape != (n_t,):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"z_target has shape {tuple(z.shape)}; expected ({n_t},) for target {t.start}:{t.stop}")
     if not torch.isfinite(z).all():
-        raise ValueError("z_target contains NaN or infinite values")
+        raise InvalidArgumentError("z_target contains NaN or infinite values")
     if isinstance(sigma, torch.Tensor):
         if sigma.numel() != 1:
-            raise ValueError(f"sigma must be a scalar, got shape {tuple(sigma.shape)}")
+            raise InvalidArgumentError(f"sigma must be a scalar, got shape {tuple(sigma.shape)}")
         sig: Tensor | float = sigma.reshape(()).to(device=device, dtype=_DTYPE)
         sig_value = float(sig.detach())
     else:
         sig = float(sigma)
         sig_value = sig
     if not sig_value > 0:
-        raise ValueError(f"sigma must be positive, got {sig_value}")
+        raise InvalidArgumentError(f"sigma must be positive, got {sig_value}")
     if not float(eps) >= 0:
-        raise ValueError(f"eps must be non-negative, got {eps}")
+        raise InvalidArgumentError(f"eps must be non-negative, got {eps}")
     return z, log_F_t, sig, t
 
 
@@ -291,12 +291,12 @@ def _factor_for(p: _Problem, factor: WindowFactor | None, spectral: bool,
         return prepare_window(R_window, target=p.target, spectral=spectral, device=p.U.device)
     if factor.n_snps != p.m or (factor.target.start, factor.target.stop) != (
             p.target.start, p.target.stop):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"factor was prepared for a window of {factor.n_snps} SNPs with target "
             f"{factor.target.start}:{factor.target.stop}, not {p.m} SNPs with target "
             f"{p.target.start}:{p.target.stop}")
     if spectral and factor.r_eigvals is None:
-        raise ValueError("the spectral preconditioner needs prepare_window(..., spectral=True)")
+        raise InvalidArgumentError("the spectral preconditioner needs prepare_window(..., spectral=True)")
     return factor
 
 
@@ -307,7 +307,7 @@ def _nll_from_parts(logdet: Tensor, quad: Tensor, n_t: int, n: float | None) -> 
     nll = 0.5 / n_t * (logdet + quad + n_t * LOG_2PI)
     if n is not None:
         if not float(n) > 0:
-            raise ValueError(f"n (GWAS sample size) must be positive, got {n}")
+            raise InvalidArgumentError(f"n (GWAS sample size) must be positive, got {n}")
         nll = nll - 0.5 * math.log(float(n))
     return nll
 
@@ -333,7 +333,7 @@ def _banded_for(R_window: Any, target: slice, options: dict[str, Any],
             raise TypeError("bandwidth and taper belong to band_window(); this window is "
                             f"already banded at {R_window.bandwidth} SNPs")
         if (target.start, target.stop) != (R_window.target.start, R_window.target.stop):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"the banded window was made for target {R_window.target.start}:"
                 f"{R_window.target.stop}, not {target.start}:{target.stop}")
         return R_window
@@ -509,7 +509,7 @@ def window_nll(
         total, info = _solve_cg(p, R_window, solver_options)
         nll = _nll_from_parts(total, torch.zeros((), dtype=_DTYPE, device=total.device), p.n_t, n)
     else:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        raise InvalidArgumentError(f"method must be one of {METHODS}, got {method!r}")
     return (nll, info) if return_info else nll
 
 
@@ -592,11 +592,11 @@ def composite_nll(
     if "factor" in options or "return_info" in options:
         raise TypeError("composite_nll does not take factor or return_info")
     if not windows:
-        raise ValueError("composite_nll needs at least one window")
+        raise InvalidArgumentError("composite_nll needs at least one window")
     z_all = torch.as_tensor(np.asarray(z.detach().cpu() if isinstance(z, torch.Tensor) else z,
                                        dtype=np.float64))
     if z_all.ndim != 1 or z_all.shape[0] != log_F.shape[0]:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"z has shape {tuple(z_all.shape)} and log_F {tuple(log_F.shape)}; both must be (M,)")
     total = torch.zeros((), dtype=_DTYPE, device=log_F.device)
     count = 0

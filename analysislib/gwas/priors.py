@@ -60,6 +60,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from analysislib.errors import InvalidArgumentError
 from analysislib.gwas.likelihood import null_nll, window_nll
 from analysislib.gwas.windows import Window, plan_windows, window_matrix
 
@@ -140,7 +141,7 @@ def feature_set(sim: SimulatedGwas, name: str = "all") -> FeatureSet:
         first = sim.track_names[0].split(":")[0]
         tracks = tuple(k for k, t in enumerate(sim.track_names) if t.split(":")[0] == first)
         return FeatureSet("few", tracks, ())
-    raise ValueError(f"unknown feature set {name!r}; use 'all' or 'few'")
+    raise InvalidArgumentError(f"unknown feature set {name!r}; use 'all' or 'few'")
 
 
 def initial_log_f(z: Any, ld_scores: Any) -> float:
@@ -269,7 +270,7 @@ class _RelativeAttention(nn.Module):
     def __init__(self, dim: int, heads: int, length: int, dropout: float) -> None:
         super().__init__()
         if dim % heads:
-            raise ValueError(f"dim {dim} must be divisible by heads {heads}")
+            raise InvalidArgumentError(f"dim {dim} must be divisible by heads {heads}")
         self.heads, self.length = heads, length
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.out = nn.Linear(dim, dim)
@@ -332,11 +333,11 @@ class ConvAttentionPrior(_PriorBase):
         ratio = window / target_length
         n_down = round(math.log2(ratio)) if ratio >= 1 else -1
         if n_down < 1 or 2 ** n_down != ratio:
-            raise ValueError(f"window ({window}) must be target_length ({target_length}) times a "
+            raise InvalidArgumentError(f"window ({window}) must be target_length ({target_length}) times a "
                              "power of two of at least 2")
         c_in = n_tracks + n_scalars
         if c_in < 1:
-            raise ValueError("ConvAttentionPrior needs at least one input feature")
+            raise InvalidArgumentError("ConvAttentionPrior needs at least one input feature")
         half = max(dim // 2, 1)
         self.stem = nn.Sequential(
             nn.Conv1d(c_in, half, stem_kernel, padding=stem_kernel // 2),
@@ -401,9 +402,9 @@ def make_prior(kind: str, n_tracks: int, n_scalars: int, window: int, *,
     classes = {"constant": ConstantPrior, "linear": LinearPrior, "mlp": MLPPrior,
                "conv": ConvAttentionPrior}
     if kind not in classes:
-        raise ValueError(f"unknown prior kind {kind!r}; choose from {PRIOR_KINDS}")
+        raise InvalidArgumentError(f"unknown prior kind {kind!r}; choose from {PRIOR_KINDS}")
     if size not in _SIZES:
-        raise ValueError(f"unknown size {size!r}; use {sorted(_SIZES)}")
+        raise InvalidArgumentError(f"unknown size {size!r}; use {sorted(_SIZES)}")
     options = {**_SIZES[size].get(kind, {}), **kwargs}
     model = classes[kind](n_tracks, n_scalars, window, init_log_f=init_log_f, **options)
     return model.to(_DTYPE)
@@ -440,7 +441,7 @@ def prepare_windows(
     """
     runs = sim.segment_bounds(split)
     if not runs:
-        raise ValueError(f"the simulation has no SNPs in split {split!r}")
+        raise InvalidArgumentError(f"the simulation has no SNPs in split {split!r}")
     out = []
     for a, b in runs:
         for w in plan_windows(b - a, target_size=target_size, flank=flank):
@@ -671,9 +672,9 @@ def train_prior(
 
     config = config or PriorTrainingConfig()
     if config.objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {config.objective!r}")
+        raise InvalidArgumentError(f"objective must be one of {OBJECTIVES}, got {config.objective!r}")
     if config.method.startswith("banded") and config.bandwidth is None:
-        raise ValueError(f"method={config.method!r} needs PriorTrainingConfig(bandwidth=...)")
+        raise InvalidArgumentError(f"method={config.method!r} needs PriorTrainingConfig(bandwidth=...)")
     features = features or feature_set(sim, "all")
     device = select_device(config.device)
     model = model.to(device=device, dtype=_DTYPE)
@@ -683,7 +684,7 @@ def train_prior(
             model.eval()
             model(tracks[:2], scalars[:2])
     except RuntimeError as err:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"the model does not accept feature set {features.name!r} ({len(features.tracks)} "
             f"tracks x {tracks.shape[2]} bins, {len(features.scalars)} scalars); build it with "
             f"make_prior(kind, {len(features.tracks)}, {len(features.scalars)}, "

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysislib.errors import InvalidArgumentError
 from analysislib.gwas.evaluate import OBJECTIVES, evaluate_gwas
 from analysislib.results import ResultsStore, array_checksum, run_stamp
 
@@ -73,9 +74,9 @@ def scale_runs(scale: str, *, seed: int = 0, seeds: Sequence[int] = (),
         For an unknown scale or ablation choice.
     """
     if scale not in _SCALE_RUNS:
-        raise ValueError(f"scale must be one of {sorted(_SCALE_RUNS)}, got {scale!r}")
+        raise InvalidArgumentError(f"scale must be one of {sorted(_SCALE_RUNS)}, got {scale!r}")
     if ablation not in ("auto", "yes", "no"):
-        raise ValueError(f"ablation must be 'auto', 'yes' or 'no', got {ablation!r}")
+        raise InvalidArgumentError(f"ablation must be 'auto', 'yes' or 'no', got {ablation!r}")
     default_seeds, default_ablation = _SCALE_RUNS[scale]
     if scale != "standard":
         default_seeds = [seed]

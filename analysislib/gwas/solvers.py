@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from analysislib.errors import NotPositiveDefiniteError
+from analysislib.errors import InvalidArgumentError, NotPositiveDefiniteError
 from analysislib.gwas.banded import (
     BandedWindow,
     block_cholesky,
@@ -277,7 +277,7 @@ def _solve_woodbury(p: _Problem, factor: WindowFactor, rank_tol: float | None,
     r = int(keep.sum())
     F = torch.exp(p.log_F)
     if inner not in ("auto", "eigen", "snps"):
-        raise ValueError(f"inner must be 'auto', 'eigen' or 'snps', got {inner!r}")
+        raise InvalidArgumentError(f"inner must be 'auto', 'eigen' or 'snps', got {inner!r}")
     if inner == "auto":
         inner = "eigen" if r <= p.m else "snps"
     if inner == "eigen":
@@ -361,7 +361,7 @@ def _make_operators(state: _CGState, F: Tensor, sigma: float, *,
     p = state.p
     mu = float(F.mean())
     if state.preconditioner not in ("spectral", "target", None):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"preconditioner must be 'spectral', 'target' or None, got {state.preconditioner!r}")
     if rotate is None:
         rotate = state.preconditioner == "target"
@@ -425,7 +425,7 @@ def _banded_operators(state: _CGState, F: Tensor, sigma: float) -> _Operators:
     matvec = bw.c_operator(F_cols, sigma, state.eps)
     window = slice(bw.pad, bw.pad + bw.n_snps)
     if state.preconditioner not in ("block", "tridiagonal", None):
-        raise ValueError("preconditioner must be 'block', 'tridiagonal' or None for "
+        raise InvalidArgumentError("preconditioner must be 'block', 'tridiagonal' or None for "
                          f"method='banded_cg', got {state.preconditioner!r}")
     factor: tuple[Tensor, Tensor | None] | None = None
     if state.preconditioner is not None:
@@ -628,7 +628,7 @@ class _IterativeNLL(torch.autograd.Function):
                     RuntimeWarning, stacklevel=4)
             logdet, how = logdet_m + float(est.mean()), "slq"
         else:
-            raise ValueError(f"logdet must be 'slq' or 'exact', got {state.logdet!r}")
+            raise InvalidArgumentError(f"logdet must be 'slq' or 'exact', got {state.logdet!r}")
         probe_iters = torch.cat(iterations)[1:]
         state.info = NLLInfo(
             "banded_cg" if state.banded is not None else "cg", logdet, float(quad),
@@ -681,14 +681,14 @@ _CG_OPTIONS = {"tol", "max_iter", "vtol", "min_probes", "max_probes", "seed", "g
 def _cg_state(options: dict[str, Any], need_grad: bool, **fields: Any) -> _CGState:
     vtol = float(options.get("vtol", 0.1))
     if vtol < 0:
-        raise ValueError(f"vtol must be >= 0, got {vtol}")
+        raise InvalidArgumentError(f"vtol must be >= 0, got {vtol}")
     min_probes, max_probes = int(options.get("min_probes", 16)), int(options.get("max_probes",
                                                                                  1024))
     if not 2 <= min_probes <= max_probes:
-        raise ValueError(f"need 2 <= min_probes <= max_probes, got {min_probes}, {max_probes}")
+        raise InvalidArgumentError(f"need 2 <= min_probes <= max_probes, got {min_probes}, {max_probes}")
     logdet_tol = options.get("logdet_tol", 5e-3)
     if logdet_tol is not None and not float(logdet_tol) > 0:
-        raise ValueError(f"logdet_tol must be positive or None, got {logdet_tol}")
+        raise InvalidArgumentError(f"logdet_tol must be positive or None, got {logdet_tol}")
     generator = options.get("generator")
     if generator is None:
         generator = torch.Generator().manual_seed(int(options.get("seed", 0)))

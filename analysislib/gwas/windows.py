@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from analysislib.errors import InvalidArgumentError
+
 __all__ = [
     "Window",
     "make_psd",
@@ -57,7 +59,7 @@ class Window:
 
     def __post_init__(self) -> None:
         if not 0 <= self.start <= self.target_start < self.target_stop <= self.stop:
-            raise ValueError(
+            raise InvalidArgumentError(
                 "Window needs 0 <= start <= target_start < target_stop <= stop, got "
                 f"start={self.start}, target_start={self.target_start}, "
                 f"target_stop={self.target_stop}, stop={self.stop}")
@@ -93,13 +95,13 @@ def _contig_runs(n_snps: int, contigs: Any) -> list[tuple[int, int]]:
         return [(0, n_snps)]
     labels = np.asarray(contigs)
     if labels.shape != (n_snps,):
-        raise ValueError(f"contigs has shape {labels.shape}; expected ({n_snps},)")
+        raise InvalidArgumentError(f"contigs has shape {labels.shape}; expected ({n_snps},)")
     change = np.flatnonzero(labels[1:] != labels[:-1]) + 1
     bounds = [0, *change.tolist(), n_snps]
     runs = list(itertools.pairwise(bounds))
     seen = [labels[a] for a, _ in runs]
     if len(set(seen)) != len(seen):
-        raise ValueError("contigs must be sorted: each contig's SNPs must be contiguous")
+        raise InvalidArgumentError("contigs must be sorted: each contig's SNPs must be contiguous")
     return runs
 
 
@@ -143,20 +145,20 @@ def plan_windows(
     """
     n_snps = int(n_snps)
     if n_snps < 1:
-        raise ValueError(f"plan_windows needs at least one SNP, got n_snps={n_snps}")
+        raise InvalidArgumentError(f"plan_windows needs at least one SNP, got n_snps={n_snps}")
     snp_units = target_size is not None or flank is not None
     bp_units = target_bp is not None or flank_bp is not None
     if snp_units == bp_units:
-        raise ValueError(
+        raise InvalidArgumentError(
             "plan_windows: give either target_size and flank (SNP counts) or target_bp and "
             "flank_bp (base pairs, with positions)")
     runs = _contig_runs(n_snps, contigs)
     windows: list[Window] = []
     if snp_units:
         if target_size is None or flank is None:
-            raise ValueError("plan_windows: target_size and flank must be given together")
+            raise InvalidArgumentError("plan_windows: target_size and flank must be given together")
         if int(target_size) < 1 or int(flank) < 0:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"plan_windows: target_size must be >= 1 and flank >= 0, got {target_size}, "
                 f"{flank}")
         step, fl = int(target_size), int(flank)
@@ -166,22 +168,22 @@ def plan_windows(
                 windows.append(Window(max(a, ts - fl), min(b, te + fl), ts, te))
         return windows
     if target_bp is None or flank_bp is None:
-        raise ValueError("plan_windows: target_bp and flank_bp must be given together")
+        raise InvalidArgumentError("plan_windows: target_bp and flank_bp must be given together")
     if positions is None:
-        raise ValueError("plan_windows: base-pair units need positions")
+        raise InvalidArgumentError("plan_windows: base-pair units need positions")
     if not target_bp > 0 or not flank_bp >= 0:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"plan_windows: target_bp must be > 0 and flank_bp >= 0, got {target_bp}, {flank_bp}")
     pos = np.asarray(positions, dtype=np.float64)
     if pos.shape != (n_snps,):
-        raise ValueError(f"positions has shape {pos.shape}; expected ({n_snps},)")
+        raise InvalidArgumentError(f"positions has shape {pos.shape}; expected ({n_snps},)")
     if not np.all(np.isfinite(pos)):
-        raise ValueError("positions contain NaN or infinite values")
+        raise InvalidArgumentError("positions contain NaN or infinite values")
     for a, b in runs:
         p = pos[a:b]
         bad = np.flatnonzero(np.diff(p) < 0)
         if bad.size:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"positions must be non-decreasing within a contig; SNP {a + bad[0] + 1} at "
                 f"{p[bad[0] + 1]:.0f} follows {p[bad[0]]:.0f}")
         segment = np.floor(p / target_bp).astype(np.int64)
@@ -225,7 +227,7 @@ def window_matrix(R_global: Any, window: Window, *, upper_triangle: bool = False
     elif isinstance(R_global, np.ndarray | torch.Tensor):
         arr = R_global.detach().cpu().numpy() if isinstance(R_global, torch.Tensor) else R_global
         if arr.ndim != 2:
-            raise ValueError(f"R_global must be 2-D, got shape {arr.shape}")
+            raise InvalidArgumentError(f"R_global must be 2-D, got shape {arr.shape}")
         _check_global_shape(arr.shape, window)
         block = np.array(arr[s, s], dtype=np.float64)
     elif isinstance(R_global, Sequence):
@@ -243,9 +245,9 @@ def window_matrix(R_global: Any, window: Window, *, upper_triangle: bool = False
 
 def _check_global_shape(shape: tuple[int, ...], window: Window) -> None:
     if len(shape) != 2 or shape[0] != shape[1]:
-        raise ValueError(f"R_global must be square, got shape {tuple(shape)}")
+        raise InvalidArgumentError(f"R_global must be square, got shape {tuple(shape)}")
     if window.stop > shape[0]:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"window [{window.start}, {window.stop}) runs past R_global with {shape[0]} SNPs")
 
 
@@ -255,14 +257,14 @@ def _block_diagonal_window(blocks: Sequence[Any], window: Window) -> np.ndarray:
     for i, blk in enumerate(blocks):
         b = np.asarray(blk, dtype=np.float64)
         if b.ndim != 2 or b.shape[0] != b.shape[1]:
-            raise ValueError(f"LD block {i} must be square, got shape {b.shape}")
+            raise InvalidArgumentError(f"LD block {i} must be square, got shape {b.shape}")
         lo, hi = max(offset, window.start), min(offset + b.shape[0], window.stop)
         if lo < hi:
             out[lo - window.start:hi - window.start, lo - window.start:hi - window.start] = (
                 b[lo - offset:hi - offset, lo - offset:hi - offset])
         offset += b.shape[0]
     if window.stop > offset:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"window [{window.start}, {window.stop}) runs past the LD blocks ({offset} SNPs)")
     return out
 
@@ -299,13 +301,13 @@ def make_psd(R: Any, floor: float = 0.0) -> Any:
 
 def _check_square_symmetric(mat: Tensor, name: str) -> None:
     if mat.ndim != 2 or mat.shape[0] != mat.shape[1]:
-        raise ValueError(f"{name} must be a square matrix, got shape {tuple(mat.shape)}")
+        raise InvalidArgumentError(f"{name} must be a square matrix, got shape {tuple(mat.shape)}")
     if not torch.isfinite(mat).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
+        raise InvalidArgumentError(f"{name} contains NaN or infinite values")
     scale = max(1.0, float(mat.abs().max())) if mat.numel() else 1.0
     asym = float((mat - mat.T).abs().max()) if mat.numel() else 0.0
     if asym > 1e-8 * scale:
-        raise ValueError(f"{name} is not symmetric (max |R - R'| = {asym:.3g})")
+        raise InvalidArgumentError(f"{name} is not symmetric (max |R - R'| = {asym:.3g})")
 
 
 def _as_matrix(R: Any, name: str, device: torch.device) -> Tensor:

@@ -24,6 +24,8 @@ from typing import Self
 
 import numpy as np
 
+from analysislib.errors import InvalidArgumentError
+
 __all__ = ["BGZF_EOF", "BgzfVcfWriter", "bgzf_compress", "reg2bin"]
 
 #: Uncompressed bytes per BGZF member, as htslib writes them (``BGZF_BLOCK_SIZE``).
@@ -123,7 +125,7 @@ class BgzfVcfWriter:
 
     def __init__(self, path: str | os.PathLike[str], *, level: int = 1, threads: int = 1) -> None:
         if not 0 <= level <= 9:
-            raise ValueError("compression level must be between 0 and 9")
+            raise InvalidArgumentError("compression level must be between 0 and 9")
         self.path = Path(path)
         self.level = level
         self._file = open(self.path, "wb")  # noqa: SIM115 - closed in close()
@@ -208,10 +210,10 @@ class BgzfVcfWriter:
                 if item.startswith(b"END="):
                     end = max(end, int(item[4:]))
         except (IndexError, ValueError):
-            raise ValueError(f"{self.path}: record {record_no} is not a VCF record line (CHROM, POS, "
+            raise InvalidArgumentError(f"{self.path}: record {record_no} is not a VCF record line (CHROM, POS, "
                              "ID, REF, ALT, QUAL, FILTER and INFO separated by tabs)") from None
         if beg < 0:
-            raise ValueError(f"{self.path}: record {record_no}: POS must be at least 1")
+            raise InvalidArgumentError(f"{self.path}: record {record_no}: POS must be at least 1")
         return fields[0], beg, end
 
     # -- members -----------------------------------------------------------------------------
@@ -253,13 +255,13 @@ class BgzfVcfWriter:
             for lo, hi in itertools.pairwise(changes):
                 name = chroms[lo].decode(errors="replace")
                 if name in names:
-                    raise ValueError(f"{self.path}: record {lo + 1} ({name}:{beg[lo] + 1}): contig {name} "
+                    raise InvalidArgumentError(f"{self.path}: record {lo + 1} ({name}:{beg[lo] + 1}): contig {name} "
                                      "appears again after other contigs; tabix needs each contig's "
                                      "records together")
                 unsorted = np.flatnonzero(np.diff(beg[lo:hi]) < 0)
                 if len(unsorted):
                     i = lo + int(unsorted[0]) + 1
-                    raise ValueError(f"{self.path}: record {i + 1} ({name}:{beg[i] + 1}) is before the "
+                    raise InvalidArgumentError(f"{self.path}: record {i + 1} ({name}:{beg[i] + 1}) is before the "
                                      "previous record; tabix needs records sorted by position")
                 names.append(name)
                 parts.append(_reference_index(beg[lo:hi], end[lo:hi], start[lo:hi], stop[lo:hi]))

@@ -38,7 +38,7 @@ from analysislib.epigenome.tensor import (
     to_arcsinh,
     to_neglog10p,
 )
-from analysislib.errors import InputFormatError
+from analysislib.errors import InputFormatError, InvalidArgumentError
 from analysislib.io.atomic import atomic_output
 
 __all__ = [
@@ -203,7 +203,7 @@ def write_roadmap_npz(ds: xr.Dataset, directory: PathLike, *, label: str = "trac
     """
     variables.validate(ds, ["signal", "observed"])
     if "individual" in ds["signal"].dims:
-        raise ValueError("the Roadmap npz layout has no individual dimension; select one first")
+        raise InvalidArgumentError("the Roadmap npz layout has no individual dimension; select one first")
     arcsinh = to_arcsinh(ds)["signal"]
     out = []
     for cell in ds["cell"].values:
@@ -234,9 +234,9 @@ def _track_array(
 
 def _bin_edges(start: int, end: int, bin_size: int) -> np.ndarray:
     if bin_size <= 0:
-        raise ValueError(f"bin_size must be positive, got {bin_size}")
+        raise InvalidArgumentError(f"bin_size must be positive, got {bin_size}")
     if not 0 <= start < end:
-        raise ValueError(f"empty or negative region [{start}, {end})")
+        raise InvalidArgumentError(f"empty or negative region [{start}, {end})")
     return np.append(np.arange(start, end, bin_size, dtype=np.int64), end)
 
 
@@ -311,7 +311,7 @@ def read_bigwig(
         sizes = _bigwig_chroms(handle, path)
         chroms = _chrom_list(chrom, list(sizes))
         if len(chroms) > 1 and (start != 0 or end is not None):
-            raise ValueError("start/end can only be given with a single chromosome")
+            raise InvalidArgumentError("start/end can only be given with a single chromosome")
         pieces, chrom_labels, bin_starts = [], [], []
         for name in chroms:
             if name not in sizes:
@@ -319,7 +319,7 @@ def read_bigwig(
                                              f"(it has {list(sizes)[:10]})", record=name)
             region_end = sizes[name] if end is None else end
             if region_end > sizes[name]:
-                raise ValueError(f"end {region_end} is beyond {name}'s length {sizes[name]}")
+                raise InvalidArgumentError(f"end {region_end} is beyond {name}'s length {sizes[name]}")
             edges = _bin_edges(start, region_end, bin_size)
             pieces.append(_binned_bigwig(handle, path, name, edges, bin_size, fill_value,
                                          chunk_bases))
@@ -492,7 +492,7 @@ def read_bedgraph(
         raise InputFormatError(path, f"not a readable text bedGraph ({type(err).__name__})") from None
     chroms = _chrom_list(chrom, list(intervals))
     if len(chroms) > 1 and (start != 0 or end is not None):
-        raise ValueError("start/end can only be given with a single chromosome")
+        raise InvalidArgumentError("start/end can only be given with a single chromosome")
     pieces, chrom_labels, bin_starts = [], [], []
     for name in chroms:
         if name not in intervals:
@@ -524,16 +524,16 @@ def _select_track(
         data = track["signal"].sel(selector).copy(deep=False)
         data.attrs = {**data.attrs, "scale": signal_scale(track)}
         if observed.ndim == 0 and not bool(observed):
-            raise ValueError(f"track {selector} is not observed; nothing to write")
+            raise InvalidArgumentError(f"track {selector} is not observed; nothing to write")
     else:
         data = track
         bin_size = track.attrs.get("bin_size")
     if data.dims != ("bin",):
-        raise ValueError(f"expected one track over 'bin', got dims {data.dims}; "
+        raise InvalidArgumentError(f"expected one track over 'bin', got dims {data.dims}; "
                          "pass cell=, assay= (and individual=) to pick one")
     for coord in ("bin_start", "bin_chrom"):
         if coord not in data.coords:
-            raise ValueError(f"track has no {coord!r} coordinate")
+            raise InvalidArgumentError(f"track has no {coord!r} coordinate")
     return data, bin_size
 
 
@@ -590,7 +590,7 @@ def write_bigwig(
                                                       bin_size)
     unknown = sorted(set(np.unique(chroms)) - set(chrom_sizes))
     if unknown:
-        raise ValueError(f"chrom_sizes lacks chromosomes {unknown}")
+        raise InvalidArgumentError(f"chrom_sizes lacks chromosomes {unknown}")
     path = Path(path)
     with atomic_output(path) as tmp:
         handle = pyBigWig.open(str(tmp), "w")
@@ -603,10 +603,10 @@ def write_bigwig(
                 order = on_chrom[np.argsort(starts[on_chrom], kind="stable")]
                 bin_starts, bin_values = starts[order], values[order]
                 if bin_starts[-1] >= length:
-                    raise ValueError(f"bin at {name}:{bin_starts[-1]} is beyond its length {length}")
+                    raise InvalidArgumentError(f"bin at {name}:{bin_starts[-1]} is beyond its length {length}")
                 bin_ends = np.minimum(bin_starts + size, length)
                 if np.any(bin_starts[1:] < bin_ends[:-1]):
-                    raise ValueError(f"bins overlap on {name}; bin_start must step by {size}")
+                    raise InvalidArgumentError(f"bins overlap on {name}; bin_start must step by {size}")
                 # Runs of adjacent full-width bins go in fixed-step blocks.
                 full = bin_ends - bin_starts == size
                 breaks = np.flatnonzero((np.diff(bin_starts) != size) | ~full[:-1] | ~full[1:]) + 1
@@ -700,10 +700,10 @@ def parse_region(text: str) -> tuple[str, int, int]:
     chrom, sep, span = str(text).rpartition(":")
     first, dash, last = span.replace(",", "").partition("-")
     if not sep or not chrom or not dash or not first.isdigit() or not last.isdigit():
-        raise ValueError(f"region {text!r}: expected chrom:start-end (0-based, half-open)")
+        raise InvalidArgumentError(f"region {text!r}: expected chrom:start-end (0-based, half-open)")
     start, end = int(first), int(last)
     if end <= start:
-        raise ValueError(f"region {text!r}: end must be greater than start")
+        raise InvalidArgumentError(f"region {text!r}: end must be greater than start")
     return chrom, start, end
 
 
@@ -908,9 +908,9 @@ def read_track_files(
         chromosomes and regions that do not match between the tracks.
     """
     if not tracks:
-        raise ValueError("no track files given")
+        raise InvalidArgumentError("no track files given")
     if bin_size <= 0:
-        raise ValueError(f"bin size must be positive, got {bin_size}")
+        raise InvalidArgumentError(f"bin size must be positive, got {bin_size}")
     paths = {key: Path(p) for key, p in tracks.items()}
     formats = {key: track_file_format(path) for key, path in paths.items()}
     bedgraphs = {key: _bedgraph_intervals(paths[key])
@@ -955,11 +955,11 @@ def _read_opened_tracks(paths: Mapping[tuple[str, str], Path], formats: Mapping[
         spans = [(str(c), int(s), int(e)) for c, s, e in regions]
         for chrom, start, end in spans:
             if not 0 <= start < end:
-                raise ValueError(f"region {chrom}:{start}-{end} is empty or negative")
+                raise InvalidArgumentError(f"region {chrom}:{start}-{end} is empty or negative")
         ordered = sorted(spans)
         for (c1, _, e1), (c2, s2, _) in itertools.pairwise(ordered):
             if c1 == c2 and s2 < e1:
-                raise ValueError(f"regions overlap on {c1} near {s2}; give disjoint regions")
+                raise InvalidArgumentError(f"regions overlap on {c1} near {s2}; give disjoint regions")
         for key, found in sizes.items():
             for chrom, _, end in spans:
                 if chrom not in found:

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from analysislib import variables
-from analysislib.errors import InputFormatError
+from analysislib.errors import InputFormatError, InvalidArgumentError
 from analysislib.io.atomic import atomic_output
 from analysislib.io.bgzf import BgzfVcfWriter
 
@@ -938,7 +938,7 @@ def _resolve_samples(layout: _Layout, samples: Sequence[str] | None) -> np.ndarr
         samples = [samples]
     requested = list(samples)
     if len(set(requested)) != len(requested):
-        raise ValueError("samples= names a sample more than once")
+        raise InvalidArgumentError("samples= names a sample more than once")
     position = {name: i for i, name in enumerate(layout.samples)}
     absent = [s for s in requested if s not in position]
     if absent:
@@ -1206,13 +1206,13 @@ def _open_for_reading(path: str | os.PathLike[str], multiallelic: Multiallelic, 
     """Check the arguments, open the file and return the parsing context and DS/GP requested."""
     path = Path(path)
     if multiallelic not in ("error", "split", "drop"):
-        raise ValueError(f"multiallelic must be 'error', 'split' or 'drop', not {multiallelic!r}")
+        raise InvalidArgumentError(f"multiallelic must be 'error', 'split' or 'drop', not {multiallelic!r}")
     fields = tuple(fields)
     unknown = [f for f in fields if f not in SUPPORTED_FIELDS]
     if unknown:
-        raise ValueError(f"unsupported FORMAT fields {unknown}; read_vcf reads {SUPPORTED_FIELDS}")
+        raise InvalidArgumentError(f"unsupported FORMAT fields {unknown}; read_vcf reads {SUPPORTED_FIELDS}")
     if chunk_variants is not None and chunk_variants < 1:
-        raise ValueError("chunk_variants must be a positive integer")
+        raise InvalidArgumentError("chunk_variants must be a positive integer")
     layout = _inspect(path)
     ctx = _Context(layout, multiallelic, _resolve_samples(layout, samples), _count_header_lines(layout))
     return ctx, tuple(f for f in ("DS", "GP") if f in fields)
@@ -1510,22 +1510,22 @@ def _check_writable(ds: xr.Dataset, fields: Sequence[str]) -> None:
     """Raise ValueError if the dataset cannot be written as a valid, indexable VCF."""
     contigs = ds.attrs.get("contigs")
     if contigs is None:
-        raise ValueError("dataset has no 'contigs' attribute (made by create_genotype_dataset)")
+        raise InvalidArgumentError("dataset has no 'contigs' attribute (made by create_genotype_dataset)")
     contig = np.asarray(ds["variant_contig"].values)
     position = np.asarray(ds["variant_position"].values)
     if contig.size and (contig.min() < 0 or contig.max() >= len(contigs)):
-        raise ValueError("variant_contig holds indices outside the 'contigs' attribute")
+        raise InvalidArgumentError("variant_contig holds indices outside the 'contigs' attribute")
     if (position < 0).any():
-        raise ValueError("variant_position has negative values")
+        raise InvalidArgumentError("variant_position has negative values")
     changes = np.flatnonzero(np.diff(contig) != 0) + 1
     runs = contig[np.r_[0, changes]] if contig.size else contig
     if len(set(runs.tolist())) != len(runs):
-        raise ValueError("variants of one contig are not contiguous; sort the dataset first")
+        raise InvalidArgumentError("variants of one contig are not contiguous; sort the dataset first")
     same = np.diff(contig) == 0
     backwards = np.flatnonzero(same & (np.diff(position) < 0))
     if backwards.size:
         i = int(backwards[0]) + 1
-        raise ValueError(
+        raise InvalidArgumentError(
             f"variant {i} ({contigs[contig[i]]}:{position[i]}) comes after position "
             f"{position[i - 1]}; sort the dataset by position first")
     alleles = np.asarray(ds["variant_allele"].values)
@@ -1534,13 +1534,13 @@ def _check_writable(ds: xr.Dataset, fields: Sequence[str]) -> None:
                                    ("sample_id", sample_ids, "\t\n\r")):
         if set("".join(texts)) & set(forbidden):
             bad = next(t for t in texts if set(t) & set(forbidden))
-            raise ValueError(f"{name} value {bad!r} cannot be written to a VCF")
+            raise InvalidArgumentError(f"{name} value {bad!r} cannot be written to a VCF")
     if alleles.size and not all(_text(a) for a in alleles[:, 0]):
-        raise ValueError("some variants have an empty REF allele")
+        raise InvalidArgumentError("some variants have an empty REF allele")
     if not all(sample_ids) or len(set(sample_ids)) != len(sample_ids):
-        raise ValueError("sample_id has empty or duplicate names")
+        raise InvalidArgumentError("sample_id has empty or duplicate names")
     if "GT" not in fields:
-        raise ValueError("GT must be written; fields must include 'GT'")
+        raise InvalidArgumentError("GT must be written; fields must include 'GT'")
 
 
 def _header(ds: xr.Dataset, fields: Sequence[str]) -> bytes:
@@ -1603,11 +1603,11 @@ def _vcf_lines(ds: xr.Dataset, fields: Sequence[str], decimals: int, block: int)
         if "DS" in fields:
             dosage = np.asarray(part["call_dosage"].values, dtype=np.float64)
             if (np.rint(np.nan_to_num(dosage) * 10**decimals) < 0).any():
-                raise ValueError("call_dosage has negative values")
+                raise InvalidArgumentError("call_dosage has negative values")
         if "GP" in fields:
             probability = np.asarray(part["call_genotype_probability"].values, dtype=np.float64)
             if (np.nan_to_num(probability) < 0).any():
-                raise ValueError("call_genotype_probability has negative values")
+                raise InvalidArgumentError("call_genotype_probability has negative values")
             probability = _normalise_gp(probability)
         width = max(1, len(str(int(gt.max(initial=0)))))
         text, lengths = _format_calls(gt, phased, dosage, probability, decimals, width)
@@ -1665,21 +1665,21 @@ def write_vcf(
     path = Path(path)
     _output_kind(path)
     if not 0 <= compress_level <= 9:
-        raise ValueError("compress_level must be between 0 and 9")
+        raise InvalidArgumentError("compress_level must be between 0 and 9")
     available = {"GT": "call_genotype", "DS": "call_dosage", "GP": "call_genotype_probability"}
     if fields is None:
         fields = [f for f, var in available.items() if var in ds]
     for f in fields:
         if f not in available:
-            raise ValueError(f"cannot write FORMAT field {f!r}; supported: {list(available)}")
+            raise InvalidArgumentError(f"cannot write FORMAT field {f!r}; supported: {list(available)}")
         if available[f] not in ds:
-            raise ValueError(f"field {f} needs variable {available[f]!r}, which the dataset lacks")
+            raise InvalidArgumentError(f"field {f} needs variable {available[f]!r}, which the dataset lacks")
     fields = [f for f in available if f in fields]  # GT first, as VCF requires
     variables.validate(ds, [*variables.GENOTYPE_CORE, *(available[f] for f in fields)])
     if "GP" in fields and ds.sizes["genotypes"] != ds.sizes["ploidy"] + 1:
-        raise ValueError("call_genotype_probability must have ploidy + 1 genotypes (biallelic)")
+        raise InvalidArgumentError("call_genotype_probability must have ploidy + 1 genotypes (biallelic)")
     if ds.sizes["alleles"] > 2 and ("DS" in fields or "GP" in fields):
-        raise ValueError("DS and GP can only be written for biallelic variants (2 alleles)")
+        raise InvalidArgumentError("DS and GP can only be written for biallelic variants (2 alleles)")
     _check_writable(ds, fields)
 
     with records_output(path, _header(ds, fields), compress_level=compress_level) as write:
@@ -1696,7 +1696,7 @@ def _output_kind(path: Path) -> tuple[str, tuple[str, ...]]:
         return "bcf", (".csi",)
     if name.endswith(".vcf"):
         return "vcf", ()
-    raise ValueError(f"{path}: the file name must end in .vcf.gz, .bcf or .vcf")
+    raise InvalidArgumentError(f"{path}: the file name must end in .vcf.gz, .bcf or .vcf")
 
 
 @contextlib.contextmanager
@@ -1718,7 +1718,7 @@ def records_output(path: str | os.PathLike[str], header: bytes, *, compress_leve
     path = Path(path)
     kind, companions = _output_kind(path)
     if not 0 <= compress_level <= 9:
-        raise ValueError("compress_level must be between 0 and 9")
+        raise InvalidArgumentError("compress_level must be between 0 and 9")
     with atomic_output(path, companions=companions) as tmp:
         if kind == "vcf":
             with open(tmp, "wb") as out:

@@ -67,7 +67,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from analysislib.errors import InputFormatError, UnverifiedResultsWarning
+from analysislib.errors import InputFormatError, InvalidArgumentError, UnverifiedResultsWarning
 from analysislib.io.atomic import atomic_output
 
 __all__ = [
@@ -124,12 +124,12 @@ class ResultsStore:
         missing = [c for c in COLUMNS if c not in frame.columns]
         extra = [c for c in frame.columns if c not in COLUMNS]
         if missing or extra:
-            raise ValueError(f"result rows: missing columns {missing}, unknown columns {extra}")
+            raise InvalidArgumentError(f"result rows: missing columns {missing}, unknown columns {extra}")
         if frame.empty:
-            raise ValueError("result rows: nothing to append")
+            raise InvalidArgumentError("result rows: nothing to append")
         for key in ("run_id", "task"):
             if frame[key].nunique() != 1:
-                raise ValueError(f"result rows: one append holds one {key}, got {frame[key].unique()}")
+                raise InvalidArgumentError(f"result rows: one append holds one {key}, got {frame[key].unique()}")
         frame = frame[list(COLUMNS)].astype(COLUMNS)
         target = self.root / str(frame["task"].iloc[0]) / f"{frame['run_id'].iloc[0]}.parquet"
         if target.exists():
@@ -171,7 +171,7 @@ class ResultsStore:
             names it.
         """
         if on_damaged not in ("raise", "skip"):
-            raise ValueError(f"on_damaged must be 'raise' or 'skip', not {on_damaged!r}")
+            raise InvalidArgumentError(f"on_damaged must be 'raise' or 'skip', not {on_damaged!r}")
         tables, unverified = [], []
         for path in self.files(task):
             try:

@@ -62,6 +62,7 @@ from analysislib.epigenome.tensor import (
     cross_mark_correlation,
     track_summary,
 )
+from analysislib.errors import InvalidArgumentError
 from analysislib.presets import Presets
 
 __all__ = [
@@ -472,11 +473,11 @@ def simulate_epigenome(
     emissions = dict(ASSAY_EMISSIONS if emissions is None else emissions)
     unknown = [a for a in assays if a not in emissions]
     if unknown:
-        raise ValueError(f"no emission parameters for assays {unknown}; known: {sorted(emissions)}")
+        raise InvalidArgumentError(f"no emission parameters for assays {unknown}; known: {sorted(emissions)}")
     if n_cells < 1 or n_bins < 1 or n_lineages < 1:
-        raise ValueError("n_cells, n_bins and n_lineages must be positive")
+        raise InvalidArgumentError("n_cells, n_bins and n_lineages must be positive")
     if n_individuals is not None and n_individuals < 1:
-        raise ValueError("n_individuals must be positive or None")
+        raise InvalidArgumentError("n_individuals must be positive or None")
     params = {k: v for k, v in locals().items()
               if k not in ("emissions", "unknown", "progress", "defaults")}
     rng = np.random.default_rng(seed)
@@ -619,7 +620,7 @@ def compare_mark_statistics(simulated: xr.Dataset, reference: xr.Dataset) -> dic
     """
     common = [a for a in reference["assay"].values.tolist() if a in simulated["assay"].values]
     if not common:
-        raise ValueError("no assay in common between the simulated and reference datasets")
+        raise InvalidArgumentError("no assay in common between the simulated and reference datasets")
     sim = mark_statistics(simulated.sel(assay=common))
     ref = mark_statistics(reference.sel(assay=common))
     marks = sim.add_suffix("_simulated").join(ref.add_suffix("_reference")).loc[common]

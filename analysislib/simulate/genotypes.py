@@ -32,6 +32,7 @@ import pandas as pd
 import xarray as xr
 
 from analysislib import variables
+from analysislib.errors import InvalidArgumentError
 from analysislib.genotype.dataset import create_genotype_dataset
 from analysislib.genotype.stats import minor_allele_frequency
 from analysislib.presets import Presets
@@ -211,11 +212,11 @@ def hotspot_rate_map(
     import msprime
 
     if sequence_length <= 0 or region_start < 0:
-        raise ValueError(f"invalid region: start {region_start}, length {sequence_length}")
+        raise InvalidArgumentError(f"invalid region: start {region_start}, length {sequence_length}")
     if not (0 < spacing[0] <= spacing[1] and 0 < width[0] <= width[1]):
-        raise ValueError(f"hotspot spacing {spacing} and width {width} must be positive ranges")
+        raise InvalidArgumentError(f"hotspot spacing {spacing} and width {width} must be positive ranges")
     if not 0 < intensity[0] <= intensity[1]:
-        raise ValueError(f"hotspot intensity range {intensity} must be positive")
+        raise InvalidArgumentError(f"hotspot intensity range {intensity} must be positive")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     end = region_start + sequence_length
     rows = []
@@ -248,9 +249,9 @@ def hotspot_rate_map(
 def _resolve_preset(preset: str | GenotypePreset, overrides: dict[str, Any]) -> GenotypePreset:
     params = GENOTYPE_PRESETS.resolve(preset, **overrides)
     if params.samples_per_population < 1:
-        raise ValueError("samples_per_population must be at least 1")
+        raise InvalidArgumentError("samples_per_population must be at least 1")
     if params.region_start + params.sequence_length > CHR22_LENGTH:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"region {params.region_start}+{params.sequence_length} runs past the end of "
             f"chromosome 22 ({CHR22_LENGTH} bp)")
     return params
@@ -334,7 +335,7 @@ def simulate_genotypes(
     known = [p.name for p in model.populations]
     missing = [p for p in params.populations if p not in known]
     if missing:
-        raise ValueError(f"populations {missing} are not in {_DEMOGRAPHIC_MODEL[1]} ({known})")
+        raise InvalidArgumentError(f"populations {missing} are not in {_DEMOGRAPHIC_MODEL[1]} ({known})")
     ts = msprime.sim_ancestry(
         samples={p: params.samples_per_population for p in params.populations},
         demography=model.model, recombination_rate=rate_map, sequence_length=end,
@@ -408,12 +409,12 @@ def simulate_genotypes(
 def _density_fraction(density: str | float) -> float:
     if isinstance(density, str):
         if density not in ARRAY_DENSITIES:
-            raise ValueError(f"unknown array {density!r}; choose from {sorted(ARRAY_DENSITIES)} "
+            raise InvalidArgumentError(f"unknown array {density!r}; choose from {sorted(ARRAY_DENSITIES)} "
                              "or pass a fraction")
         return ARRAY_DENSITIES[density]
     fraction = float(density)
     if not 0 < fraction <= 1:
-        raise ValueError(f"array density must be a fraction in (0, 1], got {density}")
+        raise InvalidArgumentError(f"array density must be a fraction in (0, 1], got {density}")
     return fraction
 
 
@@ -501,16 +502,16 @@ def array_marker_set(
         variables.validate(ds, "sample_population")
         keep = np.asarray(ds["sample_population"].values) == population
         if not keep.any():
-            raise ValueError(f"no samples of population {population!r} in the dataset")
+            raise InvalidArgumentError(f"no samples of population {population!r} in the dataset")
         subset = ds.isel(samples=np.flatnonzero(keep))
     maf = np.nan_to_num(minor_allele_frequency(subset).values, nan=0.0)
     position = np.asarray(ds["variant_position"].values, dtype=np.int64)
     if np.any(np.diff(position) < 0):
-        raise ValueError("variants must be sorted by position to choose array markers")
+        raise InvalidArgumentError("variants must be sorted by position to choose array markers")
     n_target = round(fraction * ds.sizes["variants"])
     candidates = np.flatnonzero(maf >= min_maf)
     if n_target > len(candidates):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{n_target} array markers requested ({fraction:.2%} of {ds.sizes['variants']} "
             f"variants) but only {len(candidates)} variants have MAF >= {min_maf}")
     mask = np.zeros(ds.sizes["variants"], dtype=bool)
@@ -524,11 +525,11 @@ def _marker_mask(ds: xr.Dataset, markers: Any) -> np.ndarray:
     n = ds.sizes["variants"]
     if markers.dtype == bool:
         if markers.shape != (n,):
-            raise ValueError(f"marker mask has shape {markers.shape}; dataset has {n} variants")
+            raise InvalidArgumentError(f"marker mask has shape {markers.shape}; dataset has {n} variants")
         return markers
     mask = np.zeros(n, dtype=bool)
     if markers.size and (markers.min() < 0 or markers.max() >= n):
-        raise ValueError(f"marker indices must lie in [0, {n})")
+        raise InvalidArgumentError(f"marker indices must lie in [0, {n})")
     mask[markers.astype(np.int64)] = True
     return mask
 
@@ -582,20 +583,20 @@ def _variant_morgans(ds: xr.Dataset, genetic_map: Any) -> np.ndarray:
     """Genetic position of every variant in Morgans."""
     if genetic_map is None:
         if "variant_genetic_position" not in ds:
-            raise ValueError("pass genetic_map: the dataset has no variant_genetic_position")
+            raise InvalidArgumentError("pass genetic_map: the dataset has no variant_genetic_position")
         cm = np.asarray(ds["variant_genetic_position"].values, dtype=np.float64)
     elif hasattr(genetic_map, "get_cumulative_mass"):
         cm = genetic_position_cm(genetic_map, ds["variant_position"].values)
     else:
         cm = np.asarray(genetic_map, dtype=np.float64)
         if cm.shape != (ds.sizes["variants"],):
-            raise ValueError(f"genetic_map has shape {cm.shape}; expected one cM value per "
+            raise InvalidArgumentError(f"genetic_map has shape {cm.shape}; expected one cM value per "
                              f"variant ({ds.sizes['variants']})")
     if not np.all(np.isfinite(cm)):
         bad = int(np.flatnonzero(~np.isfinite(cm))[0])
-        raise ValueError(f"genetic position of variant {bad} is not finite")
+        raise InvalidArgumentError(f"genetic position of variant {bad} is not finite")
     if np.any(np.diff(cm) < 0):
-        raise ValueError("genetic positions must be non-decreasing along the variants")
+        raise InvalidArgumentError("genetic positions must be non-decreasing along the variants")
     return cm / 100.0
 
 
@@ -608,18 +609,18 @@ def _choose_parents(
     if parents is not None:
         pairs = np.asarray(parents)
         if pairs.shape != (n_children, 2):
-            raise ValueError(f"parents has shape {pairs.shape}; expected ({n_children}, 2)")
+            raise InvalidArgumentError(f"parents has shape {pairs.shape}; expected ({n_children}, 2)")
         if pairs.dtype.kind in "iu":
             if pairs.min() < 0 or pairs.max() >= n:
-                raise ValueError(f"parent indices must lie in [0, {n})")
+                raise InvalidArgumentError(f"parent indices must lie in [0, {n})")
             return pairs.astype(np.int64)
         lookup = {s: i for i, s in enumerate(ids)}
         unknown = sorted({str(p) for p in pairs.ravel()} - set(lookup))
         if unknown:
-            raise ValueError(f"parents not in the dataset: {unknown[:5]}")
+            raise InvalidArgumentError(f"parents not in the dataset: {unknown[:5]}")
         return np.vectorize(lookup.__getitem__, otypes=[np.int64])(pairs.astype(str))
     if n < 2:
-        raise ValueError("at least two samples are needed to form offspring")
+        raise InvalidArgumentError("at least two samples are needed to form offspring")
     if same_population and "sample_population" in ds:
         labels = np.asarray(ds["sample_population"].values).astype(str)
     else:
@@ -627,7 +628,7 @@ def _choose_parents(
     groups = {g: np.flatnonzero(labels == g) for g in dict.fromkeys(labels.tolist())}
     pools = [g for g in groups.values() if len(g) >= 2]
     if not pools:
-        raise ValueError("no population has two samples to act as parents")
+        raise InvalidArgumentError("no population has two samples to act as parents")
     eligible = np.concatenate(pools)
     pairs = np.empty((n_children, 2), dtype=np.int64)
     first = rng.choice(eligible, size=n_children)
@@ -716,10 +717,10 @@ def form_offspring(
         truth.
     """
     if n_children < 1:
-        raise ValueError("n_children must be at least 1")
+        raise InvalidArgumentError("n_children must be at least 1")
     variables.validate(ds, ["call_genotype", "variant_position", "sample_id"])
     if ds.sizes["ploidy"] != 2:
-        raise ValueError("offspring formation needs diploid genotypes")
+        raise InvalidArgumentError("offspring formation needs diploid genotypes")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     morgans = _variant_morgans(ds, genetic_map)
     pairs = _choose_parents(ds, n_children, parents, same_population, rng)
@@ -792,7 +793,7 @@ def augment_with_offspring(
     clash = set(np.asarray(ds["sample_id"].values).astype(str)) & set(
         np.asarray(children["sample_id"].values).astype(str))
     if clash:
-        raise ValueError(f"child ids clash with panel ids: {sorted(clash)[:5]}; "
+        raise InvalidArgumentError(f"child ids clash with panel ids: {sorted(clash)[:5]}; "
                          "pass another id_prefix")
     sample_vars = [
         name for name in ("sample_id", "sample_population", "call_genotype",

@@ -55,6 +55,7 @@ import pandas as pd
 import scipy.sparse as sp
 import xarray as xr
 
+from analysislib.errors import InvalidArgumentError
 from analysislib.presets import Presets
 
 __all__ = [
@@ -341,7 +342,7 @@ class SimulatedGwas:
         labels = [split] if isinstance(split, str) else list(split)
         unknown = sorted(set(labels) - {"train", "valid", "test"})
         if unknown:
-            raise ValueError(f"unknown split(s) {unknown}; use 'train', 'valid' or 'test'")
+            raise InvalidArgumentError(f"unknown split(s) {unknown}; use 'train', 'valid' or 'test'")
         return np.flatnonzero(np.isin(self.split, labels))
 
     def segment_bounds(self, split: str | Sequence[str]) -> list[tuple[int, int]]:
@@ -368,7 +369,7 @@ class SimulatedGwas:
         if a.ndim == 1:
             a = a[:, None]
         if a.shape[0] != self.n_snps:
-            raise ValueError(f"annotation has {a.shape[0]} rows; the simulation has "
+            raise InvalidArgumentError(f"annotation has {a.shape[0]} rows; the simulation has "
                              f"{self.n_snps} SNPs")
         f = np.exp(self.true_log_f)
         prop_h2 = a.T @ f / f.sum()
@@ -409,7 +410,7 @@ class SimulatedGwas:
 def _block_edges(n_snps: int, block_snps: int) -> np.ndarray:
     """Block starts plus the end: equal blocks, a short remainder (< half) merged into the last."""
     if block_snps < 2:
-        raise ValueError(f"ld_block_snps must be at least 2, got {block_snps}")
+        raise InvalidArgumentError(f"ld_block_snps must be at least 2, got {block_snps}")
     edges = [*list(range(0, n_snps, block_snps)), n_snps]
     if len(edges) > 2 and edges[-1] - edges[-2] < block_snps // 2:
         del edges[-2]
@@ -423,7 +424,7 @@ def _standardised_haplotypes(haplotypes: np.ndarray) -> np.ndarray:
     sd = h.std(axis=1, keepdims=True)
     if np.any(sd == 0):
         bad = int(np.flatnonzero(sd[:, 0] == 0)[0])
-        raise ValueError(f"SNP {bad} is monomorphic in the reference haplotypes")
+        raise InvalidArgumentError(f"SNP {bad} is monomorphic in the reference haplotypes")
     return h / sd
 
 
@@ -468,7 +469,7 @@ def simulate_summary_statistics(
     n = z_mat.shape[1]
     variance = np.asarray(variance, dtype=np.float64)
     if variance.shape != (z_mat.shape[0],) or np.any(variance < 0):
-        raise ValueError("variance must be one non-negative value per SNP")
+        raise InvalidArgumentError("variance must be one non-negative value per SNP")
     beta = rng.standard_normal(len(variance)) * np.sqrt(variance)
     z = np.empty_like(beta)
     for a, b in itertools.pairwise(edges):
@@ -520,16 +521,16 @@ def _scalar_scores(states: np.ndarray, state_names: Sequence[str], rng: np.rando
 def _resolve(preset: str | GwasPreset, overrides: Mapping[str, Any]) -> GwasPreset:
     params = GWAS_PRESETS.resolve(preset, **overrides)
     if not 0 < params.h2 <= 1:
-        raise ValueError(f"h2 must lie in (0, 1], got {params.h2}")
+        raise InvalidArgumentError(f"h2 must lie in (0, 1], got {params.h2}")
     if params.n_gwas <= 0:
-        raise ValueError(f"n_gwas must be positive, got {params.n_gwas}")
+        raise InvalidArgumentError(f"n_gwas must be positive, got {params.n_gwas}")
     if not 0 <= params.min_maf < 0.5:
-        raise ValueError(f"min_maf must lie in [0, 0.5), got {params.min_maf}")
+        raise InvalidArgumentError(f"min_maf must lie in [0, 0.5), got {params.min_maf}")
     if params.window_bins < 2:
-        raise ValueError(f"window_bins must be at least 2, got {params.window_bins}")
+        raise InvalidArgumentError(f"window_bins must be at least 2, got {params.window_bins}")
     if params.test_fraction < 0 or params.valid_fraction < 0 or (
             params.test_fraction + params.valid_fraction >= 1):
-        raise ValueError("test_fraction and valid_fraction must be non-negative and sum below 1")
+        raise InvalidArgumentError("test_fraction and valid_fraction must be non-negative and sum below 1")
     return params
 
 
@@ -541,7 +542,7 @@ def _split_segments(n_blocks: int, params: GwasPreset, rng: np.random.Generator
     n_test = max(1, round(params.test_fraction * n_segments)) if params.test_fraction > 0 else 0
     n_valid = max(1, round(params.valid_fraction * n_segments)) if params.valid_fraction > 0 else 0
     if n_test + n_valid >= n_segments:
-        raise ValueError(f"{n_segments} segments cannot hold {n_test} test and {n_valid} "
+        raise InvalidArgumentError(f"{n_segments} segments cannot hold {n_test} test and {n_valid} "
                          "validation segments plus training data; lower the fractions or add "
                          "SNPs")
     order = rng.permutation(n_segments)
@@ -601,7 +602,7 @@ def simulate_gwas(
     haplotypes = haplotypes[keep]
     positions = np.asarray(ds["variant_position"].values, dtype=np.int64)[keep]
     if keep.sum() < 2 * params.ld_block_snps:
-        raise ValueError(f"only {int(keep.sum())} SNPs pass MAF >= {params.min_maf}; need at "
+        raise InvalidArgumentError(f"only {int(keep.sum())} SNPs pass MAF >= {params.min_maf}; need at "
                          f"least two LD blocks of {params.ld_block_snps}")
     # Annotations: epigenome laid over the region.
     region_start = int(panel.preset.region_start)
@@ -684,14 +685,14 @@ def simulate_gwas_from_panel(
     n_snps, n_ref = haplotypes.shape
     for name, arr in (("positions", positions), ("annotations", annotations)):
         if arr.shape[0] != n_snps:
-            raise ValueError(f"{name} has {arr.shape[0]} rows; haplotypes have {n_snps} SNPs")
+            raise InvalidArgumentError(f"{name} has {arr.shape[0]} rows; haplotypes have {n_snps} SNPs")
     if annotations.ndim != 3 or annotations.shape[1] != len(track_names):
-        raise ValueError(f"annotations must be (snps, {len(track_names)} tracks, window), got "
+        raise InvalidArgumentError(f"annotations must be (snps, {len(track_names)} tracks, window), got "
                          f"{annotations.shape}")
     if scalars.shape[1] != len(scalar_names):
-        raise ValueError(f"{scalars.shape[1]} scalar columns for {len(scalar_names)} names")
+        raise InvalidArgumentError(f"{scalars.shape[1]} scalar columns for {len(scalar_names)} names")
     if n_snps < 2 * params.ld_block_snps:
-        raise ValueError(f"only {n_snps} SNPs; need at least two LD blocks of "
+        raise InvalidArgumentError(f"only {n_snps} SNPs; need at least two LD blocks of "
                          f"{params.ld_block_snps}")
     freq = haplotypes.mean(axis=1)
     maf = np.minimum(freq, 1.0 - freq)

@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sized
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from analysislib.errors import InvalidArgumentError
 from analysislib.training.device import select_device
 from analysislib.training.randomness import derive_seed
 
@@ -95,7 +96,7 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(value)
     except ValueError as exc:
-        raise ValueError(f"environment variable {name}={value!r} is not an integer") from exc
+        raise InvalidArgumentError(f"environment variable {name}={value!r} is not an integer") from exc
 
 
 def init_distributed(
@@ -333,11 +334,11 @@ class ShardedSampler:
         self.num_replicas = get_world_size() if num_replicas is None else int(num_replicas)
         self.rank = get_rank() if rank is None else int(rank)
         if self.n < 1:
-            raise ValueError(f"cannot sample from an empty dataset (n={n})")
+            raise InvalidArgumentError(f"cannot sample from an empty dataset (n={n})")
         if not 0 <= self.rank < self.num_replicas:
-            raise ValueError(f"rank {self.rank} is outside 0..{self.num_replicas - 1}")
+            raise InvalidArgumentError(f"rank {self.rank} is outside 0..{self.num_replicas - 1}")
         if drop_last and self.n < self.num_replicas:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"drop_last with {self.n} items leaves nothing for {self.num_replicas} ranks"
             )
         self.shuffle = shuffle

@@ -11,7 +11,7 @@ import contextlib
 import re
 from typing import TYPE_CHECKING, Any
 
-from analysislib.errors import DeviceUnavailableError
+from analysislib.errors import DeviceUnavailableError, InvalidArgumentError
 
 if TYPE_CHECKING:
     import torch
@@ -60,13 +60,13 @@ def select_device(preference: str | torch.device = "auto") -> torch.device:
     text = str(preference).strip().lower()
     match = _DEVICE_PATTERN.match(text)
     if match is None:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"unknown device {preference!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
         )
     kind, index = match.group(1), match.group(2)
     if kind == "auto":
         if index is not None:
-            raise ValueError(f"unknown device {preference!r}; 'auto' takes no index")
+            raise InvalidArgumentError(f"unknown device {preference!r}; 'auto' takes no index")
         if torch.cuda.is_available():
             return torch.device("cuda")
         if _mps_available():
@@ -118,9 +118,9 @@ def amp_dtype_for(
     device = torch.device(device)
     if dtype is not None:
         if dtype not in (torch.float16, torch.bfloat16):
-            raise ValueError(f"autocast dtype must be float16 or bfloat16, got {dtype}")
+            raise InvalidArgumentError(f"autocast dtype must be float16 or bfloat16, got {dtype}")
         if device.type == "cpu" and dtype == torch.float16:
-            raise ValueError("float16 autocast is not supported on the CPU; use torch.bfloat16")
+            raise InvalidArgumentError("float16 autocast is not supported on the CPU; use torch.bfloat16")
         return dtype
     return torch.float16 if device.type == "cuda" else None
 

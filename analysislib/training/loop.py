@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from analysislib.errors import CheckpointError
+from analysislib.errors import CheckpointError, InvalidArgumentError
 from analysislib.io.atomic import atomic_output
 from analysislib.training.checkpoint import (
     checkpoint_path,
@@ -356,16 +356,16 @@ def fit(
         ("cycle_length", cycle_length),
     ):
         if int(value) != value or value < (0 if name == "epochs" else 1):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{name} must be a {'non-negative' if name == 'epochs' else 'positive'} "
                 f"integer, got {value!r}"
             )
     if scheduler_interval not in ("step", "epoch", "cycle"):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"scheduler_interval must be 'step', 'epoch' or 'cycle', got {scheduler_interval!r}"
         )
     if nonfinite not in ("raise", "ignore"):
-        raise ValueError(f"nonfinite must be 'raise' or 'ignore', got {nonfinite!r}")
+        raise InvalidArgumentError(f"nonfinite must be 'raise' or 'ignore', got {nonfinite!r}")
 
     rank, world_size = get_rank(), get_world_size()
     is_main = rank == 0
@@ -528,7 +528,7 @@ def fit(
                     if show and batch_index % 10 == 0:
                         batch_bar.set_postfix(loss=f"{loss.item():.4g}")
             if n_batches == 0:
-                raise ValueError(f"the loader of epoch {epoch} yielded no batches")
+                raise InvalidArgumentError(f"the loader of epoch {epoch} yielded no batches")
 
             record: dict[str, Any] = {"epoch": epoch + 1}
             record["loss"] = all_reduce_mean(loss_sum.item() / n_batches, comm_device)

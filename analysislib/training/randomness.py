@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from analysislib.errors import InvalidArgumentError
+
 if TYPE_CHECKING:
     import torch
 
@@ -71,7 +73,7 @@ def seed_everything(seed: int, *, deterministic: bool = False) -> int:
 
 def _check_seed(seed: int) -> int:
     if int(seed) != seed or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise InvalidArgumentError(f"seed must be a non-negative integer, got {seed!r}")
     return int(seed)
 
 

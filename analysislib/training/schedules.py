@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from analysislib.errors import InvalidArgumentError
+
 __all__ = [
     "CurriculumSchedule",
     "EarlyStopping",
@@ -68,29 +70,29 @@ class CurriculumSchedule:
 
     def __post_init__(self) -> None:
         if int(self.n_steps) != self.n_steps or self.n_steps < 1:
-            raise ValueError(f"n_steps must be a positive integer, got {self.n_steps!r}")
+            raise InvalidArgumentError(f"n_steps must be a positive integer, got {self.n_steps!r}")
         if self.mode not in ("linear", "step"):
-            raise ValueError(f"mode must be 'linear' or 'step', got {self.mode!r}")
+            raise InvalidArgumentError(f"mode must be 'linear' or 'step', got {self.mode!r}")
         if self.n_levels is not None and (
             int(self.n_levels) != self.n_levels or not 1 <= self.n_levels <= self.n_steps
         ):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"n_levels must be an integer between 1 and n_steps={self.n_steps}, "
                 f"got {self.n_levels!r}"
             )
         for name in ("start", "end"):
             if not math.isfinite(getattr(self, name)):
-                raise ValueError(f"{name} must be finite, got {getattr(self, name)!r}")
+                raise InvalidArgumentError(f"{name} must be finite, got {getattr(self, name)!r}")
 
     def position(self, t: int) -> int:
         """Map step ``t`` to an index in ``[0, n_steps)`` (wrapping if ``cycle``, else clamping)."""
         if int(t) != t:
-            raise ValueError(f"curriculum step must be an integer, got {t!r}")
+            raise InvalidArgumentError(f"curriculum step must be an integer, got {t!r}")
         t = int(t)
         if self.cycle:
             return t % self.n_steps
         if t < 0:
-            raise ValueError(f"curriculum step must be >= 0, got {t}")
+            raise InvalidArgumentError(f"curriculum step must be >= 0, got {t}")
         return min(t, self.n_steps - 1)
 
     def __call__(self, t: int) -> float:
@@ -173,7 +175,7 @@ def all_but_k_rate(n_variants: int, k: int = 5) -> float:
     float
     """
     if n_variants <= 0 or not 0 <= k <= n_variants:
-        raise ValueError(f"need 0 <= k <= n_variants and n_variants > 0, got {k=} {n_variants=}")
+        raise InvalidArgumentError(f"need 0 <= k <= n_variants and n_variants > 0, got {k=} {n_variants=}")
     return (n_variants - k) / n_variants
 
 
@@ -207,11 +209,11 @@ class EarlyStopping:
         mode: Literal["min", "max"] = "min",
     ) -> None:
         if patience is not None and (int(patience) != patience or patience < 1):
-            raise ValueError(f"patience must be a positive integer or None, got {patience!r}")
+            raise InvalidArgumentError(f"patience must be a positive integer or None, got {patience!r}")
         if not min_delta >= 0:
-            raise ValueError(f"min_delta must be >= 0, got {min_delta!r}")
+            raise InvalidArgumentError(f"min_delta must be >= 0, got {min_delta!r}")
         if mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+            raise InvalidArgumentError(f"mode must be 'min' or 'max', got {mode!r}")
         self.patience = patience
         self.min_delta = float(min_delta)
         self.mode = mode
@@ -261,7 +263,7 @@ class EarlyStopping:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the counters saved by :meth:`state_dict` (the configuration stays as built)."""
         if state.get("mode", self.mode) != self.mode:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"early-stopping state was saved with mode={state['mode']!r}, "
                 f"this instance uses mode={self.mode!r}"
             )
@@ -298,7 +300,7 @@ def decay_learning_rate(optimizer: Any, factor: float, *, min_lr: float = 0.0) -
         The new learning rate of each parameter group.
     """
     if not 0 < factor <= 1:
-        raise ValueError(f"learning-rate decay factor must be in (0, 1], got {factor!r}")
+        raise InvalidArgumentError(f"learning-rate decay factor must be in (0, 1], got {factor!r}")
     groups: Iterable[dict[str, Any]] = optimizer.param_groups
     new_rates = []
     for group in groups:

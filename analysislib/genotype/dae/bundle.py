@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from analysislib.errors import BundleChecksumError, BundleError
+from analysislib.errors import BundleChecksumError, BundleError, InvalidArgumentError
 from analysislib.genotype.dae.contigs import _contig_length_map, infer_genome_build
 from analysislib.genotype.dae.forward import linear_layers, numpy_forward
 from analysislib.genotype.dae.hyperparameters import ACTIVATIONS, DAEHyperparameters
@@ -379,7 +379,7 @@ def _pack_weights(out: Path, entries: list[dict[str, Any]]) -> dict[str, Any] | 
             config = json.loads((out / entry["config"]).read_text())
             activation = str(config["hparams"]["activation"])
             if any(v.dtype != torch.float32 for v in state.values()):
-                raise ValueError("weights are not float32")
+                raise InvalidArgumentError("weights are not float32")
             layers = linear_layers(state)
         except (KeyError, TypeError, ValueError) as err:
             logger.info("%s: tile %s is not packed (%s); inference will use torch", out, entry["id"], err)
@@ -711,7 +711,7 @@ class Bundle:
             return numpy_forward(layers, activation, presence, batch_size=batch_size, inputs=inputs,
                                  outputs=outputs)
         if engine != "torch":
-            raise ValueError(f"engine must be 'numpy' or 'torch', got {engine!r}")
+            raise InvalidArgumentError(f"engine must be 'numpy' or 'torch', got {engine!r}")
         import torch
 
         skeleton, shapes = self._skeleton(tile)

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from analysislib.errors import CheckpointError
+from analysislib.errors import CheckpointError, InvalidArgumentError
 from analysislib.genotype.dae.hyperparameters import DAEHyperparameters
 from analysislib.genotype.dae.losses import (
     _kl_from_hidden,
@@ -93,7 +93,7 @@ _VALIDATION_STREAM = 13
 def mask_count(n_variants: int, rate: float) -> int:
     """Variants masked per sample at ``rate``: ``round(V * rate)`` (halves to even, as the code)."""
     if not 0 <= rate <= 1:
-        raise ValueError(f"masking rate must be in [0, 1], got {rate!r}")
+        raise InvalidArgumentError(f"masking rate must be in [0, 1], got {rate!r}")
     return round(n_variants * rate)
 
 
@@ -136,7 +136,7 @@ def mask_presence(presence: Any, rate: float, generator: torch.Generator | None 
     as_numpy = not isinstance(presence, torch.Tensor)
     x = torch.from_numpy(np.asarray(presence)) if as_numpy else presence
     if x.ndim != 2 or x.shape[1] % 2:
-        raise ValueError(f"expected (samples, 2 * variants) presence, got shape {tuple(x.shape)}")
+        raise InvalidArgumentError(f"expected (samples, 2 * variants) presence, got shape {tuple(x.shape)}")
     n_samples, n_variants = x.shape[0], x.shape[1] // 2
     keep = ~_variant_mask(n_samples, n_variants, rate, generator).to(x.device)
     out = (x.reshape(n_samples, n_variants, 2) * keep.unsqueeze(-1).to(x.dtype)).reshape(x.shape)
@@ -180,7 +180,7 @@ def _cpu_threads(threads: int | Literal["auto"] | None, device: torch.device,
         yield
         return
     if int(threads) < 1:
-        raise ValueError(f"threads must be >= 1, 'auto' or None, got {threads!r}")
+        raise InvalidArgumentError(f"threads must be >= 1, 'auto' or None, got {threads!r}")
     previous = torch.get_num_threads()
     torch.set_num_threads(int(threads))
     try:
@@ -228,9 +228,9 @@ def predict_presence(
     x = np.asarray(presence, dtype=np.float32)
     width = 2 * inner.n_variants if hasattr(inner, "n_variants") else x.shape[-1]
     if x.ndim != 2 or x.shape[1] != width:
-        raise ValueError(f"model expects (samples, {width}) inputs, got shape {x.shape}")
+        raise InvalidArgumentError(f"model expects (samples, {width}) inputs, got shape {x.shape}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InvalidArgumentError(f"batch_size must be >= 1, got {batch_size}")
     target = select_device(device)
     original = next(inner.parameters()).device
     was_training = inner.training
@@ -259,18 +259,18 @@ def _check_genotypes(genotypes: Any, what: str = "genotypes", *, biallelic: bool
         genotypes = genotypes["call_genotype"].values
     gt = np.asarray(genotypes)
     if gt.ndim != 3 or gt.shape[2] != 2:
-        raise ValueError(f"{what}: expected diploid (variants, samples, 2) genotypes, "
+        raise InvalidArgumentError(f"{what}: expected diploid (variants, samples, 2) genotypes, "
                          f"got shape {gt.shape}")
     if gt.shape[0] < 1 or gt.shape[1] < 1:
-        raise ValueError(f"{what}: need at least one variant and one sample, got shape {gt.shape}")
+        raise InvalidArgumentError(f"{what}: need at least one variant and one sample, got shape {gt.shape}")
     if gt.dtype.kind not in "iu":
-        raise ValueError(f"{what}: allele indices must be integers, got dtype {gt.dtype}")
+        raise InvalidArgumentError(f"{what}: allele indices must be integers, got dtype {gt.dtype}")
     if not biallelic:
         return gt
     bad = (gt < -1) | (gt > 1)
     if bad.any():
         v, s, h = np.argwhere(bad)[0]
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{what}: allele index {int(gt[v, s, h])} at variant {v}, sample {s}; the "
             "autoencoder takes biallelic variants only (0 = REF, 1 = ALT, -1 = missing)")
     return gt.astype(np.int8, copy=False)
@@ -280,12 +280,12 @@ def _masked_matrix(masked: Any, n_variants: int, n_samples: int) -> np.ndarray:
     """Expand a (variants,) or (variants, samples) bool mask to (variants, samples)."""
     m = np.asarray(masked)
     if m.dtype != bool:
-        raise ValueError(f"masked must be boolean, got dtype {m.dtype}")
+        raise InvalidArgumentError(f"masked must be boolean, got dtype {m.dtype}")
     if m.shape == (n_variants,):
         return np.repeat(m[:, None], n_samples, axis=1)
     if m.shape == (n_variants, n_samples):
         return m
-    raise ValueError(f"masked must have shape ({n_variants},) or ({n_variants}, {n_samples}), "
+    raise InvalidArgumentError(f"masked must have shape ({n_variants},) or ({n_variants}, {n_samples}), "
                      f"got {m.shape}")
 
 
@@ -297,7 +297,7 @@ def _validation_mask(genotypes: np.ndarray, mask_rate: float | None, masked: Any
     if masked is not None:
         return _masked_matrix(masked, n_variants, n_samples)
     if mask_rate is None:
-        raise ValueError("give mask_rate or masked")
+        raise InvalidArgumentError("give mask_rate or masked")
     generator = make_generator(seed, _VALIDATION_STREAM)
     return _variant_mask(n_samples, n_variants, mask_rate, generator).numpy().T.copy()
 
@@ -523,11 +523,11 @@ def _offspring(genotypes: Any, hparams: DAEHyperparameters, genetic_map: Any) ->
     if hasattr(genotypes, "data_vars"):
         ds = genotypes
         if "call_genotype_phased" in ds and not bool(np.asarray(ds["call_genotype_phased"]).all()):
-            raise ValueError("offspring augmentation needs phased genotypes; the dataset has "
+            raise InvalidArgumentError("offspring augmentation needs phased genotypes; the dataset has "
                              "unphased calls")
     else:
         if genetic_map is None:
-            raise ValueError("offspring augmentation from a genotype array needs genetic_map "
+            raise InvalidArgumentError("offspring augmentation from a genotype array needs genetic_map "
                              "(genetic position in cM of every variant, or an msprime RateMap "
                              "with positions given through a Dataset)")
         gt = np.asarray(genotypes)
@@ -673,11 +673,11 @@ def train_tile(
         hp = DAEHyperparameters.from_dict(hp)
     total_epochs = hp.max_epochs if epochs is None else int(epochs)
     if total_epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs!r}")
+        raise InvalidArgumentError(f"epochs must be >= 1, got {epochs!r}")
     if monitor not in ("loss", "val_r2"):
-        raise ValueError(f"monitor must be 'loss' or 'val_r2', got {monitor!r}")
+        raise InvalidArgumentError(f"monitor must be 'loss' or 'val_r2', got {monitor!r}")
     if monitor == "val_r2" and validation is None:
-        raise ValueError("monitor='val_r2' needs validation genotypes")
+        raise InvalidArgumentError("monitor='val_r2' needs validation genotypes")
 
     gt = _check_genotypes(genotypes)
     n_variants = gt.shape[0]
@@ -698,7 +698,7 @@ def train_tile(
     if validation is not None:
         val_gt = _check_genotypes(validation, "validation genotypes")
         if val_gt.shape[0] != n_variants:
-            raise ValueError(f"validation has {val_gt.shape[0]} variants, training {n_variants}")
+            raise InvalidArgumentError(f"validation has {val_gt.shape[0]} variants, training {n_variants}")
         rate = schedule.end if validation_mask is None else validation_mask
         if isinstance(rate, (int, float, np.floating)) and not isinstance(rate, bool):
             val_mask = _validation_mask(val_gt, float(rate), None, hp.seed)

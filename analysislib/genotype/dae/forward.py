@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from analysislib.errors import InvalidArgumentError
 from analysislib.genotype.dae.hyperparameters import ACTIVATIONS
 
 __all__ = ["linear_layers", "numpy_forward"]
@@ -50,7 +51,7 @@ def linear_layers(state: Mapping[str, Any]) -> list[tuple[np.ndarray, np.ndarray
     for key, value in state.items():
         match = pattern.match(key)
         if match is None:
-            raise ValueError(f"state dict key {key!r} is not a Linear layer of the autoencoder")
+            raise InvalidArgumentError(f"state dict key {key!r} is not a Linear layer of the autoencoder")
         part = 0 if match.group(1) == "encoder" else 1
         array = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
         found.setdefault((part, int(match.group(2))), {})[match.group(3)] = array
@@ -58,15 +59,15 @@ def linear_layers(state: Mapping[str, Any]) -> list[tuple[np.ndarray, np.ndarray
     for key in sorted(found):
         pair = found[key]
         if set(pair) != {"weight", "bias"}:
-            raise ValueError(f"layer {key} lacks its weight or bias")
+            raise InvalidArgumentError(f"layer {key} lacks its weight or bias")
         weight, bias = pair["weight"], pair["bias"]
         if weight.ndim != 2 or bias.shape != (weight.shape[0],):
-            raise ValueError(f"layer {key}: weight {weight.shape} and bias {bias.shape} do not fit")
+            raise InvalidArgumentError(f"layer {key}: weight {weight.shape} and bias {bias.shape} do not fit")
         if layers and layers[-1][0].shape[0] != weight.shape[1]:
-            raise ValueError(f"layer {key}: {weight.shape[1]} inputs after {layers[-1][0].shape[0]} outputs")
+            raise InvalidArgumentError(f"layer {key}: {weight.shape[1]} inputs after {layers[-1][0].shape[0]} outputs")
         layers.append((weight, bias))
     if len(layers) < 2 or layers[0][0].shape[1] != layers[-1][0].shape[0]:
-        raise ValueError("the layers do not map 2 V nodes back to 2 V nodes")
+        raise InvalidArgumentError("the layers do not map 2 V nodes back to 2 V nodes")
     return layers
 
 
@@ -93,7 +94,7 @@ def _numpy_activation_(name: str, x: np.ndarray) -> np.ndarray:
             soft = np.log1p(np.exp(np.minimum(x, 20)))
         np.copyto(x, np.where(x > 20, x, soft))
         return x
-    raise ValueError(f"unknown activation {name!r}; choose one of {ACTIVATIONS}")
+    raise InvalidArgumentError(f"unknown activation {name!r}; choose one of {ACTIVATIONS}")
 
 
 def numpy_forward(
@@ -139,18 +140,18 @@ def numpy_forward(
         float32 ``(samples, 2 V)``, or ``(samples, len(outputs))``.
     """
     if activation not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; choose one of {ACTIVATIONS}")
+        raise InvalidArgumentError(f"unknown activation {activation!r}; choose one of {ACTIVATIONS}")
     x = np.asarray(presence, dtype=np.float32)
     width = layers[0][0].shape[1]
     if inputs is not None:
         inputs = np.asarray(inputs, dtype=np.intp)
         if inputs.ndim != 1 or (len(inputs) and (inputs.min() < 0 or inputs.max() >= width)):
-            raise ValueError(f"inputs must be indices into the model's {width} inputs")
+            raise InvalidArgumentError(f"inputs must be indices into the model's {width} inputs")
         width = len(inputs)
     if x.ndim != 2 or x.shape[1] != width:
-        raise ValueError(f"model expects (samples, {width}) inputs, got shape {x.shape}")
+        raise InvalidArgumentError(f"model expects (samples, {width}) inputs, got shape {x.shape}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InvalidArgumentError(f"batch_size must be >= 1, got {batch_size}")
     layers = list(layers)
     if inputs is not None:  # the columns of the inputs that are not all 0
         first_weight, first_bias = layers[0]

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from analysislib.errors import InvalidArgumentError
+
 __all__ = ["ACTIVATIONS", "LOSSES", "OPTIMIZERS", "DAEHyperparameters", "layer_sizes"]
 
 
@@ -95,8 +97,8 @@ class DAEHyperparameters:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        def bad(name: str, rule: str) -> ValueError:
-            return ValueError(f"DAEHyperparameters.{name} must be {rule}, got {getattr(self, name)!r}")
+        def bad(name: str, rule: str) -> InvalidArgumentError:
+            return InvalidArgumentError(f"DAEHyperparameters.{name} must be {rule}, got {getattr(self, name)!r}")
 
         for name in ("n_layers", "batch_size", "cycle_epochs", "max_epochs", "max_mask_keep",
                      "offspring", "seed"):
@@ -158,7 +160,7 @@ class DAEHyperparameters:
         known = {spec.name for spec in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown DAE hyperparameters {unknown}; known: {sorted(known)}")
+            raise InvalidArgumentError(f"unknown DAE hyperparameters {unknown}; known: {sorted(known)}")
         return cls(**dict(values))
 
     def replace(self, **changes: Any) -> DAEHyperparameters:
@@ -178,9 +180,9 @@ def layer_sizes(n_variants: int, n_layers: int = 4, size_ratio: float = 0.5) -> 
     [20, 10, 5]
     """
     if int(n_variants) != n_variants or n_variants < 1:
-        raise ValueError(f"n_variants must be a positive integer, got {n_variants!r}")
+        raise InvalidArgumentError(f"n_variants must be a positive integer, got {n_variants!r}")
     if n_layers < 2 or n_layers % 2:
-        raise ValueError(f"n_layers must be an even integer >= 2, got {n_layers!r}")
+        raise InvalidArgumentError(f"n_layers must be an even integer >= 2, got {n_layers!r}")
     sizes = [2 * int(n_variants)]
     for _ in range(n_layers // 2):
         sizes.append(max(1, int(sizes[-1] * size_ratio)))

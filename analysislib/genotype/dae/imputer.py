@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from analysislib.errors import BundleError
+from analysislib.errors import BundleError, InvalidArgumentError, NotFittedError
 from analysislib.genotype.dae.bundle import Bundle, load_bundle
 from analysislib.genotype.dae.inference import impute_dataset
 from analysislib.genotype.dae.mapping import StrandPolicy
@@ -146,12 +146,12 @@ class DAEImputer(GenotypeImputer):
     ) -> None:
         super().__init__()
         if not name or not isinstance(name, str):
-            raise ValueError(f"name must be a non-empty string, got {name!r}")
+            raise InvalidArgumentError(f"name must be a non-empty string, got {name!r}")
         self.name = name
         preset = DAE_PRESETS.canonical(preset)  # PresetError for an unknown name
         _check_settings(hparams, tiling)
         if threads < 1:
-            raise ValueError("threads must be at least 1")
+            raise InvalidArgumentError("threads must be at least 1")
         self.bundle_path = None if bundle is None else Path(bundle)
         self.bundle_dir = None if bundle_dir is None else Path(bundle_dir)
         self.preset = preset
@@ -163,7 +163,7 @@ class DAEImputer(GenotypeImputer):
         self.models_per_tile = int(models_per_tile if models_per_tile is not None
                                    else DAE_PRESETS[preset]["models_per_tile"])
         if self.models_per_tile < 1:
-            raise ValueError(f"models_per_tile must be at least 1, got {models_per_tile!r}")
+            raise InvalidArgumentError(f"models_per_tile must be at least 1, got {models_per_tile!r}")
         self.jobs, self.tiles_per_task, self.client = int(jobs), tiles_per_task, client
         self.threads = int(threads)
         self.validation_fraction = float(validation_fraction)
@@ -224,7 +224,7 @@ class DAEImputer(GenotypeImputer):
     def impute(self, target: xr.Dataset) -> xr.Dataset:
         """Impute ``target`` to the reference variants (panel order)."""
         if self.bundle is None or self.reference is None:
-            raise RuntimeError("call fit(reference) before impute(target)")
+            raise NotFittedError("call fit(reference) before impute(target)")
         started = time.perf_counter()
         imputed = impute_dataset(self.bundle, target, threads=self.threads,
                                  strand_ambiguous=self.strand_ambiguous)

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from analysislib import variables
-from analysislib.errors import InputFormatError
+from analysislib.errors import InputFormatError, InvalidArgumentError
 from analysislib.genotype.dae.bundle import Bundle, load_bundle
 from analysislib.genotype.dae.mapping import StrandPolicy, VariantMapping, map_variants
 
@@ -64,7 +64,7 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
     previous = torch.get_num_threads()
     if threads is not None:
         if threads < 1:
-            raise ValueError("threads must be at least 1")
+            raise InvalidArgumentError("threads must be at least 1")
         torch.set_num_threads(int(threads))
     try:
         yield
@@ -83,7 +83,7 @@ def _engine_threads(engine: str, threads: int | None) -> Iterator[None]:
         yield
         return
     if threads < 1:
-        raise ValueError("threads must be at least 1")
+        raise InvalidArgumentError("threads must be at least 1")
     controller = _blas_controller()
     if controller is None:  # pragma: no cover - threadpoolctl comes with scikit-learn
         yield
@@ -116,7 +116,7 @@ def _thread_split(threads: int | None, work: Sequence[float]) -> tuple[int, int 
     if threads is None:
         return 1, None
     if threads < 1:
-        raise ValueError("threads must be at least 1")
+        raise InvalidArgumentError("threads must be at least 1")
     if not len(work) or float(np.median(work)) < _SMALL_TILE_WORK:
         return 1, 1
     workers = max(1, min(int(threads), len(work)))
@@ -127,7 +127,7 @@ def _check_engine(bundle: Bundle, engine: str | None) -> str:
     if engine is None:
         engine = "numpy" if bundle.packed else "torch"
     if engine not in ("numpy", "torch"):
-        raise ValueError(f"engine must be 'numpy' or 'torch', got {engine!r}")
+        raise InvalidArgumentError(f"engine must be 'numpy' or 'torch', got {engine!r}")
     return engine
 
 

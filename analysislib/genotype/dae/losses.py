@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from analysislib.errors import InvalidArgumentError
 from analysislib.genotype.dae.hyperparameters import LOSSES
 
 if TYPE_CHECKING:
@@ -81,9 +82,9 @@ def reconstruction_loss(
     import torch.nn.functional as F
 
     if kind not in LOSSES:
-        raise ValueError(f"loss kind must be one of {LOSSES}, got {kind!r}")
+        raise InvalidArgumentError(f"loss kind must be one of {LOSSES}, got {kind!r}")
     if pred.shape != target.shape:
-        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
+        raise InvalidArgumentError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
     with torch.autocast(device_type=pred.device.type, enabled=False):
         pred = pred.float()
         target = target.float()
@@ -101,7 +102,7 @@ def reconstruction_loss(
         if alpha is not None:
             a = torch.as_tensor(alpha, dtype=torch.float32, device=pred.device)
             if a.shape[-1] != pred.shape[-1]:
-                raise ValueError(f"alpha has {a.shape[-1]} nodes, outputs have {pred.shape[-1]}")
+                raise InvalidArgumentError(f"alpha has {a.shape[-1]} nodes, outputs have {pred.shape[-1]}")
             weighted = weighted * (target * a + (1 - target) * (1 - a))
         return weighted.mean()
 
@@ -123,7 +124,7 @@ def focal_alpha(training_presence: Any) -> np.ndarray:
         training_presence = training_presence.detach().cpu().numpy()
     x = np.asarray(training_presence, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] == 0:
-        raise ValueError(f"expected (samples, 2 * variants) presence, got shape {x.shape}")
+        raise InvalidArgumentError(f"expected (samples, 2 * variants) presence, got shape {x.shape}")
     return x.mean(axis=0).astype(np.float32)
 
 
@@ -139,7 +140,7 @@ def l1_penalty(model: torch.nn.Module) -> torch.Tensor:
     terms = [p.abs().mean() for name, p in unwrap_model(model).named_parameters()
              if name.endswith("weight")]
     if not terms:
-        raise ValueError("model has no weight parameters")
+        raise InvalidArgumentError("model has no weight parameters")
     return torch.stack(terms).sum()
 
 
@@ -162,5 +163,5 @@ def kl_sparsity(model: torch.nn.Module, clean_input: torch.Tensor, rho: float) -
     from analysislib.training import unwrap_model
 
     if not 0 < rho < 1:
-        raise ValueError(f"rho must be in (0, 1), got {rho!r}")
+        raise InvalidArgumentError(f"rho must be in (0, 1), got {rho!r}")
     return _kl_from_hidden(unwrap_model(model).encode(clean_input), rho)

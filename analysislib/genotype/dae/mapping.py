@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from analysislib.errors import InputFormatError
+from analysislib.errors import InputFormatError, InvalidArgumentError
 from analysislib.genotype.dae.bundle import Bundle, _object_codes
 from analysislib.genotype.dae.contigs import (
     _contig_length_map,
@@ -182,7 +182,7 @@ def _map_sites(bundle: Bundle, names: np.ndarray, positions: np.ndarray, alleles
                ) -> VariantMapping:
     """:func:`map_variants` on the variant columns: contig name per variant, positions, alleles."""
     if strand_ambiguous not in ("keep", "drop"):
-        raise ValueError("strand_ambiguous must be 'keep' or 'drop'")
+        raise InvalidArgumentError("strand_ambiguous must be 'keep' or 'drop'")
     bundle_contigs = bundle.contigs
     by_normal = {normalise_contig(c): c for c in bundle_contigs}
     contig_map: dict[str, str] = {}

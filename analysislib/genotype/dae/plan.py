@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from analysislib import variables
-from analysislib.errors import BundleError, WorkerDiedError
+from analysislib.errors import BundleError, InvalidArgumentError, WorkerDiedError
 from analysislib.genotype.dae.bundle import (
     TILES_DIR,
     Bundle,
@@ -82,11 +82,11 @@ def plan_tile_tasks(costs: Sequence[float], n_workers: int = 1, tiles_per_task: 
     if n == 0:
         return []
     if n_workers < 1:
-        raise ValueError("n_workers must be at least 1")
+        raise InvalidArgumentError("n_workers must be at least 1")
     if tiles_per_task is None:
         tiles_per_task = max(1, math.ceil(n / (4 * n_workers)))
     if tiles_per_task < 1:
-        raise ValueError("tiles_per_task must be at least 1")
+        raise InvalidArgumentError("tiles_per_task must be at least 1")
     n_tasks = math.ceil(n / tiles_per_task)
     loads = np.zeros(n_tasks)
     counts = np.zeros(n_tasks, dtype=np.int64)
@@ -202,7 +202,7 @@ def _resolve_tiles(reference: xr.Dataset, tiles: Any) -> tuple[pd.DataFrame, dic
     if isinstance(tiles, pd.DataFrame):
         missing = {"first_variant", "last_variant"} - set(tiles.columns)
         if missing:
-            raise ValueError(f"the tile table lacks {', '.join(sorted(missing))}")
+            raise InvalidArgumentError(f"the tile table lacks {', '.join(sorted(missing))}")
         return tiles.reset_index(drop=True), None
     raise TypeError("tiles must be a tile table, a Tiling, tile_genome arguments or None")
 
@@ -248,7 +248,7 @@ def _hparams_for(hparams: Any, tile_ids: Sequence[str], tile_numbers: Sequence[A
                                   else DAEHyperparameters.from_dict(value))
                     break
             else:
-                raise ValueError(f"no hyperparameters for tile {tile_id} (tile {number}) in the mapping")
+                raise InvalidArgumentError(f"no hyperparameters for tile {tile_id} (tile {number}) in the mapping")
         return chosen
     raise TypeError("hparams must be DAEHyperparameters, a mapping of their fields, or a per-tile mapping")
 
@@ -343,16 +343,16 @@ def train_bundle(
     from analysislib.training import progress_enabled
 
     if out_dir is None:
-        raise ValueError("out_dir (the bundle folder) is required")
+        raise InvalidArgumentError("out_dir (the bundle folder) is required")
     variables.validate(reference, ["call_genotype", "variant_position", "variant_allele", "variant_contig"])
     if reference.sizes["ploidy"] != 2 or reference.sizes["alleles"] != 2:
-        raise ValueError("the reference panel must be diploid and biallelic")
+        raise InvalidArgumentError("the reference panel must be diploid and biallelic")
     if not 0 <= validation_fraction < 1:
-        raise ValueError("validation_fraction must be in [0, 1)")
+        raise InvalidArgumentError("validation_fraction must be in [0, 1)")
     if jobs < 1:
-        raise ValueError("jobs must be at least 1")
+        raise InvalidArgumentError("jobs must be at least 1")
     if int(models_per_tile) != models_per_tile or models_per_tile < 1:
-        raise ValueError(f"models_per_tile must be a positive integer, got {models_per_tile!r}")
+        raise InvalidArgumentError(f"models_per_tile must be a positive integer, got {models_per_tile!r}")
     out = Path(out_dir)
     (out / TILES_DIR).mkdir(parents=True, exist_ok=True)
     table, tiling_params = _resolve_tiles(reference, tiles)
@@ -362,11 +362,11 @@ def train_bundle(
     last = table["last_variant"].to_numpy(dtype=np.int64)
     n_variants = reference.sizes["variants"]
     if len(first) == 0 or first.min() < 0 or last.max() >= n_variants or np.any(last < first):
-        raise ValueError(f"tile ranges must be non-empty and lie inside [0, {n_variants})")
+        raise InvalidArgumentError(f"tile ranges must be non-empty and lie inside [0, {n_variants})")
     spans_contigs = contigs[first] != contigs[last]
     if spans_contigs.any():
         t = int(np.flatnonzero(spans_contigs)[0])
-        raise ValueError(f"tile {t} spans contigs {contigs[first[t]]} and {contigs[last[t]]}")
+        raise InvalidArgumentError(f"tile {t} spans contigs {contigs[first[t]]} and {contigs[last[t]]}")
     ids = [tile_id_for(contigs[a], positions[a], positions[b]) for a, b in zip(first, last, strict=True)]
     seen: dict[str, int] = {}
     for i, tile_id in enumerate(ids):  # identical spans (rare): make the ids unique

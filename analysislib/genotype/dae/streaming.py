@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from analysislib.errors import InputFormatError
+from analysislib.errors import InputFormatError, InvalidArgumentError
 from analysislib.genotype.dae.bundle import Bundle, load_bundle
 from analysislib.genotype.dae.inference import (
     _check_engine,
@@ -99,7 +99,7 @@ def plan_stream(supplier: Sequence[int], n_samples: int, *, batch_samples: int =
         Variants x samples per chunk; a chunk holds at least one tile's variants.
     """
     if batch_samples < 1 or chunk_genotypes < 1 or n_samples < 1:
-        raise ValueError("batch_samples, chunk_genotypes and n_samples must be at least 1")
+        raise InvalidArgumentError("batch_samples, chunk_genotypes and n_samples must be at least 1")
     supplier = np.asarray(supplier)
     ends = np.r_[np.flatnonzero(np.diff(supplier) != 0) + 1, len(supplier)] if len(supplier) else []
     target = max(1, chunk_genotypes // n_samples)
@@ -337,7 +337,7 @@ def _refuse_output_is_input(in_vcf: str | os.PathLike[str], out_vcf: str | os.Pa
     if not same and source.exists() and target.exists():
         same = os.path.samefile(source, target)
     if same:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{out_vcf}: the output is the input file {in_vcf} (the same file); writing it "
             "would replace the input, so choose another output path")
 
@@ -410,7 +410,7 @@ def impute_vcf(
 
     _refuse_output_is_input(in_vcf, out_vcf)
     if batch_samples < 1:
-        raise ValueError("batch_samples must be at least 1")
+        raise InvalidArgumentError("batch_samples must be at least 1")
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     if not isinstance(bundle, Bundle):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from analysislib.errors import InvalidArgumentError
 from analysislib.genotype.dae.fit import _check_genotypes
 
 if TYPE_CHECKING:
@@ -156,7 +157,7 @@ def tile_features(
     n_variants, n_samples = gt.shape[:2]
     for name, values in (("positions", positions), ("genetic_positions", genetic_positions)):
         if values is not None and np.shape(values) != (n_variants,):
-            raise ValueError(f"{name} need one value per variant ({n_variants}), got shape {np.shape(values)}")
+            raise InvalidArgumentError(f"{name} need one value per variant ({n_variants}), got shape {np.shape(values)}")
     called_allele = gt >= 0
     alt_allele = gt > 0
     n_called = called_allele.sum(axis=(1, 2))
@@ -246,13 +247,13 @@ def tile_genotypes(ds: xr.Dataset, tiles: pd.DataFrame) -> dict[Hashable, np.nda
     """
     missing = {"tile", "first_variant", "last_variant"} - set(tiles.columns)
     if missing:
-        raise ValueError(f"the tile table lacks columns {sorted(missing)}")
+        raise InvalidArgumentError(f"the tile table lacks columns {sorted(missing)}")
     n = ds.sizes["variants"]
     out = {}
     for row in tiles.itertuples(index=False):
         first, last = int(row.first_variant), int(row.last_variant)
         if not 0 <= first <= last < n:
-            raise ValueError(f"tile {row.tile}: variants {first}..{last} lie outside the dataset's {n}")
+            raise InvalidArgumentError(f"tile {row.tile}: variants {first}..{last} lie outside the dataset's {n}")
         out[row.tile] = np.asarray(ds["call_genotype"].data[first:last + 1], dtype=np.int8)
     return out
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysislib.errors import InvalidArgumentError, NotFittedError
 from analysislib.genotype.dae.tuning.features import TILE_FEATURES
 from analysislib.genotype.dae.tuning.space import (
     AUTHORS_CODE_SEARCH_SPACE,
@@ -116,12 +117,12 @@ class HyperparameterPredictor:
     def _learn_layout(self, table: pd.DataFrame) -> None:
         absent = [c for c in [*self.hyperparameters, self.target] if c not in table.columns]
         if absent:
-            raise ValueError(f"the trial table lacks columns {absent}")
+            raise InvalidArgumentError(f"the trial table lacks columns {absent}")
         if self.features is None:
             self.features = [name for name in TILE_FEATURES if name in table.columns]
         absent = [c for c in self.features if c not in table.columns]
         if absent:
-            raise ValueError(f"the trial table lacks feature columns {absent}")
+            raise InvalidArgumentError(f"the trial table lacks feature columns {absent}")
         self.categories = {}
         for name in self.hyperparameters:
             if name in CATEGORICAL_HYPERPARAMETERS:
@@ -142,10 +143,10 @@ class HyperparameterPredictor:
         Categories not seen at fit time (nor in the search spaces) get all-zero indicators.
         """
         if not self.columns:
-            raise RuntimeError("the predictor has not been fitted")
+            raise NotFittedError("the predictor has not been fitted")
         absent = [c for c in [*self.hyperparameters, *self.features] if c not in table.columns]
         if absent:
-            raise ValueError(f"the table lacks predictor columns {absent}")
+            raise InvalidArgumentError(f"the table lacks predictor columns {absent}")
         parts = {}
         for name in self.hyperparameters:
             if name in self.categories:
@@ -186,7 +187,7 @@ class HyperparameterPredictor:
         """
         trials = self._scored(trials)
         if len(trials) < 2:
-            raise ValueError(f"need at least 2 trials to fit the predictor, got {len(trials)}")
+            raise InvalidArgumentError(f"need at least 2 trials to fit the predictor, got {len(trials)}")
         self._learn_layout(trials)
         self.model = self._new_model()
         self.model.fit(self.design_matrix(trials), self._targets(trials))
@@ -195,7 +196,7 @@ class HyperparameterPredictor:
     def predict(self, table: pd.DataFrame) -> np.ndarray:
         """Predicted r² of each row (hyperparameters plus the tile's features)."""
         if self.model is None:
-            raise RuntimeError("the predictor has not been fitted")
+            raise NotFittedError("the predictor has not been fitted")
         return np.asarray(self.model.predict(self.design_matrix(table)), dtype=np.float64)
 
     def cross_validate(
@@ -214,9 +215,9 @@ class HyperparameterPredictor:
         trials = self._scored(trials)
         k = int(k)
         if k < 2:
-            raise ValueError(f"cross-validation needs k >= 2, got {k}")
+            raise InvalidArgumentError(f"cross-validation needs k >= 2, got {k}")
         if len(trials) < k:
-            raise ValueError(f"cannot split {len(trials)} trials into {k} folds")
+            raise InvalidArgumentError(f"cannot split {len(trials)} trials into {k} folds")
         layout = HyperparameterPredictor(self.hyperparameters, self.features, target=self.target,
                                          seed=self.seed, threads=self.threads, **self.xgb_params)
         layout._learn_layout(trials)  # one column layout for every fold
@@ -226,7 +227,7 @@ class HyperparameterPredictor:
         if group_by_tile:
             groups = trials["tile"].astype(str).to_numpy()
             if len(set(groups)) < k:
-                raise ValueError(f"cannot split {len(set(groups))} tiles into {k} folds")
+                raise InvalidArgumentError(f"cannot split {len(set(groups))} tiles into {k} folds")
             splitter = GroupKFold(n_splits=k, shuffle=True, random_state=shuffle_seed)
             folds = splitter.split(x, y, groups)
         else:
@@ -281,12 +282,12 @@ class HyperparameterPredictor:
             columns, ``predicted_r2`` and ``observed_r2`` (for observed rows).
         """
         if self.model is None:
-            raise RuntimeError("the predictor has not been fitted")
+            raise NotFittedError("the predictor has not been fitted")
         k = int(k)
         if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
+            raise InvalidArgumentError(f"k must be at least 1, got {k}")
         if candidates.empty:
-            raise ValueError("no candidate hyperparameter sets")
+            raise InvalidArgumentError("no candidate hyperparameter sets")
         _check_feature_rows_subset(tile_features, self.features)
         hyper = candidates[self.hyperparameters].reset_index(drop=True)
         labels = candidates.index.to_numpy()
@@ -342,7 +343,7 @@ class HyperparameterPredictor:
 def _check_feature_rows_subset(tile_features: pd.DataFrame, features: Sequence[str] | None) -> None:
     lacking = [name for name in (features or ()) if name not in tile_features.columns]
     if lacking:
-        raise ValueError(f"the tile feature table lacks columns {lacking}")
+        raise InvalidArgumentError(f"the tile feature table lacks columns {lacking}")
 
 
 def _pearson_r2(observed: np.ndarray, predicted: np.ndarray) -> float:

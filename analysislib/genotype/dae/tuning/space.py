@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysislib.errors import InvalidArgumentError
 from analysislib.genotype.dae.hyperparameters import DAEHyperparameters
 from analysislib.training.randomness import derive_seed
 
@@ -81,16 +82,16 @@ CATEGORICAL_HYPERPARAMETERS: tuple[str, ...] = ("activation", "optimizer", "loss
 def _resolve_space(space: str | Mapping[str, Sequence[Any]]) -> dict[str, tuple[Any, ...]]:
     if isinstance(space, str):
         if space not in SEARCH_SPACES:
-            raise ValueError(f"unknown search space {space!r}; choose one of {sorted(SEARCH_SPACES)}")
+            raise InvalidArgumentError(f"unknown search space {space!r}; choose one of {sorted(SEARCH_SPACES)}")
         return SEARCH_SPACES[space]
     fields = set(DAEHyperparameters.__dataclass_fields__)
     resolved = {}
     for name, values in space.items():
         if name not in fields:
-            raise ValueError(f"search space entry {name!r} is not a DAEHyperparameters field")
+            raise InvalidArgumentError(f"search space entry {name!r} is not a DAEHyperparameters field")
         values = tuple(values)
         if not values:
-            raise ValueError(f"search space entry {name!r} has no values")
+            raise InvalidArgumentError(f"search space entry {name!r} has no values")
         resolved[name] = values
     return resolved
 
@@ -120,7 +121,7 @@ def sample_hyperparameters(
         hyperparameter, with the values' own types.
     """
     if int(n) < 0:
-        raise ValueError(f"n must be non-negative, got {n}")
+        raise InvalidArgumentError(f"n must be non-negative, got {n}")
     values = _resolve_space(space)
     rng = np.random.default_rng(derive_seed(int(seed), 0x7E5E))
     columns = {}

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysislib.errors import InvalidArgumentError
 from analysislib.genotype.dae.fit import _check_genotypes
 from analysislib.genotype.dae.hyperparameters import DAEHyperparameters
 from analysislib.genotype.dae.tuning.features import TILE_FEATURES, tile_feature_table
@@ -50,10 +51,10 @@ def split_validation_samples(n_samples: int, fraction: float = 0.2, seed: int = 
     from analysislib.genotype.masking import _random_holdout  # imports xarray: not at module level
 
     if not 0 < fraction < 1:
-        raise ValueError(f"validation fraction must lie in (0, 1), got {fraction}")
+        raise InvalidArgumentError(f"validation fraction must lie in (0, 1), got {fraction}")
     n_val = round(n_samples * fraction)
     if n_val < 1 or n_val >= n_samples:
-        raise ValueError(f"cannot hold out {fraction:g} of {n_samples} samples for validation")
+        raise InvalidArgumentError(f"cannot hold out {fraction:g} of {n_samples} samples for validation")
     return _random_holdout(n_samples, n_val, derive_seed(int(seed), 0x5A11))
 
 
@@ -123,17 +124,17 @@ def _tile_splits(
     seed: int,
 ) -> dict[Hashable, tuple[np.ndarray, np.ndarray]]:
     if not tiles_genotypes:
-        raise ValueError("no tiles given")
+        raise InvalidArgumentError("no tiles given")
     splits = {}
     split_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for tile, genotypes in tiles_genotypes.items():
         gt = _check_genotypes(genotypes, f"tile {tile!r} genotypes", biallelic=False)
         if validation is not None:
             if tile not in validation:
-                raise ValueError(f"tile {tile!r} has no validation genotypes")
+                raise InvalidArgumentError(f"tile {tile!r} has no validation genotypes")
             val = _check_genotypes(validation[tile], f"tile {tile!r} validation genotypes", biallelic=False)
             if val.shape[0] != gt.shape[0]:
-                raise ValueError(f"tile {tile!r}: {val.shape[0]} validation variants but {gt.shape[0]} training ones")
+                raise InvalidArgumentError(f"tile {tile!r}: {val.shape[0]} validation variants but {gt.shape[0]} training ones")
             splits[tile] = (gt, val)
             continue
         n = gt.shape[1]
@@ -289,7 +290,7 @@ def run_random_search(
         ``seconds``.
     """
     if int(n_trials) < 1 or int(epochs_per_trial) < 1:
-        raise ValueError(f"n_trials and epochs_per_trial must be at least 1, got {n_trials}, {epochs_per_trial}")
+        raise InvalidArgumentError(f"n_trials and epochs_per_trial must be at least 1, got {n_trials}, {epochs_per_trial}")
     base = base if base is not None else DAEHyperparameters()
     base = replace(base, cycle_epochs=int(epochs_per_trial), max_epochs=int(epochs_per_trial))
     splits = _tile_splits(tiles_genotypes, validation, validation_fraction, seed)
@@ -327,10 +328,10 @@ def run_random_search(
 def _check_feature_rows(features: pd.DataFrame, tiles: Sequence[Hashable]) -> None:
     absent = [tile for tile in tiles if tile not in features.index]
     if absent:
-        raise ValueError(f"the feature table has no rows for tiles {absent[:5]}")
+        raise InvalidArgumentError(f"the feature table has no rows for tiles {absent[:5]}")
     lacking = [name for name in TILE_FEATURES if name not in features.columns]
     if lacking:
-        raise ValueError(f"the feature table lacks columns {lacking}")
+        raise InvalidArgumentError(f"the feature table lacks columns {lacking}")
 
 
 @renamed_keywords(n_jobs="jobs")
@@ -370,13 +371,13 @@ def train_candidates(
         :func:`best_hyperparameters` returns the settings as trained.
     """
     if "tile" not in candidates.columns:
-        raise ValueError("candidates need a 'tile' column")
+        raise InvalidArgumentError("candidates need a 'tile' column")
     base = base if base is not None else DAEHyperparameters()
     base = replace(base, cycle_epochs=int(cycle_epochs), max_epochs=int(max_epochs))
     splits = _tile_splits(tiles_genotypes, validation, validation_fraction, seed)
     unknown = set(candidates["tile"]) - set(splits)
     if unknown:
-        raise ValueError(f"candidates name tiles without genotypes: {sorted(map(str, unknown))[:5]}")
+        raise InvalidArgumentError(f"candidates name tiles without genotypes: {sorted(map(str, unknown))[:5]}")
     tiles = list(splits)
     table = candidates.reset_index(drop=True)
     runs_per_tile: dict[Hashable, list[tuple[Any, dict[str, Any]]]] = {tile: [] for tile in tiles}
@@ -405,7 +406,7 @@ def best_hyperparameters(
     mapping it returns can be given to ``analysislib.genotype.dae.train_bundle``.
     """
     if results.empty:
-        raise ValueError("no results to choose from")
+        raise InvalidArgumentError("no results to choose from")
     best_rows = results.loc[results.groupby("tile", sort=False)[score].idxmax()]
     chosen = to_hyperparameters(best_rows, base)
     return dict(zip(best_rows["tile"], chosen, strict=True))
