@@ -39,6 +39,7 @@ X = np.random.default_rng(0).integers(0, 2, (4, 12)).astype(np.float32)  # allel
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory) -> Path:
     from analysislib.genotype import autoencoder as ae
+    from analysislib.genotype.dae.model import SparseDenoisingAutoencoder
 
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("bundle") / "bundle"
@@ -48,7 +49,7 @@ def pristine(tmp_path_factory) -> Path:
         pos = 100 * np.arange(a + 1, b + 2)
         variants = pd.DataFrame({"chrom": "22", "pos": pos, "id": [f"rs{p}" for p in pos],
                                  "ref": "A", "alt": "G", "alt_freq": 0.25})
-        entries.append(write_tile(out, f"t{k}", ae.SparseDenoisingAutoencoder(len(variants), hp), hp,
+        entries.append(write_tile(out, f"t{k}", SparseDenoisingAutoencoder(len(variants), hp), hp,
                                   variants))
     write_manifest(out, entries, contig_lengths={"22": 51304566})
     return out
@@ -372,9 +373,10 @@ def test_damaged_tile_weights_are_named_when_first_read(bundle):
 
 def test_tile_weights_of_another_shape_are_named(bundle):
     from analysislib.genotype import autoencoder as ae
+    from analysislib.genotype.dae.model import SparseDenoisingAutoencoder
 
     path = bundle / "tiles/t0.pt"
-    other = ae.SparseDenoisingAutoencoder(5, ae.DAEHyperparameters(n_layers=2, size_ratio=0.5))
+    other = SparseDenoisingAutoencoder(5, ae.DAEHyperparameters(n_layers=2, size_ratio=0.5))
     torch.save(other.state_dict(), path)
     _rehash(bundle, "tiles/t0.pt")
     with pytest.raises(BundleError) as info:

@@ -17,7 +17,6 @@ torch = pytest.importorskip("torch")
 from analysislib.errors import CheckpointError
 from analysislib.genotype.autoencoder import (
     DAEHyperparameters,
-    SparseDenoisingAutoencoder,
     focal_alpha,
     impute_masked,
     kl_sparsity,
@@ -33,6 +32,7 @@ from analysislib.genotype.autoencoder import (
     train_tile,
     validation_r2,
 )
+from analysislib.genotype.dae.model import SparseDenoisingAutoencoder
 from analysislib.genotype.encoding import allele_presence
 from analysislib.genotype.metrics import aggregate_r2, allele_count, per_variant_r2
 
@@ -627,3 +627,14 @@ def test_predict_presence_takes_num_threads_for_one_release(cpu_threads_seen):
     with pytest.warns(FutureWarning, match="'num_threads' is now called 'threads'"):
         out = predict_presence(model, np.ones((3, 8), dtype=np.float32), num_threads=1)
     assert out.shape == (3, 8) and cpu_threads_seen == [1]
+
+
+def test_old_paths_of_the_torch_modules_warn():
+    import analysislib.genotype.autoencoder as old_autoencoder
+    import analysislib.genotype.unet as old_unet
+    from analysislib.genotype import unet_model
+
+    with pytest.warns(FutureWarning, match="dae.model.SparseDenoisingAutoencoder"):
+        assert old_autoencoder.SparseDenoisingAutoencoder is SparseDenoisingAutoencoder
+    with pytest.warns(FutureWarning, match="unet_model.BiUNet"):
+        assert old_unet.BiUNet is unet_model.BiUNet

@@ -38,12 +38,11 @@ from analysislib.genotype.dae.losses import (
     reconstruction_loss,
 )
 
-__all__ = [  # noqa: F822 - SparseDenoisingAutoencoder comes from the module __getattr__
+__all__ = [
     "ACTIVATIONS",
     "LOSSES",
     "OPTIMIZERS",
     "DAEHyperparameters",
-    "SparseDenoisingAutoencoder",
     "TrainedTile",
     "focal_alpha",
     "impute_masked",
@@ -63,10 +62,14 @@ __all__ = [  # noqa: F822 - SparseDenoisingAutoencoder comes from the module __g
 
 
 def __getattr__(name: str) -> Any:
-    # The torch module stays lazy here: importing this module never imported torch, and
-    # analysislib.genotype.dae.model imports it at the top.
+    # The old path of the torch module, kept for one release without importing torch here.
     if name == "SparseDenoisingAutoencoder":
+        import warnings
+
         from analysislib.genotype.dae.model import SparseDenoisingAutoencoder
 
+        warnings.warn("analysislib.genotype.autoencoder.SparseDenoisingAutoencoder is now "
+                      "analysislib.genotype.dae.model.SparseDenoisingAutoencoder; the old path "
+                      "will be removed in the next release", FutureWarning, stacklevel=2)
         return SparseDenoisingAutoencoder
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,9 +8,10 @@ Segmentation, the positional channel and reassembly are in :mod:`analysislib.gen
 The networks (torch modules) are in :mod:`analysislib.genotype.unet_model`, the losses and the
 training run in :mod:`analysislib.genotype.unet_training`; this module holds their configuration
 and presets, inference (:func:`predict_segments`) and the imputers, and imports torch only inside
-the functions that need it. The training names are re-exported here; :class:`BiUNet` and
-:class:`SCDA` are re-exported on first use (``from analysislib.genotype.unet import BiUNet`` then
-imports torch), so import them from :mod:`analysislib.genotype.unet_model`.
+the functions that need it. The training names are re-exported here; import the networks
+(:class:`~analysislib.genotype.unet_model.BiUNet`, :class:`~analysislib.genotype.unet_model.SCDA`)
+from :mod:`analysislib.genotype.unet_model` (their old path here still works for one release,
+with a FutureWarning).
 
 Models
 ------
@@ -179,12 +180,10 @@ from analysislib.runtime import renamed_keywords
 
 logger = logging.getLogger(__name__)
 
-__all__ = [  # noqa: F822 - BiUNet and SCDA come from the module __getattr__
+__all__ = [
     "BIUNET_PRESETS",
     "PENALTY_MATRIX",
-    "SCDA",
     "SCDA_PRESETS",
-    "BiUNet",
     "BiUNetImputer",
     "SCDAImputer",
     "SegmentModelConfig",
@@ -379,11 +378,15 @@ SCDA_PRESETS: Presets[SegmentModelConfig] = Presets("SCDA", {
 
 
 def __getattr__(name: str) -> Any:
-    # BiUNet and SCDA are torch modules (analysislib.genotype.unet_model), re-exported here when
-    # first asked for so that importing this module does not import torch.
+    # The old path of the torch networks, kept for one release without importing torch here.
     if name in ("BiUNet", "SCDA"):
+        import warnings
+
         from analysislib.genotype import unet_model
 
+        warnings.warn(f"analysislib.genotype.unet.{name} is now analysislib.genotype.unet_model."
+                      f"{name}; the old path will be removed in the next release", FutureWarning,
+                      stacklevel=2)
         return getattr(unet_model, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
