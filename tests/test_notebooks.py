@@ -27,6 +27,20 @@ def test_notebook_is_committed_clean(notebook):
     assert len(tagged) == 1 and "quick: bool = True" in "".join(tagged[0]["source"])
 
 
+#: Notebooks call the library; analysis and figure code lives in analysislib.
+MAX_CODE_LINES = 80
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_is_thin(notebook):
+    code = [line for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"
+            for line in "".join(c["source"]).splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+    definitions = [line.strip() for line in code if line.lstrip().startswith(("def ", "class "))]
+    assert definitions == [], "move functions and classes into analysislib"
+    assert len(code) < MAX_CODE_LINES, f"{len(code)} lines of code; move analysis into analysislib"
+
+
 @pytest.mark.notebook
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_in_quick_mode(notebook, data_mirror, tmp_path):
