@@ -24,8 +24,9 @@ LAYERS = [
                  "epigenome.edice", "epigenome.factorisation",
                  "epigenome.chromimpute", "epigenome.wasserstein", "epigenome.differential",
                  "epigenome.occupancy", "epigenome.transfer", "gwas"]),
-    ("evaluation", ["evaluate", "epigenome.evaluate", "gwas.evaluate"]),
-    ("front ends", ["results.summary", "genotype.report", "gwas.report", "cli", "notebooks", "dashboard", "plotting", "testing"]),
+    ("evaluation", ["evaluate", "epigenome.evaluate", "epigenome.downstream", "gwas.evaluate"]),
+    ("front ends", ["results.summary", "genotype.report", "gwas.report", "epigenome.report", "cli", "notebooks", "dashboard",
+                    "plotting", "testing"]),
 ]
 #: (importer, imported) pairs allowed against the layering, each imported inside a function.
 ALLOWED = {("simulate.gwas", "gwas.ldsc")}
@@ -79,6 +80,24 @@ def test_exception_and_warning_types_are_defined_in_errors_only():
                     for base in node.bases):
                 defined.append(f"{module}.{node.name}")
     assert defined == [], "define exception types in analysislib/errors.py"
+
+
+#: Built-in exceptions the package may not raise itself: each has an analysislib type in
+#: errors.py (InvalidArgumentError for ValueError, NotFittedError for "call fit first").
+BARE = {"ValueError"}
+
+
+def test_errors_come_from_errors_py():
+    raised = []
+    for module, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Raise) and node.exc is not None:
+                call = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+                name = call.id if isinstance(call, ast.Name) else None
+                text = ast.unparse(node.exc)
+                if name in BARE or (name == "RuntimeError" and "fit" in text and "before" in text):
+                    raised.append(f"{module}:{node.lineno}: raise {text[:60]}")
+    assert raised == [], "raise the analysislib type from errors.py:\n" + "\n".join(raised)
 
 
 def test_old_import_paths_of_moved_exception_types_still_work():

@@ -9,8 +9,8 @@ import pytest
 import xarray as xr
 
 from analysislib.epigenome.differential import compare_differential
-from analysislib.epigenome.evaluate import mark_group_tests, mark_groups, track_windows
 from analysislib.epigenome.occupancy import enriched_bins, joint_occupancy, occupancy_histogram
+from analysislib.epigenome.report import mark_group_tests, mark_groups, track_windows
 from analysislib.epigenome.tensor import create_signal_dataset
 from analysislib.plotting.epigenome import (
     plot_affinity_correlation,

@@ -1,7 +1,7 @@
 """Figures of the eDICE notebooks (30–33; Hawkins-Hooker et al. 2023, Figs. 2–6).
 
 Each function takes tidy tables (results-store rows, or the tables of
-:mod:`analysislib.epigenome.evaluate` and the downstream analyses) plus keyword options and
+:mod:`analysislib.epigenome.report` and :mod:`analysislib.epigenome.downstream`) plus keyword options and
 returns a matplotlib figure; the notebooks save it with :func:`analysislib.plotting.save_figure`.
 """
 
@@ -21,6 +21,7 @@ from matplotlib.patches import Circle
 
 from analysislib.epigenome.differential import DifferentialOverlap
 from analysislib.epigenome.wasserstein import distance_agreement
+from analysislib.errors import InvalidArgumentError
 
 __all__ = [
     "plot_affinity_correlation",
@@ -100,7 +101,7 @@ def plot_example_tracks(windows: pd.DataFrame, peaks: pd.DataFrame, *,
     Parameters
     ----------
     windows, peaks
-        Output of :func:`analysislib.epigenome.evaluate.example_tracks`.
+        Output of :func:`analysislib.epigenome.report.example_tracks`.
     titles
         Cell -> column title (default the cell).
     xlabel
@@ -171,7 +172,7 @@ def plot_learning_curves(curve: pd.DataFrame, *, labels: Mapping[str, str],
     ----------
     curve
         Store rows of tracks with a ``training bins`` column
-        (:func:`analysislib.epigenome.evaluate.training_bins`); lines are means with 95 %
+        (:func:`analysislib.epigenome.report.training_bins`); lines are means with 95 %
         confidence intervals over tracks.
     labels
         Metric -> panel title.
@@ -203,7 +204,7 @@ def plot_scores_by_assay(rows: pd.DataFrame, *, metrics: Mapping[str, str] | Seq
     ----------
     rows
         Per-track rows with ``data``, ``assay``, ``metric``, ``value`` and the two count columns
-        of :func:`analysislib.epigenome.evaluate.support_counts`.
+        of :func:`analysislib.epigenome.report.support_counts`.
     metrics
         Metric -> axis label (or the metrics), in row order.
     seed
@@ -252,10 +253,10 @@ def plot_mark_groups(rows: pd.DataFrame, tests: pd.DataFrame, *,
     Parameters
     ----------
     rows
-        Output of :func:`analysislib.epigenome.evaluate.mark_groups` (``data``, ``metric``,
+        Output of :func:`analysislib.epigenome.report.mark_groups` (``data``, ``metric``,
         ``group``, ``assay``, ``value``).
     tests
-        Output of :func:`analysislib.epigenome.evaluate.mark_group_tests` for the same rows.
+        Output of :func:`analysislib.epigenome.report.mark_group_tests` for the same rows.
     metrics
         Metric -> title (or the metrics), in column order.
     """
@@ -294,7 +295,7 @@ def plot_distance_scatter(distances: xr.Dataset, *, highlight: pd.DataFrame | No
     distances
         ``observed`` and ``imputed`` over ``peak``, with attributes ``cells`` and ``unit``
         (:func:`analysislib.epigenome.wasserstein.peak_shape_distances`, computed, or
-        :func:`analysislib.epigenome.evaluate.read_peak_shapes`).
+        :func:`analysislib.epigenome.report.read_peak_shapes`).
     highlight
         Rows with ``observed``, ``imputed``, ``kind`` (``specific`` or ``shared``) and
         ``peak`` (:func:`analysislib.epigenome.wasserstein.highlight_peaks`): circled and named
@@ -331,13 +332,13 @@ def plot_peak_examples(windows: pd.DataFrame, highlight: pd.DataFrame) -> Figure
     Parameters
     ----------
     windows
-        :func:`analysislib.epigenome.evaluate.track_windows` of tracks ``observed`` and
+        :func:`analysislib.epigenome.report.track_windows` of tracks ``observed`` and
         ``imputed`` with a ``cell`` column (the two tissues) around the rows of ``highlight``.
     highlight
         The peaks (``chrom``, ``start``, ``end``, optionally ``kind``), one column each.
     """
     if len(highlight) == 0:
-        raise ValueError("no peaks to plot")
+        raise InvalidArgumentError("no peaks to plot")
     kinds = list(dict.fromkeys(windows["track"]))
     cells = list(dict.fromkeys(windows["cell"]))
     n = len(highlight)
@@ -367,7 +368,7 @@ def plot_replicates_at_peaks(windows: pd.DataFrame, highlight: pd.DataFrame) -> 
     Parameters
     ----------
     windows
-        :func:`analysislib.epigenome.evaluate.track_windows` of tissue -> replicates
+        :func:`analysislib.epigenome.report.track_windows` of tissue -> replicates
         ``(replicate, bin)`` around the rows of ``highlight``.
     highlight
         The peaks (``chrom``, ``start``, ``end``, optionally ``kind``), one panel each.
@@ -459,7 +460,7 @@ def plot_affinity_heatmap(matrix: pd.DataFrame, samples: pd.DataFrame | None = N
         Per sample ``source`` and ``tissue``, to order the columns.
     """
     if matrix.shape[0] < 2:
-        raise ValueError("need at least two differential peaks to cluster")
+        raise InvalidArgumentError("need at least two differential peaks to cluster")
     columns = list(matrix.columns)
     if samples is not None:
         columns = sorted(columns, key=lambda s: (samples.at[s, "source"] != "measured",
@@ -479,7 +480,7 @@ def plot_track_across_individuals(windows: pd.DataFrame, *, by: str = "individua
     Parameters
     ----------
     windows
-        :func:`analysislib.epigenome.evaluate.track_windows` of a track with a ``by``
+        :func:`analysislib.epigenome.report.track_windows` of a track with a ``by``
         dimension.
     by
         Column giving the rows.
@@ -518,9 +519,9 @@ def plot_occupancy_histograms(table: pd.DataFrame, *, by: str = "assay",
         Figure title.
     """
     if value not in ("fraction", "n_bins"):
-        raise ValueError(f"value must be 'fraction' or 'n_bins', got {value!r}")
+        raise InvalidArgumentError(f"value must be 'fraction' or 'n_bins', got {value!r}")
     if table.empty:
-        raise ValueError("no occupancy rows to plot")
+        raise InvalidArgumentError("no occupancy rows to plot")
     summed = table.groupby([by, "occupancy"], sort=True)["n_bins"].sum().reset_index()
     summed["fraction"] = summed["n_bins"] / summed.groupby(by)["n_bins"].transform("sum")
     panels = list(dict.fromkeys(summed[by]))
@@ -555,7 +556,7 @@ def plot_joint_occupancy(tables: Mapping[Hashable, pd.DataFrame] | pd.DataFrame,
         tables = {"": tables}
     items = list(tables.items())
     if not items:
-        raise ValueError("no joint-occupancy tables to plot")
+        raise InvalidArgumentError("no joint-occupancy tables to plot")
     fig, axes = plt.subplots(1, len(items), figsize=(2.8 * len(items), 2.9), squeeze=False)
     for ax, (label, table) in zip(axes[0], items, strict=True):
         values = table.to_numpy(np.float64)
@@ -585,7 +586,7 @@ def plot_transfer_scores(rows: pd.DataFrame) -> Figure:
     ----------
     rows
         Track rows of the transfer scores with an ``assay`` column
-        (:func:`analysislib.epigenome.evaluate.read_transfer_tracks`).
+        (:func:`analysislib.epigenome.report.read_transfer_tracks`).
     """
     from analysislib.epigenome.transfer import TRANSFER_LABELS, TRANSFER_METHODS
 
@@ -609,7 +610,7 @@ def plot_individual_specific_auprc(rows: pd.DataFrame) -> Figure:
     ----------
     rows
         Track rows of the ``auprc`` metric with an ``assay`` column
-        (:func:`analysislib.epigenome.evaluate.read_transfer_tracks`), methods as in
+        (:func:`analysislib.epigenome.report.read_transfer_tracks`), methods as in
         :data:`analysislib.epigenome.transfer.TRANSFER_LABELS`.
     """
     from analysislib.epigenome.transfer import TRANSFER_LABELS, TRANSFER_METHODS

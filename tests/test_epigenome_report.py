@@ -1,4 +1,4 @@
-"""What the eDICE figure notebooks run and read back (the second half of epigenome.evaluate).
+"""Tables, tests, verdicts and notebook runs of the eDICE comparison (epigenome.report).
 
 AVG runs wherever a method must actually run; the costly steps (eDICE, Avocado, transfer
 learning, DESeq2) are replaced by recorders or canned outputs, so each test checks the rows the
@@ -16,19 +16,24 @@ import pytest
 import xarray as xr
 from scipy import stats
 
-from analysislib.epigenome import evaluate
-from analysislib.epigenome.evaluate import (
+from analysislib.epigenome import report
+from analysislib.epigenome.downstream import (
     DOWNSTREAM_TASK,
-    TASK,
+    evaluate_differential,
+    evaluate_occupancy,
+    evaluate_peak_shapes,
+    evaluate_transfer,
+)
+from analysislib.epigenome.evaluate import TASK
+from analysislib.epigenome.imputer import AverageImputer
+from analysislib.epigenome.occupancy import enriched_bins, joint_occupancy, occupancy_histogram
+from analysislib.epigenome.peaks import call_peaks
+from analysislib.epigenome.report import (
     FirstBinsImputer,
     available_methods,
     contrast_tissues,
     correlation_blocks,
-    evaluate_differential,
     evaluate_methods,
-    evaluate_occupancy,
-    evaluate_peak_shapes,
-    evaluate_transfer,
     example_peaks,
     example_tracks,
     kept_marks,
@@ -52,9 +57,6 @@ from analysislib.epigenome.evaluate import (
     track_windows,
     training_bins,
 )
-from analysislib.epigenome.imputer import AverageImputer
-from analysislib.epigenome.occupancy import enriched_bins, joint_occupancy, occupancy_histogram
-from analysislib.epigenome.peaks import call_peaks
 from analysislib.epigenome.tensor import create_signal_dataset, to_arcsinh
 from analysislib.errors import ToolNotFoundError
 from analysislib.results import ResultsStore
@@ -113,7 +115,7 @@ def test_available_methods_drops_chromimpute_without_its_tool(monkeypatch):
 
 
 def test_load_window_labels_the_bins(small, monkeypatch):
-    monkeypatch.setattr(evaluate, "load_signal", lambda name: (small, name))
+    monkeypatch.setattr(report, "load_signal", lambda name: (small, name))
     window, label = load_window("pilot", slice(100, 300))
     assert label == "pilot[100:300]" and window.sizes["bin"] == 200
     np.testing.assert_array_equal(window["bin_start"].values, small["bin_start"].values[100:300])
@@ -146,7 +148,7 @@ def test_evaluate_methods_stores_runs_and_reuses_them(small, tmp_path):
 
 def test_evaluate_methods_gives_edice_the_validation_tracks(small, monkeypatch):
     calls = []
-    monkeypatch.setattr(evaluate, "evaluate_epigenome",
+    monkeypatch.setattr(report, "evaluate_epigenome",
                         lambda name, ds, protocol, **kw: calls.append((name, kw)) or name)
     split = {"train": [("E1", "m1")], "val": [("E2", "m1")], "test": [("E3", "m1")]}
     out = evaluate_methods(["edice", "avg"], small, "split", split=split, preset="paper",
@@ -178,7 +180,7 @@ def test_first_bins_imputer_fits_on_the_first_bins_and_predicts_all(small):
 
 def test_learning_curve_runs_both_models_per_size(small, monkeypatch):
     calls = []
-    monkeypatch.setattr(evaluate, "evaluate_epigenome",
+    monkeypatch.setattr(report, "evaluate_epigenome",
                         lambda method, ds, protocol, **kw: calls.append((method, kw)))
     scenarios = learning_curve(small, ["100", 300, 600], cell="E1", keep="m1", preset="quick",
                                min_steps=10, dataset_label="small")
