@@ -296,3 +296,12 @@ def test_win_counts_from_the_results_store_without_the_dashboard(tmp_path):
     assert win_counts(pairs, "r2", "dae", "beagle") == {"dae": 1, "beagle": 1, "ties": 1}
     table = summarise(rows, "r2", "maf_bin")
     assert table.loc[table.method == "dae", "value"].tolist() == [0.9, 0.5, 0.7]
+
+
+def test_every_summary_and_store_name_is_importable_from_results():
+    import analysislib.results as results
+    from analysislib.results import store, summary
+
+    assert set(summary.__all__) <= set(results.__all__)
+    assert all(getattr(results, name) is getattr(summary, name) for name in summary.__all__)
+    assert {"ResultsStore", "COLUMNS"} <= set(results.__all__) and results.ResultsStore is store.ResultsStore

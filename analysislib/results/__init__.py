@@ -28,16 +28,18 @@ from analysislib.results.provenance import (
 _LAZY = {
     **dict.fromkeys(("CHECKSUM_SUFFIX", "COLUMNS", "OPTIONAL_COLUMNS", "RESULTS_ENV", "ResultsStore",
                      "UnverifiedResultsWarning"), "store"),
-    **dict.fromkeys(("categoricals_as_strings", "compare_methods", "costs", "list_tasks", "lower_is_better",
-                     "metric_label", "ordered_strata", "run_provenance", "runtime_phases", "summarise",
-                     "two_proportion_p", "win_counts"), "summary"),
+    **dict.fromkeys(("best_methods", "categoricals_as_strings", "compare_methods", "costs",
+                     "leader_verdict", "list_tasks", "lower_is_better", "metric_label", "ordered_strata",
+                     "run_provenance", "runtime_phases", "summarise", "two_proportion_p", "win_counts",
+                     "win_percentages"), "summary"),
 }
 
 __all__ = [  # noqa: RUF022 - grouped by module
     "array_checksum", "code_version", "new_run_id", "parameters_json", "peak_memory_mb", "run_stamp",
     "CHECKSUM_SUFFIX", "COLUMNS", "OPTIONAL_COLUMNS", "RESULTS_ENV", "ResultsStore", "UnverifiedResultsWarning",
-    "categoricals_as_strings", "compare_methods", "costs", "list_tasks", "lower_is_better", "metric_label",
-    "ordered_strata", "run_provenance", "runtime_phases", "summarise", "two_proportion_p", "win_counts",
+    "best_methods", "categoricals_as_strings", "compare_methods", "costs", "leader_verdict", "list_tasks",
+    "lower_is_better", "metric_label", "ordered_strata", "run_provenance", "runtime_phases", "summarise",
+    "two_proportion_p", "win_counts", "win_percentages",
 ]
 
 
