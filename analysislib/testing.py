@@ -34,31 +34,82 @@ __all__ = [
 
 def genotype_dataset(calls: Any, *, positions: Any = None, contig: Any = None, contigs: Sequence[str] = ("1",),
                      populations: Sequence[str] | None = None, dosage: Any = None, phased: Any = None,
-                     alleles: tuple[str, str] = ("A", "G")) -> xr.Dataset:
-    """A genotype dataset holding ``calls`` (``(variants, samples, 2)`` allele indices, -1 missing).
+                     alleles: Any = ("A", "G"), sample_ids: str | Sequence[str] = "s",
+                     variant_ids: str | Sequence[str] | None = "v",
+                     genotype_probability: Any = None, attrs: dict[str, Any] | None = None) -> xr.Dataset:
+    """A genotype dataset holding ``calls``, with default names for all that is not given.
 
-    Variants are ``v0, v1, ...`` at positions 100, 200, ... on the first of ``contigs`` unless
-    ``positions`` or ``contig`` (indices into ``contigs``) say otherwise; samples are ``s0, s1,
-    ...``; every site has the alleles ``alleles``.
+    Parameters
+    ----------
+    calls
+        ``(variants, samples, ploidy)`` allele indices, -1 where missing (stored as int8).
+    positions
+        One position per variant; by default 100, 200, ....
+    contig
+        One index into ``contigs`` per variant; by default all on the first contig.
+    contigs
+        Contig names (the dataset attribute ``contigs``).
+    populations
+        One population label per sample; by default no ``sample_population``.
+    dosage
+        ``(variants, samples)`` ``call_dosage``; by default none.
+    phased
+        ``(variants, samples)`` ``call_genotype_phased``, or one bool for every call (``True``:
+        all phased); by default (``None``) the dataset has no ``call_genotype_phased``.
+    alleles
+        The alleles of every site (``("A", "G")``), or a ``(variants, alleles)`` array of each
+        site's own.
+    sample_ids
+        A prefix (samples ``s0, s1, ...`` for ``"s"``) or one ID per sample.
+    variant_ids
+        A prefix (variants ``v0, v1, ...`` for ``"v"``), one ID per variant, or ``None`` for a
+        dataset without ``variant_id``.
+    genotype_probability
+        ``(variants, samples, genotypes)`` ``call_genotype_probability``; by default none.
+    attrs
+        Dataset attributes besides ``contigs`` (such as ``source``).
 
+    Returns
+    -------
+    xarray.Dataset
+        Built and validated by :func:`analysislib.genotype.dataset.create_genotype_dataset`.
+
+    Examples
+    --------
     >>> ds = genotype_dataset([[[0, 1], [1, 1]], [[0, 0], [0, -1]]])
     >>> ds.sizes["variants"], ds.sizes["samples"], ds.sizes["ploidy"]
     (2, 2, 2)
     >>> ds["variant_position"].values.tolist()
     [100, 200]
+    >>> ds = genotype_dataset([[[0, 1]], [[1, 1]]], alleles=[["A", "G"], ["C", "T"]],
+    ...                       sample_ids=["x"], variant_ids=None, phased=True)
+    >>> ds["variant_allele"].values.tolist(), ds["sample_id"].values.tolist(), "variant_id" in ds
+    ([['A', 'G'], ['C', 'T']], ['x'], False)
+    >>> ds["call_genotype_phased"].values.tolist()
+    [[True], [True]]
     """
     from analysislib.genotype.dataset import create_genotype_dataset
 
     gt = np.asarray(calls, dtype=np.int8)
     n_variants, n_samples = gt.shape[:2]
+    allele_table = np.asarray(alleles, dtype=object)
+    if allele_table.ndim == 1:  # the same alleles at every site
+        allele_table = np.tile(allele_table, (n_variants, 1))
+    if isinstance(sample_ids, str):
+        sample_ids = [f"{sample_ids}{i}" for i in range(n_samples)]
+    if isinstance(variant_ids, str):
+        variant_ids = [f"{variant_ids}{i}" for i in range(n_variants)]
+    if phased is not None and np.ndim(phased) == 0:  # one value for every call
+        phased = np.full((n_variants, n_samples), phased)
     return create_genotype_dataset(
         contigs=list(contigs),
         variant_contig=np.zeros(n_variants, np.int16) if contig is None else np.asarray(contig, np.int16),
         variant_position=np.asarray(positions if positions is not None else np.arange(1, n_variants + 1) * 100),
-        variant_allele=np.array([list(alleles)] * n_variants, dtype=object),
-        variant_id=np.array([f"v{i}" for i in range(n_variants)], dtype=object),
-        sample_id=[f"s{i}" for i in range(n_samples)], call_genotype=gt, call_genotype_phased=phased,
-        sample_population=populations, call_dosage=dosage)
+        variant_allele=allele_table,
+        variant_id=None if variant_ids is None else np.asarray(variant_ids, dtype=object),
+        sample_id=sample_ids, call_genotype=gt, call_genotype_phased=phased,
+        sample_population=populations, call_dosage=dosage,
+        call_genotype_probability=genotype_probability, attrs=attrs)
 
 
 def simulate_genotype_calls(n_variants: int, n_samples: int, *, seed: int = 0, alt_frequency: Any = None,

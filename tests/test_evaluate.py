@@ -10,6 +10,7 @@ from analysislib.genotype.masking import parse_scenario
 from analysislib.io.vcf import write_vcf
 from analysislib.results import COLUMNS, ResultsStore
 from analysislib.simulate.genotypes import simulate_genotypes
+from analysislib.testing import genotype_dataset, simulate_genotype_calls
 
 
 @pytest.fixture(scope="module")
@@ -18,16 +19,11 @@ def panel():
 
 
 def test_allele_frequency_imputer_by_hand():
-    from analysislib.genotype.dataset import create_genotype_dataset
-
     gt = np.array([[[0, 1], [1, 1]], [[0, 0], [0, 1]]], dtype=np.int8)  # p = 0.75, 0.25
-    ref = create_genotype_dataset(contigs=["1"], variant_contig=[0, 0], variant_position=[10, 20],
-                                  variant_allele=np.array([["A", "G"], ["C", "T"]], dtype=object),
-                                  sample_id=["r1", "r2"], call_genotype=gt)
-    target = create_genotype_dataset(contigs=["1"], variant_contig=[0], variant_position=[20],
-                                     variant_allele=np.array([["C", "T"]], dtype=object),
-                                     sample_id=["t1", "t2"],
-                                     call_genotype=np.array([[[1, 1], [-1, -1]]], dtype=np.int8))
+    ref = genotype_dataset(gt, positions=[10, 20], alleles=[["A", "G"], ["C", "T"]],
+                           sample_ids=["r1", "r2"], variant_ids=None)
+    target = genotype_dataset([[[1, 1], [-1, -1]]], positions=[20], alleles=[["C", "T"]],
+                              sample_ids=["t1", "t2"], variant_ids=None)
     out = AlleleFrequencyImputer().fit(ref).impute(target)
     np.testing.assert_allclose(out.call_dosage.values, [[1.5, 1.5], [2.0, 0.5]])
     np.testing.assert_allclose(out.call_genotype_probability.values[0, 0], [0.0625, 0.375, 0.5625])
@@ -157,7 +153,6 @@ def test_unknown_imputer_parameters_are_value_errors():
 
 def test_train_once_fits_once_per_reference_panel_and_per_population():
     from analysislib.genotype.imputer import TrainOnce
-    from analysislib.testing import genotype_dataset, simulate_genotype_calls
 
     class CountingFits(AlleleFrequencyImputer):
         fits = 0

@@ -48,10 +48,10 @@ from analysislib.genotype.dae import (
 from analysislib.genotype.dae import fit as dae_fit
 from analysislib.genotype.dae import inference as dae_inference
 from analysislib.genotype.dae import streaming as dae_streaming
-from analysislib.genotype.dataset import create_genotype_dataset
 from analysislib.genotype.imputer import check_imputed
 from analysislib.io.vcf import read_vcf, write_vcf
 from analysislib.simulate.genotypes import simulate_genotypes
+from analysislib.testing import genotype_dataset
 from analysislib.tiling import variant_tiles
 
 torch = pytest.importorskip("torch")
@@ -117,11 +117,9 @@ def target(pos, ref, alt, gt, *, contig="22", lengths=None, phased=None) -> xr.D
     attrs = {"source": "target.vcf.gz"}
     if lengths is not None:
         attrs["contig_lengths"] = [lengths]
-    return create_genotype_dataset(
-        contigs=[contig], variant_contig=np.zeros(len(pos), dtype=np.int32),
-        variant_position=np.asarray(pos), variant_allele=np.array([list(ref), list(alt)], dtype=object).T,
-        sample_id=[f"s{i}" for i in range(gt.shape[1])], call_genotype=gt,
-        call_genotype_phased=phased, attrs=attrs)
+    alleles = np.array([list(ref), list(alt)], dtype=object).T
+    return genotype_dataset(gt, positions=pos, contigs=[contig], alleles=alleles, variant_ids=None,
+                            phased=phased, attrs=attrs)
 
 
 # ------------------------------------------------------------------------------------------

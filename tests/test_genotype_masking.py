@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysislib.genotype.dataset import create_genotype_dataset
 from analysislib.genotype.masking import (
     Scenario,
     apply_scenario,
@@ -19,6 +18,7 @@ from analysislib.genotype.masking import (
 )
 from analysislib.genotype.metrics import allele_count, score_imputation
 from analysislib.simulate.genotypes import array_marker_set
+from analysislib.testing import genotype_dataset
 
 
 def _panel(n_var=400, per_pop=20, pops=("YRI", "CEU", "CHB"), seed=0, missing=0.0, populations=True):
@@ -28,14 +28,12 @@ def _panel(n_var=400, per_pop=20, pops=("YRI", "CEU", "CHB"), seed=0, missing=0.
     gt = (rng.random((n_var, n_samp, 2)) < p[:, None, None]).astype(np.int8)
     if missing:
         gt[rng.random((n_var, n_samp)) < missing] = -1
-    return create_genotype_dataset(
-        contigs=["22"], variant_contig=np.zeros(n_var, np.int16),
-        variant_position=np.sort(rng.choice(np.arange(1, 10 * n_var), n_var, replace=False)),
-        variant_allele=np.array([["A", "G"]] * n_var, dtype=object),
-        sample_id=[f"{pop}_{i}" for pop in pops for i in range(per_pop)], call_genotype=gt,
-        call_genotype_phased=np.ones((n_var, n_samp), bool),
-        sample_population=np.repeat(pops, per_pop) if populations else None,
-        call_dosage=gt.sum(-1).astype(np.float32))
+    positions = np.sort(rng.choice(np.arange(1, 10 * n_var), n_var, replace=False))
+    return genotype_dataset(
+        gt, positions=positions, contigs=["22"], variant_ids=None, phased=True,
+        sample_ids=[f"{pop}_{i}" for pop in pops for i in range(per_pop)],
+        populations=np.repeat(pops, per_pop) if populations else None,
+        dosage=gt.sum(-1).astype(np.float32))
 
 
 # ----------------------------------------------------------------------------- splits

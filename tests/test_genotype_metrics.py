@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysislib.genotype.dataset import create_genotype_dataset
 from analysislib.genotype.imputer import sites_key
 from analysislib.genotype.metrics import (
     DIAS_MAF_BINS,
@@ -29,6 +28,7 @@ from analysislib.genotype.metrics import (
     score_imputation,
 )
 from analysislib.results import COLUMNS
+from analysislib.testing import genotype_dataset
 
 # ----------------------------------------------------------------------------- hand-computed cases
 
@@ -207,23 +207,13 @@ def _panel(n_var=60, n_samp=24, seed=0, phased=True):
     rng = np.random.default_rng(seed)
     p = np.concatenate([rng.uniform(0.0, 0.02, n_var // 3), rng.uniform(0.05, 0.5, n_var - n_var // 3)])
     gt = (rng.random((n_var, n_samp, 2)) < p[:, None, None]).astype(np.int8)
-    truth = create_genotype_dataset(
-        contigs=["22"], variant_contig=np.zeros(n_var, np.int16),
-        variant_position=np.arange(1, n_var + 1) * 100,
-        variant_allele=np.array([["A", "G"]] * n_var, dtype=object),
-        sample_id=[f"s{i}" for i in range(n_samp)], call_genotype=gt,
-        call_genotype_phased=np.full((n_var, n_samp), phased),
-        sample_population=np.array(["AFR", "EUR", "EAS"])[np.arange(n_samp) % 3])
+    truth = genotype_dataset(gt, contigs=["22"], variant_ids=None, phased=phased,
+                             populations=np.array(["AFR", "EUR", "EAS"])[np.arange(n_samp) % 3])
     dosage = np.clip(gt.sum(-1) + rng.normal(0, 0.45, gt.shape[:2]), 0, 2)
     imp_gt = gt.copy()
     flip = rng.random(gt.shape[:2]) < 0.1
     imp_gt[flip] = imp_gt[flip][:, ::-1]          # some phase switches
-    imputed = create_genotype_dataset(
-        contigs=["22"], variant_contig=np.zeros(n_var, np.int16),
-        variant_position=np.arange(1, n_var + 1) * 100,
-        variant_allele=np.array([["A", "G"]] * n_var, dtype=object),
-        sample_id=[f"s{i}" for i in range(n_samp)], call_genotype=imp_gt,
-        call_genotype_phased=np.ones((n_var, n_samp), bool), call_dosage=dosage)
+    imputed = genotype_dataset(imp_gt, contigs=["22"], variant_ids=None, phased=True, dosage=dosage)
     mask = rng.random((n_var, n_samp)) < 0.4
     return truth, imputed, mask
 
@@ -408,10 +398,8 @@ def _two_rare_sites():
     from analysislib.genotype.imputer import AlleleFrequencyImputer
 
     def dataset(prefix, gt):
-        return create_genotype_dataset(
-            contigs=["22"], variant_contig=[0, 0], variant_position=[100, 200],
-            variant_allele=np.array([["A", "G"], ["C", "T"]], dtype=object),
-            sample_id=[f"{prefix}{i}" for i in range(gt.shape[1])], call_genotype=gt)
+        return genotype_dataset(gt, contigs=["22"], alleles=[["A", "G"], ["C", "T"]],
+                                sample_ids=prefix, variant_ids=None)
 
     ref = np.zeros((2, 50, 2), np.int8)
     ref[0, :2, 0] = 1           # A: 2 ALT alleles in 100

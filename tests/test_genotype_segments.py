@@ -15,7 +15,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from analysislib.errors import InputFormatError
-from analysislib.genotype.dataset import create_genotype_dataset
 from analysislib.genotype.segments import (
     PAD,
     SegmentLayout,
@@ -41,23 +40,17 @@ from analysislib.genotype.segments import (
     segment_to_hdf5,
     write_segments,
 )
+from analysislib.testing import genotype_dataset
 
 requires_plink = pytest.mark.skipif(shutil.which("plink1.9") is None,
                                     reason="plink1.9 is not installed (apt-get install plink1.9)")
 
 
-def _dataset(gt: np.ndarray, *, positions=None, alleles=None, populations=None, contig=None,
+def _dataset(gt: np.ndarray, *, positions=None, alleles=("A", "G"), populations=None, contig=None,
              genetic=None) -> xr.Dataset:
-    n_var, n_samp = gt.shape[:2]
-    positions = np.arange(1, n_var + 1) * 100 if positions is None else np.asarray(positions)
-    alleles = np.array([["A", "G"]] * n_var, dtype=object) if alleles is None else alleles
-    ds = create_genotype_dataset(
-        contigs=["22", "21"], variant_contig=np.zeros(n_var, np.int16) if contig is None else contig,
-        variant_position=positions, variant_allele=alleles,
-        variant_id=np.array([f"rs{i}" for i in range(n_var)], dtype=object),
-        sample_id=[f"S{i}" for i in range(n_samp)], call_genotype=gt.astype(np.int8),
-        call_genotype_phased=np.ones((n_var, n_samp), bool),
-        sample_population=populations)
+    ds = genotype_dataset(gt, positions=positions, contig=contig, contigs=["22", "21"],
+                          alleles=alleles, sample_ids="S", variant_ids="rs", phased=True,
+                          populations=populations)
     if genetic is not None:
         ds["variant_genetic_position"] = ("variants", np.asarray(genetic, dtype=np.float64))
     return ds

@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysislib.genotype.dataset import create_genotype_dataset
 from analysislib.genotype.tuning import (
     AUTHORS_CODE_SEARCH_SPACE,
     SEARCH_SPACE,
@@ -26,6 +25,7 @@ from analysislib.genotype.tuning import (
     train_candidates,
     tune_tiles,
 )
+from analysislib.testing import genotype_dataset
 
 # ------------------------------------------------------------------------------- helpers
 
@@ -215,11 +215,8 @@ def test_recombination_rate_and_bad_input():
 
 def test_tile_tables_from_a_dataset():
     gt = haplotype_tile(30, 8, seed=1)
-    ds = create_genotype_dataset(
-        contigs=["1"], variant_contig=np.zeros(30, dtype=int),
-        variant_position=np.arange(1, 31) * 100_000, variant_allele=np.full((30, 2), "A", dtype=object),
-        sample_id=[f"s{i}" for i in range(8)], call_genotype=gt,
-        call_genotype_phased=np.ones((30, 8), dtype=bool))
+    ds = genotype_dataset(gt, positions=np.arange(1, 31) * 100_000, alleles=("A", "A"),
+                          variant_ids=None, phased=True)
     ds["variant_genetic_position"] = ("variants", np.arange(30) * 0.05)
     tiles = pd.DataFrame({"tile": [0, 1], "first_variant": [0, 10], "last_variant": [14, 29]})
     arrays = tile_genotypes(ds, tiles)

@@ -12,14 +12,11 @@ import pytest
 import torch
 import xarray as xr
 
-from analysislib.genotype.dataset import create_genotype_dataset
 from analysislib.genotype.segments import PAD, SegmentLayout, encode_dataset, segment_dataset
 from analysislib.genotype.unet import (
     BIUNET_PRESETS,
     PENALTY_MATRIX,
-    SCDA,
     SCDA_PRESETS,
-    BiUNet,
     BiUNetImputer,
     SCDAImputer,
     SegmentModelConfig,
@@ -32,6 +29,8 @@ from analysislib.genotype.unet import (
     predict_segments,
     train_segment_model,
 )
+from analysislib.genotype.unet_model import SCDA, BiUNet
+from analysislib.testing import genotype_dataset
 
 TINY = SegmentModelConfig(depth=3, channels=8, kernel_size=5, dropout=0.0, segment_length=32,
                           overlap=8, epochs=3, batch_size=16, learning_rate=3e-3, patience=None)
@@ -226,13 +225,9 @@ def _panel(n_samples: int = 40, n_blocks: int = 24, copies: int = 4, seed: int =
     gt = np.repeat(base, copies, axis=0)
     n_var = gt.shape[0]
     pos = np.cumsum(rng.integers(50, 500, n_var)) + 1000
-    return create_genotype_dataset(
-        contigs=["22"], variant_contig=np.zeros(n_var, np.int16), variant_position=pos,
-        variant_allele=np.array([["A", "G"]] * n_var, dtype=object),
-        variant_id=np.array([f"v{i}" for i in range(n_var)], dtype=object),
-        sample_id=[f"S{i:03d}" for i in range(n_samples)],
-        sample_population=np.array(["A", "B"] * (n_samples // 2), dtype=object),
-        call_genotype=gt, call_genotype_phased=np.ones(gt.shape[:2], bool))
+    return genotype_dataset(gt, positions=pos, contigs=["22"], phased=True,
+                            sample_ids=[f"S{i:03d}" for i in range(n_samples)],
+                            populations=np.array(["A", "B"] * (n_samples // 2), dtype=object))
 
 
 @pytest.mark.slow

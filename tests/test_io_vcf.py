@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from analysislib.errors import InputFormatError
-from analysislib.genotype.dataset import create_genotype_dataset
 from analysislib.io import vcf as vcf_module
 from analysislib.io.vcf import check_same_samples, read_vcf, write_vcf
+from analysislib.testing import genotype_dataset
 
 REAL_VCF = "genotypes/1kg_phase3_chr22_array500.vcf.gz"
 FORMAT_LINES = (
@@ -317,11 +317,9 @@ def test_bad_arguments(small_vcf: Path) -> None:
 
 def test_check_same_samples() -> None:
     def dataset(samples: list[str], source: str):
-        n = len(samples)
-        return create_genotype_dataset(
-            contigs=["1"], variant_contig=np.zeros(1, np.int32), variant_position=np.array([5]),
-            variant_allele=np.array([["A", "C"]], dtype=object), sample_id=samples,
-            call_genotype=np.zeros((1, n, 2), np.int8), attrs={"source": source})
+        return genotype_dataset(np.zeros((1, len(samples), 2), np.int8), positions=[5],
+                                alleles=("A", "C"), sample_ids=samples, variant_ids=None,
+                                attrs={"source": source})
 
     ref = dataset(["a", "b", "c"], "ref.vcf.gz")
     check_same_samples(ref, dataset(["a", "b", "c"], "target.vcf.gz"))
@@ -341,13 +339,12 @@ def test_check_same_samples() -> None:
 
 def imputed_dataset() -> object:
     gt = np.array([[[0, 1], [1, 1]], [[0, 0], [-1, -1]]], np.int8)
-    return create_genotype_dataset(
-        contigs=["chr1", "chr2"], variant_contig=np.array([0, 1], np.int32),
-        variant_position=np.array([100, 7]), variant_allele=np.array([["A", "G"], ["T", "C"]], dtype=object),
-        variant_id=np.array(["rs9", "."], dtype=object), sample_id=["x", "y"], call_genotype=gt,
-        call_genotype_phased=np.array([[True, False], [True, True]]),
-        call_dosage=np.array([[0.8, 1.95], [0.1, np.nan]], np.float32),
-        call_genotype_probability=np.array(
+    return genotype_dataset(
+        gt, positions=[100, 7], contig=[0, 1], contigs=["chr1", "chr2"],
+        alleles=[["A", "G"], ["T", "C"]], variant_ids=["rs9", "."], sample_ids=["x", "y"],
+        phased=np.array([[True, False], [True, True]]),
+        dosage=np.array([[0.8, 1.95], [0.1, np.nan]], np.float32),
+        genotype_probability=np.array(
             [[[2, 1, 1], [0, 0.1, 0.9]], [[0.9, 0.1, 0], [0, 0, 0]]], np.float32))
 
 
@@ -495,13 +492,10 @@ def genotype_datasets(draw: st.DrawFn) -> object:
                                     max_size=n_var * n_samples)), bool)
     dosage = np.array(draw(st.lists(st.floats(0, ploidy) | st.just(np.nan), min_size=n_var * n_samples,
                                     max_size=n_var * n_samples)), np.float32)
-    alleles = np.array([["A", "G"]] * n_var, dtype=object).reshape(n_var, 2)
-    return create_genotype_dataset(
-        contigs=["7"], variant_contig=np.zeros(n_var, np.int32), variant_position=positions,
-        variant_allele=alleles, sample_id=[f"id{i}" for i in range(n_samples)],
-        call_genotype=gt.reshape(n_var, n_samples, ploidy),
-        call_genotype_phased=phased.reshape(n_var, n_samples) & (ploidy == 2),
-        call_dosage=dosage.reshape(n_var, n_samples))
+    return genotype_dataset(
+        gt.reshape(n_var, n_samples, ploidy), positions=positions, contigs=["7"], sample_ids="id",
+        variant_ids=None, phased=phased.reshape(n_var, n_samples) & (ploidy == 2),
+        dosage=dosage.reshape(n_var, n_samples))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -299,7 +299,7 @@ def test_win_counts_from_the_results_store_without_the_dashboard(tmp_path):
 
 
 def test_every_summary_and_store_name_is_importable_from_results():
-    import analysislib.results as results
+    from analysislib import results
     from analysislib.results import store, summary
 
     assert set(summary.__all__) <= set(results.__all__)

@@ -8,7 +8,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from analysislib import variables
-from analysislib.genotype.dataset import create_genotype_dataset
 from analysislib.genotype.stats import minor_allele_frequency
 from analysislib.simulate.genotypes import (
     ARRAY_DENSITIES,
@@ -21,6 +20,7 @@ from analysislib.simulate.genotypes import (
     simulate_genotypes,
     subset_to_array,
 )
+from analysislib.testing import genotype_dataset
 
 SMALL = {"samples_per_population": 20, "sequence_length": 300_000}
 
@@ -272,11 +272,8 @@ def _toy_dataset(positions):
     n = len(positions)
     gt = np.zeros((n, 4, 2), dtype=np.int8)
     gt[:, :2, 0] = 1  # alt frequency 0.25 everywhere
-    return create_genotype_dataset(
-        contigs=["22"], variant_contig=np.zeros(n, dtype=np.int16),
-        variant_position=np.asarray(positions, dtype=np.int64),
-        variant_allele=np.array([["A", "G"]] * n, dtype=object),
-        sample_id=[f"s{i}" for i in range(4)], call_genotype=gt)
+    return genotype_dataset(gt, positions=np.asarray(positions, dtype=np.int64), contigs=["22"],
+                            variant_ids=None)
 
 
 def test_even_spread_hand_computed():

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysislib.genotype.dataset import create_genotype_dataset
+from analysislib.testing import genotype_dataset
 from analysislib.tiling import (
     box_scores,
     build_tiles,
@@ -91,13 +91,8 @@ def block_dataset(block_sizes, *, n_haplotypes=400, founders=4, contigs=None, ra
     haps = np.asarray(rows, dtype=np.int8)
     n_var = len(haps)
     gt = haps.reshape(n_var, n_haplotypes // 2, 2)
-    contig_codes = np.zeros(n_var, np.int16) if contigs is None else np.asarray(contigs, np.int16)
-    ds = create_genotype_dataset(
-        contigs=["21", "22"], variant_contig=contig_codes,
-        variant_position=np.arange(1, n_var + 1) * 1000,
-        variant_allele=np.array([["A", "G"]] * n_var, dtype=object),
-        sample_id=[f"s{i}" for i in range(n_haplotypes // 2)], call_genotype=gt,
-        call_genotype_phased=np.ones(gt.shape[:2], bool))
+    ds = genotype_dataset(gt, positions=np.arange(1, n_var + 1) * 1000, contig=contigs,
+                          contigs=["21", "22"], variant_ids=None, phased=True)
     return ds, np.asarray(block_starts)
 
 
@@ -348,10 +343,7 @@ def test_common_variants_use_the_authors_closed_interval():
     gt[1, 0, 0] = 0             # AF 0.95: common
     gt[2, 0, :] = 1             # AF 0.10
     gt[2, 1, 0] = -1
-    ds = create_genotype_dataset(
-        contigs=["22"], variant_contig=np.zeros(3, np.int16), variant_position=[1, 2, 3],
-        variant_allele=np.array([["A", "G"]] * 3, dtype=object), sample_id=[f"s{i}" for i in range(10)],
-        call_genotype=gt)
+    ds = genotype_dataset(gt, positions=[1, 2, 3], contigs=["22"], variant_ids=None)
     assert common_variant_index(ds).tolist() == [0, 1, 2]
     assert common_variant_index(ds, min_maf=0.06).tolist() == [2]
 
@@ -373,10 +365,7 @@ def test_tile_genome_errors_and_threshold_scaling():
 def test_tile_genome_without_common_variants_gives_one_tile():
     gt = np.zeros((12, 50, 2), np.int8)
     gt[np.arange(12), np.arange(12), 0] = 1  # every variant is a singleton
-    ds = create_genotype_dataset(
-        contigs=["22"], variant_contig=np.zeros(12, np.int16), variant_position=np.arange(1, 13) * 10,
-        variant_allele=np.array([["A", "G"]] * 12, dtype=object), sample_id=[f"s{i}" for i in range(50)],
-        call_genotype=gt)
+    ds = genotype_dataset(gt, positions=np.arange(1, 13) * 10, contigs=["22"], variant_ids=None)
     tiling = tile_genome(ds, box=3)
     assert len(tiling.common_index) == 0 and tiling.regions.empty and tiling.scores.empty
     assert tiling.tiles[["first_variant", "last_variant", "n_common"]].values.tolist() == [[0, 11, 0]]
