@@ -162,6 +162,17 @@ def _variants_text(variants: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _typed_columns(cells: list[str], names: list[str]) -> dict[str, np.ndarray]:
+    """Variant-table cells (row-major) as columns: ``pos`` int64, ``alt_freq`` float64 (NaN when
+    the table has none), the rest strings; a non-numeric value raises ValueError."""
+    table = np.array(cells, dtype=object).reshape(-1, len(names))
+    columns = {name: table[:, k] for k, name in enumerate(names)}
+    columns["pos"] = columns["pos"].astype(np.int64)
+    columns["alt_freq"] = (columns["alt_freq"].astype(np.float64) if "alt_freq" in columns
+                           else np.full(len(table), np.nan))
+    return columns
+
+
 def _variants_columns(path: Path) -> dict[str, np.ndarray]:
     """Columns of a tile variant table as arrays; errors name the file and line."""
     try:
@@ -181,12 +192,8 @@ def _variants_columns(path: Path) -> dict[str, np.ndarray]:
         for number, line in enumerate(lines[1:], start=2):
             if line.count("\t") != width - 1:
                 raise BundleError(path, f"line {number}: {line.count(chr(9)) + 1} columns, expected {width}")
-    table = np.array(cells, dtype=object).reshape(-1, width)
-    columns = {name: table[:, k] for k, name in enumerate(header)}
     try:
-        columns["pos"] = columns["pos"].astype(np.int64)
-        columns["alt_freq"] = (columns["alt_freq"].astype(np.float64) if "alt_freq" in columns
-                               else np.full(len(table), np.nan))
+        columns = _typed_columns(cells, header)
     except ValueError as err:
         raise BundleError(path, f"non-numeric pos or alt_freq ({err})") from None
     return {name: columns[name] for name in VARIANT_COLUMNS}
@@ -894,19 +901,15 @@ def _tile_rows_at_once(root: Path, tiles: Mapping[str, np.ndarray], contig_rank:
     if (counts != [int(n) for n in tiles["n_variants"]]).any() or not all(
             isinstance(c, str) and c in contig_rank for c in contigs):
         return None
-    cells = "\n".join(bodies).replace("\n", "\t").split("\t")
-    table = np.array(cells, dtype=object).reshape(-1, width)
-    columns = {name: table[:, k] for k, name in enumerate(names)}
     try:
-        columns["pos"] = columns["pos"].astype(np.int64)
-        columns["alt_freq"] = (columns["alt_freq"].astype(np.float64) if "alt_freq" in columns
-                               else np.full(len(table), np.nan))
+        columns = _typed_columns("\n".join(bodies).replace("\n", "\t").split("\t"), names)
     except (ValueError, TypeError, OverflowError):
         return None
+    n_rows = len(columns["pos"])
     if (columns["chrom"] != np.repeat(np.array(contigs, dtype=object), counts)).any():
         return None
     row = np.repeat(np.arange(len(counts)), counts)
-    within = np.arange(len(table)) - np.repeat(np.cumsum(counts) - counts, counts)
+    within = np.arange(n_rows) - np.repeat(np.cumsum(counts) - counts, counts)
     return {**{name: columns[name] for name in VARIANT_COLUMNS}, "row": row, "within": within,
             "edge": np.minimum(within, np.repeat(counts, counts) - 1 - within),
             "rank": np.repeat(np.array([contig_rank[c] for c in contigs], dtype=np.int64), counts)}
