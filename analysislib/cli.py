@@ -416,6 +416,7 @@ def _train(args: argparse.Namespace) -> int:
     from analysislib.genotype.dae import TILES_DIR, train_bundle
     from analysislib.io.atomic import atomic_output
     from analysislib.io.checksum import sha256_of
+    from analysislib.runtime import RunOptions
     from analysislib.tiling import tile_genome
 
     started = time.perf_counter()
@@ -457,11 +458,11 @@ def _train(args: argparse.Namespace) -> int:
               f"{reference.sizes['samples']} samples ({settings['preset']} preset) into {out}",
               file=sys.stderr)
         try:
+            options = RunOptions(threads=args.threads, jobs=args.jobs or 1, client=client,
+                                 progress=False if args.no_progress else None)
             bundle = train_bundle(reference, tiling, settings["hparams"], out,
-                                  epochs=settings["epochs"], jobs=args.jobs or 1, client=client,
-                                  models_per_tile=settings["models_per_tile"],
-                                  threads=args.threads, resume=True,
-                                  progress=False if args.no_progress else None)
+                                  epochs=settings["epochs"], resume=True,
+                                  models_per_tile=settings["models_per_tile"], options=options)
         except KeyboardInterrupt:
             done = len(list((out / TILES_DIR).glob("*.json")))
             print(f"error: {out}: interrupted; {done} of {n_tiles} tiles are kept: run the same "
@@ -536,14 +537,10 @@ def _track_threads(method: str, threads: int | None):
         if method not in _TORCH_TRACK_METHODS:
             yield
             return
-        import torch
+        from analysislib.runtime import torch_threads
 
-        previous = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
+        with torch_threads(threads):
             yield
-        finally:
-            torch.set_num_threads(previous)
 
 
 def _impute_tracks(args: argparse.Namespace) -> int:

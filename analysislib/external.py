@@ -240,7 +240,7 @@ class _HighWaterPoller(threading.Thread):
                 return
 
 
-def _pump(stream: IO[bytes], tail: collections.deque[str], sink: IO[bytes] | None,
+def _pump(stream: IO[bytes], tail: collections.deque[str], sink: IO[bytes] | None, *,
           name: str, fatal: re.Pattern[str] | None, on_fatal: Any) -> None:
     """Read ``stream`` line by line: keep the tail, copy to ``sink``, log each line, and call
     ``on_fatal`` at the first line matching ``fatal``."""
@@ -330,8 +330,9 @@ def run_tool(
                 out_target = subprocess.PIPE if capture_stdout else subprocess.DEVNULL
             err_sink = stack.enter_context(open(stderr_path, "wb")) if stderr_path else None
             fatal = re.compile(fatal_stderr) if isinstance(fatal_stderr, str) else fatal_stderr
-            run = _run_child(argv, out_target, capture_stdout, err_sink, cwd, env, timeout,
-                             tail_lines, fatal, fatal_grace)
+            run = _run_child(argv, out_target, capture_stdout=capture_stdout, err_sink=err_sink,
+                             cwd=cwd, env=env, timeout=timeout, tail_lines=tail_lines,
+                             fatal=fatal, fatal_grace=fatal_grace)
             if run.returncode != 0:
                 # Raised inside the block, so atomic_output discards the stdout file.
                 raise ExternalToolError(argv, run.returncode, run.stderr_tail)
@@ -344,7 +345,7 @@ def run_tool(
     return run
 
 
-def _run_child(argv: list[str], out_target: Any, capture_stdout: bool,
+def _run_child(argv: list[str], out_target: Any, *, capture_stdout: bool,
                err_sink: IO[bytes] | None, cwd: str | os.PathLike[str] | None,
                env: Mapping[str, str] | None, timeout: float | None,
                tail_lines: int, fatal: re.Pattern[str] | None, fatal_grace: float) -> ToolRun:
@@ -386,8 +387,8 @@ def _run_child(argv: list[str], out_target: Any, capture_stdout: bool,
 
     timers: list[threading.Timer] = []
     assert proc.stderr is not None
-    readers = [threading.Thread(target=_pump,
-                                args=(proc.stderr, tail, err_sink, name, fatal, on_fatal),
+    readers = [threading.Thread(target=_pump, args=(proc.stderr, tail, err_sink),
+                                kwargs={"name": name, "fatal": fatal, "on_fatal": on_fatal},
                                 daemon=True)]
     captured: list[bytes] = []
     if capture_stdout:

@@ -108,7 +108,7 @@ def _parameters_for(notebook: Path, per_notebook: Mapping[str, Mapping[str, Any]
     return chosen
 
 
-def run_notebooks(
+def run_notebooks(  # noqa: PLR0913 - papermill's run controls
     directory: str | os.PathLike[str] = "notebooks",
     *,
     out_dir: str | os.PathLike[str] = "build/notebooks",
@@ -175,8 +175,8 @@ def run_notebooks(
         injected = {k: v for k, v in defaults.items() if k in declared}
         injected.update(parameters or {})
         injected.update(_parameters_for(notebook, notebook_parameters or {}))
-        return _execute_one(notebook, out / notebook.name, injected, kernel_name, timeout,
-                            progress and jobs == 1)
+        return _execute_one(notebook, out / notebook.name, injected, kernel_name=kernel_name,
+                            timeout=timeout, progress=progress and jobs == 1)
 
     if jobs > 1:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -193,7 +193,7 @@ def run_notebooks(
     return runs
 
 
-def _execute_one(notebook: Path, target: Path, parameters: dict[str, Any], kernel_name: str,
+def _execute_one(notebook: Path, target: Path, parameters: dict[str, Any], *, kernel_name: str,
                  timeout: int | None, progress: bool) -> NotebookRun:
     import papermill
     from papermill.exceptions import PapermillExecutionError

@@ -15,6 +15,10 @@ Thread counts have one name, ``threads``: CPU threads of *one* process (torch in
 BLAS). ``jobs`` is the number of worker processes. With ``jobs`` workers and ``threads=None``
 each worker gets ``cpu_count // jobs`` threads, so the machine is never oversubscribed.
 
+Functions that run long work take ``options: RunOptions | None`` (None: the defaults) and hand
+the same value to the layers below; ``torch_threads`` is the one place torch's thread count is
+set and restored.
+
 >>> opts = RunOptions(jobs=2, threads=1)
 >>> opts.threads_per_job()
 1
@@ -36,7 +40,7 @@ from typing import Any, TypeVar
 
 from analysislib.errors import InvalidArgumentError, WorkerDiedError
 
-__all__ = ["RunOptions", "renamed_keywords", "run_tasks"]
+__all__ = ["RunOptions", "options_from_keywords", "renamed_keywords", "run_tasks", "torch_threads"]
 
 P = TypeVar("P")
 R = TypeVar("R")
@@ -200,6 +204,74 @@ def renamed_keywords(**renames: str) -> Callable[[F], F]:
                                   "old name will be removed in the next release",
                                   FutureWarning, stacklevel=2)
                     kwargs[new] = kwargs.pop(old)
+            return function(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` torch intra-op threads, then restore torch's setting.
+
+    ``None`` leaves the setting alone.
+    """
+    if threads is None:
+        yield
+        return
+    if int(threads) != threads or threads < 1:
+        raise InvalidArgumentError(f"threads must be a positive integer or None, got {threads!r}")
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def options_from_keywords(*names: str) -> Callable[[F], F]:
+    """Accept run-time options as separate keywords for one release, with a ``FutureWarning``.
+
+    ``@options_from_keywords("device", "threads")`` on a function that takes
+    ``options: RunOptions | None`` lets callers still pass ``device="cpu", threads=2``: the
+    function receives ``options=RunOptions(device="cpu", threads=2)``. Passing both ``options``
+    and such a keyword is an error. A ``threads`` of ``"auto"`` becomes ``None`` (the callee's
+    own choice), a ``torch.device`` its string.
+
+    >>> @options_from_keywords("threads")
+    ... def run(*, options=None):
+    ...     return options.threads
+    >>> import warnings
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     run(threads=3)
+    3
+    """
+    fields = {field.name for field in dataclasses.fields(RunOptions)}
+    unknown = set(names) - fields
+    if unknown:
+        raise InvalidArgumentError(f"not run-time options: {sorted(unknown)}")
+
+    def decorate(function: F) -> F:
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            given = {name: kwargs.pop(name) for name in names if name in kwargs}
+            if given:
+                if kwargs.get("options") is not None:
+                    raise InvalidArgumentError(
+                        f"{function.__qualname__}() got options= and the separate keywords "
+                        f"{sorted(given)}; pass them inside options")
+                warnings.warn(f"{function.__qualname__}: pass {sorted(given)} as "
+                              f"options=RunOptions(...); the separate keywords will be removed "
+                              "in the next release", FutureWarning, stacklevel=2)
+                if given.get("threads") == "auto":
+                    given["threads"] = None
+                if "device" in given and not isinstance(given["device"], str):
+                    given["device"] = str(given["device"])
+                kwargs["options"] = RunOptions(**given)
             return function(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

@@ -532,7 +532,7 @@ def _check_sorted(contig: str, positions: np.ndarray, offset: int) -> None:
             f"({contig}:{int(positions[i])}) comes after {contig}:{int(positions[i - 1])}")
 
 
-def tile_genome(
+def tile_genome(  # noqa: PLR0913 - the authors' tiling parameters
     ds: xr.Dataset,
     *,
     min_maf: float = 0.05,

@@ -56,8 +56,8 @@ def _throughput(config, n_segments: int, batch_size: int, seed: int = 0) -> tupl
     started = time.perf_counter()
     for lo in range(0, n_segments, batch_size):
         rows = slice(lo, lo + batch_size)
-        out = _batch_loss(model, tokens[rows], positional[rows], prior[rows], segment[rows], 0.05,
-                          generator, config)
+        out = _batch_loss(model, tokens[rows], positional[rows], prior[rows], segment[rows],
+                          rate=0.05, generator=generator, config=config)
         optimizer.zero_grad()
         out["loss"].backward()
         optimizer.step()

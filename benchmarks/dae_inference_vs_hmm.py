@@ -73,7 +73,7 @@ def _replicated(target, n_targets: int):
     return out.assign(sample_id=("samples", np.array(ids, dtype=object)))
 
 
-def _scaling(sizes: list[int], masked, ref_vcf: Path, bundle_dir: Path, work: Path, threads: int,
+def _scaling(sizes: list[int], masked, ref_vcf: Path, bundle_dir: Path, work: Path, *, threads: int,
              beagle_heap: str | None) -> list[dict]:
     """Wall time and peak RSS of ``analysislib impute`` and Beagle at each target count."""
     from analysislib.external import run_tool
@@ -230,7 +230,8 @@ def main() -> int:
         print(f"load average after the timed repeats: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         if args.scaling:
             sizes = [int(n) for n in args.scaling.split(",")]
-            rows += _scaling(sizes, masked, ref_vcf, bundle_dir, work, args.threads, args.beagle_heap)
+            rows += _scaling(sizes, masked, ref_vcf, bundle_dir, work, threads=args.threads,
+                             beagle_heap=args.beagle_heap)
             print(f"load average after scaling: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -57,12 +57,12 @@ def synthetic_gwas(m: int, *, n_ref: int = 400, ld_block_snps: int = 500, seed: 
     names = [f"cell000:t{k}" for k in range(n_tracks)]
     truth = TrueLogF(linear={"cell000:t0": 1.0, "cell000:t1": -0.5, "s0": 0.5})
     return simulate_gwas_from_panel(
-        hap, np.arange(1, m + 1) * 100, tracks, scalars, names, ["s0", "s1"], truth=truth,
-        rng=seed, h2=0.01 * m / 2000, ld_block_snps=ld_block_snps, n_segments=1,
-        test_fraction=0.0, valid_fraction=0.0)
+        hap, np.arange(1, m + 1) * 100, tracks, scalars, track_names=names,
+        scalar_names=["s0", "s1"], truth=truth, rng=seed, h2=0.01 * m / 2000,
+        ld_block_snps=ld_block_snps, n_segments=1, test_fraction=0.0, valid_fraction=0.0)
 
 
-def _time_epoch(sim, kind: str, objective: str, target: int, flank: int, repeats: int,
+def _time_epoch(sim, kind: str, objective: str, *, target: int, flank: int, repeats: int,
                 per_step: int) -> tuple[float, float, int]:
     import torch
 
@@ -116,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         kind, objective = spec.split(":")
         times = []
         for m, sim in sims.items():
-            prep, epoch, n_windows = _time_epoch(sim, kind, objective, args.target, args.flank,
-                                                 args.repeats, args.windows_per_step)
+            prep, epoch, n_windows = _time_epoch(sim, kind, objective, target=args.target,
+                                                 flank=args.flank, repeats=args.repeats,
+                                                 per_step=args.windows_per_step)
             times.append(epoch)
             print(f"{spec:<20} {m:>7} {n_windows:>8} {prep:>10.3f} {epoch:>9.3f} "
                   f"{1e3 * epoch / m:>9.4f}", flush=True)

@@ -71,7 +71,8 @@ def run_plink(bfile: Path, out: Path, window: int, threshold: float, threads: in
     return seconds, pairs
 
 
-def count_pairs(ds, window: int, chunk: int, sub_block: int, threshold: float, threads: int) -> int:
+def count_pairs(ds, *, window: int, chunk: int, sub_block: int, threshold: float,
+                threads: int) -> int:
     """Pairs with r^2 >= threshold, counted from the lazy band without materialising pairs."""
     from threadpoolctl import threadpool_limits
 
@@ -80,7 +81,8 @@ def count_pairs(ds, window: int, chunk: int, sub_block: int, threshold: float, t
         return int((band**2 >= threshold).sum().compute(scheduler="threads", num_workers=threads))
 
 
-def list_pairs(ds, window: int, chunk: int, sub_block: int, threshold: float, threads: int) -> int:
+def list_pairs(ds, *, window: int, chunk: int, sub_block: int, threshold: float,
+               threads: int) -> int:
     """Rows of the ``ld_pairs`` DataFrame (pairs with r^2 >= threshold)."""
     import dask
 
@@ -142,9 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         plink_seconds, plink_pairs = min(seconds for seconds, _ in runs), runs[-1][1]
 
     band_seconds, band_pairs = best_of(args.repeats, lambda: count_pairs(
-        ds, args.window, args.chunk, args.sub_block, args.threshold, args.threads))
+        ds, window=args.window, chunk=args.chunk, sub_block=args.sub_block,
+        threshold=args.threshold, threads=args.threads))
     table_seconds, table_pairs = best_of(args.repeats, lambda: list_pairs(
-        ds, args.window, args.chunk, args.sub_block, args.threshold, args.threads))
+        ds, window=args.window, chunk=args.chunk, sub_block=args.sub_block,
+        threshold=args.threshold, threads=args.threads))
 
     flops = 2.0 * n * m * (args.sub_block + args.window)
     rows = [

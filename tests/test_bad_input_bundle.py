@@ -214,7 +214,8 @@ def test_manifest_that_contradicts_a_tile_names_the_tile_file(bundle, edit, file
 
 @SETTINGS
 @given(position=st.integers(0, 10**6), mask=st.integers(1, 255), cut=st.booleans())
-def test_any_damage_to_the_manifest_is_named_or_harmless(pristine, tmp_path, expected, position, mask, cut):
+def test_any_damage_to_the_manifest_is_named_or_harmless(
+        pristine, tmp_path, expected, *, position, mask, cut):
     bundle = tmp_path / "bundle"
     if bundle.exists():
         shutil.rmtree(bundle)

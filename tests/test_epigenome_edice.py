@@ -51,7 +51,7 @@ def _reference_forward(model: EDICEModel, values, support, target_cells, target_
     def dense(x, name):
         return x @ p[f"{name}.weight"].T + p[f"{name}.bias"]
 
-    def encoder(prefix, x, m, n_layers, n_heads, identity_min=0):
+    def encoder(prefix, x, m, *, n_layers, n_heads, identity_min=0):
         counts = m.sum(-1)
         identity = p[f"{prefix}.global_embedding"] * (counts >= identity_min)[..., None]
         h = np.maximum(dense(np.where(m, x, 0) / np.maximum(counts, 1)[..., None],
@@ -76,10 +76,10 @@ def _reference_forward(model: EDICEModel, values, support, target_cells, target_
 
     n_layers = len(model.cell_encoder.blocks)
     n_heads = model.cell_encoder.blocks[0].attention.n_heads
-    cell = encoder("cell_encoder", values, support, n_layers, n_heads,
-                   model.cell_encoder.identity_min_inputs)
+    cell = encoder("cell_encoder", values, support, n_layers=n_layers, n_heads=n_heads,
+                   identity_min=model.cell_encoder.identity_min_inputs)
     assay = encoder("assay_encoder", np.swapaxes(values, 1, 2), np.swapaxes(support, 1, 2),
-                    n_layers, n_heads)
+                    n_layers=n_layers, n_heads=n_heads)
     rows = np.arange(values.shape[0])[:, None]
     x = np.concatenate([cell[rows, target_cells], assay[rows, target_assays]], -1)
     for index in range(0, len(model.decoder) - 1, 3):

@@ -35,6 +35,7 @@ from analysislib.genotype.autoencoder import (
 from analysislib.genotype.dae.model import SparseDenoisingAutoencoder
 from analysislib.genotype.encoding import allele_presence
 from analysislib.genotype.metrics import aggregate_r2, allele_count, per_variant_r2
+from analysislib.runtime import RunOptions
 
 # Fast settings for 60-variant tiles: larger steps and small batches than the paper's defaults.
 FAST = DAEHyperparameters(learning_rate=1e-2, batch_size=32, cycle_epochs=10, l1=0.0, seed=1)
@@ -237,8 +238,7 @@ def test_masking_curriculum_runs_from_80_percent_to_all_but_five():
 
 def test_training_learns_linkage_well_above_the_allele_frequency_baseline(ld_tile):
     train, valid, _ = ld_tile
-    tile = train_tile(train, FAST, epochs=60, validation=valid, validation_mask=0.8,
-                      device="cpu")
+    tile = train_tile(train, FAST, epochs=60, validation=valid, validation_mask=0.8, options=RunOptions(device="cpu"))
     history = tile.history
     assert len(history) == tile.epochs_completed <= 60
     assert {"loss", "reconstruction", "lr", "mask_rate", "metric", "improved", "val_r2"} <= set(
@@ -276,7 +276,7 @@ def test_training_learns_linkage_well_above_the_allele_frequency_baseline(ld_til
 def test_resumed_training_gives_identical_weights(ld_tile, tmp_path):
     train, valid, _ = ld_tile
     hp = FAST.replace(l1=1e-4, beta=0.01, loss="FL", gamma=1.0, decay_rate=0.5)
-    kwargs = {"epochs": 30, "validation": valid, "device": "cpu"}
+    kwargs = {"epochs": 30, "validation": valid, "options": RunOptions(device="cpu")}
     straight = train_tile(train, hp, checkpoint_dir=tmp_path / "straight", **kwargs)
 
     class Interrupt(Exception):
@@ -314,7 +314,7 @@ def test_early_stopping_keeps_the_best_cycle(ld_tile, tmp_path):
     # SGD with a negligible step: cycle losses only move with the random masks, so one soon
     # fails to improve and training stops at that cycle.
     hp = FAST.replace(optimizer="sgd", learning_rate=1e-9, cycle_epochs=3)
-    tile = train_tile(train, hp, epochs=60, checkpoint_dir=tmp_path, device="cpu")
+    tile = train_tile(train, hp, epochs=60, checkpoint_dir=tmp_path, options=RunOptions(device="cpu"))
     assert tile.stopped_early and tile.epochs_completed < 60
     ends = tile.history.dropna(subset=["metric"])
     assert not ends["improved"].iloc[-1] and bool(ends["improved"].iloc[:-1].all())
@@ -325,7 +325,7 @@ def test_early_stopping_keeps_the_best_cycle(ld_tile, tmp_path):
     load_checkpoint(tmp_path / "best.pt", best, restore_rng=False)
     for a, b in zip(best.state_dict().values(), tile.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
-    in_memory = train_tile(train, hp, epochs=60, device="cpu")
+    in_memory = train_tile(train, hp, epochs=60, options=RunOptions(device="cpu"))
     for a, b in zip(in_memory.model.state_dict().values(), tile.model.state_dict().values(),
                     strict=True):
         assert torch.equal(a, b)
@@ -333,8 +333,7 @@ def test_early_stopping_keeps_the_best_cycle(ld_tile, tmp_path):
 
 def test_monitoring_validation_r2(ld_tile):
     train, valid, _ = ld_tile
-    tile = train_tile(train, FAST, epochs=30, validation=valid, monitor="val_r2", patience=None,
-                      device="cpu")
+    tile = train_tile(train, FAST, epochs=30, validation=valid, monitor="val_r2", patience=None, options=RunOptions(device="cpu"))
     ends = tile.history.dropna(subset=["metric"])
     assert ends["metric"].tolist() == ends["val_r2"].tolist()
     assert tile.best_metric == pytest.approx(ends["val_r2"].max())
@@ -349,14 +348,14 @@ def test_monitoring_validation_r2(ld_tile):
 def test_offspring_augmentation(ld_tile):
     train, _, train_ds = ld_tile
     hp = FAST.replace(offspring=50, cycle_epochs=2)
-    tile = train_tile(train_ds, hp, epochs=2, device="cpu")
+    tile = train_tile(train_ds, hp, epochs=2, options=RunOptions(device="cpu"))
     assert tile.n_offspring == 50
     assert tile.n_training_samples > len(np.unique(allele_presence(train), axis=0))
     cm = train_ds["variant_genetic_position"].values
-    from_array = train_tile(train, hp, epochs=2, genetic_map=cm, device="cpu")
+    from_array = train_tile(train, hp, epochs=2, genetic_map=cm, options=RunOptions(device="cpu"))
     assert from_array.n_offspring == 50
     assert from_array.n_training_samples > len(np.unique(allele_presence(train), axis=0))
-    again = train_tile(train, hp, epochs=2, genetic_map=cm, device="cpu")  # same seed, same children
+    again = train_tile(train, hp, epochs=2, genetic_map=cm, options=RunOptions(device="cpu"))  # same seed, same children
     assert again.history["loss"].equals(from_array.history["loss"])
     with pytest.raises(ValueError, match="genetic_map"):
         train_tile(train, hp, epochs=1)
@@ -438,8 +437,8 @@ def test_linear_layers_refuse_other_state_dicts():
 
 def test_bf16_autocast_on_cpu_trains(ld_tile):
     train, _, _ = ld_tile
-    tile = train_tile(train[:20], FAST.replace(cycle_epochs=2), epochs=2, device="cpu", amp=True,
-                      amp_dtype=torch.bfloat16)
+    tile = train_tile(train[:20], FAST.replace(cycle_epochs=2), epochs=2, amp=True,
+                      amp_dtype=torch.bfloat16, options=RunOptions(device="cpu"))
     assert np.isfinite(tile.history["loss"]).all()
 
 
@@ -467,12 +466,13 @@ WORKER = textwrap.dedent("""
     import numpy as np
     import torch
     from analysislib.genotype.autoencoder import DAEHyperparameters, train_tile
+    from analysislib.runtime import RunOptions
     from analysislib.training import cleanup_distributed, get_rank, init_distributed
 
     init_distributed("cpu")
     gt = np.load(sys.argv[1])
     hp = DAEHyperparameters(learning_rate=1e-2, batch_size=32, cycle_epochs=2, l1=0.0)
-    tile = train_tile(gt, hp, epochs=4, checkpoint_dir=sys.argv[2] + "/ckpt", device="cpu")
+    tile = train_tile(gt, hp, epochs=4, checkpoint_dir=sys.argv[2] + "/ckpt", options=RunOptions(device="cpu"))
     torch.save(tile.model.state_dict(), f"{sys.argv[2]}/rank{get_rank()}.pt")
     cleanup_distributed()
 """)
@@ -520,7 +520,7 @@ def chr22_slice(shared_data):
 
 def test_it_memorises_masked_entries_of_its_own_training_haplotypes(chr22_slice):
     gt = chr22_slice["call_genotype"].values[:40, :80]
-    tile = train_tile(gt, SANITY.replace(l2=0.0), epochs=4000, device="cpu", threads=1)
+    tile = train_tile(gt, SANITY.replace(l2=0.0), epochs=4000, options=RunOptions(device="cpu", threads=1))
     masked = np.random.default_rng(0).random(gt.shape[:2]) < 0.25
     _dosage, gp = impute_masked(tile.model, gt, masked)
     truth = allele_count(gt)
@@ -537,7 +537,7 @@ def test_a_snp_in_perfect_ld_with_a_typed_neighbour_is_imputed(chr22_slice):
     gt[twin] = gt[source]  # perfect LD
     train, test = gt[:, :400], gt[:, 400:]
     hp = SANITY.replace(min_mask=0.5, max_mask=0.5)
-    tile = train_tile(train, hp, epochs=600, device="cpu", threads=1)
+    tile = train_tile(train, hp, epochs=600, options=RunOptions(device="cpu", threads=1))
     untyped = np.zeros(30, dtype=bool)
     untyped[[twin, *range(1, 30, 3)]] = True  # one in three variants hidden, the twin among them
     untyped[source] = False
@@ -551,8 +551,7 @@ def test_a_monomorphic_site_is_imputed_as_the_major_allele(chr22_slice):
     gt = chr22_slice["call_genotype"].values[:30].copy()
     gt[7] = 0  # nobody carries the ALT allele
     gt[12] = 1  # everybody is homozygous ALT
-    tile = train_tile(gt[:, :400], SANITY.replace(min_mask=0.5, max_mask=0.5), epochs=300,
-                      device="cpu", threads=1)
+    tile = train_tile(gt[:, :400], SANITY.replace(min_mask=0.5, max_mask=0.5), epochs=300, options=RunOptions(device="cpu", threads=1))
     untyped = np.zeros(30, dtype=bool)
     untyped[[7, 12]] = True
     dosage, gp = impute_masked(tile.model, gt[:, 400:], untyped)
@@ -617,9 +616,21 @@ def cpu_threads_seen(monkeypatch: pytest.MonkeyPatch) -> list:
 
 def test_train_tile_takes_num_threads_for_one_release(cpu_threads_seen):
     gt = np.random.default_rng(0).integers(0, 2, (6, 10, 2)).astype(np.int8)
-    with pytest.warns(FutureWarning, match="'num_threads' is now called 'threads'"):
-        train_tile(gt, FAST, epochs=1, device="cpu", num_threads=2)
+    with pytest.warns(FutureWarning) as warned:
+        train_tile(gt, FAST, epochs=1, num_threads=2)
     assert cpu_threads_seen == [2]
+    messages = " ".join(str(w.message) for w in warned)  # renamed, then a separate keyword
+    assert "'num_threads' is now called 'threads'" in messages and "options=RunOptions" in messages
+
+
+def test_train_tile_takes_separate_run_time_keywords_for_one_release(cpu_threads_seen):
+    gt = np.random.default_rng(0).integers(0, 2, (6, 10, 2)).astype(np.int8)
+    with pytest.warns(FutureWarning, match=r"options=RunOptions"):
+        old = train_tile(gt, FAST, epochs=1, device="cpu", threads=2, progress=False)
+    new = train_tile(gt, FAST, epochs=1, options=RunOptions(device="cpu", threads=2))
+    assert cpu_threads_seen == [2, 2]
+    for name, value in old.model.state_dict().items():
+        assert torch.equal(value, new.model.state_dict()[name]), name
 
 
 def test_predict_presence_takes_num_threads_for_one_release(cpu_threads_seen):

@@ -50,6 +50,7 @@ from analysislib.genotype.dae import inference as dae_inference
 from analysislib.genotype.dae import streaming as dae_streaming
 from analysislib.genotype.imputer import check_imputed
 from analysislib.io.vcf import read_vcf, write_vcf
+from analysislib.runtime import RunOptions
 from analysislib.simulate.genotypes import simulate_genotypes
 from analysislib.testing import genotype_dataset
 from analysislib.tiling import variant_tiles
@@ -408,7 +409,7 @@ def test_train_bundle_writes_every_tile_and_resumes(panel: xr.Dataset, tmp_path:
                                                     monkeypatch: pytest.MonkeyPatch):
     tiles = tile_table(panel.sizes["variants"])
     out = tmp_path / "bundle"
-    bundle = train_bundle(panel, tiles, FAST, out, epochs=3, progress=False)
+    bundle = train_bundle(panel, tiles, FAST, out, epochs=3, options=RunOptions(progress=False))
     assert len(bundle.tiles) == 3 and len(bundle.variants) == panel.sizes["variants"]
     assert bundle.training_data["n_samples"] == panel.sizes["samples"]
     assert bundle.training_data["populations"] == {"CEU": 12, "CHB": 12, "YRI": 12}
@@ -433,16 +434,16 @@ def test_train_bundle_writes_every_tile_and_resumes(panel: xr.Dataset, tmp_path:
 
     monkeypatch.setattr(dae_fit, "train_tile", counting_train)
     stamps = {p.name: p.stat().st_mtime_ns for p in (out / "tiles").iterdir()}
-    again = train_bundle(panel, tiles, FAST, out, epochs=3, progress=False)
+    again = train_bundle(panel, tiles, FAST, out, epochs=3, options=RunOptions(progress=False))
     assert calls == [] and {p.name: p.stat().st_mtime_ns for p in (out / "tiles").iterdir()} == stamps
     assert again.manifest["training"]["tiles_reused"] == 3
     (out / bundle.tiles["config"].iat[1]).unlink()  # as if interrupted while writing tile 1
-    train_bundle(panel, tiles, FAST, out, epochs=3, progress=False)
+    train_bundle(panel, tiles, FAST, out, epochs=3, options=RunOptions(progress=False))
     assert calls == [int(bundle.tiles["n_variants"].iat[1])]
     with pytest.raises(BundleError, match="other hyperparameters or epochs"):
-        train_bundle(panel, tiles, FAST.replace(learning_rate=0.01), out, epochs=3, progress=False)
+        train_bundle(panel, tiles, FAST.replace(learning_rate=0.01), out, epochs=3, options=RunOptions(progress=False))
     with pytest.raises(ValueError, match="no hyperparameters for tile"):
-        train_bundle(panel, tiles, {0: FAST, 1: FAST}, tmp_path / "other", epochs=3, progress=False)
+        train_bundle(panel, tiles, {0: FAST, 1: FAST}, tmp_path / "other", epochs=3, options=RunOptions(progress=False))
 
 
 
@@ -457,7 +458,7 @@ def test_train_bundle_takes_n_jobs_and_threads_per_job_for_one_release(panel: xr
     seen = {}
 
     def no_training(function, payloads, *, jobs, client, window):
-        seen.update(jobs=jobs, threads=next(iter(payloads))["threads"])
+        seen.update(jobs=jobs, threads=next(iter(payloads))["options"].threads)
         raise _Stop
 
     monkeypatch.setattr(dae_plan, "run_tasks", no_training)
@@ -480,8 +481,8 @@ def test_models_per_tile_train_an_ensemble_that_inference_averages(panel: xr.Dat
     from analysislib.training import derive_seed
 
     tiles = tile_table(panel.sizes["variants"])
-    single = train_bundle(panel, tiles, FAST, tmp_path / "single", epochs=2, progress=False)
-    bundle = train_bundle(panel, tiles, FAST, tmp_path / "ensemble", epochs=2, progress=False, models_per_tile=2)
+    single = train_bundle(panel, tiles, FAST, tmp_path / "single", epochs=2, options=RunOptions(progress=False))
+    bundle = train_bundle(panel, tiles, FAST, tmp_path / "ensemble", epochs=2, models_per_tile=2, options=RunOptions(progress=False))
     assert bundle.manifest["training"]["models_per_tile"] == 2 and len(bundle.tiles) == 6
     ids = bundle.tiles["id"].tolist()
     assert ids[0::2] == single.tiles["id"].tolist() and ids[1::2] == [f"{i}_m2" for i in ids[0::2]]
@@ -513,7 +514,7 @@ def test_packed_weights_run_without_torch_and_match_it(panel: xr.Dataset, tmp_pa
     tiles = tile_table(panel.sizes["variants"])
     hp = {0: FAST, 1: FAST.replace(n_layers=4, activation="relu"), 2: FAST.replace(activation="softplus")}
     out = tmp_path / "bundle"
-    bundle = train_bundle(panel, tiles, hp, out, epochs=2, progress=False)
+    bundle = train_bundle(panel, tiles, hp, out, epochs=2, options=RunOptions(progress=False))
     manifest = json.loads((out / "manifest.json").read_text())
     assert bundle.packed and manifest["packed_weights"]["file"] == "weights.npy"
     assert manifest["files"]["weights.npy"] == hashlib.sha256((out / "weights.npy").read_bytes()).hexdigest()
@@ -587,16 +588,14 @@ def entry_n(manifest: dict, tile: int) -> int:
 def test_process_pool_and_dask_train_the_same_weights(panel: xr.Dataset, tmp_path: Path):
     distributed = pytest.importorskip("distributed")
     tiles = tile_table(panel.sizes["variants"])
-    serial = train_bundle(panel, tiles, FAST, tmp_path / "serial", epochs=2, progress=False,
-                          threads=1)
-    pooled = train_bundle(panel, tiles, FAST, tmp_path / "pool", epochs=2, jobs=2,
-                          tiles_per_task=2, progress=False)
+    serial = train_bundle(panel, tiles, FAST, tmp_path / "serial", epochs=2, options=RunOptions(progress=False, threads=1))
+    pooled = train_bundle(panel, tiles, FAST, tmp_path / "pool", epochs=2,
+                          tiles_per_task=2, options=RunOptions(jobs=2, progress=False))
     # tcp on loopback: the inproc transport looks the machine's address up through the network
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp://",
                                   host="127.0.0.1", dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
-        dasked = train_bundle(panel, tiles, FAST, tmp_path / "dask", epochs=2, client=client,
-                              progress=False)
+        dasked = train_bundle(panel, tiles, FAST, tmp_path / "dask", epochs=2, options=RunOptions(client=client, progress=False))
     for other in (pooled, dasked):
         for t in range(3):
             a, b = serial.load_model(t).state_dict(), other.load_model(t).state_dict()
@@ -646,7 +645,7 @@ def test_real_chr22_targets_with_chr_names_and_the_wrong_build(data_mirror, tmp_
     reference = ds.isel(samples=slice(0, 450))
     typed = ds.isel(samples=slice(450, None), variants=slice(0, None, 3))
     tiles = pd.DataFrame({"first_variant": [0, 50], "last_variant": [69, 119]})
-    bundle = train_bundle(reference, tiles, FAST, tmp_path / "bundle", epochs=2, progress=False)
+    bundle = train_bundle(reference, tiles, FAST, tmp_path / "bundle", epochs=2, options=RunOptions(progress=False))
     assert bundle.genome_build == "GRCh37" and bundle.contig_lengths == {"22": GRCH37_CHR22}
     pos = reference["variant_position"].values
     assert list(bundle.tiles["id"]) == [f"22_{pos[0]}-{pos[69]}", f"22_{pos[50]}-{pos[119]}"]
@@ -688,7 +687,7 @@ def test_same_sites_and_typed_calls_as_beagle(panel: xr.Dataset, tmp_path: Path)
     reference = panel.isel(samples=slice(0, 30))
     typed_target = panel.isel(samples=slice(30, None), variants=slice(0, None, 3))
     bundle = train_bundle(reference, tile_table(panel.sizes["variants"]), FAST, tmp_path / "b",
-                          epochs=2, progress=False)
+                          epochs=2, options=RunOptions(progress=False))
     ours = impute_dataset(bundle, typed_target)
     beagle = BeagleImputer(threads=1).fit(reference)
     theirs = beagle.impute(typed_target)
@@ -723,8 +722,7 @@ def test_output_reads_in_bcftools(tag_bundle: Path, tmp_path: Path):
 def streamed(panel: xr.Dataset, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, bytes]:
     """A packed bundle, a 36-sample target VCF and the text of write_vcf(impute_dataset(...))."""
     work = tmp_path_factory.mktemp("streamed")
-    bundle = train_bundle(panel, tile_table(panel.sizes["variants"]), FAST, work / "bundle", epochs=2,
-                          progress=False)
+    bundle = train_bundle(panel, tile_table(panel.sizes["variants"]), FAST, work / "bundle", epochs=2, options=RunOptions(progress=False))
     write_vcf(panel.isel(variants=slice(0, None, 3)), work / "in.vcf.gz")
     typed = read_vcf(work / "in.vcf.gz", multiallelic="split", fields=("GT",))
     write_vcf(impute_dataset(bundle, typed), work / "memory.vcf", fields=("GT", "DS", "GP"))

@@ -21,7 +21,8 @@ from analysislib.simulate.genotypes import array_marker_set
 from analysislib.testing import genotype_dataset
 
 
-def _panel(n_var=400, per_pop=20, pops=("YRI", "CEU", "CHB"), seed=0, missing=0.0, populations=True):
+def _panel(n_var=400, per_pop=20, pops=("YRI", "CEU", "CHB"), *, seed=0, missing=0.0,
+           populations=True):
     rng = np.random.default_rng(seed)
     n_samp = per_pop * len(pops)
     p = rng.uniform(0.0, 0.5, n_var)

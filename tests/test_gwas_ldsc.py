@@ -49,11 +49,12 @@ def test_annotation_ld_scores_by_hand_dense_and_sparse() -> None:
 
 def test_ldsc_weights_by_hand() -> None:
     # c = h2 N / M = 0.1 * 100 / 10 = 1; het_w = 1 / (2 (1 + 2)^2); w_ld 0.5 clips to 1
-    assert ldsc_weights(2.0, 0.5, 100, 10, 0.1, 1.0) == pytest.approx(1 / 18)
+    assert ldsc_weights(2.0, 0.5, 100, 10, 0.1, intercept=1.0) == pytest.approx(1 / 18)
     # ld below 1 clips to 1, h2 above 1 clips to 1: c = 1 * 10 / 10 = 1 -> 1/(2 (1.5 + 1)^2) / 4
-    assert ldsc_weights(0.2, 4.0, 10, 10, 3.0, 1.5) == pytest.approx(1 / (2 * 2.5 ** 2) / 4)
+    assert ldsc_weights(0.2, 4.0, 10, 10, 3.0, intercept=1.5) == pytest.approx(
+        1 / (2 * 2.5 ** 2) / 4)
     # negative h2 clips to 0
-    assert ldsc_weights(5.0, 1.0, 10, 10, -1.0, 2.0) == pytest.approx(1 / 8)
+    assert ldsc_weights(5.0, 1.0, 10, 10, -1.0, intercept=2.0) == pytest.approx(1 / 8)
 
 
 def test_block_jackknife_matches_explicit_leave_one_block_out() -> None:

@@ -48,9 +48,9 @@ def toy_sim(m: int = 3000, *, seed: int = 0, h2: float = 0.05, n_gwas: float = 2
     scalars = rng.standard_normal((m, 1)).astype(np.float32)
     names, scalar_names = [f"c0:t{k}" for k in range(n_tracks)], ["s0"]
     return simulate_gwas_from_panel(
-        hap, np.arange(1, m + 1) * 100, tracks, scalars, names, scalar_names, truth=TRUTH,
-        rng=seed, h2=h2, n_gwas=n_gwas, ld_block_snps=block, n_segments=10, test_fraction=0.2,
-        valid_fraction=0.1)
+        hap, np.arange(1, m + 1) * 100, tracks, scalars, track_names=names,
+        scalar_names=scalar_names, truth=TRUTH, rng=seed, h2=h2, n_gwas=n_gwas,
+        ld_block_snps=block, n_segments=10, test_fraction=0.2, valid_fraction=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def sim() -> SimulatedGwas:
     return toy_sim()
 
 
-def _window(R: np.ndarray, z: np.ndarray, t: slice, n: float = 1e4, h2: float = 0.5,
+def _window(R: np.ndarray, z: np.ndarray, t: slice, *, n: float = 1e4, h2: float = 0.5,
             m_total: int = 10) -> dict:
     r2_t = R[t] ** 2
     ell = r2_t.sum(axis=1)

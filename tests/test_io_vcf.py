@@ -621,10 +621,12 @@ def test_packed_call_formatter_writes_the_general_formatters_text(monkeypatch: p
             (1, 2), (1, 3, 4), ((ds, gp), (ds * 10, partial), (None, gp), (ds, None), (None, None)),
             (True, False)):
         gt = rng.integers(-1, 2, (*shape, ploidy)).astype(np.int8)
-        packed = vcf._format_calls_packed(gt, phased, dosage, probability, decimals, 1, line_end)
+        packed = vcf._format_calls_packed(gt, phased, dosage, probability, decimals=decimals,
+                                          allele_width=1, line_end=line_end)
         with monkeypatch.context() as patch:
-            patch.setattr(vcf, "_format_calls_packed", lambda *args: None)
-            text, lengths = vcf._format_calls(gt, phased, dosage, probability, decimals, 1, line_end=line_end)
+            patch.setattr(vcf, "_format_calls_packed", lambda *args, **kwargs: None)
+            text, lengths = vcf._format_calls(gt, phased, dosage, probability, decimals=decimals,
+                                              allele_width=1, line_end=line_end)
         if packed is not None:
             cases += 1
             assert packed[0].tobytes() == text.tobytes()

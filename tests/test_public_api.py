@@ -23,13 +23,12 @@ MAX_POSITIONAL = 5
 RUN_TIME_OPTIONS = {"device", "progress", "client", "threads", "jobs"}
 #: Other names of ``threads`` and ``jobs``, which no public signature may use.
 OTHER_THREAD_AND_JOB_NAMES = {"num_threads", "threads_per_job", "n_jobs", "n_threads", "nthreads"}
-#: More positional parameters than MAX_POSITIONAL: torch modules built from a config, and LD
-#: score weights whose parameters follow ldsc's own function.
-MANY_POSITIONAL = {"analysislib.genotype.unet_model.BiUNet", "analysislib.genotype.unet_model.SCDA",
-                   "analysislib.gwas.ldsc.ldsc_weights", "analysislib.simulate.gwas.simulate_gwas_from_panel"}
+#: More positional parameters than MAX_POSITIONAL (none left: every public signature keeps to it).
+MANY_POSITIONAL: set[str] = set()
 #: Where the option is the subject of the call (a device helper is about its device).
 OPTION_IS_THE_SUBJECT = {
     "analysislib.evaluate.thread_parameters", "analysislib.training.loop.progress_enabled",
+    "analysislib.runtime.torch_threads",
     *(f"analysislib.training.device.{n}" for n in ("amp_dtype_for", "autocast_context", "make_grad_scaler",
                                                    "move_to_device")),
     *(f"analysislib.training.ddp.{n}" for n in ("all_reduce_mean", "init_distributed", "wrap_ddp")),

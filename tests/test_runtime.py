@@ -86,3 +86,40 @@ def test_renamed_keywords_warn_and_forward():
     import inspect
 
     assert "num_threads" not in inspect.signature(fit).parameters
+
+
+def test_separate_option_keywords_fold_into_options_with_a_warning():
+    from analysislib.errors import InvalidArgumentError
+    from analysislib.runtime import options_from_keywords
+
+    @options_from_keywords("device", "threads", "progress")
+    def train(x, *, options=None):
+        return x, options
+
+    assert train(1) == (1, None)
+    given = RunOptions(device="cpu", threads=2)
+    assert train(1, options=given) == (1, given)
+    with pytest.warns(FutureWarning, match=r"pass \['device', 'threads'\] as options=RunOptions"):
+        assert train(1, device="cpu", threads=2) == (1, given)
+    with pytest.warns(FutureWarning):  # the old "auto" thread setting is the callee's own choice
+        assert train(1, threads="auto")[1].threads is None
+    with pytest.raises(InvalidArgumentError, match="options= and the separate keywords"):
+        train(1, threads=2, options=given)
+    with pytest.raises(InvalidArgumentError, match="not run-time options"):
+        options_from_keywords("epochs")
+
+
+def test_torch_threads_sets_and_restores():
+    torch = pytest.importorskip("torch")
+    from analysislib.errors import InvalidArgumentError
+    from analysislib.runtime import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+    assert torch.get_num_threads() == before
+    with torch_threads(None):
+        assert torch.get_num_threads() == before
+    with pytest.raises(InvalidArgumentError), torch_threads(0):
+        pass
+    assert torch.get_num_threads() == before

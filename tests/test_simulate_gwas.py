@@ -235,20 +235,20 @@ def test_from_panel_checks_its_inputs() -> None:
     tracks = np.zeros((40, 1, 4))
     scalars = np.zeros((40, 1))
     truth = TrueLogF(linear={"t": 1.0})
-    sim = simulate_gwas_from_panel(hap, np.arange(40) + 1, tracks, scalars, ["t"], ["s"],
-                                   truth=truth, ld_block_snps=10, n_segments=4,
+    sim = simulate_gwas_from_panel(hap, np.arange(40) + 1, tracks, scalars, track_names=["t"],
+                                   scalar_names=["s"], truth=truth, ld_block_snps=10, n_segments=4,
                                    test_fraction=0.25, valid_fraction=0.0)
     assert sim.n_snps == 40 and set(sim.split) == {"train", "test"}
     np.testing.assert_allclose(sim.true_log_f, np.log(sim.n_gwas * sim.h2 / 40))  # flat truth
     with pytest.raises(ValueError, match="positions has 39 rows"):
-        simulate_gwas_from_panel(hap, np.arange(39), tracks, scalars, ["t"], ["s"], truth=truth,
-                                 ld_block_snps=10)
+        simulate_gwas_from_panel(hap, np.arange(39), tracks, scalars, track_names=["t"],
+                                 scalar_names=["s"], truth=truth, ld_block_snps=10)
     with pytest.raises(ValueError, match="2 scalar columns for 1 names"):
-        simulate_gwas_from_panel(hap, np.arange(40), tracks, np.zeros((40, 2)), ["t"], ["s"],
-                                 truth=truth, ld_block_snps=10)
+        simulate_gwas_from_panel(hap, np.arange(40), tracks, np.zeros((40, 2)), track_names=["t"],
+                                 scalar_names=["s"], truth=truth, ld_block_snps=10)
     with pytest.raises(ValueError, match="two LD blocks"):
-        simulate_gwas_from_panel(hap, np.arange(40), tracks, scalars, ["t"], ["s"], truth=truth,
-                                 ld_block_snps=30)
+        simulate_gwas_from_panel(hap, np.arange(40), tracks, scalars, track_names=["t"],
+                                 scalar_names=["s"], truth=truth, ld_block_snps=30)
 
 
 def test_standard_preset_is_sized_for_the_model_size_claim() -> None:

@@ -260,7 +260,8 @@ class ChromImputeImputer(EpigenomeImputer):
 
     name: ClassVar[str] = "chromimpute"
 
-    def __init__(self, preset: str = "quick", *, num_samples: int | None = None,
+    def __init__(  # noqa: PLR0913 - the tool's own options, each documented
+                 self, preset: str = "quick", *, num_samples: int | None = None,
                  window_narrow: int | None = None, window_wide: int | None = None,
                  increment_narrow: int | None = None, increment_wide: int | None = None,
                  max_knn: int | None = None, num_bags: int | None = None, seed: int = 100,

@@ -145,7 +145,7 @@ def _differential_rows(comparison: Any) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def evaluate_differential(
+def evaluate_differential(  # noqa: PLR0913 - one option per paper analysis setting
     measured: Mapping[str, xr.DataArray],
     imputed: Mapping[str, xr.DataArray],
     trend: Any,

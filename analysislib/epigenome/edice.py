@@ -594,7 +594,7 @@ def _predict_block(model: EDICEModel, values: torch.Tensor, support: torch.Tenso
 
 
 def _predict_array(model: EDICEModel, values: np.ndarray, support: np.ndarray,
-                   targets: Sequence[tuple[int, int]], device: torch.device,
+                   targets: Sequence[tuple[int, int]], *, device: torch.device,
                    batch_size: int) -> np.ndarray:
     """Predictions ``(len(targets), n_bins)`` for ``values`` ``(n_bins, n_cells, n_assays)``."""
     target_cells = torch.as_tensor([c for c, _ in targets], device=device)
@@ -612,7 +612,7 @@ def _predict_array(model: EDICEModel, values: np.ndarray, support: np.ndarray,
 # --------------------------------------------------------------------------- training
 
 
-def train_edice(
+def train_edice(  # noqa: PLR0913 - the paper's training settings
     model: EDICEModel,
     values: np.ndarray,
     train_mask: np.ndarray,
@@ -750,8 +750,8 @@ def train_edice(
         squared, count = 0.0, 0
         for (support, task_targets), truth in zip(tasks, val_truths, strict=True):
             inputs = np.where(support[None], val_values, np.float32(0))
-            pred = _predict_array(net, inputs, support, task_targets, device,
-                                  max(config.batch_size, 1024))
+            pred = _predict_array(net, inputs, support, task_targets, device=device,
+                                  batch_size=max(config.batch_size, 1024))
             squared += float(np.sum((pred.astype(np.float64) - truth) ** 2))
             count += truth.size
         return squared / count
@@ -1039,5 +1039,6 @@ class EDICEImputer(EpigenomeImputer):
                     raise InvalidArgumentError(f"edice: an observed input track has a non-finite value at "
                                      f"bin {start + b}")
                 out[:, start:stop] = _predict_array(self.model, values, support, target_index,
-                                                    device, max(self.config.batch_size, 1024))
+                                                    device=device,
+                                                    batch_size=max(self.config.batch_size, 1024))
         return out

@@ -248,7 +248,7 @@ def _progress(items: list[Any], enabled: bool, desc: str) -> Iterable[Any]:
     return tqdm(items, desc=desc)
 
 
-def evaluate_epigenome(
+def evaluate_epigenome(  # noqa: PLR0913 - the benchmark protocol's settings
     method: str | EpigenomeImputer,
     ds: str | xr.Dataset,
     protocol: str = "leave_one_out",

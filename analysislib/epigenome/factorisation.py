@@ -147,7 +147,7 @@ def _observed_inputs(imputer: Any, observed: xr.Dataset, exclude: Sequence[tuple
     return signal, model_rows, model_cols, support
 
 
-def _chunk_values(signal: xr.DataArray, start: int, stop: int, shape: tuple[int, int],
+def _chunk_values(signal: xr.DataArray, start: int, stop: int, *, shape: tuple[int, int],
                   model_rows: list[int], model_cols: list[int], support: np.ndarray,
                   method: str) -> np.ndarray:
     chunk = np.asarray(signal.isel(bin=slice(start, stop)).values, dtype=np.float32)
@@ -749,8 +749,8 @@ class PredictdImputer(EpigenomeImputer):
         out = np.empty((len(index), n_bins), dtype=np.float32)
         for start in range(0, n_bins, self.chunk_bins):
             stop = min(start + self.chunk_bins, n_bins)
-            values = _chunk_values(signal, start, stop, support.shape, rows, cols, support,
-                                   self.name)
+            values = _chunk_values(signal, start, stop, shape=support.shape, model_rows=rows,
+                                   model_cols=cols, support=support, method=self.name)
             observed_values = values[:, cells, assays].astype(np.float64)
             total = np.zeros((len(index), stop - start))
             # train_bags.py / impute_and_avg: each bag imputes (its own genome-factor refit),
@@ -1092,8 +1092,8 @@ class AvocadoImputer(EpigenomeImputer):
         if not support.any():
             raise InvalidArgumentError("avocado: no track of the fitted cell types and assays is observed "
                              "on these bins, so their genome embeddings cannot be fitted")
-        values = _chunk_values(signal, 0, ds.sizes["bin"], support.shape, rows, cols, support,
-                               self.name)
+        values = _chunk_values(signal, 0, ds.sizes["bin"], shape=support.shape, model_rows=rows,
+                               model_cols=cols, support=support, method=self.name)
         fitted_genome = self.model.genome
         seed_everything(self.config.seed + 1)
         device = next(self.model.parameters()).device

@@ -162,7 +162,7 @@ def _regions(starts: np.ndarray, values: np.ndarray, bin_size: int
     return region_start[first], region_end[last], region_value[first]
 
 
-def _call_numpy(values: np.ndarray, chroms: np.ndarray, starts: np.ndarray, bin_size: int,
+def _call_numpy(values: np.ndarray, chroms: np.ndarray, starts: np.ndarray, bin_size: int, *,
                 cutoff: float, min_length: int, max_gap: int) -> pd.DataFrame:
     frames = []
     for name, index in _chrom_blocks(chroms):
@@ -274,7 +274,7 @@ def _gap_free_track(values: np.ndarray, chroms: np.ndarray, starts: np.ndarray,
         "bin_chrom": ("bin", np.concatenate(pieces_c))}, attrs={"scale": "neglog10p"})
 
 
-def _call_macs2(values: np.ndarray, chroms: np.ndarray, starts: np.ndarray, bin_size: int,
+def _call_macs2(values: np.ndarray, chroms: np.ndarray, starts: np.ndarray, bin_size: int, *,
                 cutoff: float, min_length: int, max_gap: int, workdir: str | os.PathLike[str] | None,
                 timeout: float | None) -> pd.DataFrame:
     from analysislib.external import run_tool
@@ -392,11 +392,12 @@ def call_peaks(
     if values.size == 0:
         return _empty_peaks()
     if method == "numpy":
-        return _call_numpy(values, chroms, starts, size, float(cutoff), int(min_length),
-                           int(max_gap))
+        return _call_numpy(values, chroms, starts, size, cutoff=float(cutoff),
+                           min_length=int(min_length), max_gap=int(max_gap))
     if method == "macs2":
-        return _call_macs2(values, chroms, starts, size, float(cutoff), int(min_length),
-                           int(max_gap), workdir, timeout)
+        return _call_macs2(values, chroms, starts, size, cutoff=float(cutoff),
+                           min_length=int(min_length), max_gap=int(max_gap), workdir=workdir,
+                           timeout=timeout)
     raise InvalidArgumentError(f"method must be 'numpy' or 'macs2', got {method!r}")
 
 

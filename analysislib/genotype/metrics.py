@@ -321,7 +321,7 @@ def _variant_stats(
     return stats
 
 
-def _r2_from_moments(sxx: Any, syy: Any, sxy: Any, constant: Any, n: Any,
+def _r2_from_moments(sxx: Any, syy: Any, sxy: Any, constant: Any, n: Any, *,
                      monomorphic: Monomorphic) -> np.ndarray:
     """Squared correlation from centred moments with the degenerate-case rule."""
     if monomorphic not in ("zero", "nan"):
@@ -396,7 +396,7 @@ def per_variant_r2(dosage: Any, truth: Any, score_mask: Any | None = None, *,
     _check_complete(mask & ~np.isfinite(x), "dosage")
     s = _variant_stats(x, y, mask)
     constant = (s.min_x == s.max_x) | (s.min_y == s.max_y)
-    return _r2_from_moments(s.sxx, s.syy, s.sxy, constant, s.n, monomorphic)
+    return _r2_from_moments(s.sxx, s.syy, s.sxy, constant, s.n, monomorphic=monomorphic)
 
 
 def minor_allele_flip(alt_frequency: Any) -> np.ndarray:
@@ -731,7 +731,7 @@ def _pooled(stats: _Stats, strata: _Strata, monomorphic: Monomorphic) -> dict[st
     agree = np.trace(confusion, axis1=1, axis2=2)
     out = {
         "n": total.astype(np.int64),
-        "aggregate_r2": _r2_from_moments(sxx, syy, sxy, constant, total, monomorphic),
+        "aggregate_r2": _r2_from_moments(sxx, syy, sxy, constant, total, monomorphic=monomorphic),
         "aggregate_concordance": np.divide(agree, total, out=nan.copy(), where=total > 0),
         "aggregate_iqs": _iqs_from_confusion(confusion),
         "aggregate_f1": prf["f1"], "aggregate_precision": prf["precision"],
@@ -752,7 +752,8 @@ def _per_variant_metrics(stats: _Stats, monomorphic: Monomorphic) -> dict[str, n
     nan = np.full(len(n), np.nan)
     prf = _prf(_bit_counts(stats.confusion))
     return {
-        "r2": _r2_from_moments(stats.sxx, stats.syy, stats.sxy, constant, stats.n, monomorphic),
+        "r2": _r2_from_moments(stats.sxx, stats.syy, stats.sxy, constant, stats.n,
+                               monomorphic=monomorphic),
         "concordance": np.divide(np.trace(stats.confusion, axis1=1, axis2=2), n, out=nan.copy(),
                                  where=n > 0),
         "iqs": _iqs_from_confusion(stats.confusion),
@@ -824,7 +825,7 @@ def _take(data: Any, variant_index: np.ndarray, sample_index: np.ndarray) -> np.
     return block[rows - lo][:, sample_index]
 
 
-def score_imputation(
+def score_imputation(  # noqa: PLR0913 - one keyword per score stratification
     truth: xr.Dataset,
     imputed: xr.Dataset,
     score_mask: Any | None = None,

@@ -580,7 +580,7 @@ def segment_dataset(
 
 
 def _create(handle: Any, layout: SegmentLayout, positional: np.ndarray, sample_id: np.ndarray,
-            variant_position: np.ndarray, contig: str, position: str, normalise: str,
+            variant_position: np.ndarray, *, contig: str, position: str, normalise: str,
             chunk_rows: int) -> Any:
     import h5py
 
@@ -615,8 +615,9 @@ def write_segments(path: str | os.PathLike[str], segmented: SegmentedGenotypes) 
     path = Path(path)
     with atomic_output(path) as tmp, h5py.File(tmp, "w") as handle:
         tokens = _create(handle, segmented.layout, segmented.positional, segmented.sample_id,
-                         segmented.variant_position, segmented.contig, segmented.position,
-                         segmented.normalise, 4096)
+                         segmented.variant_position, contig=segmented.contig,
+                         position=segmented.position, normalise=segmented.normalise,
+                         chunk_rows=4096)
         tokens[...] = segmented.tokens.reshape(-1, segmented.layout.segment_length)
     return path
 
@@ -653,7 +654,8 @@ def segment_to_hdf5(
     path = Path(path)
     with atomic_output(path) as tmp, h5py.File(tmp, "w") as handle:
         tokens = _create(handle, layout, positional, sample_id,
-                         np.asarray(ds["variant_position"].values), contig, position, normalise, 4096)
+                         np.asarray(ds["variant_position"].values), contig=contig,
+                         position=position, normalise=normalise, chunk_rows=4096)
         for lo in tqdm(range(0, n, sample_chunk), desc="segmenting", unit="chunk", disable=not progress):
             hi = min(n, lo + sample_chunk)
             seg = segment_codes(encode_dataset(ds, slice(lo, hi)), layout)

@@ -23,7 +23,7 @@ from analysislib.genotype.segments import N_CLASSES, VOCAB_SIZE
 __all__ = ["SCDA", "BiUNet"]
 
 
-def _one_hot_input(tokens: torch.Tensor, positional: torch.Tensor | None, use_pos: bool,
+def _one_hot_input(tokens: torch.Tensor, positional: torch.Tensor | None, *, use_pos: bool,
                    prior: torch.Tensor | None, use_prior: bool,
                    embedding: torch.Tensor | None, segment: torch.Tensor | None) -> torch.Tensor:
     x = nn.functional.one_hot(tokens.long(), VOCAB_SIZE).to(torch.float32).transpose(1, 2)
@@ -55,7 +55,7 @@ def _with_prior(logits: torch.Tensor, prior: torch.Tensor | None) -> torch.Tenso
     return logits if prior is None else logits + prior.to(logits.dtype)
 
 
-def _conv_encoder(depth: int, channels: int, kernel_size: int, positional: bool,
+def _conv_encoder(depth: int, channels: int, kernel_size: int, *, positional: bool,
                   site_prior: bool, site_channels: int) -> nn.ModuleList:
     """Convolutions doubling the channels per level, from the one-hot (+ site channels) input."""
     first = VOCAB_SIZE + int(positional) + N_CLASSES * int(site_prior) + site_channels
@@ -81,13 +81,14 @@ class BiUNet(nn.Module):
     positions to (batch, 4, length) logits of 0|0, 0|1, 1|0, 1|1.
     """
 
-    def __init__(self, depth: int = 6, channels: int = 32, kernel_size: int = 7,
+    def __init__(self, depth: int = 6, channels: int = 32, kernel_size: int = 7, *,
                  dropout: float = 0.25, positional: bool = True, site_prior: bool = False,
                  site_channels: int = 0, sites: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.depth, self.use_positional, self.use_site_prior = depth, positional, site_prior
         pad = (kernel_size - 1) // 2
-        self.encoder = _conv_encoder(depth, channels, kernel_size, positional, site_prior, site_channels)
+        self.encoder = _conv_encoder(depth, channels, kernel_size, positional=positional,
+                                     site_prior=site_prior, site_channels=site_channels)
         self.site_embedding = _site_embedding(sites, site_channels)
         self.decoder = nn.ModuleList(
             nn.Conv1d(channels * 2**i, channels * 2 ** (i - 1), kernel_size, padding=pad)
@@ -99,8 +100,9 @@ class BiUNet(nn.Module):
     def forward(self, tokens: torch.Tensor, positional: torch.Tensor | None = None,
                 prior: torch.Tensor | None = None, segment: torch.Tensor | None = None) -> torch.Tensor:
         """(batch, length) codes -> (batch, 4, length) logits (see the class docstring)."""
-        x = _one_hot_input(tokens, positional, self.use_positional, prior, self.use_site_prior,
-                           self.site_embedding, segment)
+        x = _one_hot_input(tokens, positional, use_pos=self.use_positional, prior=prior,
+                           use_prior=self.use_site_prior, embedding=self.site_embedding,
+                           segment=segment)
         skips = []
         for i, conv in enumerate(self.encoder):
             x = torch.relu(conv(x))
@@ -119,13 +121,14 @@ class SCDA(nn.Module):
     network, ``positional`` is off by default.
     """
 
-    def __init__(self, depth: int = 3, channels: int = 32, kernel_size: int = 5,
+    def __init__(self, depth: int = 3, channels: int = 32, kernel_size: int = 5, *,
                  dropout: float = 0.25, positional: bool = False, site_prior: bool = False,
                  site_channels: int = 0, sites: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.depth, self.use_positional, self.use_site_prior = depth, positional, site_prior
         pad = (kernel_size - 1) // 2
-        self.encoder = _conv_encoder(depth, channels, kernel_size, positional, site_prior, site_channels)
+        self.encoder = _conv_encoder(depth, channels, kernel_size, positional=positional,
+                                     site_prior=site_prior, site_channels=site_channels)
         self.site_embedding = _site_embedding(sites, site_channels)
         c_in = channels * 2 ** (depth - 1)
         self.decoder = nn.ModuleList()
@@ -139,8 +142,9 @@ class SCDA(nn.Module):
     def forward(self, tokens: torch.Tensor, positional: torch.Tensor | None = None,
                 prior: torch.Tensor | None = None, segment: torch.Tensor | None = None) -> torch.Tensor:
         """(batch, length) codes -> (batch, 4, length) logits, as :meth:`BiUNet.forward`."""
-        x = _one_hot_input(tokens, positional, self.use_positional, prior, self.use_site_prior,
-                           self.site_embedding, segment)
+        x = _one_hot_input(tokens, positional, use_pos=self.use_positional, prior=prior,
+                           use_prior=self.use_site_prior, embedding=self.site_embedding,
+                           segment=segment)
         for i, conv in enumerate(self.encoder):
             x = torch.relu(conv(x))
             if i < self.depth - 1:

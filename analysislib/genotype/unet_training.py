@@ -34,7 +34,7 @@ from analysislib.genotype.segments import (
     haplotype_tokens,
     segment_dataset,
 )
-from analysislib.runtime import renamed_keywords
+from analysislib.runtime import renamed_keywords, torch_threads
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -80,8 +80,9 @@ def build_model(config: SegmentModelConfig, layout: SegmentLayout | None = None)
 
     cls = BiUNet if config.model == "biunet" else SCDA
     sites = None if layout is None else (layout.n_segments, layout.segment_length)
-    return cls(config.depth, config.channels, config.kernel_size, config.dropout, config.positional,
-               config.site_prior, config.site_channels, sites)
+    return cls(config.depth, config.channels, config.kernel_size, dropout=config.dropout,
+               positional=config.positional, site_prior=config.site_prior,
+               site_channels=config.site_channels, sites=sites)
 
 
 def count_parameters(model: torch.nn.Module) -> int:
@@ -240,8 +241,8 @@ def site_prior(tokens: Any, pseudocount: float = 0.5) -> np.ndarray:
 class _EpochBatches:
     """One epoch of (tokens, positional, prior) batches over all (sample, segment) items of a rank."""
 
-    def __init__(self, tokens: torch.Tensor, positional: torch.Tensor, prior: torch.Tensor, batch_size: int,
-                 generator: torch.Generator, rank: int, world_size: int) -> None:
+    def __init__(self, tokens: torch.Tensor, positional: torch.Tensor, prior: torch.Tensor, *,
+                 batch_size: int, generator: torch.Generator, rank: int, world_size: int) -> None:
         torch = _torch()
         self.tokens, self.positional, self.prior, self.batch_size = tokens, positional, prior, batch_size
         n = tokens.shape[0] * tokens.shape[1]
@@ -309,7 +310,7 @@ class TrainedSegmentModel:
 
 
 def _batch_loss(net: Any, tokens: torch.Tensor, positional: torch.Tensor, prior: torch.Tensor | None,
-                segment: torch.Tensor | None, rate: float, generator: torch.Generator,
+                segment: torch.Tensor | None, *, rate: float, generator: torch.Generator,
                 config: SegmentModelConfig) -> dict[str, torch.Tensor]:
     masked, hidden = _mask_batch(tokens, rate, generator)
     logits = net(masked, positional if config.positional else None, prior if config.site_prior else None,
@@ -412,11 +413,13 @@ def train_segment_model(
     prior = torch.from_numpy(prior_np)
 
     def make_loader(epoch: int, generator: torch.Generator) -> _EpochBatches:
-        return _EpochBatches(tokens, positional, prior, config.batch_size, generator, get_rank(), get_world_size())
+        return _EpochBatches(tokens, positional, prior, batch_size=config.batch_size,
+                             generator=generator, rank=get_rank(), world_size=get_world_size())
 
     def train_step(net: Any, batch: Any, ctx: Any) -> dict[str, torch.Tensor]:
         tok, pos, pri, seg = batch
-        return _batch_loss(net, tok, pos, pri, seg, float(schedule(ctx.epoch)), ctx.generator, config)
+        return _batch_loss(net, tok, pos, pri, seg, rate=float(schedule(ctx.epoch)),
+                           generator=ctx.generator, config=config)
 
     validate = None
     if val is not None:
@@ -426,11 +429,13 @@ def train_segment_model(
         def validate(net: Any, epoch: int) -> float:
             generator = make_generator(config.seed, 97)
             total, count = 0.0, 0
-            loader = _EpochBatches(val_tokens, val_pos, prior, max(config.batch_size, 256),
-                                   make_generator(config.seed, 98), 0, 1)
+            loader = _EpochBatches(val_tokens, val_pos, prior,
+                                   batch_size=max(config.batch_size, 256),
+                                   generator=make_generator(config.seed, 98), rank=0, world_size=1)
             for tok, pos, pri, seg in loader:
                 out = _batch_loss(net, tok.to(run_device), pos.to(run_device), pri.to(run_device),
-                                  seg.to(run_device), config.mask_end, generator, config)
+                                  seg.to(run_device), rate=config.mask_end, generator=generator,
+                                  config=config)
                 total += float(out["loss"]) * len(tok)
                 count += len(tok)
             return total / max(count, 1)
@@ -445,10 +450,7 @@ def train_segment_model(
                 best["state"] = copy.deepcopy(inner.state_dict())
                 best["epoch"] = record["epoch"]
 
-    previous_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(int(threads))
-    try:
+    with torch_threads(threads):
         result = fit(
             model, optimizer, train_step, make_loader, epochs=config.epochs, seed=config.seed,
             checkpoint_dir=checkpoint_dir, resume=resume, cycle_length=1,
@@ -458,8 +460,6 @@ def train_segment_model(
             metadata={"model": config.model, "config": config.to_dict(),
                       "layout": segs.layout.to_dict()},
             progress=progress, checkpoint_prefix=config.model)
-    finally:
-        torch.set_num_threads(previous_threads)
     if best and checkpoint_dir is None and best["epoch"] != result.epochs_completed:
         inner.load_state_dict(best["state"])
     inner.cpu().eval()

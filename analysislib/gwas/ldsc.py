@@ -174,7 +174,7 @@ def annotation_ld_scores(
 
 
 def ldsc_weights(
-    ld: Any, w_ld: Any, n: Any, m: float, h2: float, intercept: float = 1.0
+    ld: Any, w_ld: Any, n: Any, m: float, h2: float, *, intercept: float = 1.0
 ) -> np.ndarray:
     """ldsc regression weights ``het_w · oc_w``.
 
@@ -273,7 +273,7 @@ def _weighted(x: np.ndarray, sqrt_w: np.ndarray) -> np.ndarray:
 
 
 def _irwls(
-    x: np.ndarray, y: np.ndarray, update: Any, w: np.ndarray, n_blocks: int,
+    x: np.ndarray, y: np.ndarray, update: Any, w: np.ndarray, n_blocks: int, *,
     separators: np.ndarray | None = None, n_iter: int = 2,
 ) -> _Jackknife:
     """Iteratively reweighted least squares then a jackknifed WLS fit (ldsc ``IRWLS``)."""
@@ -462,7 +462,7 @@ def s_ldsc(
     ld_tot = ref_ld.sum(axis=1)
     null_intercept = 1.0 if intercept is None else float(intercept)
     h2_start = m_tot * (y.mean() - null_intercept) / np.mean(ld_tot * n_vec)
-    w0 = ldsc_weights(ld_tot, w_ld, n_vec, m_tot, h2_start, null_intercept)
+    w0 = ldsc_weights(ld_tot, w_ld, n_vec, m_tot, h2_start, intercept=null_intercept)
     n_bar = n_vec.mean()
     x = ref_ld * (n_vec / n_bar)[:, None]
 
@@ -470,7 +470,7 @@ def s_ldsc(
         def inner(coef: np.ndarray) -> np.ndarray:
             h2 = float(m @ coef[:n_annot]) / n_bar
             icpt = float(coef[n_annot]) if fixed is None else fixed
-            return ldsc_weights(ld[rows], w_ld[rows], n_vec[rows], m_tot, h2, icpt)
+            return ldsc_weights(ld[rows], w_ld[rows], n_vec[rows], m_tot, h2, intercept=icpt)
         return inner
 
     n_iter = 2 if reweight else 0
@@ -965,7 +965,7 @@ def parse_ldsc_log(log: str) -> dict[str, Any]:
     }
 
 
-def run_ldsc_h2(
+def run_ldsc_h2(  # noqa: PLR0913 - mirrors ldsc's command-line flags
     sumstats: str | os.PathLike[str],
     ref_ld: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     w_ld: str | os.PathLike[str],

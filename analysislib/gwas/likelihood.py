@@ -179,7 +179,7 @@ def _local_slice(target: slice, m: int) -> slice:
 
 
 def _check_inputs(
-    z_target: Any, log_F: Any, m: int, target: slice, sigma: Any, eps: float,
+    z_target: Any, log_F: Any, m: int, *, target: slice, sigma: Any, eps: float,
 ) -> tuple[Tensor, Tensor, Tensor | float, slice]:
     """Validated ``z`` (float64), ``log_F``, ``sigma`` and the local target slice."""
     device = log_F.device if isinstance(log_F, torch.Tensor) else torch.device("cpu")
@@ -220,11 +220,12 @@ def _check_inputs(
 
 
 def _prepare_problem(
-    z_target: Any, R_window: Any, log_F: Any, target: slice, sigma: Any, eps: float
+    z_target: Any, R_window: Any, log_F: Any, *, target: slice, sigma: Any, eps: float
 ) -> _Problem:
     device = log_F.device if isinstance(log_F, torch.Tensor) else torch.device("cpu")
     R = _as_matrix(R_window, "R_window", device)
-    z, log_F_t, sig, t = _check_inputs(z_target, log_F, R.shape[0], target, sigma, eps)
+    z, log_F_t, sig, t = _check_inputs(z_target, log_F, R.shape[0], target=target, sigma=sigma,
+                                       eps=eps)
     U = R[t, :]
     return _Problem(z=z, U=U, R_tt=U[:, t].clone(), log_F=log_F_t, sigma=sig, eps=float(eps),
                     target=t)
@@ -382,7 +383,7 @@ def cg_operators(
     """
     lf = log_F.detach() if isinstance(log_F, torch.Tensor) else log_F
     t = _local_slice(target, np.shape(R_window)[0])
-    p = _prepare_problem(np.zeros(t.stop - t.start), R_window, lf, t, sigma, eps)
+    p = _prepare_problem(np.zeros(t.stop - t.start), R_window, lf, target=t, sigma=sigma, eps=eps)
     fac = (_factor_for(p, factor, preconditioner == "spectral", R_window)
            if preconditioner is not None else factor)
     state = _CGState(p=p, factor=fac, preconditioner=preconditioner, tol=0.0, max_iter=0,
@@ -470,7 +471,7 @@ def window_nll(
     """
     if method in ("banded", "banded_cg"):
         m = R_window.n_snps if isinstance(R_window, BandedWindow) else np.shape(R_window)[0]
-        z, log_F_t, sig, t = _check_inputs(z_target, log_F, m, target, sigma, eps)
+        z, log_F_t, sig, t = _check_inputs(z_target, log_F, m, target=target, sigma=sigma, eps=eps)
         cg_keys = _CG_OPTIONS | {"preconditioner"} if method == "banded_cg" else set()
         unknown = set(solver_options) - {"bandwidth", "taper"} - cg_keys
         if unknown:
@@ -491,7 +492,7 @@ def window_nll(
             nll = _nll_from_parts(total, torch.zeros((), dtype=_DTYPE, device=total.device),
                                   bw.n_t, n)
         return (nll, info) if return_info else nll
-    p = _prepare_problem(z_target, R_window, log_F, target, sigma, eps)
+    p = _prepare_problem(z_target, R_window, log_F, target=target, sigma=sigma, eps=eps)
     if method == "cholesky":
         if solver_options:
             raise TypeError(f"unknown options for method='cholesky': {sorted(solver_options)}")
@@ -546,7 +547,8 @@ def null_nll(
     R = _as_matrix(R_window, "R_window", device)
     t = _local_slice(target if target is not None else slice(None), R.shape[0])
     m = R.shape[0]
-    p = _prepare_problem(z_target, R, torch.zeros(m, dtype=_DTYPE, device=device), t, sigma, eps)
+    p = _prepare_problem(z_target, R, torch.zeros(m, dtype=_DTYPE, device=device), target=t,
+                         sigma=sigma, eps=eps)
     C = p.sigma * p.R_tt + p.eps * torch.eye(p.n_t, dtype=_DTYPE, device=device)
     L = _cholesky(0.5 * (C + C.T), "sigma R_tt + eps I")
     logdet = 2.0 * torch.log(torch.diagonal(L)).sum()

@@ -708,8 +708,8 @@ def train_prior(
     def check(net: nn.Module, epoch: int) -> float:
         if valid is None:
             return float("nan")
-        return _evaluate_windows(net, valid, tracks, scalars, config.sigma,
-                                 config.eps)["delta_nll"]
+        return _evaluate_windows(net, valid, tracks, scalars, sigma=config.sigma,
+                                 eps=config.eps)["delta_nll"]
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
@@ -769,7 +769,7 @@ def train_prior(
 
 
 def _evaluate_windows(model: nn.Module, windows: list[dict[str, Any]], tracks: torch.Tensor,
-                      scalars: torch.Tensor, sigma: float, eps: float) -> dict[str, float]:
+                      scalars: torch.Tensor, *, sigma: float, eps: float) -> dict[str, float]:
     was_training = model.training
     model.eval()
     total = total_null = 0.0
@@ -848,7 +848,7 @@ def evaluate_prior(
                               flank=250 if flank is None else flank)
     device = next(iter(model.parameters())).device
     tracks, scalars = _feature_tensors(sim, features, device)
-    return _evaluate_windows(model, windows, tracks, scalars, sigma, eps)
+    return _evaluate_windows(model, windows, tracks, scalars, sigma=sigma, eps=eps)
 
 
 def predict_log_f(model: nn.Module, sim: SimulatedGwas, features: FeatureSet | None = None, *,

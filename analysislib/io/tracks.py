@@ -321,8 +321,8 @@ def read_bigwig(
             if region_end > sizes[name]:
                 raise InvalidArgumentError(f"end {region_end} is beyond {name}'s length {sizes[name]}")
             edges = _bin_edges(start, region_end, bin_size)
-            pieces.append(_binned_bigwig(handle, path, name, edges, bin_size, fill_value,
-                                         chunk_bases))
+            pieces.append(_binned_bigwig(handle, path, name, edges, bin_size, fill_value=fill_value,
+                                         chunk_bases=chunk_bases))
             chrom_labels.append(np.full(edges.size - 1, name))
             bin_starts.append(edges[:-1])
     finally:
@@ -358,7 +358,7 @@ def _bigwig_chroms(handle: Any, path: Path) -> dict[str, int]:
         raise InputFormatError(path, "damaged bigWig file: its chromosome list cannot be read") from None
 
 
-def _binned_bigwig(handle: Any, path: Path, chrom: str, edges: np.ndarray, bin_size: int,
+def _binned_bigwig(handle: Any, path: Path, chrom: str, edges: np.ndarray, bin_size: int, *,
                    fill_value: float, chunk_bases: int = 10_000_000) -> np.ndarray:
     """Base-weighted bin means of ``chrom`` between ``edges[0]`` and ``edges[-1]``, read in
     chunks of ``chunk_bases``; bins with no covered base get ``fill_value``."""
@@ -538,7 +538,7 @@ def _select_track(
 
 
 def _track_for_writing(
-    track: xr.Dataset | xr.DataArray, cell: str | None, assay: str | None,
+    track: xr.Dataset | xr.DataArray, *, cell: str | None, assay: str | None,
     individual: str | None, scale: str, bin_size: int | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     data, found_size = _select_track(track, cell, assay, individual)
@@ -586,8 +586,9 @@ def write_bigwig(
     """
     import pyBigWig
 
-    values, chroms, starts, size = _track_for_writing(track, cell, assay, individual, scale,
-                                                      bin_size)
+    values, chroms, starts, size = _track_for_writing(track, cell=cell, assay=assay,
+                                                      individual=individual, scale=scale,
+                                                      bin_size=bin_size)
     unknown = sorted(set(np.unique(chroms)) - set(chrom_sizes))
     if unknown:
         raise InvalidArgumentError(f"chrom_sizes lacks chromosomes {unknown}")
@@ -655,8 +656,9 @@ def write_bedgraph(
         The written file. Values are written with 9 significant digits, enough to restore
         float32 exactly. NaN bins are left out.
     """
-    values, chroms, starts, size = _track_for_writing(track, cell, assay, individual, scale,
-                                                      bin_size)
+    values, chroms, starts, size = _track_for_writing(track, cell=cell, assay=assay,
+                                                      individual=individual, scale=scale,
+                                                      bin_size=bin_size)
     path = Path(path)
     chrom_order = list(dict.fromkeys(chroms.tolist()))
     with atomic_output(path) as tmp:
@@ -775,10 +777,11 @@ def _check_bigwig_layout(path: Path) -> None:
             raise InputFormatError(path, f"bigWig file cut short or damaged: its {part} lies "
                                          f"beyond the end of the file ({size} bytes)")
     with open(path, "rb") as handle:
-        _check_bigwig_trees(path, handle, size, chrom_tree, full_index, full_data)
+        _check_bigwig_trees(path, handle, size, chrom_tree=chrom_tree, full_index=full_index,
+                            full_data=full_data)
 
 
-def _check_bigwig_trees(path: Path, handle: Any, size: int, chrom_tree: int, full_index: int,
+def _check_bigwig_trees(path: Path, handle: Any, size: int, *, chrom_tree: int, full_index: int,
                         full_data: int) -> None:
     """Walk the chromosome B+ tree and the data R-tree, checking every count and offset."""
 
@@ -920,8 +923,8 @@ def read_track_files(
         for key, kind in formats.items():
             if kind == "bigwig":
                 handles[key] = _open_bigwig(paths[key])
-        return _read_opened_tracks(paths, formats, bedgraphs, handles, regions, bin_size, scale,
-                                   fill_value)
+        return _read_opened_tracks(paths, formats, bedgraphs, handles, regions=regions,
+                                   bin_size=bin_size, scale=scale, fill_value=fill_value)
     finally:
         for handle in handles.values():
             handle.close()
@@ -929,7 +932,7 @@ def read_track_files(
 
 def _read_opened_tracks(paths: Mapping[tuple[str, str], Path], formats: Mapping[tuple[str, str], str],
                         bedgraphs: Mapping[tuple[str, str], Any],
-                        handles: Mapping[tuple[str, str], Any],
+                        handles: Mapping[tuple[str, str], Any], *,
                         regions: Sequence[tuple[str, int, int]] | None, bin_size: int, scale: str,
                         fill_value: float) -> xr.Dataset:
     """:func:`read_track_files` once its bedGraphs are parsed and its bigWigs are open."""
@@ -986,7 +989,7 @@ def _read_opened_tracks(paths: Mapping[tuple[str, str], Path], formats: Mapping[
             n = edge.size - 1
             if formats[(cell, assay)] == "bigwig":
                 values = _binned_bigwig(handles[(cell, assay)], path, chrom, edge, bin_size,
-                                        fill_value)
+                                        fill_value=fill_value)
             else:
                 s, e, v = bedgraphs[(cell, assay)][chrom]
                 values = _interval_bin_means(s, e, v, edge, fill_value)

@@ -597,7 +597,7 @@ def _parse_gt_text(text: bytes, ctx: _Context, site: _Site, sample_no: int) -> t
     return alleles, phased
 
 
-def _parse_floats_text(text: bytes | None, count: int, key: str, ctx: _Context, site: _Site,
+def _parse_floats_text(text: bytes | None, count: int, key: str, *, ctx: _Context, site: _Site,
                        sample_no: int) -> list[float]:
     """Parse one DS/GP value list; ``.`` or an absent field means missing."""
     if text is None or text == b".":
@@ -654,10 +654,10 @@ def _parse_record_slow(site: _Site, ctx: _Context, want: tuple[str, ...]) -> _Ca
             gt[j] = alleles
         if ds is not None and ds_at is not None:
             ds[j] = _parse_floats_text(values[ds_at] if ds_at < len(values) else None,
-                                       n_alt, "DS", ctx, site, j)
+                                       n_alt, "DS", ctx=ctx, site=site, sample_no=j)
         if gp is not None and gp_at is not None:
             gp[j] = _parse_floats_text(values[gp_at] if gp_at < len(values) else None,
-                                       n_gp, "GP", ctx, site, j)
+                                       n_gp, "GP", ctx=ctx, site=site, sample_no=j)
     return _Calls(gt[None], phased[None], None if ds is None else ds[None],
                   None if gp is None else gp[None])
 
@@ -1376,7 +1376,7 @@ def _const(shape: tuple[int, ...], char: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _format_calls(gt: np.ndarray, phased: np.ndarray, ds: np.ndarray | None,
-                  gp: np.ndarray | None, decimals: int, allele_width: int, *, line_end: bool = True
+                  gp: np.ndarray | None, *, decimals: int, allele_width: int, line_end: bool = True
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Sample columns of a block of variants: the bytes of every line and each line's length.
 
@@ -1384,7 +1384,8 @@ def _format_calls(gt: np.ndarray, phased: np.ndarray, ds: np.ndarray | None,
     the exact text, calls separated by tabs and lines ended by a newline (by a tab when
     ``line_end`` is False: more sample columns follow, as when samples come in batches).
     """
-    fast = _format_calls_packed(gt, phased, ds, gp, decimals, allele_width, line_end)
+    fast = _format_calls_packed(gt, phased, ds, gp, decimals=decimals, allele_width=allele_width,
+                                line_end=line_end)
     if fast is not None:
         return fast
     n_var, n_samples, ploidy = gt.shape
@@ -1442,7 +1443,7 @@ def _packed_table(separator: str, decimals: int, width: int) -> np.ndarray:
 
 
 def _format_calls_packed(gt: np.ndarray, phased: np.ndarray, ds: np.ndarray | None, gp: np.ndarray | None,
-                         decimals: int, allele_width: int, line_end: bool
+                         *, decimals: int, allele_width: int, line_end: bool
                          ) -> tuple[np.ndarray, np.ndarray] | None:
     """:func:`_format_calls` for one-digit alleles and short numbers; None where it does not apply.
 
@@ -1610,7 +1611,8 @@ def _vcf_lines(ds: xr.Dataset, fields: Sequence[str], decimals: int, block: int)
                 raise InvalidArgumentError("call_genotype_probability has negative values")
             probability = _normalise_gp(probability)
         width = max(1, len(str(int(gt.max(initial=0)))))
-        text, lengths = _format_calls(gt, phased, dosage, probability, decimals, width)
+        text, lengths = _format_calls(gt, phased, dosage, probability, decimals=decimals,
+                                      allele_width=width)
         ends = np.cumsum(lengths)
         raw = text.tobytes()
         yield b"".join(prefix + raw[e - n:e] for prefix, e, n in zip(prefixes, ends, lengths,

@@ -358,7 +358,7 @@ def _jsonable_params(params: Mapping[str, Any]) -> str:
                       default=str)
 
 
-def simulate_epigenome(
+def simulate_epigenome(  # noqa: PLR0913 - one keyword per simulated effect
     preset: str | None = None,
     *,
     n_cells: int | None = None,

@@ -649,7 +649,7 @@ def _draw_crossovers(
 
 
 def _transmit_block(
-    parent_gt: np.ndarray, morgans: np.ndarray, owner: np.ndarray, xo: np.ndarray,
+    parent_gt: np.ndarray, morgans: np.ndarray, *, owner: np.ndarray, xo: np.ndarray,
     start_hap: np.ndarray, source: np.ndarray,
 ) -> np.ndarray:
     """Child genotypes for one block of variants.
@@ -737,11 +737,13 @@ def form_offspring(
         parent_gt = parent_gt.rechunk({1: -1, 2: -1})
         morgans_da = da.from_array(morgans, chunks=(parent_gt.chunks[0],))
         child_gt = da.map_blocks(
-            lambda g, m: _transmit_block(g, m[:, 0, 0], owner, xo, start_hap, source),
+            lambda g, m: _transmit_block(g, m[:, 0, 0], owner=owner, xo=xo, start_hap=start_hap,
+                                         source=source),
             parent_gt, morgans_da[:, None, None], dtype=parent_gt.dtype,
             chunks=(parent_gt.chunks[0], (n_children,), (2,)))
     else:
-        child_gt = _transmit_block(np.asarray(parent_gt), morgans, owner, xo, start_hap, source)
+        child_gt = _transmit_block(np.asarray(parent_gt), morgans, owner=owner, xo=xo,
+                                   start_hap=start_hap, source=source)
 
     ids = np.asarray(ds["sample_id"].values).astype(str)
     if "sample_population" in ds:

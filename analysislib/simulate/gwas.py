@@ -624,8 +624,9 @@ def simulate_gwas(
     scalars = np.stack([conservation[snp_bin], coding[snp_bin]], axis=1).astype(np.float32)
 
     return simulate_gwas_from_panel(
-        haplotypes, positions, annotations, scalars, track_names, scalar_names,
-        truth=truth, params=params, rng=np.random.default_rng(seeds[2]), seed=seed)
+        haplotypes, positions, annotations, scalars, track_names=track_names,
+        scalar_names=scalar_names, truth=truth, params=params, rng=np.random.default_rng(seeds[2]),
+        seed=seed)
 
 
 def simulate_gwas_from_panel(
@@ -633,9 +634,9 @@ def simulate_gwas_from_panel(
     positions: Any,
     annotations: Any,
     scalar_annotations: Any,
+    *,
     track_names: Sequence[str],
     scalar_names: Sequence[str],
-    *,
     truth: TrueLogF | None = None,
     params: GwasPreset | None = None,
     rng: np.random.Generator | int = 0,

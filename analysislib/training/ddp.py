@@ -21,6 +21,7 @@ run with local batch ``b`` follows a 1-process run with batch ``2 b`` up to floa
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import math
 import os
 from collections.abc import Iterator, Sized
@@ -50,6 +51,8 @@ __all__ = [
     "is_main_process",
     "wrap_ddp",
 ]
+
+logger = logging.getLogger(__name__)
 
 _SHUFFLE_STREAM = 0x5A4D  # stream id for sampler permutations (any fixed integer)
 
@@ -291,11 +294,23 @@ def wrap_ddp(
 
 
 def cleanup_distributed() -> None:
-    """Leave the process group (no-op if none was joined)."""
+    """Leave the process group (no-op if none was joined).
+
+    On gloo the ranks first meet at a barrier (30 s timeout), so that no rank tears down its
+    connections while a peer is still using them: without it a rank can abort at exit
+    ("terminate called without an active exception"). A peer that died already is not waited
+    for beyond the timeout.
+    """
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if dist.get_world_size() > 1 and dist.get_backend() == "gloo":
+        try:
+            dist.monitored_barrier(timeout=_dt.timedelta(seconds=30))
+        except RuntimeError as err:  # a peer is gone; leave anyway
+            logger.warning("leaving the process group without a barrier: %s", err)
+    dist.destroy_process_group()
 
 
 class ShardedSampler:

@@ -231,7 +231,7 @@ def _sync_best_copy(directory: Path, best_path: Path, best_epoch: int, prefix: s
         )
 
 
-def fit(
+def fit(  # noqa: PLR0913 - the generic training loop's controls
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     train_step: Callable[[torch.nn.Module, Any, StepContext], Any],

@@ -60,7 +60,7 @@ from analysislib.genotype.encoding import (
     dosage_from_probabilities,
     genotype_probabilities_from_presence,
 )
-from analysislib.runtime import renamed_keywords
+from analysislib.runtime import RunOptions, options_from_keywords, renamed_keywords, torch_threads
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -171,22 +171,13 @@ def _cpu_threads(threads: int | Literal["auto"] | None, device: torch.device,
     such small matrix products OpenMP's start-up and spinning cost more than the arithmetic
     (100-fold on a loaded 2-core machine). ``None`` leaves torch's setting alone.
     """
-    import torch
-
     if threads == "auto":
         small = device.type == "cpu" and batch_elements < _SMALL_BATCH_ELEMENTS
         threads = 1 if small else None
-    if threads is None:
-        yield
-        return
-    if int(threads) < 1:
+    if threads is not None and (int(threads) != threads or threads < 1):
         raise InvalidArgumentError(f"threads must be >= 1, 'auto' or None, got {threads!r}")
-    previous = torch.get_num_threads()
-    torch.set_num_threads(int(threads))
-    try:
+    with torch_threads(threads):
         yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @renamed_keywords(num_threads="threads")
@@ -572,7 +563,8 @@ def _check_resume_metadata(directory: Any, metadata: Mapping[str, Any]) -> None:
 
 
 @renamed_keywords(num_threads="threads")
-def train_tile(
+@options_from_keywords("device", "threads", "progress")
+def train_tile(  # noqa: PLR0913 - the paper's training controls
     genotypes: Any,
     hparams: DAEHyperparameters | None = None,
     *,
@@ -584,13 +576,11 @@ def train_tile(
     checkpoint_dir: str | os.PathLike[str] | None = None,
     resume: bool = True,
     checkpoint_every: int | None = None,
-    device: str | torch.device = "auto",
     amp: bool = False,
     amp_dtype: torch.dtype | None = None,
-    threads: int | Literal["auto"] | None = "auto",
     genetic_map: Any = None,
-    progress: bool | None = False,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    options: RunOptions | None = None,
 ) -> TrainedTile:
     """Train one tile's sparse denoising autoencoder (Dias et al. 2022, Methods).
 
@@ -632,23 +622,23 @@ def train_tile(
         data and hyperparameters, ``max_epochs`` aside).
     checkpoint_every
         Also checkpoint every this many epochs (default: only at cycle ends).
-    device
-        ``"auto"``, ``"cpu"``, ``"cuda[:N]"`` or ``"mps"`` (:func:`~analysislib.training.select_device`).
-        Inside a ``torchrun`` job the process group's device is used and the model is wrapped
-        in DDP; each rank takes a slice of every global batch.
     amp, amp_dtype
         Mixed precision (fp16 on CUDA by default, bf16 on the CPU only if asked).
-    threads
-        torch CPU threads while training (``"auto"``: one thread when a batch holds fewer than
-        2**17 input values, where threading only adds overhead; ``None``: torch's setting).
-        Restored afterwards. ``num_threads``, its old name, is accepted for one release.
     genetic_map
         Genetic positions (cM per variant, or an ``msprime.RateMap`` with a Dataset) for
         offspring formation when ``genotypes`` is an array.
-    progress
-        Show progress bars (None: follow ``ANALYSISLIB_PROGRESS``).
     on_epoch_end
         Called with each epoch's history record (after this module's fields are added).
+    options
+        Run-time options (:class:`~analysislib.runtime.RunOptions`; None: the defaults, no
+        progress bar). ``device``: ``"auto"``, ``"cpu"``, ``"cuda[:N]"`` or ``"mps"``; inside a
+        ``torchrun`` job the process group's device is used and the model is wrapped in DDP,
+        each rank taking a slice of every global batch. ``threads``: torch CPU threads while
+        training, restored afterwards (``None``: one thread when a batch holds fewer than 2**17
+        input values, where threading only adds overhead, otherwise torch's setting).
+        ``progress``: show progress bars. The separate ``device``, ``threads`` (or
+        ``num_threads``) and ``progress`` keywords of earlier releases are accepted for one
+        release.
 
     Returns
     -------
@@ -668,6 +658,7 @@ def train_tile(
     from analysislib.results import array_checksum  # imports pandas: not at module level
     from analysislib.training import EarlyStopping, fit, is_distributed, select_device, wrap_ddp
 
+    options = options if options is not None else RunOptions(progress=False)
     hp = hparams if hparams is not None else DAEHyperparameters()
     if not isinstance(hp, DAEHyperparameters):
         hp = DAEHyperparameters.from_dict(hp)
@@ -708,9 +699,9 @@ def train_tile(
     if is_distributed():
         from analysislib.training import init_distributed
 
-        run_device = init_distributed(str(device)).device
+        run_device = init_distributed(options.device).device
     else:
-        run_device = select_device(device)
+        run_device = select_device(options.device)
     model = wrap_ddp(_new_model(n_variants, hp), run_device)
     inner = model.module if hasattr(model, "module") else model
     optimizer = _make_optimizer(model.parameters(), hp)
@@ -773,6 +764,7 @@ def train_tile(
     if checkpoint_dir is not None and resume:
         _check_resume_metadata(checkpoint_dir, metadata)
 
+    threads = "auto" if options.threads is None else options.threads
     with _cpu_threads(threads, run_device, hp.batch_size * 2 * n_variants):
         result = fit(
             model,
@@ -796,7 +788,7 @@ def train_tile(
             restore_best=True,
             metadata=metadata,
             on_epoch_end=epoch_end,
-            progress=progress,
+            progress=options.progress,
         )
     if checkpoint_dir is None and best_state and best_state["epoch"] != result.epochs_completed:
         inner.load_state_dict(best_state["weights"])

@@ -28,7 +28,7 @@ from analysislib.genotype.dae.plan import _check_settings, _is_per_tile, train_b
 from analysislib.genotype.imputer import GenotypeImputer, ImputationRun, sites_key
 from analysislib.presets import Presets
 from analysislib.results.provenance import peak_memory_mb
-from analysislib.runtime import renamed_keywords
+from analysislib.runtime import RunOptions, renamed_keywords
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -102,16 +102,17 @@ class DAEImputer(GenotypeImputer):
         :func:`train_bundle`).
     tiling
         :func:`~analysislib.tiling.tile_genome` arguments (override the preset's).
-    jobs, tiles_per_task, client, validation_fraction, device
-        Passed to :func:`train_bundle` (``n_jobs``, the old name of ``jobs``, is accepted for
-        one release).
-    threads
-        CPU threads for inference (see :func:`impute_dataset`) and torch threads when
-        training with ``jobs=1``.
+    tiles_per_task, validation_fraction
+        Passed to :func:`train_bundle`.
+    jobs, client, threads, device, progress
+        Run-time options, gathered into one :class:`~analysislib.runtime.RunOptions`
+        (:attr:`options`) that :func:`train_bundle` receives: training worker processes (``jobs``;
+        ``n_jobs``, its old name, is accepted for one release) or a dask ``client``; CPU threads
+        for inference (see :func:`impute_dataset`) and torch threads when training with
+        ``jobs=1`` (with more workers each gets its share of the CPUs); the training device
+        (``"auto"``: CUDA, then MPS, then the CPU); a progress bar while training.
     strand_ambiguous
         See :func:`~analysislib.genotype.dae.mapping.map_variants`.
-    progress
-        Progress bar while training.
     name
         Method name recorded with results (default ``"dae"``); e.g. ``"dae_tuned"`` for
         per-tile hyperparameters from :mod:`analysislib.genotype.dae.tuning`, so untuned and
@@ -124,7 +125,7 @@ class DAEImputer(GenotypeImputer):
     name = "dae"
 
     @renamed_keywords(n_jobs="jobs")
-    def __init__(
+    def __init__(  # noqa: PLR0913 - an estimator: settings and run-time options as keywords
         self,
         *,
         bundle: str | os.PathLike[str] | None = None,
@@ -139,7 +140,7 @@ class DAEImputer(GenotypeImputer):
         threads: int = 1,
         validation_fraction: float = 0.0,
         strand_ambiguous: StrandPolicy = "keep",
-        device: str = "cpu",
+        device: str = "auto",
         progress: bool | None = None,
         name: str = "dae",
         models_per_tile: int | None = None,
@@ -164,8 +165,11 @@ class DAEImputer(GenotypeImputer):
                                    else DAE_PRESETS[preset]["models_per_tile"])
         if self.models_per_tile < 1:
             raise InvalidArgumentError(f"models_per_tile must be at least 1, got {models_per_tile!r}")
-        self.jobs, self.tiles_per_task, self.client = int(jobs), tiles_per_task, client
-        self.threads = int(threads)
+        self.tiles_per_task = tiles_per_task
+        # One value for the layers below; with several workers each gets its share of the CPUs.
+        self.options = RunOptions(device=device, threads=int(threads) if jobs == 1 else None,
+                                  jobs=int(jobs), progress=progress, client=client)
+        self.jobs, self.client, self.threads = int(jobs), client, int(threads)
         self.validation_fraction = float(validation_fraction)
         self.strand_ambiguous = strand_ambiguous
         self.device, self.progress = device, progress
@@ -212,11 +216,9 @@ class DAEImputer(GenotypeImputer):
             folder = self.bundle_dir
         tiling = tile_genome(reference, **self.tiling)
         self.bundle = train_bundle(reference, tiling, self.hparams, folder, epochs=self.epochs,
-                                   jobs=self.jobs, client=self.client,
                                    tiles_per_task=self.tiles_per_task,
-                                   threads=self.threads if self.jobs == 1 else None,
-                                   validation_fraction=self.validation_fraction, device=self.device,
-                                   progress=self.progress, models_per_tile=self.models_per_tile)
+                                   validation_fraction=self.validation_fraction,
+                                   models_per_tile=self.models_per_tile, options=self.options)
         self._fit_details = {"fit_seconds": time.perf_counter() - started, "trained": True,
                              "n_tiles": len(self.bundle.members), "bundle": str(folder)}
         return self

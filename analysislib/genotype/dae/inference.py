@@ -47,6 +47,7 @@ from analysislib import variables
 from analysislib.errors import InputFormatError, InvalidArgumentError
 from analysislib.genotype.dae.bundle import Bundle, load_bundle
 from analysislib.genotype.dae.mapping import StrandPolicy, VariantMapping, map_variants
+from analysislib.runtime import torch_threads
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -58,25 +59,10 @@ _DECODE_BLOCK = 65536  # variants decoded at a time
 
 
 @contextlib.contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    import torch
-
-    previous = torch.get_num_threads()
-    if threads is not None:
-        if threads < 1:
-            raise InvalidArgumentError("threads must be at least 1")
-        torch.set_num_threads(int(threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-@contextlib.contextmanager
 def _engine_threads(engine: str, threads: int | None) -> Iterator[None]:
     """Limit the inference engine's threads per tile (torch's, or NumPy's BLAS) to ``threads``."""
     if engine == "torch":
-        with _torch_threads(threads):
+        with torch_threads(threads):
             yield
         return
     if threads is None:

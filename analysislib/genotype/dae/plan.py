@@ -41,7 +41,13 @@ from analysislib.genotype.dae.contigs import _contig_length_map, _contig_names
 from analysislib.genotype.dae.hyperparameters import DAEHyperparameters
 from analysislib.io.checksum import sha256_of
 from analysislib.presets import check_settings
-from analysislib.runtime import RunOptions, renamed_keywords, run_tasks
+from analysislib.runtime import (
+    RunOptions,
+    options_from_keywords,
+    renamed_keywords,
+    run_tasks,
+    torch_threads,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -156,15 +162,14 @@ def _existing_tile(out: Path, tile_id: str, wanted: pd.DataFrame, hparams: dict[
 
 def _train_task(task: dict[str, Any]) -> list[dict[str, Any]]:
     """Train the tiles of one task in this process and write them (pool / dask entry point)."""
-    import torch
-
     from analysislib.genotype.dae.fit import train_tile
 
     out = Path(task["out_dir"])
-    previous = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(task["threads"])))
+    options = task["options"]
     entries = []
-    try:
+    # The task's threads hold for the whole task; inside it train_tile drops to one thread for
+    # small batches (its ``threads=None``).
+    with torch_threads(options.threads):
         for item in task["items"]:
             hparams = DAEHyperparameters.from_dict(item["hparams"])
             checkpoints = out / "checkpoints" / item["tile_id"]
@@ -172,8 +177,8 @@ def _train_task(task: dict[str, Any]) -> list[dict[str, Any]]:
             try:
                 trained = train_tile(item["genotypes"], hparams, epochs=task["epochs"],
                                      validation=item["validation"], checkpoint_dir=checkpoints,
-                                     device=task["device"], genetic_map=item["genetic_map"],
-                                     progress=False)
+                                     genetic_map=item["genetic_map"],
+                                     options=options.replace(threads=None))
             except Exception as err:
                 raise RuntimeError(f"training tile {item['tile_id']} failed: {type(err).__name__}: {err}") from err
             training = {**trained.summary(), "epochs_requested": task["epochs"],
@@ -185,8 +190,6 @@ def _train_task(task: dict[str, Any]) -> list[dict[str, Any]]:
                                       history=trained.history, best_epoch=trained.best_epoch,
                                       training=training))
             shutil.rmtree(checkpoints, ignore_errors=True)
-    finally:
-        torch.set_num_threads(previous)
     return entries
 
 
@@ -254,6 +257,7 @@ def _hparams_for(hparams: Any, tile_ids: Sequence[str], tile_numbers: Sequence[A
 
 
 @renamed_keywords(n_jobs="jobs", threads_per_job="threads")
+@options_from_keywords("jobs", "client", "threads", "device", "progress")
 def train_bundle(
     reference: xr.Dataset,
     tiles: pd.DataFrame | Mapping[str, Any] | Any | None = None,
@@ -261,16 +265,12 @@ def train_bundle(
     out_dir: str | os.PathLike[str] | None = None,
     *,
     epochs: int | None = None,
-    jobs: int = 1,
-    client: Any = None,
     tiles_per_task: int | None = None,
-    threads: int | None = None,
     validation_fraction: float = 0.0,
     genome_build: str | None = None,
     resume: bool = True,
-    device: str = "cpu",
-    progress: bool | None = None,
     models_per_tile: int = 1,
+    options: RunOptions | None = None,
 ) -> Bundle:
     """Train one autoencoder per tile (or an ensemble of ``models_per_tile``) and write the bundle.
 
@@ -291,17 +291,8 @@ def train_bundle(
         Bundle folder (created). Required.
     epochs
         Epochs per tile; None trains up to each tile's ``max_epochs`` with early stopping.
-    jobs
-        Worker processes when no ``client`` is given (1 trains in this process).
-    client
-        A ``dask.distributed.Client`` or a scheduler address: tasks run on its workers, which
-        must see ``out_dir`` (shared file system).
     tiles_per_task
         Tiles trained one after another by one task (see :func:`plan_tile_tasks`).
-    threads
-        Torch threads of each worker (of this process with ``jobs=1``); default: the CPU count
-        divided by ``jobs`` (1 with a client), as
-        :meth:`analysislib.runtime.RunOptions.threads_per_job`.
     validation_fraction
         Share of reference samples held out per tile for validation r² in the history
         (0: none; early stopping follows the training loss, as the authors did).
@@ -310,16 +301,21 @@ def train_bundle(
     resume
         Keep tiles already in ``out_dir`` whose variants, hyperparameters and epochs match
         (a tile trained differently raises :class:`BundleError`); False retrains all tiles.
-    device
-        Training device (``"cpu"``, ``"cuda"``, ``"auto"``).
-    progress
-        Show a tqdm bar over tiles (None: see :func:`analysislib.training.progress_enabled`).
     models_per_tile
         Independently seeded models per tile (an ensemble). Model ``k > 1`` of a tile is stored as a
         tile of its own with the same variants, id ``<tile id>_m<k>`` and hyperparameter seed
         ``derive_seed(seed, ENSEMBLE_STREAM, k)``; inference averages them by
         :data:`~analysislib.genotype.dae.bundle.OVERLAP_RULE` (equal weights: same variants). 1
         (default) is one model per tile.
+    options
+        Run-time options (:class:`~analysislib.runtime.RunOptions`; None: the defaults).
+        ``jobs``: worker processes when no ``client`` is given (1 trains in this process).
+        ``client``: a ``dask.distributed.Client`` or a scheduler address; tasks run on its
+        workers, which must see ``out_dir`` (shared file system). ``threads``: torch threads of
+        each worker (of this process with ``jobs=1``), by default
+        :meth:`~analysislib.runtime.RunOptions.threads_per_job`. ``device``: the training
+        device. ``progress``: a bar over tiles. The same settings train the same weights under
+        any options.
 
     Returns
     -------
@@ -334,8 +330,8 @@ def train_bundle(
     checkpoint under ``out_dir/checkpoints`` (removed once the tile is written). The manifest
     with every file's sha256 is written last.
 
-    ``n_jobs`` and ``threads_per_job``, the old names of ``jobs`` and ``threads``, are accepted
-    for one release.
+    The separate ``jobs``, ``client``, ``threads``, ``device`` and ``progress`` keywords of
+    earlier releases (and ``n_jobs``, ``threads_per_job``) are accepted for one release.
     """
     from tqdm.auto import tqdm
 
@@ -349,8 +345,8 @@ def train_bundle(
         raise InvalidArgumentError("the reference panel must be diploid and biallelic")
     if not 0 <= validation_fraction < 1:
         raise InvalidArgumentError("validation_fraction must be in [0, 1)")
-    if jobs < 1:
-        raise InvalidArgumentError("jobs must be at least 1")
+    options = options if options is not None else RunOptions()
+    jobs, client = options.jobs, options.client
     if int(models_per_tile) != models_per_tile or models_per_tile < 1:
         raise InvalidArgumentError(f"models_per_tile must be a positive integer, got {models_per_tile!r}")
     out = Path(out_dir)
@@ -414,8 +410,8 @@ def train_bundle(
         logger.info("%s: %d of %d tiles already trained; training %d", out, reused, len(ids), len(pending))
 
     n_workers = jobs if client is None or isinstance(client, str) else max(1, len(client.nthreads()))
-    if threads is None:
-        threads = RunOptions(jobs=jobs, client=client).threads_per_job()
+    # what each task needs of the options: no client (it does not pickle), no progress bars
+    task_options = options.replace(client=None, threads=options.threads_per_job(), progress=False)
     costs = [float(p["last"] - p["first"] + 1) ** 2 * len(train_samples) for p in pending]
     plan = plan_tile_tasks(costs, n_workers, tiles_per_task)
     row_of = {p["tile_id"]: r for p, r in zip(pending, pending_rows, strict=True)}
@@ -429,12 +425,11 @@ def train_bundle(
             items.append({**spec, "genotypes": np.ascontiguousarray(block[:, train_samples]),
                           "validation": np.ascontiguousarray(block[:, val_samples]) if len(val_samples) else None,
                           "genetic_map": None if genetic_cm is None else genetic_cm[spec["first"]:spec["last"] + 1]})
-        return {"out_dir": str(out), "epochs": epochs, "device": device, "threads": threads,
-                "items": items}
+        return {"out_dir": str(out), "epochs": epochs, "options": task_options, "items": items}
 
     with contextlib.ExitStack() as stack:
         bar = stack.enter_context(tqdm(total=len(pending), desc="tiles", unit="tile",
-                                       disable=not progress_enabled(progress)))
+                                       disable=not progress_enabled(options.progress)))
         if isinstance(client, str) and plan:
             from distributed import Client
 

@@ -132,7 +132,7 @@ class _ChunkWork:
     phased: np.ndarray  # bool (span, samples)
 
 
-def _chunk_work(bundle: Bundle, chunk: tuple[int, int], local: np.ndarray,
+def _chunk_work(bundle: Bundle, chunk: tuple[int, int], *, local: np.ndarray,
                 typed_rows: np.ndarray, typed_in: np.ndarray, phased_in: np.ndarray,
                 prefixes: list[bytes]) -> _ChunkWork:
     """Gather what :func:`_impute_chunk` needs for output variants ``chunk`` (driver side).
@@ -227,7 +227,8 @@ def _decode_and_format(raw: np.ndarray, typed: np.ndarray, phased: np.ndarray, d
     genotypes[..., 1] = (gp[..., 1] > gp[..., 0]) | (gp[..., 2] > gp[..., 0])  # not 0/0
     genotypes[called] = typed[called]
     text, lengths = _format_calls(genotypes, phased & called, dosage.astype(np.float64),
-                                  _normalise_gp(gp.astype(np.float64)), decimals, 1, line_end=line_end)
+                                  _normalise_gp(gp.astype(np.float64)), decimals=decimals,
+                                  allele_width=1, line_end=line_end)
     ends = np.cumsum(lengths).tolist()
     flat = text.tobytes()
     return [flat[e - n:e] for e, n in zip(ends, lengths.tolist(), strict=True)]
@@ -255,8 +256,8 @@ def _record_prefixes(bundle: Bundle, keep: np.ndarray, contig_names: Mapping[str
                                      column("alt")[keep].tolist(), strict=True)]
 
 
-def _ordered_results(works: Iterator[_ChunkWork], compute: Any, client: Any, bundle: Bundle, verify: bool,
-                     window: int, settings: dict[str, Any]) -> Iterator[bytes]:
+def _ordered_results(works: Iterator[_ChunkWork], compute: Any, *, client: Any, bundle: Bundle,
+                     verify: bool, window: int, settings: dict[str, Any]) -> Iterator[bytes]:
     """Each chunk's text in chunk order: computed here, or on ``client`` with ``window`` in flight.
 
     Here, with ``settings["threads"]`` above 1 and the NumPy engine, chunks run side by side on that many threads
@@ -457,11 +458,13 @@ def impute_vcf(
     typed_out[typed_rows] = True
     untyped_tiles = sum(not typed_out[local[bundle.members[row]]].any() for row in needed)
     settings = {"batch_samples": batch_samples, "engine": engine, "threads": threads, "decimals": decimals}
-    works = (_chunk_work(bundle, chunk, local, typed_rows, typed_in, phased_in, prefixes)
+    works = (_chunk_work(bundle, chunk, local=local, typed_rows=typed_rows, typed_in=typed_in,
+                         phased_in=phased_in, prefixes=prefixes)
              for chunk in plan.chunks)
     window = 2 * max(1, len(client.nthreads())) if client is not None else 1
-    results = _ordered_results(works, lambda work: _impute_chunk(bundle, work, **settings), client,
-                               bundle, verify, window, settings)
+    results = _ordered_results(works, lambda work: _impute_chunk(bundle, work, **settings),
+                               client=client, bundle=bundle, verify=verify, window=window,
+                               settings=settings)
     seconds["impute"] = seconds["write"] = 0.0
     with records_output(out_vcf, header, compress_level=compress_level, threads=threads) as write:
         for _ in plan.chunks:

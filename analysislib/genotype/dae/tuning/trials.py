@@ -11,7 +11,6 @@ cluster (:func:`analysislib.runtime.run_tasks`).
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -29,7 +28,7 @@ from analysislib.genotype.dae.tuning.space import (
     sample_hyperparameters,
     to_hyperparameters,
 )
-from analysislib.runtime import renamed_keywords, run_tasks
+from analysislib.runtime import RunOptions, renamed_keywords, run_tasks, torch_threads
 from analysislib.training.randomness import derive_seed
 
 __all__ = [
@@ -73,48 +72,46 @@ class _Task:
     validation_mask: Any
     runs: list[tuple[Any, dict[str, Any]]]  # (trial id, full hyperparameter dict)
     epochs: int
-    device: str
-    threads: int | None
+    options: RunOptions  # device and torch threads of the task's process; no client
 
 
 def _run_task(task: _Task) -> list[dict[str, Any]]:
     """Train and score each run of a task (top level so process pools can pickle it)."""
-    import torch
+    with torch_threads(task.options.threads):
+        return [_run_trial(task, trial, values) for trial, values in task.runs]
 
+
+def _run_trial(task: _Task, trial: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """Train and score one run of a task."""
     from analysislib.genotype.dae.fit import train_tile
 
-    if task.threads is not None:
-        torch.set_num_threads(task.threads)
-    rows = []
-    for trial, values in task.runs:
-        hparams = DAEHyperparameters.from_dict(values)
-        started = time.perf_counter()
-        row: dict[str, Any] = {"tile": task.tile, "trial": trial}
-        try:
-            trained = train_tile(task.train, hparams, epochs=task.epochs, validation=task.validation,
-                                 validation_mask=task.validation_mask, device=task.device,
-                                 progress=False)
-        except FloatingPointError as error:  # the training loop stops on a non-finite loss
-            row.update(status="diverged", val_r2=0.0, epochs_trained=math.nan, best_epoch=math.nan,
-                       stopped_early=False, final_loss=math.nan,
-                       message=str(error).splitlines()[0][:200])
+    hparams = DAEHyperparameters.from_dict(values)
+    started = time.perf_counter()
+    row: dict[str, Any] = {"tile": task.tile, "trial": trial}
+    try:
+        trained = train_tile(task.train, hparams, epochs=task.epochs, validation=task.validation,
+                             validation_mask=task.validation_mask,
+                             options=task.options.replace(threads=None))
+    except FloatingPointError as error:  # the training loop stops on a non-finite loss
+        row.update(status="diverged", val_r2=0.0, epochs_trained=math.nan, best_epoch=math.nan,
+                   stopped_early=False, final_loss=math.nan,
+                   message=str(error).splitlines()[0][:200])
+    else:
+        history = trained.history
+        final_loss = float(history["loss"].iloc[-1]) if len(history) else math.nan
+        # r² of the weights train_tile keeps, on its fixed validation mask
+        r2 = float(trained.val_r2)
+        if math.isfinite(r2):
+            status, message = "ok", ""
+        elif not math.isfinite(final_loss):
+            status, message, r2 = "diverged", "non-finite loss", 0.0
         else:
-            history = trained.history
-            final_loss = float(history["loss"].iloc[-1]) if len(history) else math.nan
-            # r² of the weights train_tile keeps, on its fixed validation mask
-            r2 = float(trained.val_r2)
-            if math.isfinite(r2):
-                status, message = "ok", ""
-            elif not math.isfinite(final_loss):
-                status, message, r2 = "diverged", "non-finite loss", 0.0
-            else:
-                status, message = "unscored", "no masked validation variant is polymorphic"
-            row.update(status=status, val_r2=r2, epochs_trained=int(trained.epochs_completed),
-                       best_epoch=trained.best_epoch, stopped_early=bool(trained.stopped_early),
-                       final_loss=final_loss, message=message)
-        row["seconds"] = time.perf_counter() - started
-        rows.append(row)
-    return rows
+            status, message = "unscored", "no masked validation variant is polymorphic"
+        row.update(status=status, val_r2=r2, epochs_trained=int(trained.epochs_completed),
+                   best_epoch=trained.best_epoch, stopped_early=bool(trained.stopped_early),
+                   final_loss=final_loss, message=message)
+    row["seconds"] = time.perf_counter() - started
+    return row
 
 
 def _tile_splits(
@@ -185,7 +182,9 @@ def _make_tasks(
     runs_per_task: int | None,
 ) -> list[_Task]:
     n_tiles = max(len(runs_per_tile), 1)
-    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    # several workers share the CPUs; one process keeps torch's setting
+    options = RunOptions(device=device, threads=RunOptions(jobs=jobs).threads_per_job() if jobs > 1 else None,
+                         progress=False)
     tasks = []
     for tile, runs in runs_per_tile.items():
         if not runs:
@@ -195,7 +194,7 @@ def _make_tasks(
         mask = validation_mask.get(tile) if isinstance(validation_mask, Mapping) else validation_mask
         for chunk in _chunks(runs, size):
             tasks.append(_Task(tile=tile, train=train, validation=val, validation_mask=mask, runs=chunk,
-                               epochs=int(epochs), device=device, threads=threads))
+                               epochs=int(epochs), options=options))
     return tasks
 
 
@@ -207,7 +206,7 @@ def _order_rows(rows: list[dict[str, Any]], tiles: Sequence[Hashable]) -> pd.Dat
 
 
 @renamed_keywords(n_jobs="jobs")
-def run_random_search(
+def run_random_search(  # noqa: PLR0913 - the authors' search protocol
     tiles_genotypes: Mapping[Hashable, Any],
     n_trials: int,
     epochs_per_trial: int,
@@ -335,7 +334,7 @@ def _check_feature_rows(features: pd.DataFrame, tiles: Sequence[Hashable]) -> No
 
 
 @renamed_keywords(n_jobs="jobs")
-def train_candidates(
+def train_candidates(  # noqa: PLR0913 - the authors' search protocol
     tiles_genotypes: Mapping[Hashable, Any],
     candidates: pd.DataFrame,
     *,
