@@ -66,7 +66,7 @@ def _positional(signature: inspect.Signature) -> list[inspect.Parameter]:
 def test_the_walk_finds_the_public_api():
     names = {name for name, _ in PUBLIC}
     assert len(PUBLIC) > 150
-    assert {"analysislib.genotype.dae.impute_vcf", "analysislib.results.store.ResultsStore",
+    assert {"analysislib.genotype.dae.streaming.impute_vcf", "analysislib.results.store.ResultsStore",
             "analysislib.genotype.unet.BiUNetImputer"} <= names
 
 

@@ -36,8 +36,6 @@ or read older bundles' torch weights import it inside those functions.
 
 from __future__ import annotations
 
-import types
-
 from analysislib.genotype.dae.bundle import (
     BUNDLE_FORMAT,
     BUNDLE_FORMAT_VERSION,
@@ -110,11 +108,3 @@ __all__ = [
     "write_manifest",
     "write_tile",
 ]
-
-# The package's functions name it as their module, as when they were defined in one file: it is
-# the path users import them from, and the one API listings and pickles show. Classes keep their
-# defining module, where inspect and typing look up their source and annotations.
-for _name in __all__:
-    if isinstance(_function := globals()[_name], types.FunctionType):
-        _function.__module__ = __name__
-del _name, _function
