@@ -44,6 +44,7 @@ __all__ = [
     "IMPUTERS",
     "EvaluationResult",
     "evaluate",
+    "harness_split",
     "load_genotypes",
     "make_imputer",
     "register_imputer",
@@ -208,6 +209,19 @@ class EvaluationResult:
         return table
 
 
+def harness_split(ds: xr.Dataset, *, target_fraction: float = 0.1, seed: int = 0
+                  ) -> tuple[xr.Dataset, xr.Dataset]:
+    """The harness's split of ``ds`` into reference and target samples (stratified by
+    population when the dataset has ``sample_population``), as :func:`evaluate` makes it.
+
+    Use it to work on the reference panel an evaluation will see, e.g. to tune before scoring.
+    """
+    from analysislib.genotype.masking import split_samples
+
+    stratify = "sample_population" if "sample_population" in ds else None
+    return split_samples(ds, target_fraction=target_fraction, stratify_by=stratify, seed=seed)
+
+
 def evaluate(
     method: str | GenotypeImputer,
     dataset: str | os.PathLike[str] | xr.Dataset,
@@ -250,7 +264,7 @@ def evaluate(
     -------
     EvaluationResult
     """
-    from analysislib.genotype.masking import apply_scenario, parse_scenario, split_samples
+    from analysislib.genotype.masking import apply_scenario, parse_scenario
     from analysislib.genotype.metrics import score_imputation
     from analysislib.genotype.stats import alt_allele_frequency, minor_allele_frequency
 
@@ -277,8 +291,7 @@ def evaluate(
     log.info("%s on %s (%s): %d variants x %d samples", imputer.name, label, scenario_obj.name,
              ds.sizes["variants"], ds.sizes["samples"])
 
-    stratify = "sample_population" if "sample_population" in ds else None
-    reference, truth = split_samples(ds, target_fraction=target_fraction, stratify_by=stratify, seed=seed)
+    reference, truth = harness_split(ds, target_fraction=target_fraction, seed=seed)
     masked = apply_scenario(truth, scenario_obj, reference=reference)
 
     fit_seconds, impute_seconds, peak_mb, imputed = timed_fit_impute(imputer, reference,

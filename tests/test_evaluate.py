@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysislib.evaluate import evaluate, load_genotypes, make_imputer
+from analysislib.evaluate import evaluate, harness_split, load_genotypes, make_imputer
 from analysislib.genotype.imputer import AlleleFrequencyImputer
 from analysislib.genotype.masking import parse_scenario
 from analysislib.io.vcf import write_vcf
@@ -40,6 +40,17 @@ def test_unknown_names_are_clear():
         parse_scenario("everything")
     with pytest.raises(KeyError, match="registered: allele_frequency"):
         make_imputer("magic")
+
+
+def test_harness_split_is_the_split_evaluate_scores(panel, tmp_path):
+    result = evaluate("allele_frequency", panel, "typed_1in3", seed=3, store=ResultsStore(tmp_path))
+    reference, truth = harness_split(panel, seed=3)
+    assert list(result.imputed.sample_id.values) == list(truth.sample_id.values)
+    assert reference.sizes["samples"] + truth.sizes["samples"] == panel.sizes["samples"]
+    populations = set(panel.sample_population.values)
+    assert set(truth.sample_population.values) == populations  # stratified
+    other, _ = harness_split(panel, seed=4)
+    assert list(other.sample_id.values) != list(reference.sample_id.values)
 
 
 def test_evaluate_stores_scored_rows(panel, tmp_path):

@@ -21,7 +21,7 @@ import pandas as pd
 import xarray as xr
 
 from analysislib.errors import InputFormatError, InvalidArgumentError
-from analysislib.evaluate import evaluate, load_genotypes
+from analysislib.evaluate import evaluate, harness_split, load_genotypes
 from analysislib.genotype.imputer import TrainOnce, sites_key
 from analysislib.genotype.masking import Scenario, apply_scenario, parse_scenario
 from analysislib.genotype.metrics import aggregate_r2, allele_count
@@ -447,11 +447,9 @@ def tune_on_reference(ds: xr.Dataset, preset: Any, *, dae_preset: str, tiling: M
     from analysislib.genotype.dae import DAE_PRESETS
     from analysislib.genotype.dae.hyperparameters import DAEHyperparameters
     from analysislib.genotype.dae.tuning import dataset_tile_features, tile_genotypes, tune_tiles
-    from analysislib.genotype.masking import split_samples
     from analysislib.tiling import tile_genome
 
-    reference, _ = split_samples(ds, target_fraction=0.1, stratify_by="sample_population",
-                                 seed=seed)
+    reference, _ = harness_split(ds, seed=seed)  # the reference panel evaluate() will train on
     tiles = tile_genome(reference, **{**DAE_PRESETS[dae_preset]["tiling"], **tiling}).tiles
     base = DAEHyperparameters(**DAE_PRESETS[dae_preset]["hparams"])
     started = time.perf_counter()
