@@ -30,6 +30,7 @@ from analysislib.genotype.unet import (
     train_segment_model,
 )
 from analysislib.genotype.unet_model import SCDA, BiUNet
+from analysislib.runtime import RunOptions
 from analysislib.testing import genotype_dataset
 
 TINY = SegmentModelConfig(depth=3, channels=8, kernel_size=5, dropout=0.0, segment_length=32,
@@ -235,7 +236,7 @@ def test_training_resumes_exactly_from_checkpoints(tmp_path: Path, monkeypatch: 
     from analysislib.genotype import unet_training
 
     panel = _panel(16, 12)  # 48 SNPs -> 2 segments of 32; 32 items -> 2 batches per epoch
-    straight = train_segment_model(panel, TINY, device="cpu", progress=False)
+    straight = train_segment_model(panel, TINY, options=RunOptions(device="cpu", progress=False))
     real, calls = unet_training._batch_loss, []
 
     def interrupted(*args, **kwargs):
@@ -246,9 +247,9 @@ def test_training_resumes_exactly_from_checkpoints(tmp_path: Path, monkeypatch: 
 
     monkeypatch.setattr(unet_training, "_batch_loss", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train_segment_model(panel, TINY, device="cpu", checkpoint_dir=tmp_path, progress=False)
+        train_segment_model(panel, TINY, checkpoint_dir=tmp_path, options=RunOptions(device="cpu", progress=False))
     monkeypatch.setattr(unet_training, "_batch_loss", real)
-    resumed = train_segment_model(panel, TINY, device="cpu", checkpoint_dir=tmp_path, progress=False)
+    resumed = train_segment_model(panel, TINY, checkpoint_dir=tmp_path, options=RunOptions(device="cpu", progress=False))
     assert resumed.details["resumed_from"].endswith("biunet_000002.pt")
     assert resumed.epochs_completed == 3
     for name, value in straight.model.state_dict().items():
@@ -263,8 +264,7 @@ def test_validation_early_stopping_keeps_the_best_epoch():
     panel = _panel(24, 12)
     config = TINY.replace(epochs=6, patience=1, learning_rate=0.5)  # a rate that diverges
     trained = train_segment_model(panel.isel(samples=slice(0, 16)), config,
-                                  validation=panel.isel(samples=slice(16, 24)), device="cpu",
-                                  progress=False)
+                                  validation=panel.isel(samples=slice(16, 24)), options=RunOptions(device="cpu", progress=False))
     history = trained.history
     assert "val_loss" in history and trained.best_epoch is not None
     assert history["val_loss"].min() == pytest.approx(
@@ -360,6 +360,7 @@ DDP_WORKER = textwrap.dedent("""
     import torch
     import xarray as xr
     from analysislib.genotype.unet import SegmentModelConfig, train_segment_model
+    from analysislib.runtime import RunOptions
     from analysislib.training import cleanup_distributed, get_rank, init_distributed
 
     init_distributed("cpu")
@@ -369,8 +370,7 @@ DDP_WORKER = textwrap.dedent("""
     panel = _panel(16, 12)
     config = SegmentModelConfig(depth=3, channels=8, kernel_size=5, dropout=0.0, segment_length=32,
                                 overlap=8, epochs=2, batch_size=8, patience=None)
-    out = train_segment_model(panel, config, device="cpu", checkpoint_dir=sys.argv[2] + "/ckpt",
-                              progress=False)
+    out = train_segment_model(panel, config, checkpoint_dir=sys.argv[2] + "/ckpt", options=RunOptions(device="cpu", progress=False))
     torch.save(out.model.state_dict(), f"{sys.argv[2]}/rank{get_rank()}.pt")
     cleanup_distributed()
 """)

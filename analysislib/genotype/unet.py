@@ -176,7 +176,7 @@ from analysislib.genotype.unet_training import (
 )
 from analysislib.presets import Presets
 from analysislib.results.provenance import peak_memory_mb
-from analysislib.runtime import renamed_keywords
+from analysislib.runtime import RunOptions, renamed_keywords
 
 logger = logging.getLogger(__name__)
 
@@ -499,9 +499,9 @@ class _SegmentImputer(GenotypeImputer):
         if self.validation_fraction > 0:
             train, validation = split_samples(reference, target_fraction=self.validation_fraction,
                                               seed=self.config.seed)
-        self.trained = train_segment_model(
-            train, self.config, validation=validation, device=self.device, amp=self.amp,
-            checkpoint_dir=self.checkpoint_dir, threads=self.threads, progress=self.progress)
+        options = RunOptions(device=self.device, threads=self.threads, progress=self.progress)
+        self.trained = train_segment_model(train, self.config, validation=validation, amp=self.amp,
+                                           checkpoint_dir=self.checkpoint_dir, options=options)
         return self
 
     def _codes_on_reference(self, target: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:

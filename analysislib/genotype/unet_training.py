@@ -34,7 +34,7 @@ from analysislib.genotype.segments import (
     haplotype_tokens,
     segment_dataset,
 )
-from analysislib.runtime import renamed_keywords, torch_threads
+from analysislib.runtime import RunOptions, options_from_keywords, renamed_keywords, torch_threads
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -329,17 +329,16 @@ def _batch_loss(net: Any, tokens: torch.Tensor, positional: torch.Tensor, prior:
 
 
 @renamed_keywords(num_threads="threads")
+@options_from_keywords("device", "threads", "progress")
 def train_segment_model(
     train: xr.Dataset | SegmentedGenotypes,
     config: SegmentModelConfig,
     *,
     validation: xr.Dataset | SegmentedGenotypes | None = None,
-    device: str = "auto",
     amp: bool = True,
     checkpoint_dir: str | os.PathLike[str] | None = None,
     resume: bool = True,
-    threads: int | None = None,
-    progress: bool | None = None,
+    options: RunOptions | None = None,
 ) -> TrainedSegmentModel:
     """Train a BiU-Net or SCDA on segments with curriculum masking (:mod:`analysislib.genotype.unet`, "Training").
 
@@ -352,19 +351,19 @@ def train_segment_model(
     validation
         Optional validation genotypes/segments: early stopping (``config.patience``) on their
         loss with a fixed ``mask_end`` mask, and the best epoch's weights are kept.
-    device
-        ``"auto"``, ``"cpu"``, ``"cuda[:N]"`` or ``"mps"``; inside ``torchrun`` the process
-        group's device is used and the model is wrapped in DDP.
     amp
         Mixed precision where available (fp16 autocast on CUDA; a no-op on the CPU).
     checkpoint_dir, resume
         Checkpoints (every epoch, plus ``best.pt``) and exact resume through
         :func:`analysislib.training.fit`.
-    threads
-        torch CPU threads while training (restored afterwards); None keeps torch's setting
-        (``num_threads``, its old name, is accepted for one release).
-    progress
-        Progress bars (None: follow ``ANALYSISLIB_PROGRESS``).
+    options
+        Run-time options (:class:`~analysislib.runtime.RunOptions`; None: the defaults).
+        ``device``: ``"auto"``, ``"cpu"``, ``"cuda[:N]"`` or ``"mps"``; inside ``torchrun`` the
+        process group's device is used and the model is wrapped in DDP. ``threads``: torch CPU
+        threads while training, restored afterwards (None keeps torch's setting).
+        ``progress``: progress bars (None: follow ``ANALYSISLIB_PROGRESS``). The separate
+        ``device``, ``threads`` (or ``num_threads``) and ``progress`` keywords of earlier
+        releases are accepted for one release.
 
     Returns
     -------
@@ -386,6 +385,7 @@ def train_segment_model(
         wrap_ddp,
     )
 
+    options = options if options is not None else RunOptions()
     started = time.perf_counter()
     segs = train if isinstance(train, SegmentedGenotypes) else _segment(train, config)
     val = None
@@ -399,9 +399,9 @@ def train_segment_model(
     if is_distributed():
         from analysislib.training import init_distributed
 
-        run_device = init_distributed(str(device)).device
+        run_device = init_distributed(options.device).device
     else:
-        run_device = select_device(device)
+        run_device = select_device(options.device)
     seed_everything(config.seed)
     model = wrap_ddp(build_model(config, segs.layout), run_device)
     inner = getattr(model, "module", model)
@@ -450,7 +450,7 @@ def train_segment_model(
                 best["state"] = copy.deepcopy(inner.state_dict())
                 best["epoch"] = record["epoch"]
 
-    with torch_threads(threads):
+    with torch_threads(options.threads):
         result = fit(
             model, optimizer, train_step, make_loader, epochs=config.epochs, seed=config.seed,
             checkpoint_dir=checkpoint_dir, resume=resume, cycle_length=1,
@@ -459,7 +459,7 @@ def train_segment_model(
             amp=amp, keep_last=1, restore_best=val is not None, on_epoch_end=epoch_end,
             metadata={"model": config.model, "config": config.to_dict(),
                       "layout": segs.layout.to_dict()},
-            progress=progress, checkpoint_prefix=config.model)
+            progress=options.progress, checkpoint_prefix=config.model)
     if best and checkpoint_dir is None and best["epoch"] != result.epochs_completed:
         inner.load_state_dict(best["state"])
     inner.cpu().eval()
