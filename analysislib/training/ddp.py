@@ -306,7 +306,7 @@ def cleanup_distributed() -> None:
     if not (dist.is_available() and dist.is_initialized()):
         return
     if dist.get_world_size() > 1 and dist.get_backend() == "gloo":
-        try:
+        try:  # not barrier(): it would wait forever for a dead peer
             dist.monitored_barrier(timeout=_dt.timedelta(seconds=30))
         except RuntimeError as err:  # a peer is gone; leave anyway
             logger.warning("leaving the process group without a barrier: %s", err)

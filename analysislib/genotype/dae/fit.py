@@ -174,9 +174,7 @@ def _cpu_threads(threads: int | Literal["auto"] | None, device: torch.device,
     if threads == "auto":
         small = device.type == "cpu" and batch_elements < _SMALL_BATCH_ELEMENTS
         threads = 1 if small else None
-    if threads is not None and (int(threads) != threads or threads < 1):
-        raise InvalidArgumentError(f"threads must be >= 1, 'auto' or None, got {threads!r}")
-    with torch_threads(threads):
+    with torch_threads(threads):  # checks the count
         yield
 
 

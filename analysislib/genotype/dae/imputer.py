@@ -169,13 +169,17 @@ class DAEImputer(GenotypeImputer):
         # One value for the layers below; with several workers each gets its share of the CPUs.
         self.options = RunOptions(device=device, threads=int(threads) if jobs == 1 else None,
                                   jobs=int(jobs), progress=progress, client=client)
-        self.jobs, self.client, self.threads = int(jobs), client, int(threads)
+        self.threads = int(threads)  # also the inference threads
         self.validation_fraction = float(validation_fraction)
         self.strand_ambiguous = strand_ambiguous
-        self.device, self.progress = device, progress
         self.bundle: Bundle | None = None
         self._cleanup: weakref.finalize | None = None
         self._fit_details: dict[str, Any] = {}
+
+    @property
+    def jobs(self) -> int:
+        """Training worker processes."""
+        return self.options.jobs
 
     def parameters(self) -> dict[str, Any]:
         """Training and inference settings recorded with results."""
