@@ -35,6 +35,8 @@ from analysislib.testing import genotype_dataset
 
 TINY = SegmentModelConfig(depth=3, channels=8, kernel_size=5, dropout=0.0, segment_length=32,
                           overlap=8, epochs=3, batch_size=16, learning_rate=3e-3, patience=None)
+#: Training on the CPU without progress bars.
+CPU_QUIET = RunOptions(device="cpu", progress=False)
 #: The networks as published: no site prior, no site embedding (architecture tests).
 PUBLISHED = {"site_prior": False, "site_channels": 0}
 
@@ -236,7 +238,7 @@ def test_training_resumes_exactly_from_checkpoints(tmp_path: Path, monkeypatch: 
     from analysislib.genotype import unet_training
 
     panel = _panel(16, 12)  # 48 SNPs -> 2 segments of 32; 32 items -> 2 batches per epoch
-    straight = train_segment_model(panel, TINY, options=RunOptions(device="cpu", progress=False))
+    straight = train_segment_model(panel, TINY, options=CPU_QUIET)
     real, calls = unet_training._batch_loss, []
 
     def interrupted(*args, **kwargs):
@@ -247,9 +249,9 @@ def test_training_resumes_exactly_from_checkpoints(tmp_path: Path, monkeypatch: 
 
     monkeypatch.setattr(unet_training, "_batch_loss", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train_segment_model(panel, TINY, checkpoint_dir=tmp_path, options=RunOptions(device="cpu", progress=False))
+        train_segment_model(panel, TINY, checkpoint_dir=tmp_path, options=CPU_QUIET)
     monkeypatch.setattr(unet_training, "_batch_loss", real)
-    resumed = train_segment_model(panel, TINY, checkpoint_dir=tmp_path, options=RunOptions(device="cpu", progress=False))
+    resumed = train_segment_model(panel, TINY, checkpoint_dir=tmp_path, options=CPU_QUIET)
     assert resumed.details["resumed_from"].endswith("biunet_000002.pt")
     assert resumed.epochs_completed == 3
     for name, value in straight.model.state_dict().items():
@@ -264,7 +266,7 @@ def test_validation_early_stopping_keeps_the_best_epoch():
     panel = _panel(24, 12)
     config = TINY.replace(epochs=6, patience=1, learning_rate=0.5)  # a rate that diverges
     trained = train_segment_model(panel.isel(samples=slice(0, 16)), config,
-                                  validation=panel.isel(samples=slice(16, 24)), options=RunOptions(device="cpu", progress=False))
+                                  validation=panel.isel(samples=slice(16, 24)), options=CPU_QUIET)
     history = trained.history
     assert "val_loss" in history and trained.best_epoch is not None
     assert history["val_loss"].min() == pytest.approx(

@@ -474,8 +474,9 @@ class _SegmentImputer(GenotypeImputer):
         if not 0 <= validation_fraction < 1:
             raise InvalidArgumentError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
         self.validation_fraction = float(validation_fraction)
-        self.device, self.amp, self.checkpoint_dir = device, amp, checkpoint_dir
-        self.threads, self.progress = threads, progress
+        # one value for training and inference; a bad device or thread count fails here
+        self.options = RunOptions(device=device, threads=threads, progress=progress)
+        self.amp, self.checkpoint_dir = amp, checkpoint_dir
         self.batch_size_predict, self.sample_chunk = int(batch_size_predict), int(sample_chunk)
         self.trained: TrainedSegmentModel | None = None
 
@@ -499,9 +500,8 @@ class _SegmentImputer(GenotypeImputer):
         if self.validation_fraction > 0:
             train, validation = split_samples(reference, target_fraction=self.validation_fraction,
                                               seed=self.config.seed)
-        options = RunOptions(device=self.device, threads=self.threads, progress=self.progress)
         self.trained = train_segment_model(train, self.config, validation=validation, amp=self.amp,
-                                           checkpoint_dir=self.checkpoint_dir, options=options)
+                                           checkpoint_dir=self.checkpoint_dir, options=self.options)
         return self
 
     def _codes_on_reference(self, target: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -531,7 +531,7 @@ class _SegmentImputer(GenotypeImputer):
         layout = trained.layout
         coords = variant_coordinates(reference, trained.config.position)
         positional = positional_channel(coords, layout, trained.config.normalise)
-        device = str(select_device(self.device))
+        device = str(select_device(self.options.device))
         n = codes.shape[0]
         phased = np.empty((n, layout.n_variants, N_CLASSES), dtype=np.float32)
         by_haplotype = trained.config.unit == "haplotype"
@@ -602,7 +602,10 @@ class BiUNetImputer(_SegmentImputer):
     validation_fraction
         Share of the reference samples held out for early stopping (0: train on all, no
         early stopping).
-    device, amp, checkpoint_dir, threads, progress
+    device, threads, progress
+        Run-time options, kept as one :class:`~analysislib.runtime.RunOptions` in ``.options``
+        (checked here) and passed to :func:`train_segment_model`; ``device`` also runs inference.
+    amp, checkpoint_dir
         See :func:`train_segment_model`.
     batch_size_predict, sample_chunk
         Segments per forward pass and samples reassembled at a time at inference.
