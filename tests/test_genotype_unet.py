@@ -490,3 +490,14 @@ def test_quick_preset_is_never_below_the_allele_frequency_floor_on_real_chr22(me
         below = {b: (model[b], floor[b]) for b in floor.index if model[b] < floor[b] - slack}
         assert not below, f"{method} {metric} below the floor in bins {below}"
     assert table(runs[method], "aggregate_r2")["all"] > table(runs["allele_frequency"], "aggregate_r2")["all"] + 0.2
+
+
+@pytest.mark.parametrize("imputer", [BiUNetImputer, SCDAImputer])
+def test_run_time_options_are_checked_at_construction(imputer):
+    from analysislib.errors import InvalidArgumentError
+
+    assert imputer(device="cpu", threads=2, progress=False).options == RunOptions(device="cpu", threads=2,
+                                                                                   progress=False)
+    for bad in ({"threads": 0}, {"device": "gpu0"}):
+        with pytest.raises(InvalidArgumentError):
+            imputer(**bad)
