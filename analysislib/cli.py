@@ -253,6 +253,7 @@ _TRAIN_LOCK_NAME = ".analysislib-train.lock"
 def _train_settings(args: argparse.Namespace) -> dict:
     """Preset, epochs, hyperparameters and tiling of a ``train`` run (what shapes the weights)."""
     from analysislib.genotype.dae import DAE_PRESETS
+    from analysislib.genotype.dae.hyperparameters import masking_for_typed_fraction
 
     name = DAE_PRESETS.canonical(args.preset)  # PresetError (one error line) for an unknown name
     for option, value, least in (("--threads", args.threads, 1), ("--jobs", args.jobs, 1),
@@ -264,9 +265,10 @@ def _train_settings(args: argparse.Namespace) -> dict:
         raise InvalidArgumentError("--jobs sets local worker processes; with --scheduler the cluster's "
                          "workers train the tiles, so leave --jobs out")
     preset = DAE_PRESETS[name]
+    masking = {} if args.typed_fraction is None else masking_for_typed_fraction(args.typed_fraction)
     return {"preset": name,
             "epochs": args.epochs if args.epochs is not None else preset["epochs"],
-            "hparams": {**preset["hparams"], "seed": args.seed},
+            "hparams": {**preset["hparams"], **masking, "seed": args.seed},
             "tiling": dict(preset["tiling"]),
             "models_per_tile": (args.models_per_tile if args.models_per_tile is not None
                                 else preset["models_per_tile"])}
@@ -700,6 +702,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--models-per-tile", type=int, default=None, metavar="K",
                        help="independently seeded models per tile, averaged when imputing (default: "
                             "the preset's: 2 for quick, 3 for standard, 1 for full)")
+    train.add_argument("--typed-fraction", type=float, default=None, metavar="F",
+                       help="share of the panel's sites the targets will have typed (e.g. 0.33): train "
+                            "for that density (more accurate there, less on sparser arrays; default: "
+                            "any density)")
     train.add_argument("--threads", type=int, default=None,
                        help="torch threads per worker (default: CPU count / --jobs; 1 on a cluster)")
     train.add_argument("--jobs", type=int, default=None,

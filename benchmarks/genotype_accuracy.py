@@ -14,7 +14,11 @@ Scenarios and the methods each runs:
   random (BiU-Net's protocol, masking seed 1); BiU-Net (``biunet``), SCDA (``scda``), Beagle and the
   floor.
 
-The deep models use the preset given by ``--preset``. Each (scenario, method) pair runs in a fresh
+The deep models use the preset given by ``--preset``. In ``typed_1in3`` the autoencoder is trained
+for the scenario's density, as a user who knows the array would train it: ``typed_fraction=1/3``
+(:class:`~analysislib.genotype.dae.DAEImputer`; its masking curriculum is centred on the untyped
+share); ``--array-agnostic`` trains it for any density instead (the preset's curriculum, as Dias et
+al. train). Each (scenario, method) pair runs in a fresh
 worker process, so neither memory nor torch settings carry over from one method to the next; the
 harness times ``fit`` and ``impute`` itself. Peak memory is the largest resident set of the worker
 or of the tool it ran (Beagle's Java, Minimac4), so it includes the interpreter and the data.
@@ -78,11 +82,18 @@ def _load(dataset: str, variants: int | None):
     return ds, label
 
 
-def _method_parameters(method: str, preset: str, threads: int) -> dict[str, Any]:
-    """Preset for the deep models and each imputer's own thread keyword."""
+def _method_parameters(method: str, preset: str, threads: int, scenario: str | None = None,
+                       array_agnostic: bool = False) -> dict[str, Any]:
+    """Preset for the deep models, each imputer's own thread keyword and the autoencoder's
+    ``typed_fraction`` (the scenario's share of typed sites, unless ``array_agnostic``)."""
     from analysislib.evaluate import thread_parameters
+    from analysislib.genotype.masking import parse_scenario
 
     parameters: dict[str, Any] = {"preset": preset} if method in DEEP else {}
+    if method == "dae" and scenario is not None and not array_agnostic:
+        harness = parse_scenario(SCENARIOS[scenario][0])
+        if harness.kind == "typed_fraction":
+            parameters["typed_fraction"] = 1 / harness.keep_every
     # The floor has no thread setting: it runs on one thread whatever --threads says.
     if thread_parameters(method, 1):
         parameters.update(thread_parameters(method, threads))
@@ -192,6 +203,7 @@ def _records(results: dict[tuple[str, str], dict[str, Any]], preset: str) -> lis
                 "beagle_time_ratio": _ratio(beagle_total, total),
                 "harness_scenario": SCENARIOS[scenario][0],
                 "n_reference": result["n_reference"], "n_targets": result["n_targets"],
+                "typed_fraction": result.get("typed_fraction"),
             })
     return records
 
@@ -257,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=None, metavar="DIR",
                         help="also keep the harness's rows in this results store "
                              "(default: a temporary store)")
+    parser.add_argument("--array-agnostic", action="store_true",
+                        help="train the autoencoder for any array density (the preset's masking "
+                             "curriculum) instead of for the scenario's share of typed sites")
     parser.add_argument("--in-process", action="store_true",
                         help="run every method in this process, stopping at the first failure "
                              "(peak memory then includes earlier methods' use)")
@@ -287,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"Python {platform.python_version()}", *tools]))
     print(f"{label}: {ds.sizes['samples']} samples x {ds.sizes['variants']} SNPs; "
           f"{TARGET_FRACTION:.0%} held out as targets (seed {SPLIT_SEED}); deep preset "
-          f"{args.preset}; {args.threads} threads; "
+          f"{args.preset}; {args.threads} threads; autoencoder trained for "
+          f"{'any array density' if args.array_agnostic else 'the typed share of the scenario'}; "
           f"{'in process' if args.in_process else 'one worker process per method'}")
     del ds
 
@@ -298,11 +314,13 @@ def main(argv: list[str] | None = None) -> int:
         for scenario, method in pairs:
             spec = {"dataset": args.dataset, "variants": args.variants, "scenario": scenario,
                     "method": method, "store": str(store),
-                    "parameters": _method_parameters(method, args.preset, args.threads)}
+                    "parameters": _method_parameters(method, args.preset, args.threads, scenario,
+                                                     args.array_agnostic)}
             print(f"running {method} on {scenario} ...")
             started = time.perf_counter()
             result = run_one(spec) if args.in_process else _run_isolated(spec, scratch)
-            results[(scenario, method)] = result
+            results[(scenario, method)] = {**result,
+                                           "typed_fraction": spec["parameters"].get("typed_fraction")}
             if "error" in result:
                 print(f"  FAILED: {result['error']}")
             else:

@@ -171,6 +171,7 @@ def test_interrupted_run_of_other_settings_is_refused(reference, trained, tmp_pa
     ("threads", "--threads must be at least 1"),
     ("jobs", "--jobs must be at least 1"),
     ("models", "--models-per-tile must be at least 1"),
+    ("typed_fraction", "typed_fraction must be a number in (0, 1), got 1.5"),
     ("jobs_and_scheduler", "leave --jobs out"),
     ("not_empty", "holds no model bundle or interrupted training run"),
     ("foreign_tiles", "not started by `analysislib train`"),
@@ -200,7 +201,8 @@ def test_bad_input_is_one_error_line(case, message, reference, tmp_path, capsys)
         (out / "tiles" / "22_1-2.json").write_text("{}")
     else:
         extra = {"preset": ["--preset", "fast"], "threads": ["--threads", "0"],
-                 "jobs": ["--jobs", "-1"], "models": ["--models-per-tile", "0"], "scheduler": ["--scheduler", "tcp://127.0.0.1:9"],
+                 "jobs": ["--jobs", "-1"], "models": ["--models-per-tile", "0"],
+                 "typed_fraction": ["--typed-fraction", "1.5"], "scheduler": ["--scheduler", "tcp://127.0.0.1:9"],
                  "jobs_and_scheduler": ["--jobs", "2", "--scheduler", "tcp://127.0.0.1:9"]}[case]
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
         assert main(["train", source, "--out", str(out), "--epochs", "1", *extra]) == 1
@@ -210,6 +212,17 @@ def test_bad_input_is_one_error_line(case, message, reference, tmp_path, capsys)
         assert source in err
     if case not in ("not_empty", "foreign_tiles"):
         assert not out.exists()  # nothing written on failure
+
+
+def test_typed_fraction_sets_the_masking_curriculum_of_the_run(reference, tmp_path):
+    out = tmp_path / "bundle"
+    assert main(["train", str(reference["reference"]), "--out", str(out), "--typed-fraction", "0.25",
+                 *EPOCHS]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    config = json.loads((out / manifest["tiles"][0]["config"]).read_text())
+    assert (config["hparams"]["min_mask"], config["hparams"]["max_mask"]) == (0.65, 0.8)
+    record = json.loads((out / TRAIN_RECORD_NAME).read_text())
+    assert record["settings"]["hparams"]["max_mask"] == 0.8
 
 
 def test_a_folder_being_trained_into_is_refused(reference, tmp_path, capsys):

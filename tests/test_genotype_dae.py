@@ -25,7 +25,7 @@ import pytest
 import xarray as xr
 
 from analysislib.cli import main
-from analysislib.errors import InputFormatError
+from analysislib.errors import InputFormatError, InvalidArgumentError
 from analysislib.genotype import autoencoder as ae
 from analysislib.genotype import dae
 from analysislib.genotype.dae import (
@@ -601,6 +601,30 @@ def test_process_pool_and_dask_train_the_same_weights(panel: xr.Dataset, tmp_pat
             a, b = serial.load_model(t).state_dict(), other.load_model(t).state_dict()
             for name in a:
                 torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+
+
+def test_typed_fraction_centres_the_masking_curriculum_on_the_untyped_share():
+    from analysislib.genotype.dae.hyperparameters import masking_for_typed_fraction
+
+    assert masking_for_typed_fraction(1 / 3) == {"min_mask": 0.5667, "max_mask": 0.7167}
+    assert masking_for_typed_fraction(0.1) == {"min_mask": 0.8, "max_mask": 0.95}
+    assert masking_for_typed_fraction(0.95) == {"min_mask": 0.0, "max_mask": 0.1}
+    assert masking_for_typed_fraction(0.02) == {"min_mask": 0.88, "max_mask": 1.0}
+    for bad in (0, 1, -0.2, 1.5, True, "0.3", float("nan")):
+        with pytest.raises(InvalidArgumentError, match=r"typed_fraction must be a number in \(0, 1\)"):
+            masking_for_typed_fraction(bad)
+    quick = DAE_PRESETS["quick"]["hparams"]
+    imputer = DAEImputer(typed_fraction=1 / 3, hparams={"n_layers": 4})
+    assert imputer.hparams == {**quick, "n_layers": 4, "min_mask": 0.5667, "max_mask": 0.7167}
+    assert imputer.parameters()["typed_fraction"] == pytest.approx(1 / 3)
+    assert DAEImputer().parameters()["typed_fraction"] is None
+    assert DAEImputer(typed_fraction=0.1, hparams=FAST).hparams == FAST.replace(min_mask=0.8, max_mask=0.95)
+    with pytest.raises(InvalidArgumentError, match=r"leave \['max_mask'\] out of hparams"):
+        DAEImputer(typed_fraction=0.5, hparams={"max_mask": 0.6})
+    with pytest.raises(InvalidArgumentError, match="per-tile"):
+        DAEImputer(typed_fraction=0.5, hparams={0: FAST})
+    with pytest.raises(InvalidArgumentError, match="typed_fraction must be"):
+        DAEImputer(typed_fraction=0)
 
 
 def test_dae_imputer_in_the_evaluation_harness(panel: xr.Dataset, tmp_path: Path):

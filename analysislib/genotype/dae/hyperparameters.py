@@ -15,7 +15,8 @@ import numpy as np
 
 from analysislib.errors import InvalidArgumentError
 
-__all__ = ["ACTIVATIONS", "LOSSES", "OPTIMIZERS", "DAEHyperparameters", "layer_sizes"]
+__all__ = ["ACTIVATIONS", "LOSSES", "OPTIMIZERS", "DAEHyperparameters", "layer_sizes",
+           "masking_for_typed_fraction"]
 
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leakyrelu", "softplus")
@@ -166,6 +167,44 @@ class DAEHyperparameters:
     def replace(self, **changes: Any) -> DAEHyperparameters:
         """A copy with some fields changed (validated)."""
         return type(self).from_dict({**self.to_dict(), **changes})
+
+
+#: Span of the masking curriculum around the untyped share ``1 - typed_fraction`` of the targets'
+#: sites (:func:`masking_for_typed_fraction`): from 0.10 below it to 0.05 above it.
+TYPED_MASKING_SPAN = (0.10, 0.05)
+
+
+def masking_for_typed_fraction(typed_fraction: float) -> dict[str, float]:
+    """``min_mask`` and ``max_mask`` of a curriculum for targets typed at ``typed_fraction`` of the sites.
+
+    Training masks a variable share of each sample's variants, and imputation hides the
+    untyped share ``u = 1 - typed_fraction``. A network trained at rates well above ``u``
+    spends its fit on a harder problem than the one it will face: on 1000 Genomes chr22 array
+    sites with one SNP in three typed (``u`` = 0.67; first 2,000 SNPs, 450 reference and 50
+    target samples, the ``quick`` preset), the aggregate r² at untyped sites was 0.730 for the
+    array-agnostic 50-90 % curriculum, 0.750 for 50-80 %, 0.755 for 50-70 % and 0.756 for
+    ``u`` - 0.10 to ``u`` + 0.05 (Minimac4: 0.785). With one SNP in ten typed (``u`` = 0.9)
+    the same rule gave 0.543, equal to the 50-90 % curriculum, while 50-70 % fell to 0.503. The
+    rule trades generality for accuracy at the given density: a bundle trained for one array
+    is worse on a much sparser one.
+
+    Returns
+    -------
+    dict
+        ``{"min_mask": max(0, u - 0.10), "max_mask": min(1, u + 0.05)}``, rounded to 4 decimals.
+
+    Raises
+    ------
+    InvalidArgumentError
+        Unless ``0 < typed_fraction < 1``.
+    """
+    if isinstance(typed_fraction, bool) or not isinstance(typed_fraction, (int, float, np.number)) \
+            or not 0 < typed_fraction < 1:
+        raise InvalidArgumentError(f"typed_fraction must be a number in (0, 1), got {typed_fraction!r}")
+    untyped = 1 - float(typed_fraction)
+    below, above = TYPED_MASKING_SPAN
+    return {"min_mask": round(max(0.0, untyped - below), 4),
+            "max_mask": round(min(1.0, untyped + above), 4)}
 
 
 def layer_sizes(n_variants: int, n_layers: int = 4, size_ratio: float = 0.5) -> list[int]:
