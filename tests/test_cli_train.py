@@ -219,8 +219,9 @@ def test_typed_fraction_sets_the_masking_curriculum_of_the_run(reference, tmp_pa
     assert main(["train", str(reference["reference"]), "--out", str(out), "--typed-fraction", "0.25",
                  *EPOCHS]) == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    config = json.loads((out / manifest["tiles"][0]["config"]).read_text())
-    assert (config["hparams"]["min_mask"], config["hparams"]["max_mask"]) == (0.65, 0.8)
+    for tile in manifest["tiles"]:
+        config = json.loads((out / tile["config"]).read_text())
+        assert (config["hparams"]["min_mask"], config["hparams"]["max_mask"]) == (0.65, 0.8)
     record = json.loads((out / TRAIN_RECORD_NAME).read_text())
     assert record["settings"]["hparams"]["max_mask"] == 0.8
 
