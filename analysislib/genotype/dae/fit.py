@@ -20,8 +20,9 @@ Where the paper and the authors' code differ, this module does the following:
   per-variant r² at 50 % masking against 0.592 / 0.401 at the code's 80 % start), so the
   ``quick`` and ``standard`` presets of :mod:`analysislib.genotype.dae.imputer` train from 50 % to
   90 %, or, for targets of a known density (``DAEImputer(typed_fraction=...)``), around the
-  share they lack (:func:`~analysislib.genotype.dae.hyperparameters.masking_for_typed_fraction`). Tiles too small for the curriculum (``(V - 5) / V < min_mask``, i.e. V < 25)
-  mask at the all-but-5 rate throughout; tiles of at most 5 variants mask one variant.
+  share they lack (:func:`~analysislib.genotype.dae.hyperparameters.masking_for_typed_fraction`).
+  Tiles too small for the curriculum (``(V - 5) / V < min_mask``, i.e. V < 25) mask at the
+  all-but-5 rate throughout; tiles of at most 5 variants mask one variant.
 * **Batches**: the code runs ``int(n / batch_size - 0.5)`` batches per epoch, dropping the last
   partial batch (and training on nothing when ``n < 1.5 batch_size``); every sample is used here.
 * **Resume**: the code's resume restarts the masking curriculum and the optimizer state; here a
