@@ -298,12 +298,16 @@ def main(argv: list[str] | None = None) -> int:
     for tool in ("beagle", "minimac4"):
         if any(m == tool for _, m in pairs):
             tools.append(tool_version(tool))
+    dae_training = ""
+    if any(m == "dae" for _, m in pairs):
+        density = "any array density" if args.array_agnostic else "the typed share of the scenario"
+        dae_training = f"autoencoder trained for {density}; "
     print("  ".join([str(datetime.date.today()), platform.machine(), f"{os.cpu_count()} CPUs",
                      f"Python {platform.python_version()}", *tools]))
     print(f"{label}: {ds.sizes['samples']} samples x {ds.sizes['variants']} SNPs; "
           f"{TARGET_FRACTION:.0%} held out as targets (seed {SPLIT_SEED}); deep preset "
-          f"{args.preset}; {args.threads} threads; autoencoder trained for "
-          f"{'any array density' if args.array_agnostic else 'the typed share of the scenario'}; "
+          f"{args.preset}; {args.threads} threads; "
+          f"{dae_training}"
           f"{'in process' if args.in_process else 'one worker process per method'}")
     del ds
 
