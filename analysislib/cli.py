@@ -271,7 +271,8 @@ def _train_settings(args: argparse.Namespace) -> dict:
             "hparams": {**preset["hparams"], **masking, "seed": args.seed},
             "tiling": dict(preset["tiling"]),
             "models_per_tile": (args.models_per_tile if args.models_per_tile is not None
-                                else preset["models_per_tile"])}
+                                else preset["models_per_tile"]),
+            "unit": args.unit}
 
 
 def _bundle_folder_state(out) -> str:
@@ -345,8 +346,9 @@ def _check_resumable(out, state: str, record: dict, force: bool) -> bool:
     path = out / TRAIN_RECORD_NAME
     try:
         stored = json.loads(path.read_text())
-        if isinstance(stored.get("settings"), dict):  # records from before ensembles: one model per tile
+        if isinstance(stored.get("settings"), dict):  # older records: one model per tile, genotype rows
             stored["settings"].setdefault("models_per_tile", 1)
+            stored["settings"].setdefault("unit", "genotype")
         differs = [key for key in ("reference_sha256", "settings") if stored.get(key) != record[key]]
     except (OSError, UnicodeDecodeError, ValueError, AttributeError) as err:
         if not force:
@@ -464,7 +466,8 @@ def _train(args: argparse.Namespace) -> int:
                                  progress=False if args.no_progress else None)
             bundle = train_bundle(reference, tiling, settings["hparams"], out,
                                   epochs=settings["epochs"], resume=True,
-                                  models_per_tile=settings["models_per_tile"], options=options)
+                                  models_per_tile=settings["models_per_tile"], unit=settings["unit"],
+                                  options=options)
         except KeyboardInterrupt:
             done = len(list((out / TILES_DIR).glob("*.json")))
             print(f"error: {out}: interrupted; {done} of {n_tiles} tiles are kept: run the same "
@@ -706,6 +709,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="share of the panel's sites the targets will have typed (e.g. 0.33): train "
                             "for that density (more accurate there, less on sparser arrays; default: "
                             "any density)")
+    train.add_argument("--unit", choices=("genotype", "haplotype"), default="genotype",
+                       help="training rows: each sample's genotypes (default, the paper's; for "
+                            "unphased targets) or each of its two haplotypes (more accurate; the "
+                            "targets must be phased)")
     train.add_argument("--threads", type=int, default=None,
                        help="torch threads per worker (default: CPU count / --jobs; 1 on a cluster)")
     train.add_argument("--jobs", type=int, default=None,

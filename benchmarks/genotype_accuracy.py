@@ -18,7 +18,10 @@ The deep models use the preset given by ``--preset``. In ``typed_1in3`` the auto
 for the scenario's density, as a user who knows the array would train it: ``typed_fraction=1/3``
 (:class:`~analysislib.genotype.dae.DAEImputer`; its masking curriculum is centred on the untyped
 share); ``--array-agnostic`` trains it for any density instead (the preset's curriculum, as Dias et
-al. train). Each (scenario, method) pair runs in a fresh
+al. train). It is also trained on haplotype rows (``unit="haplotype"``: each of a sample's two
+haplotypes a row of its own), since the targets are phased 1000 Genomes calls, as Minimac4 needs;
+``--dae-unit genotype`` gives the paper's rows (a sample's unphased genotypes). Each (scenario,
+method) pair runs in a fresh
 worker process, so neither memory nor torch settings carry over from one method to the next; the
 harness times ``fit`` and ``impute`` itself. Peak memory is the largest resident set of the worker
 or of the tool it ran (Beagle's Java, Minimac4), so it includes the interpreter and the data.
@@ -82,14 +85,17 @@ def _load(dataset: str, variants: int | None):
     return ds, label
 
 
-def _method_parameters(method: str, preset: str, threads: int, scenario: str | None = None,
-                       array_agnostic: bool = False) -> dict[str, Any]:
-    """Preset for the deep models, each imputer's own thread keyword and the autoencoder's
-    ``typed_fraction`` (the scenario's share of typed sites, unless ``array_agnostic``)."""
+def _method_parameters(method: str, preset: str, threads: int, scenario: str | None = None, *,
+                       array_agnostic: bool = False, dae_unit: str = "haplotype") -> dict[str, Any]:
+    """Preset for the deep models, each imputer's own thread keyword, the autoencoder's training
+    rows (``dae_unit``) and its ``typed_fraction`` (the scenario's share of typed sites, unless
+    ``array_agnostic``)."""
     from analysislib.evaluate import thread_parameters
     from analysislib.genotype.masking import parse_scenario
 
     parameters: dict[str, Any] = {"preset": preset} if method in DEEP else {}
+    if method == "dae":
+        parameters["unit"] = dae_unit
     if method == "dae" and scenario is not None and not array_agnostic:
         harness = parse_scenario(SCENARIOS[scenario][0])
         if harness.kind == "typed_fraction":
@@ -203,7 +209,7 @@ def _records(results: dict[tuple[str, str], dict[str, Any]], preset: str) -> lis
                 "beagle_time_ratio": _ratio(beagle_total, total),
                 "harness_scenario": SCENARIOS[scenario][0],
                 "n_reference": result["n_reference"], "n_targets": result["n_targets"],
-                "typed_fraction": result.get("typed_fraction"),
+                "typed_fraction": result.get("typed_fraction"), "unit": result.get("unit"),
             })
     return records
 
@@ -272,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--array-agnostic", action="store_true",
                         help="train the autoencoder for any array density (the preset's masking "
                              "curriculum) instead of for the scenario's share of typed sites")
+    parser.add_argument("--dae-unit", choices=("haplotype", "genotype"), default="haplotype",
+                        help="the autoencoder's training rows: each haplotype (default; the targets "
+                             "are phased) or each sample's genotypes (the paper's)")
     parser.add_argument("--in-process", action="store_true",
                         help="run every method in this process, stopping at the first failure "
                              "(peak memory then includes earlier methods' use)")
@@ -301,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     dae_training = ""
     if any(m == "dae" for _, m in pairs):
         density = "any array density" if args.array_agnostic else "the typed share of the scenario"
-        dae_training = f"autoencoder trained for {density}; "
+        dae_training = f"autoencoder trained on {args.dae_unit} rows for {density}; "
     print("  ".join([str(datetime.date.today()), platform.machine(), f"{os.cpu_count()} CPUs",
                      f"Python {platform.python_version()}", *tools]))
     print(f"{label}: {ds.sizes['samples']} samples x {ds.sizes['variants']} SNPs; "
@@ -319,12 +328,14 @@ def main(argv: list[str] | None = None) -> int:
             spec = {"dataset": args.dataset, "variants": args.variants, "scenario": scenario,
                     "method": method, "store": str(store),
                     "parameters": _method_parameters(method, args.preset, args.threads, scenario,
-                                                     args.array_agnostic)}
+                                                     array_agnostic=args.array_agnostic,
+                                                     dae_unit=args.dae_unit)}
             print(f"running {method} on {scenario} ...")
             started = time.perf_counter()
             result = run_one(spec) if args.in_process else _run_isolated(spec, scratch)
             results[(scenario, method)] = {**result,
-                                           "typed_fraction": spec["parameters"].get("typed_fraction")}
+                                           "typed_fraction": spec["parameters"].get("typed_fraction"),
+                                           "unit": spec["parameters"].get("unit")}
             if "error" in result:
                 print(f"  FAILED: {result['error']}")
             else:

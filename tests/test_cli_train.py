@@ -138,6 +138,7 @@ def test_a_run_recorded_before_ensembles_resumes_as_one_model_per_tile(reference
     (out / "manifest.json").unlink()
     record = json.loads((out / "analysislib-train.json").read_text())
     assert record["settings"].pop("models_per_tile") == 1
+    assert record["settings"].pop("unit") == "genotype"  # records before haplotype rows: genotype rows
     (out / "analysislib-train.json").write_text(json.dumps(record))
     assert main(["train", str(reference["reference"]), "--out", str(out), *one_model]) == 0
     assert "resuming the interrupted run" in capsys.readouterr().err
@@ -224,6 +225,23 @@ def test_typed_fraction_sets_the_masking_curriculum_of_the_run(reference, tmp_pa
         assert (config["hparams"]["min_mask"], config["hparams"]["max_mask"]) == (0.65, 0.8)
     record = json.loads((out / TRAIN_RECORD_NAME).read_text())
     assert record["settings"]["hparams"]["max_mask"] == 0.8
+
+
+def test_unit_haplotype_trains_on_haplotype_rows_and_impute_follows(reference, tmp_path, capsys):
+    out = tmp_path / "bundle"
+    assert main(["train", str(reference["reference"]), "--out", str(out), "--unit", "haplotype",
+                 *EPOCHS]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["unit"] == "haplotype"
+    assert json.loads((out / TRAIN_RECORD_NAME).read_text())["settings"]["unit"] == "haplotype"
+    config = json.loads((out / manifest["tiles"][0]["config"]).read_text())
+    assert config["training"]["n_reference_samples"] == 2 * 24  # 24 samples, two rows each
+    imputed = tmp_path / "imputed.vcf.gz"
+    assert main(["impute", "--models", str(out), str(reference["target"]), str(imputed)]) == 0
+    assert imputed.is_file() and "unphased" not in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", str(reference["reference"]), "--out", str(tmp_path / "x"), "--unit", "diplo"])
+    assert "invalid choice: 'diplo'" in capsys.readouterr().err
 
 
 def test_a_folder_being_trained_into_is_refused(reference, tmp_path, capsys):

@@ -440,11 +440,58 @@ def test_train_bundle_writes_every_tile_and_resumes(panel: xr.Dataset, tmp_path:
     (out / bundle.tiles["config"].iat[1]).unlink()  # as if interrupted while writing tile 1
     train_bundle(panel, tiles, FAST, out, epochs=3, options=RunOptions(progress=False))
     assert calls == [int(bundle.tiles["n_variants"].iat[1])]
-    with pytest.raises(BundleError, match="other hyperparameters or epochs"):
+    with pytest.raises(BundleError, match="other hyperparameters, epochs"):
         train_bundle(panel, tiles, FAST.replace(learning_rate=0.01), out, epochs=3, options=RunOptions(progress=False))
     with pytest.raises(ValueError, match="no hyperparameters for tile"):
         train_bundle(panel, tiles, {0: FAST, 1: FAST}, tmp_path / "other", epochs=3, options=RunOptions(progress=False))
 
+
+
+def test_haplotype_rows_train_twice_the_rows_and_impute_each_haplotype(
+        panel: xr.Dataset, tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    from analysislib.genotype.encoding import haplotype_rows
+
+    tiles = tile_table(panel.sizes["variants"])
+    quiet = RunOptions(progress=False)
+    bundle = train_bundle(panel, tiles, FAST, tmp_path / "hap", epochs=2, unit="haplotype", options=quiet)
+    assert bundle.unit == "haplotype" and bundle.tile_config(0)["training"]["unit"] == "haplotype"
+    assert bundle.tile_config(0)["training"]["n_reference_samples"] == 2 * panel.sizes["samples"]
+    with pytest.raises(BundleError, match="training rows"):  # no resuming with other rows
+        train_bundle(panel, tiles, FAST, tmp_path / "hap", epochs=2, options=quiet)
+    with pytest.raises(ValueError, match="unit must be one of"):
+        train_bundle(panel, tiles, FAST, tmp_path / "other", unit="diplotype", options=quiet)
+
+    typed = panel.isel(variants=slice(0, None, 3))
+    with caplog.at_level("WARNING", logger="analysislib.genotype"):
+        imputed = impute_dataset(bundle, typed)
+    assert not caplog.records  # phased targets are read silently
+    # The same weights read as a genotype-row bundle, run on each haplotype as a pseudo-sample:
+    # a sample's probabilities are the products of its haplotypes' ALT probabilities.
+    as_genotypes = load_bundle(bundle.path)
+    as_genotypes.manifest["unit"] = "genotype"
+    pseudo = typed.isel(samples=np.repeat(np.arange(typed.sizes["samples"]), 2)).copy()
+    pseudo["call_genotype"] = (pseudo["call_genotype"].dims, haplotype_rows(typed["call_genotype"].values))
+    pseudo["sample_id"] = ("samples", np.arange(pseudo.sizes["samples"]).astype(str).astype(object))
+    rows = impute_dataset(as_genotypes, pseudo)["call_genotype_probability"].values.astype(np.float64)
+    alt = rows[..., 2] / (rows[..., 0] + rows[..., 2])
+    a, b = alt[:, 0::2], alt[:, 1::2]
+    expected = np.stack([(1 - a) * (1 - b), a * (1 - b) + (1 - a) * b, a * b], axis=2)
+    untyped = np.ones(panel.sizes["variants"], dtype=bool)
+    untyped[::3] = False
+    np.testing.assert_allclose(imputed["call_genotype_probability"].values[untyped], expected[untyped],
+                               atol=2e-6)
+    # streamed: the same text as the in-memory result
+    write_vcf(typed, tmp_path / "in.vcf.gz")
+    typed_read = read_vcf(tmp_path / "in.vcf.gz", multiallelic="split", fields=("GT",))
+    write_vcf(impute_dataset(bundle, typed_read), tmp_path / "memory.vcf", fields=("GT", "DS", "GP"))
+    impute_vcf(bundle.path, tmp_path / "in.vcf.gz", tmp_path / "streamed.vcf")
+    assert (tmp_path / "streamed.vcf").read_bytes() == (tmp_path / "memory.vcf").read_bytes()
+    # unphased heterozygous typed calls are read in the order given, with a warning
+    unphased = typed.copy(deep=True)
+    unphased["call_genotype_phased"].values[:] = False
+    with caplog.at_level("WARNING", logger="analysislib.genotype"):
+        impute_dataset(bundle, unphased)
+    assert "heterozygous calls of" in caplog.text and "are unphased" in caplog.text
 
 
 class _Stop(Exception):
@@ -652,8 +699,12 @@ def test_dae_imputer_in_the_evaluation_harness(panel: xr.Dataset, tmp_path: Path
                       dataset_label="sim")
     assert set(result.rows["method"]) == {"dae"}
     assert imputer.last_run.details["trained"] and imputer.last_run.details["n_tiles"] >= 1
-    # reuse the trained bundle: same output without training
-    reloaded = DAEImputer(bundle=tmp_path / "bundle").fit(imputer.reference)
+    assert imputer.parameters()["unit"] == "genotype" and imputer.bundle.unit == "genotype"
+    with pytest.raises(InvalidArgumentError, match="unit must be one of"):
+        DAEImputer(unit="haplotypes")
+    # reuse the trained bundle: same output without training, the bundle's unit reported
+    reloaded = DAEImputer(bundle=tmp_path / "bundle", unit="haplotype").fit(imputer.reference)
+    assert reloaded.parameters()["unit"] == "genotype"
     reference, typed_target = imputer.reference, _typed_target(panel, imputer.reference)
     first = check_imputed(imputer.impute(typed_target), reference, typed_target)
     second = reloaded.impute(typed_target)

@@ -327,7 +327,7 @@ def test_imputer_copies_observed_genotypes_and_maps_typed_sites(unit: str):
 def test_unphased_heterozygotes_are_reported(caplog: pytest.LogCaptureFixture):
     panel = _panel(20, 8)
     imputer = BiUNetImputer(config=TINY.replace(epochs=1), device="cpu", progress=False)
-    with caplog.at_level("WARNING", logger="analysislib.genotype.unet"):
+    with caplog.at_level("WARNING", logger="analysislib.genotype"):
         imputer.fit(panel.isel(samples=slice(0, 16)))
     assert not caplog.records  # a phased panel is read silently
     target = panel.isel(samples=slice(16, 20)).copy(deep=True)
@@ -335,7 +335,7 @@ def test_unphased_heterozygotes_are_reported(caplog: pytest.LogCaptureFixture):
     gt = target["call_genotype"].values
     n_het = int((gt[..., 0] != gt[..., 1]).sum())
     assert n_het
-    with caplog.at_level("WARNING", logger="analysislib.genotype.unet"):
+    with caplog.at_level("WARNING", logger="analysislib.genotype"):
         imputer.impute(target)
     assert f"{n_het} of {n_het} heterozygous calls of the target are unphased" in caplog.text
 

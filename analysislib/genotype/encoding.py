@@ -5,6 +5,11 @@ Allele presence (Dias et al. 2022, Methods "Genotype encoding", Eq. 1): two node
 Decoding follows the authors' inference code: with sigmoid outputs ``(p_ref, p_alt)``,
 ``P(0/0) = p_ref (1 - p_alt)``, ``P(0/1) = p_ref p_alt``, ``P(1/1) = (1 - p_ref) p_alt``; unlike
 their code, the three are normalised to sum to 1 before dosage and best guess are derived.
+
+Haplotype rows (our option, not the paper's): each of a sample's two haplotypes is encoded as a
+homozygous genotype of its own (:func:`haplotype_rows`), and a sample's genotype probabilities
+are the products over its two haplotypes' ALT probabilities
+(:func:`genotype_probabilities_from_haplotype_presence`).
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from analysislib.errors import InvalidArgumentError
 __all__ = [
     "allele_presence",
     "dosage_from_probabilities",
+    "genotype_probabilities_from_haplotype_presence",
     "genotype_probabilities_from_presence",
+    "haplotype_rows",
 ]
 
 
@@ -63,6 +70,48 @@ def genotype_probabilities_from_presence(presence: Any, eps: float = 1e-12) -> n
     total = (raw[..., 0] + raw[..., 1] + raw[..., 2])[..., None]  # = raw.sum(axis=2), faster
     uniform = np.full_like(raw, 1 / 3)
     return np.where(total > eps, raw / np.maximum(total, eps), uniform)
+
+
+def haplotype_rows(call_genotype: Any) -> np.ndarray:
+    """Each sample's two haplotypes as two homozygous pseudo-samples.
+
+    Parameters
+    ----------
+    call_genotype
+        Array ``(variants, samples, 2)`` of allele indices, -1 missing.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(variants, 2 * samples, 2)``, same dtype: column ``2 i`` is the first haplotype of sample
+        ``i`` written as the genotype ``a/a``, column ``2 i + 1`` the second. A missing allele
+        leaves its row missing at that variant and the sample's other haplotype as it is.
+    """
+    gt = np.asarray(call_genotype)
+    if gt.ndim != 3 or gt.shape[2] != 2:
+        raise InvalidArgumentError(f"expected diploid call_genotype (variants, samples, 2), got shape {gt.shape}")
+    return np.repeat(gt.reshape(gt.shape[0], -1, 1), 2, axis=2)
+
+
+def genotype_probabilities_from_haplotype_presence(presence: Any, eps: float = 1e-12) -> np.ndarray:
+    """Genotype probabilities ``(samples, variants, 3)`` from the outputs of haplotype rows.
+
+    ``presence`` is ``(2 * samples, 2 * variants)`` of sigmoid outputs for the rows of
+    :func:`haplotype_rows`. A row was shown as a homozygous genotype, so its ALT probability is
+    ``P(1/1) / (P(0/0) + P(1/1))`` of :func:`genotype_probabilities_from_presence` (the
+    heterozygous class, never a training target for such a row, is left out; 0.5 where both are
+    0). The two haplotypes of a sample are taken as independent given their contexts:
+    ``P(0/0) = (1 - a)(1 - b)``, ``P(0/1) = a (1 - b) + (1 - a) b``, ``P(1/1) = a b``.
+    """
+    p = np.asarray(presence)
+    if p.ndim != 2 or p.shape[0] % 2:
+        raise InvalidArgumentError(f"expected (2 * samples, 2 * variants) haplotype-row outputs, got shape {p.shape}")
+    hom = genotype_probabilities_from_presence(p, eps)
+    both = hom[..., 0] + hom[..., 2]
+    alt = np.divide(hom[..., 2], both, out=np.full(both.shape, 0.5), where=both > eps)
+    first, second = alt[0::2], alt[1::2]
+    return np.stack([(1 - first) * (1 - second), first * (1 - second) + (1 - first) * second,
+                     first * second], axis=2)
 
 
 def dosage_from_probabilities(gp: Any) -> np.ndarray:

@@ -12,6 +12,7 @@ only to this interface.
 from __future__ import annotations
 
 import abc
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,10 @@ __all__ = [
     "check_imputed",
     "imputed_dataset",
     "sites_key",
+    "warn_if_unphased",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -114,6 +118,21 @@ class GenotypeImputer(abc.ABC):
     def parameters(self) -> dict[str, Any]:
         """Configuration recorded with every result (JSON-serialisable)."""
         return {}
+
+
+def warn_if_unphased(genotypes: Any, phased: Any, *, model: str, where: str) -> None:
+    """Log a warning when heterozygous calls are unphased, for models that read calls as phased.
+
+    ``genotypes`` is ``(variants, samples, 2)`` (-1 missing) and ``phased`` ``(variants,
+    samples)``; ``where`` names the data (a file or "the target").
+    """
+    gt = np.asarray(genotypes)
+    het = (gt[..., 0] >= 0) & (gt[..., 1] >= 0) & (gt[..., 0] != gt[..., 1])
+    unphased = int((het & ~np.asarray(phased, dtype=bool)).sum())
+    if unphased:
+        logger.warning("%s: %d of %d heterozygous calls of %s are unphased; %s reads them as phased "
+                       "in the order given (phase them first, e.g. with Beagle)", model, unphased,
+                       int(het.sum()), where, model)
 
 
 def sites_key(ds: xr.Dataset) -> np.ndarray:

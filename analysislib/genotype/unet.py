@@ -148,7 +148,13 @@ import numpy as np
 import xarray as xr
 
 from analysislib.errors import InvalidArgumentError, NotFittedError
-from analysislib.genotype.imputer import GenotypeImputer, ImputationRun, imputed_dataset, sites_key
+from analysislib.genotype.imputer import (
+    GenotypeImputer,
+    ImputationRun,
+    imputed_dataset,
+    sites_key,
+    warn_if_unphased,
+)
 from analysislib.genotype.segments import (
     GENOTYPE_CODES,
     MISSING,
@@ -565,17 +571,10 @@ class _SegmentImputer(GenotypeImputer):
 
 
 def _warn_if_unphased(ds: xr.Dataset, model: str, role: str) -> None:
-    """Log a warning when heterozygous calls of ``ds`` are unphased: the models read them as phased."""
-    if "call_genotype_phased" not in ds:
-        return
-    gt = np.asarray(ds["call_genotype"].values)
-    het = (gt[..., 0] >= 0) & (gt[..., 1] >= 0) & (gt[..., 0] != gt[..., 1])
-    unphased = int((het & ~np.asarray(ds["call_genotype_phased"].values, dtype=bool)).sum())
-    if unphased:
-        where = ds.attrs.get("source", f"the {role}")
-        logger.warning("%s: %d of %d heterozygous calls of %s are unphased; %s reads them as phased "
-                       "in the order given (phase them first, e.g. with Beagle)", model, unphased,
-                       int(het.sum()), where, model)
+    """:func:`~analysislib.genotype.imputer.warn_if_unphased` for a dataset (``role`` when it has no source)."""
+    if "call_genotype_phased" in ds:
+        warn_if_unphased(ds["call_genotype"].values, ds["call_genotype_phased"].values, model=model,
+                         where=ds.attrs.get("source", f"the {role}"))
 
 
 def _best_guess_codes(phased: np.ndarray) -> np.ndarray:

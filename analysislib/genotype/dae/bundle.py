@@ -4,7 +4,9 @@ Dias et al. 2022 impute with one trained model per LD tile ("Imputation data for
 holds them as one portable folder:
 
 * ``manifest.json``: format version, contigs and genome build, tiles, training-data summary
-  (:func:`training_data_summary`), :data:`OVERLAP_RULE` and the sha256 of every file;
+  (:func:`training_data_summary`), :data:`OVERLAP_RULE`, the ``unit`` of a training row
+  (:data:`UNITS`; absent in bundles written before it existed: ``"genotype"``) and the sha256
+  of every file;
 * per tile ``tiles/<id>.pt`` (state_dict), ``tiles/<id>.variants.tsv`` (chrom, pos, id, ref,
   alt, alt_freq) and ``tiles/<id>.json`` (hyperparameters, training-history summary);
 * ``weights.npy``: every tile's Linear layers packed into one float32 array (offsets, layer
@@ -59,6 +61,7 @@ __all__ = [
     "OVERLAP_RULE",
     "PACKED_WEIGHTS_NAME",
     "TILES_DIR",
+    "UNITS",
     "VARIANT_COLUMNS",
     "Bundle",
     "load_bundle",
@@ -79,6 +82,15 @@ MANIFEST_NAME = "manifest.json"
 TILES_DIR = "tiles"
 PACKED_WEIGHTS_NAME = "weights.npy"
 VARIANT_COLUMNS = ("chrom", "pos", "id", "ref", "alt", "alt_freq")
+
+#: What one row of training data is. ``"genotype"``: a sample's unphased genotypes (Dias et al.
+#: 2022, "no pre-phasing was performed"). ``"haplotype"`` (our option): each of a sample's two
+#: haplotypes is a homozygous pseudo-sample of its own
+#: (:func:`~analysislib.genotype.encoding.haplotype_rows`) and a target sample's genotype
+#: probabilities are the products over its haplotypes
+#: (:func:`~analysislib.genotype.encoding.genotype_probabilities_from_haplotype_presence`); the
+#: targets' typed calls must then be phased.
+UNITS = ("genotype", "haplotype")
 
 OVERLAP_RULE = (
     "A variant that lies in several tiles takes the weighted mean of their allele-presence "
@@ -306,9 +318,13 @@ def write_manifest(
     contigs: Sequence[str] | None = None,
     contig_lengths: Mapping[str, int] | None = None,
     genome_build: str | None = None,
+    unit: str = "genotype",
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``manifest.json`` over tiles already written by :func:`write_tile`.
+
+    ``unit`` is what one training row was (:data:`UNITS`); inference reads it back
+    (:attr:`Bundle.unit`).
 
     Every tile file is hashed (sha256) into ``files``; the manifest goes in atomically. When
     every tile holds float32 autoencoder weights, they are also packed into ``weights.npy``
@@ -318,6 +334,8 @@ def write_manifest(
     from analysislib.results import code_version
 
     out = Path(out_dir)
+    if unit not in UNITS:
+        raise InvalidArgumentError(f"unit must be one of {UNITS}, got {unit!r}")
     entries = [dict(t) for t in tiles]
     if not entries:
         raise BundleError(out, "a bundle needs at least one tile")
@@ -345,6 +363,7 @@ def write_manifest(
         "code_version": code_version(),
         "model": "sparse denoising autoencoder per LD tile (Dias et al. 2022)",
         "encoding": "allele_presence",
+        "unit": unit,
         "genome_build": genome_build,
         "contigs": names,
         "contig_lengths": lengths,
@@ -556,6 +575,11 @@ class Bundle:
     def packed(self) -> bool:
         """True when the bundle has ``weights.npy``, so inference needs NumPy only (no torch)."""
         return "packed_weights" in self.manifest
+
+    @property
+    def unit(self) -> str:
+        """What one training row was (:data:`UNITS`): ``"genotype"`` or ``"haplotype"``."""
+        return str(self.manifest.get("unit", "genotype"))
 
     @property
     def contigs(self) -> list[str]:
@@ -786,6 +810,8 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     ids = [str(tile["id"]) for tile in tiles]
     if len(set(ids)) != len(ids):
         raise BundleError(path, f"tile ids repeat: {sorted({i for i in ids if ids.count(i) > 1})}")
+    if manifest.get("unit", "genotype") not in UNITS:
+        raise BundleError(path, f"'unit' must be one of {UNITS}, not {manifest['unit']!r}")
     return manifest
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from analysislib.errors import BundleError, InvalidArgumentError, NotFittedError
-from analysislib.genotype.dae.bundle import Bundle, load_bundle
+from analysislib.genotype.dae.bundle import UNITS, Bundle, load_bundle
 from analysislib.genotype.dae.hyperparameters import DAEHyperparameters, masking_for_typed_fraction
 from analysislib.genotype.dae.inference import impute_dataset
 from analysislib.genotype.dae.mapping import StrandPolicy
@@ -145,6 +145,12 @@ class DAEImputer(GenotypeImputer):
         share they lack (:func:`~analysislib.genotype.dae.hyperparameters.masking_for_typed_fraction`),
         which is more accurate at that density and less so on much sparser arrays. None (the
         default) keeps the preset's array-agnostic curriculum.
+    unit
+        What one training row is (:data:`~analysislib.genotype.dae.bundle.UNITS`):
+        ``"genotype"`` (default; the paper's, for unphased targets) or ``"haplotype"``, each of
+        a sample's two haplotypes a row of its own (see :func:`train_bundle`). Haplotype rows
+        need phased targets (``impute`` warns when typed heterozygous calls are not) and are
+        more accurate with them. A loaded ``bundle`` keeps the unit it was trained with.
     """
 
     name = "dae"
@@ -170,6 +176,7 @@ class DAEImputer(GenotypeImputer):
         name: str = "dae",
         models_per_tile: int | None = None,
         typed_fraction: float | None = None,
+        unit: str = "genotype",
     ) -> None:
         super().__init__()
         if not name or not isinstance(name, str):
@@ -179,6 +186,9 @@ class DAEImputer(GenotypeImputer):
         _check_settings(hparams, tiling)
         if threads < 1:
             raise InvalidArgumentError("threads must be at least 1")
+        if unit not in UNITS:
+            raise InvalidArgumentError(f"unit must be one of {UNITS}, got {unit!r}")
+        self.unit = unit
         self.bundle_path = None if bundle is None else Path(bundle)
         self.bundle_dir = None if bundle_dir is None else Path(bundle_dir)
         self.preset = preset
@@ -220,6 +230,7 @@ class DAEImputer(GenotypeImputer):
                   if len(hp) <= 40 else None)
         return {"preset": self.preset, "epochs": self.epochs, "tiling": dict(self.tiling),
                 "models_per_tile": self.models_per_tile, "typed_fraction": self.typed_fraction,
+                "unit": self.bundle.unit if self.bundle is not None else self.unit,
                 "hparams": hp if isinstance(hp, Mapping) and (per_tile or len(hp) < 40) else None,
                 "hparams_per_tile": per_tile,
                 "bundle": None if self.bundle_path is None else str(self.bundle_path),
@@ -252,7 +263,8 @@ class DAEImputer(GenotypeImputer):
         self.bundle = train_bundle(reference, tiling, self.hparams, folder, epochs=self.epochs,
                                    tiles_per_task=self.tiles_per_task,
                                    validation_fraction=self.validation_fraction,
-                                   models_per_tile=self.models_per_tile, options=self.options)
+                                   models_per_tile=self.models_per_tile, unit=self.unit,
+                                   options=self.options)
         self._fit_details = {"fit_seconds": time.perf_counter() - started, "trained": True,
                              "n_tiles": len(self.bundle.members), "bundle": str(folder)}
         return self

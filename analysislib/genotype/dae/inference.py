@@ -13,7 +13,11 @@ variants absent from the bundle are dropped and counted (as Beagle and Minimac4 
 target-only markers). Typed genotypes are copied through as hard calls, as in the authors'
 ``get_predicted_gen_known_indices``; unlike their code, decoded probabilities are normalised
 (:func:`~analysislib.genotype.encoding.genotype_probabilities_from_presence`) and written as
-GP, with DS = P(het) + 2 P(hom-alt) and GT = the most likely genotype, unphased.
+GP, with DS = P(het) + 2 P(hom-alt) and GT = the most likely genotype, unphased. A bundle trained
+on haplotype rows (:data:`~analysislib.genotype.dae.bundle.UNITS`) runs each target haplotype
+as a row of its own and multiplies their ALT probabilities
+(:func:`~analysislib.genotype.encoding.genotype_probabilities_from_haplotype_presence`); it
+reads the typed calls as phased and warns when heterozygous ones are not.
 
 Speed
 -----
@@ -204,7 +208,6 @@ def impute_dataset(
         prior alone, e.g. where an array has a gap).
     """
     from analysislib.genotype.dataset import create_genotype_dataset
-    from analysislib.genotype.encoding import allele_presence, genotype_probabilities_from_presence
 
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     engine = _check_engine(bundle, engine)
@@ -219,7 +222,8 @@ def impute_dataset(
     typed[local[mapping.bundle_index]] = gt_in
     phased_in = (np.asarray(target["call_genotype_phased"].values, dtype=bool)[mapping.input_index]
                  if "call_genotype_phased" in target else np.zeros(gt_in.shape[:2], dtype=bool))
-    presence = allele_presence(typed).reshape(n_samples, n_out, 2)
+    _warn_if_phase_needed(bundle, gt_in, phased_in, where)
+    presence = _input_rows(bundle, typed)
     called = (typed >= 0).all(axis=2)
 
     needed = _tiles_on(bundle, covered)
@@ -233,8 +237,7 @@ def impute_dataset(
     gp = np.empty((n_out, n_samples, 3), dtype=np.float32)
     for start in range(0, n_out, _DECODE_BLOCK):  # bounded float64 temporaries
         block = raw[:, start:start + _DECODE_BLOCK]
-        gp[start:start + block.shape[1]] = genotype_probabilities_from_presence(
-            block.reshape(n_samples, -1)).transpose(1, 0, 2)
+        gp[start:start + block.shape[1]] = _decode_rows(bundle, block).transpose(1, 0, 2)
 
     hard = (typed > 0).sum(axis=2)
     gp[called] = np.eye(3, dtype=np.float32)[hard[called]]
@@ -269,6 +272,45 @@ def impute_dataset(
         sample_population=(np.asarray(target["sample_population"].values, dtype=object)
                            if "sample_population" in target else None),
         call_dosage=dosage, call_genotype_probability=gp, attrs=attrs)
+
+
+def _input_rows(bundle: Bundle, typed: np.ndarray) -> np.ndarray:
+    """The network's input rows ``(rows, variants, 2)`` for calls ``typed`` ``(variants, samples, 2)``.
+
+    Allele presence of each sample, or of each of its haplotypes for a bundle trained on
+    haplotype rows (:attr:`Bundle.unit`).
+    """
+    from analysislib.genotype.encoding import allele_presence, haplotype_rows
+
+    n_var, n_samples = typed.shape[:2]
+    if bundle.unit == "haplotype":
+        return allele_presence(haplotype_rows(typed)).reshape(2 * n_samples, n_var, 2)
+    return allele_presence(typed).reshape(n_samples, n_var, 2)
+
+
+def _warn_if_phase_needed(bundle: Bundle, calls: np.ndarray, phased: np.ndarray, where: str) -> None:
+    """A haplotype-row bundle reads typed calls as phased: warn when heterozygous ones are not."""
+    if bundle.unit == "haplotype":
+        from analysislib.genotype.imputer import warn_if_unphased
+
+        warn_if_unphased(calls, phased, model="a haplotype-row autoencoder bundle", where=where)
+
+
+def _decode_rows(bundle: Bundle, raw: np.ndarray) -> np.ndarray:
+    """Genotype probabilities ``(samples, variants, 3)`` (float64) from outputs ``(rows, variants, 2)``.
+
+    The rows are samples, or each sample's two haplotypes for a bundle trained on haplotype rows
+    (:attr:`Bundle.unit`).
+    """
+    from analysislib.genotype.encoding import (
+        genotype_probabilities_from_haplotype_presence,
+        genotype_probabilities_from_presence,
+    )
+
+    flat = raw.reshape(raw.shape[0], -1)
+    if bundle.unit == "haplotype":
+        return genotype_probabilities_from_haplotype_presence(flat)
+    return genotype_probabilities_from_presence(flat)
 
 
 #: A tile's part in a region chunk (or in the whole output, :func:`impute_dataset`): tile row, its

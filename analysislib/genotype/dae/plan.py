@@ -29,6 +29,7 @@ from analysislib import variables
 from analysislib.errors import BundleError, InvalidArgumentError, WorkerDiedError
 from analysislib.genotype.dae.bundle import (
     TILES_DIR,
+    UNITS,
     Bundle,
     _read_variants_tsv,
     load_bundle,
@@ -39,6 +40,7 @@ from analysislib.genotype.dae.bundle import (
 )
 from analysislib.genotype.dae.contigs import _contig_length_map, _contig_names
 from analysislib.genotype.dae.hyperparameters import DAEHyperparameters
+from analysislib.genotype.encoding import haplotype_rows
 from analysislib.io.checksum import sha256_of
 from analysislib.presets import check_settings
 from analysislib.runtime import (
@@ -128,8 +130,8 @@ def _same_variants(stored: pd.DataFrame, wanted: pd.DataFrame) -> bool:
         for c in ("chrom", "pos", "ref", "alt"))
 
 
-def _existing_tile(out: Path, tile_id: str, wanted: pd.DataFrame, hparams: dict[str, Any],
-                   epochs: int | None) -> dict[str, Any] | None:
+def _existing_tile(out: Path, tile_id: str, wanted: pd.DataFrame, hparams: dict[str, Any], *,
+                   epochs: int | None, unit: str) -> dict[str, Any] | None:
     """The manifest entry of a complete, matching tile already in ``out``, or None to train it.
 
     Raises
@@ -153,9 +155,12 @@ def _existing_tile(out: Path, tile_id: str, wanted: pd.DataFrame, hparams: dict[
     if not _same_variants(stored, wanted):
         raise BundleError(config_path, "this tile was trained on other variants; train into a new "
                           "folder or pass resume=False to retrain every tile")
-    if config.get("hparams") != hparams or config.get("training", {}).get("epochs_requested") != epochs:
-        raise BundleError(config_path, "this tile was trained with other hyperparameters or epochs; "
-                          "train into a new folder or pass resume=False to retrain every tile")
+    training = config.get("training", {})
+    if (config.get("hparams") != hparams or training.get("epochs_requested") != epochs
+            or training.get("unit", "genotype") != unit):
+        raise BundleError(config_path, "this tile was trained with other hyperparameters, epochs or "
+                          "training rows (unit); train into a new folder or pass resume=False to "
+                          "retrain every tile")
     return {k: config[k] for k in ("id", "contig", "n_variants", "first_position", "last_position",
                                    "weights", "variants", "config")}
 
@@ -181,7 +186,7 @@ def _train_task(task: dict[str, Any]) -> list[dict[str, Any]]:
                                      options=options.replace(threads=None))
             except Exception as err:
                 raise RuntimeError(f"training tile {item['tile_id']} failed: {type(err).__name__}: {err}") from err
-            training = {**trained.summary(), "epochs_requested": task["epochs"],
+            training = {**trained.summary(), "epochs_requested": task["epochs"], "unit": task["unit"],
                         "seconds": time.perf_counter() - started,
                         "n_reference_samples": int(item["genotypes"].shape[1]),
                         "n_validation_samples": 0 if item["validation"] is None else int(item["validation"].shape[1])}
@@ -270,6 +275,7 @@ def train_bundle(
     genome_build: str | None = None,
     resume: bool = True,
     models_per_tile: int = 1,
+    unit: str = "genotype",
     options: RunOptions | None = None,
 ) -> Bundle:
     """Train one autoencoder per tile (or an ensemble of ``models_per_tile``) and write the bundle.
@@ -307,6 +313,11 @@ def train_bundle(
         ``derive_seed(seed, ENSEMBLE_STREAM, k)``; inference averages them by
         :data:`~analysislib.genotype.dae.bundle.OVERLAP_RULE` (equal weights: same variants). 1
         (default) is one model per tile.
+    unit
+        What one training row is (:data:`~analysislib.genotype.dae.bundle.UNITS`):
+        ``"genotype"`` (default, the paper's: a sample's unphased genotypes) or ``"haplotype"``
+        (each of a sample's two haplotypes a homozygous pseudo-sample, twice the rows; the
+        targets' typed calls must then be phased). Recorded in the manifest; inference follows it.
     options
         Run-time options (:class:`~analysislib.runtime.RunOptions`; None: the defaults).
         ``jobs``: worker processes when no ``client`` is given (1 trains in this process).
@@ -345,6 +356,8 @@ def train_bundle(
         raise InvalidArgumentError("the reference panel must be diploid and biallelic")
     if not 0 <= validation_fraction < 1:
         raise InvalidArgumentError("validation_fraction must be in [0, 1)")
+    if unit not in UNITS:
+        raise InvalidArgumentError(f"unit must be one of {UNITS}, got {unit!r}")
     options = options if options is not None else RunOptions()
     jobs, client = options.jobs, options.client
     if int(models_per_tile) != models_per_tile or models_per_tile < 1:
@@ -399,7 +412,8 @@ def train_bundle(
     for row, (tile_id, a, b, hp) in enumerate(zip(ids, first, last, chosen, strict=True)):
         variants_table = _tile_variant_table(reference, int(a), int(b), contigs, alt_freq)
         if resume:
-            entries[row] = _existing_tile(out, tile_id, variants_table, hp.to_dict(), epochs)
+            entries[row] = _existing_tile(out, tile_id, variants_table, hp.to_dict(), epochs=epochs,
+                                          unit=unit)
             if entries[row] is not None:
                 continue
         pending_rows.append(row)
@@ -416,16 +430,20 @@ def train_bundle(
     plan = plan_tile_tasks(costs, n_workers, tiles_per_task)
     row_of = {p["tile_id"]: r for p, r in zip(pending, pending_rows, strict=True)}
 
+    def rows(block: np.ndarray) -> np.ndarray:
+        """Training rows of a (variants, samples, 2) block: its samples, or their haplotypes."""
+        return haplotype_rows(block) if unit == "haplotype" else np.ascontiguousarray(block)
+
     def make_task(task: list[int]) -> dict[str, Any]:
         """The payload of one task, genotypes included (built only when it is submitted)."""
         items = []
         for i in task:
             spec = pending[i]
             block = np.asarray(calls[spec["first"]:spec["last"] + 1], dtype=np.int8)
-            items.append({**spec, "genotypes": np.ascontiguousarray(block[:, train_samples]),
-                          "validation": np.ascontiguousarray(block[:, val_samples]) if len(val_samples) else None,
+            items.append({**spec, "genotypes": rows(block[:, train_samples]),
+                          "validation": rows(block[:, val_samples]) if len(val_samples) else None,
                           "genetic_map": None if genetic_cm is None else genetic_cm[spec["first"]:spec["last"] + 1]})
-        return {"out_dir": str(out), "epochs": epochs, "options": task_options, "items": items}
+        return {"out_dir": str(out), "epochs": epochs, "unit": unit, "options": task_options, "items": items}
 
     with contextlib.ExitStack() as stack:
         bar = stack.enter_context(tqdm(total=len(pending), desc="tiles", unit="tile",
@@ -459,7 +477,7 @@ def train_bundle(
                     "n_validation_samples": len(val_samples)})
     names = list(dict.fromkeys(contigs.astype(str).tolist()))
     write_manifest(out, finished, training_data=summary, contigs=names,
-                   contig_lengths=_contig_length_map(reference), genome_build=genome_build,
+                   contig_lengths=_contig_length_map(reference), genome_build=genome_build, unit=unit,
                    extra={"training": {"epochs_requested": epochs, "n_tiles": len(ids),
                                        "models_per_tile": int(models_per_tile),
                                        "tiles_reused": reused, "tiling": tiling_params}})

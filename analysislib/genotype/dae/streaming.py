@@ -28,9 +28,12 @@ from analysislib.genotype.dae.inference import (
     _check_engine,
     _ChunkTile,
     _covered_variants,
+    _decode_rows,
     _engine_threads,
+    _input_rows,
     _run_tiles,
     _tiles_on,
+    _warn_if_phase_needed,
     _work_needed,
 )
 from analysislib.genotype.dae.mapping import StrandPolicy, VariantMapping, _map_sites
@@ -171,25 +174,22 @@ def _impute_chunk(bundle: Bundle, work: _ChunkWork, *, batch_samples: int, engin
     followed by :func:`~analysislib.io.vcf.write_vcf`: the same decoding, hard calls for typed
     genotypes, GP normalisation and rounding.
     """
-    from analysislib.genotype.encoding import allele_presence
-
     n_var = work.stop - work.start
     rows_out = np.arange(work.start, work.stop) - work.span_start  # chunk variants in the span
     n_samples = work.typed.shape[1]
-    span = work.typed.shape[0]
     needed = _work_needed(work.typed, rows_out)
     columns: list[list[bytes]] = []
     for first in range(0, n_samples, batch_samples):
         last = min(first + batch_samples, n_samples)
         size = last - first
         batch = work.typed[:, first:last]
-        presence = allele_presence(batch).reshape(size, span, 2)
+        presence = _input_rows(bundle, batch)
         raw = _run_tiles(bundle, work.tiles, presence, n_var, engine=engine, threads=threads, **needed)
         lines: list[bytes] = []
         step = max(1, _FORMAT_BLOCK_CALLS // size)  # variants decoded and formatted at a time
         for start in range(0, n_var, step):
             block = slice(start, min(start + step, n_var))
-            lines += _decode_and_format(raw[:, block], batch[rows_out[block]],
+            lines += _decode_and_format(bundle, raw[:, block], batch[rows_out[block]],
                                         work.phased[rows_out[block], first:last], decimals,
                                         line_end=last == n_samples)
         columns.append(lines)
@@ -201,21 +201,20 @@ def _impute_chunk(bundle: Bundle, work: _ChunkWork, *, batch_samples: int, engin
 _FORMAT_BLOCK_CALLS = 2**16  # calls decoded and formatted at a time (temporaries stay in cache)
 
 
-def _decode_and_format(raw: np.ndarray, typed: np.ndarray, phased: np.ndarray, decimals: int, *,
-                       line_end: bool) -> list[bytes]:
+def _decode_and_format(bundle: Bundle, raw: np.ndarray, typed: np.ndarray, phased: np.ndarray,
+                       decimals: int, *, line_end: bool) -> list[bytes]:
     """Sample columns of some variants as text, one bytes object per variant.
 
-    ``raw`` holds the sigmoid outputs ``(samples, variants, 2)``, ``typed`` the input calls
+    ``raw`` holds the sigmoid outputs ``(rows, variants, 2)`` (rows: samples, or their haplotypes,
+    :func:`~analysislib.genotype.dae.inference._decode_rows`), ``typed`` the input calls
     ``(variants, samples, 2)`` (-1 untyped) and ``phased`` their phase. The numbers are those of
     :func:`~analysislib.genotype.dae.inference.impute_dataset` followed by
     :func:`~analysislib.io.vcf.write_vcf`: normalised probabilities, hard calls for typed genotypes,
     DS in float32, GP renormalised in float64.
     """
-    from analysislib.genotype.encoding import genotype_probabilities_from_presence
     from analysislib.io.vcf import _format_calls, _normalise_gp
 
-    size = raw.shape[0]
-    gp = genotype_probabilities_from_presence(raw.reshape(size, -1)).transpose(1, 0, 2).astype(np.float32)
+    gp = _decode_rows(bundle, raw).transpose(1, 0, 2).astype(np.float32)
     called = (typed[..., 0] >= 0) & (typed[..., 1] >= 0)
     alt_count = (typed[..., 0] > 0).astype(np.int8) + (typed[..., 1] > 0)
     gp[called] = np.eye(3, dtype=np.float32)[alt_count[called]]
@@ -438,6 +437,7 @@ def impute_vcf(
     typed_in = target.call_genotype[mapping.input_index]
     typed_in = np.where(mapping.flip[:, None, None] & (typed_in >= 0), 1 - typed_in, typed_in).astype(np.int8)
     phased_in = target.call_genotype_phased[mapping.input_index]
+    _warn_if_phase_needed(bundle, typed_in, phased_in, where)
     typed_rows = local[mapping.bundle_index]
     sample_ids = target.sample_id
     del target
