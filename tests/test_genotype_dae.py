@@ -466,14 +466,15 @@ def test_haplotype_rows_train_twice_the_rows_and_impute_each_haplotype(
         imputed = impute_dataset(bundle, typed)
     assert not caplog.records  # phased targets are read silently
     # The same weights read as a genotype-row bundle, run on each haplotype as a pseudo-sample:
-    # a sample's probabilities are the products of its haplotypes' ALT probabilities.
+    # a sample's probabilities are the products of its haplotypes' ALT probabilities (half of
+    # each row's dosage).
     as_genotypes = load_bundle(bundle.path)
     as_genotypes.manifest["unit"] = "genotype"
     pseudo = typed.isel(samples=np.repeat(np.arange(typed.sizes["samples"]), 2)).copy()
     pseudo["call_genotype"] = (pseudo["call_genotype"].dims, haplotype_rows(typed["call_genotype"].values))
     pseudo["sample_id"] = ("samples", np.arange(pseudo.sizes["samples"]).astype(str).astype(object))
     rows = impute_dataset(as_genotypes, pseudo)["call_genotype_probability"].values.astype(np.float64)
-    alt = rows[..., 2] / (rows[..., 0] + rows[..., 2])
+    alt = rows[..., 1] / 2 + rows[..., 2]  # half of each haplotype row's dosage
     a, b = alt[:, 0::2], alt[:, 1::2]
     expected = np.stack([(1 - a) * (1 - b), a * (1 - b) + (1 - a) * b, a * b], axis=2)
     untyped = np.ones(panel.sizes["variants"], dtype=bool)

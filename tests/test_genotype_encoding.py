@@ -46,10 +46,12 @@ def test_haplotype_probabilities_multiply_over_the_two_haplotypes():
     second = [0.2, 0.6, 0.5, 0.5]
     gp = genotype_probabilities_from_haplotype_presence(np.array([first, second]))
     assert gp.shape == (1, 2, 3)
-    a = (0.1 * 0.1) / (0.9 * 0.9 + 0.1 * 0.1)  # P(1/1) / (P(0/0) + P(1/1)) of the first row
-    b = (0.8 * 0.6) / (0.2 * 0.4 + 0.8 * 0.6)
+    # a row's ALT probability: half its dosage, (P(0/1) / 2 + P(1/1)) / (P(0/0) + P(0/1) + P(1/1))
+    a = (0.9 * 0.1 / 2 + 0.1 * 0.1) / (0.9 * 0.9 + 0.9 * 0.1 + 0.1 * 0.1)
+    b = (0.2 * 0.6 / 2 + 0.8 * 0.6) / (0.2 * 0.4 + 0.2 * 0.6 + 0.8 * 0.6)
     np.testing.assert_allclose(gp[0, 0], [(1 - a) * (1 - b), a * (1 - b) + (1 - a) * b, a * b])
-    np.testing.assert_allclose(gp[0, 1], [0, 0.5, 0.5])  # ALT for sure on one, 0.5 on the other
+    b = (0.25 / 2 + 0.25) / 0.75  # outputs (0.5, 0.5): P = 0.25, 0.25, 0.25 before normalising
+    np.testing.assert_allclose(gp[0, 1], [0, 1 - b, b])  # ALT for sure on the first row
     np.testing.assert_allclose(gp.sum(axis=2), 1)
     # exact outputs for the rows of 0|1 and 1|1 give the genotypes back
     gt = np.array([[[0, 1], [1, 1]]], dtype=np.int8)
