@@ -29,6 +29,12 @@ pipeline as one portable artefact and one call, a module per concept:
   :class:`~analysislib.genotype.imputer.GenotypeImputer` (``"dae"``) of the evaluation harness;
 * :mod:`analysislib.genotype.dae.tuning`: per-tile hyperparameter search.
 
+Training rows are a sample's unphased genotypes, as in the paper, or, for phased targets, each
+of its two haplotypes as a homozygous pseudo-sample (``unit="haplotype"``,
+:data:`~analysislib.genotype.dae.bundle.UNITS`; our option): a target whose haplotypes each
+resemble haplotypes of the panel is then imputed from them even when no panel sample carries
+that pair.
+
 Importing this package imports neither torch nor pandas, so ``analysislib impute`` starts fast:
 only :mod:`~analysislib.genotype.dae.model` imports torch, and the modules that train a model
 or read older bundles' torch weights import it inside those functions.
@@ -55,6 +61,7 @@ from analysislib.genotype.dae.bundle import (
 # ``name as name``: public names that stay outside ``__all__``, as before the split.
 from analysislib.genotype.dae.bundle import MANIFEST_NAME as MANIFEST_NAME
 from analysislib.genotype.dae.bundle import TILES_DIR as TILES_DIR
+from analysislib.genotype.dae.bundle import UNITS as UNITS
 from analysislib.genotype.dae.bundle import VARIANT_COLUMNS as VARIANT_COLUMNS
 from analysislib.genotype.dae.bundle import overlap_weights as overlap_weights
 from analysislib.genotype.dae.contigs import (
