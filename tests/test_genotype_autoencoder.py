@@ -547,6 +547,30 @@ def test_a_snp_in_perfect_ld_with_a_typed_neighbour_is_imputed(chr22_slice):
     assert r2 >= 0.95, r2
 
 
+def test_haplotype_rows_impute_a_snp_in_perfect_ld_with_a_typed_neighbour(chr22_slice):
+    """The same planted twin with a model trained on haplotype rows (``unit="haplotype"``)."""
+    from analysislib.genotype.encoding import genotype_probabilities_from_haplotype_presence, haplotype_rows
+
+    gt = chr22_slice["call_genotype"].values[:30].copy()
+    af = gt.mean(axis=(1, 2))
+    source = int(np.argmin(np.abs(af - 0.3)))
+    twin = 29 if source != 29 else 28
+    gt[twin] = gt[source]
+    train, test = gt[:, :400], gt[:, 400:]
+    hp = SANITY.replace(min_mask=0.5, max_mask=0.5)
+    tile = train_tile(haplotype_rows(train), hp, epochs=600, options=RunOptions(device="cpu", threads=1))
+    untyped = np.zeros(30, dtype=bool)
+    untyped[[twin, *range(1, 30, 3)]] = True
+    untyped[source] = False
+    rows = allele_presence(haplotype_rows(test)).reshape(-1, 30, 2)
+    rows[:, untyped] = 0
+    outputs = predict_presence(tile.model, rows.reshape(len(rows), -1))
+    gp = genotype_probabilities_from_haplotype_presence(outputs).transpose(1, 0, 2)
+    r2 = per_variant_r2(gp[..., 1] + 2 * gp[..., 2], allele_count(test))[twin]
+    print(f"\nplanted twin on haplotype rows: r2 {r2:.4f}")
+    assert r2 >= 0.99, r2
+
+
 def test_a_monomorphic_site_is_imputed_as_the_major_allele(chr22_slice):
     gt = chr22_slice["call_genotype"].values[:30].copy()
     gt[7] = 0  # nobody carries the ALT allele
