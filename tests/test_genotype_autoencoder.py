@@ -549,7 +549,10 @@ def test_a_snp_in_perfect_ld_with_a_typed_neighbour_is_imputed(chr22_slice):
 
 def test_haplotype_rows_impute_a_snp_in_perfect_ld_with_a_typed_neighbour(chr22_slice):
     """The same planted twin with a model trained on haplotype rows (``unit="haplotype"``)."""
-    from analysislib.genotype.encoding import genotype_probabilities_from_haplotype_presence, haplotype_rows
+    from analysislib.genotype.encoding import (
+        genotype_probabilities_from_haplotype_presence,
+        haplotype_rows,
+    )
 
     gt = chr22_slice["call_genotype"].values[:30].copy()
     af = gt.mean(axis=(1, 2))
