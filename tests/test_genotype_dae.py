@@ -460,6 +460,13 @@ def test_haplotype_rows_train_twice_the_rows_and_impute_each_haplotype(
         train_bundle(panel, tiles, FAST, tmp_path / "hap", epochs=2, options=quiet)
     with pytest.raises(ValueError, match="unit must be one of"):
         train_bundle(panel, tiles, FAST, tmp_path / "other", unit="diplotype", options=quiet)
+    unphased_panel = panel.copy(deep=True)
+    unphased_panel["call_genotype_phased"].values[:] = False
+    with caplog.at_level("WARNING", logger="analysislib.genotype"):
+        train_bundle(unphased_panel, tiles.iloc[:1], FAST, tmp_path / "unphased", epochs=1, unit="haplotype",
+                     options=quiet)
+    assert "training on haplotype rows reads them as phased" in caplog.text
+    caplog.clear()
 
     typed = panel.isel(variants=slice(0, None, 3))
     with caplog.at_level("WARNING", logger="analysislib.genotype"):

@@ -64,6 +64,7 @@ __all__ = [
     "UNITS",
     "VARIANT_COLUMNS",
     "Bundle",
+    "check_unit",
     "load_bundle",
     "overlap_weights",
     "save_bundle",
@@ -91,6 +92,13 @@ VARIANT_COLUMNS = ("chrom", "pos", "id", "ref", "alt", "alt_freq")
 #: (:func:`~analysislib.genotype.encoding.genotype_probabilities_from_haplotype_presence`); the
 #: targets' typed calls must then be phased.
 UNITS = ("genotype", "haplotype")
+
+
+def check_unit(unit: Any) -> str:
+    """``unit`` if it is one of :data:`UNITS`, else :class:`~analysislib.errors.InvalidArgumentError`."""
+    if unit not in UNITS:
+        raise InvalidArgumentError(f"unit must be one of {UNITS}, got {unit!r}")
+    return str(unit)
 
 OVERLAP_RULE = (
     "A variant that lies in several tiles takes the weighted mean of their allele-presence "
@@ -334,8 +342,7 @@ def write_manifest(
     from analysislib.results import code_version
 
     out = Path(out_dir)
-    if unit not in UNITS:
-        raise InvalidArgumentError(f"unit must be one of {UNITS}, got {unit!r}")
+    check_unit(unit)
     entries = [dict(t) for t in tiles]
     if not entries:
         raise BundleError(out, "a bundle needs at least one tile")

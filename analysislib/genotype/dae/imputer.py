@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from analysislib.errors import BundleError, InvalidArgumentError, NotFittedError
-from analysislib.genotype.dae.bundle import UNITS, Bundle, load_bundle
+from analysislib.genotype.dae.bundle import Bundle, check_unit, load_bundle
 from analysislib.genotype.dae.hyperparameters import DAEHyperparameters, masking_for_typed_fraction
 from analysislib.genotype.dae.inference import impute_dataset
 from analysislib.genotype.dae.mapping import StrandPolicy
@@ -186,9 +186,7 @@ class DAEImputer(GenotypeImputer):
         _check_settings(hparams, tiling)
         if threads < 1:
             raise InvalidArgumentError("threads must be at least 1")
-        if unit not in UNITS:
-            raise InvalidArgumentError(f"unit must be one of {UNITS}, got {unit!r}")
-        self.unit = unit
+        self.unit = check_unit(unit)
         self.bundle_path = None if bundle is None else Path(bundle)
         self.bundle_dir = None if bundle_dir is None else Path(bundle_dir)
         self.preset = preset

@@ -29,9 +29,9 @@ from analysislib import variables
 from analysislib.errors import BundleError, InvalidArgumentError, WorkerDiedError
 from analysislib.genotype.dae.bundle import (
     TILES_DIR,
-    UNITS,
     Bundle,
     _read_variants_tsv,
+    check_unit,
     load_bundle,
     tile_id_for,
     training_data_summary,
@@ -41,6 +41,7 @@ from analysislib.genotype.dae.bundle import (
 from analysislib.genotype.dae.contigs import _contig_length_map, _contig_names
 from analysislib.genotype.dae.hyperparameters import DAEHyperparameters
 from analysislib.genotype.encoding import haplotype_rows
+from analysislib.genotype.imputer import warn_if_unphased
 from analysislib.io.checksum import sha256_of
 from analysislib.presets import check_settings
 from analysislib.runtime import (
@@ -356,8 +357,10 @@ def train_bundle(
         raise InvalidArgumentError("the reference panel must be diploid and biallelic")
     if not 0 <= validation_fraction < 1:
         raise InvalidArgumentError("validation_fraction must be in [0, 1)")
-    if unit not in UNITS:
-        raise InvalidArgumentError(f"unit must be one of {UNITS}, got {unit!r}")
+    if check_unit(unit) == "haplotype" and "call_genotype_phased" in reference:
+        warn_if_unphased(reference["call_genotype"].values, reference["call_genotype_phased"].values,
+                         model="training on haplotype rows",
+                         where=reference.attrs.get("source") or "the reference panel")
     options = options if options is not None else RunOptions()
     jobs, client = options.jobs, options.client
     if int(models_per_tile) != models_per_tile or models_per_tile < 1:
