@@ -96,9 +96,8 @@ def _method_parameters(method: str, preset: str, threads: int, scenario: str | N
     parameters: dict[str, Any] = {"preset": preset} if method in DEEP else {}
     if method == "dae":
         parameters["unit"] = dae_unit
-    if method == "dae" and scenario is not None and not array_agnostic:
-        harness = parse_scenario(SCENARIOS[scenario][0])
-        if harness.kind == "typed_fraction":
+        harness = None if scenario is None or array_agnostic else parse_scenario(SCENARIOS[scenario][0])
+        if harness is not None and harness.kind == "typed_fraction":
             parameters["typed_fraction"] = 1 / harness.keep_every
     # The floor has no thread setting: it runs on one thread whatever --threads says.
     if thread_parameters(method, 1):
