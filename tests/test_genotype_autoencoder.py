@@ -66,6 +66,7 @@ def test_hyperparameter_defaults_follow_the_authors_code():
     assert (hp.l1, hp.l2, hp.beta, hp.rho, hp.gamma) == (1e-9, 1e-5, 0.0, 0.05, 0.0)
     assert (hp.learning_rate, hp.batch_size, hp.decay_rate) == (1e-3, 256, 0.0)
     assert (hp.cycle_epochs, hp.max_epochs, hp.min_mask, hp.max_mask_keep) == (500, 20000, 0.8, 5)
+    assert hp.deduplicate  # the authors' np.unique of the training rows
 
 
 def test_hyperparameters_round_trip_through_json_and_refuse_bad_values():
@@ -76,9 +77,13 @@ def test_hyperparameters_round_trip_through_json_and_refuse_bad_values():
     with pytest.raises(ValueError, match="unknown DAE hyperparameters"):
         DAEHyperparameters.from_dict({"n_layer": 4})
     for bad in ({"n_layers": 3}, {"activation": "gelu"}, {"loss": "MSE"}, {"rho": 1.0},
-                {"optimizer": "lbfgs"}, {"decay_rate": 1.5}, {"batch_size": 0}, {"l1": -1}):
+                {"optimizer": "lbfgs"}, {"decay_rate": 1.5}, {"batch_size": 0}, {"l1": -1},
+                {"deduplicate": "no"}, {"deduplicate": 0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             DAEHyperparameters(**bad)
+    # hyperparameters written before a field existed read with its default
+    older = {k: v for k, v in hp.to_dict().items() if k != "deduplicate"}
+    assert DAEHyperparameters.from_dict(older) == hp and hp.deduplicate is True
 
 
 # --------------------------------------------------------------------------- model
@@ -343,6 +348,17 @@ def test_monitoring_validation_r2(ld_tile):
     assert validation_r2(tile.model, valid, rate, seed=FAST.seed) == pytest.approx(tile.val_r2)
     with pytest.raises(ValueError, match="needs validation"):
         train_tile(train, FAST, epochs=1, monitor="val_r2")
+
+
+def test_repeated_training_rows_are_kept_unless_deduplicated(ld_tile):
+    train, _, _ = ld_tile
+    repeated = np.concatenate([train, train[:, :10]], axis=1)  # ten samples twice
+    distinct = len(np.unique(allele_presence(repeated), axis=0))
+    assert distinct < repeated.shape[1]
+    kept = train_tile(repeated, FAST.replace(deduplicate=False), epochs=1, options=RunOptions(device="cpu"))
+    unique = train_tile(repeated, FAST, epochs=1, options=RunOptions(device="cpu"))
+    assert kept.n_training_samples == repeated.shape[1]
+    assert unique.n_training_samples == distinct
 
 
 def test_offspring_augmentation(ld_tile):

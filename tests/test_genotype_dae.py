@@ -440,6 +440,14 @@ def test_train_bundle_writes_every_tile_and_resumes(panel: xr.Dataset, tmp_path:
     (out / bundle.tiles["config"].iat[1]).unlink()  # as if interrupted while writing tile 1
     train_bundle(panel, tiles, FAST, out, epochs=3, options=RunOptions(progress=False))
     assert calls == [int(bundle.tiles["n_variants"].iat[1])]
+    # a tile written before a hyperparameter field existed is reused (the field at its default)
+    config_path = out / bundle.tiles["config"].iat[0]
+    config = json.loads(config_path.read_text())
+    del config["hparams"]["deduplicate"]
+    config_path.write_text(json.dumps(config))
+    calls.clear()
+    train_bundle(panel, tiles, FAST, out, epochs=3, options=RunOptions(progress=False))
+    assert calls == []
     with pytest.raises(BundleError, match="other hyperparameters, epochs"):
         train_bundle(panel, tiles, FAST.replace(learning_rate=0.01), out, epochs=3, options=RunOptions(progress=False))
     with pytest.raises(ValueError, match="no hyperparameters for tile"):

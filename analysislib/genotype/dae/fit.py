@@ -31,6 +31,8 @@ Where the paper and the authors' code differ, this module does the following:
   ``offspring`` children are formed once per training run by
   :func:`analysislib.simulate.genotypes.form_offspring` (phased parents needed) and appended to
   the training samples before de-duplication.
+* **De-duplication**: the code trains on the distinct rows (``np.unique``); ``deduplicate=False``
+  keeps repeated rows, and with them each row's frequency in the panel.
 
 Early stopping (stop at the first 500-epoch cycle whose mean loss does not improve, keep the best
 cycle's weights) and learning-rate decay (``lr × decay_rate`` at every cycle end, 0 = off) are
@@ -423,7 +425,7 @@ class TrainedTile:
     val_r2
         Validation r² of the kept weights (NaN without validation data).
     n_training_samples
-        Distinct training diplotypes after augmentation and de-duplication.
+        Training rows after augmentation and (``hparams.deduplicate``) de-duplication.
     n_offspring
         Offspring added before de-duplication.
     checkpoint_dir
@@ -549,6 +551,8 @@ def _check_resume_metadata(directory: Any, metadata: Mapping[str, Any]) -> None:
                               f"(model {saved.get('model')!r}); use another checkpoint_dir")
     ignore = {"max_epochs"}
     old_hp, new_hp = saved.get("hparams", {}), metadata["hparams"]
+    with contextlib.suppress(InvalidArgumentError, TypeError, AttributeError):
+        old_hp = DAEHyperparameters.from_dict(old_hp).to_dict()  # fields added since: defaults
     changed = sorted(k for k in set(old_hp) | set(new_hp)
                      if k not in ignore and old_hp.get(k) != new_hp.get(k))
     if changed:
@@ -585,7 +589,7 @@ def train_tile(  # noqa: PLR0913 - the paper's training controls
     """Train one tile's sparse denoising autoencoder (Dias et al. 2022, Methods).
 
     Training set: the allele presence of ``genotypes`` plus ``hparams.offspring`` offspring,
-    de-duplicated. Every epoch draws a fresh mask per sample at the curriculum's rate
+    de-duplicated unless ``hparams.deduplicate`` is False. Every epoch draws a fresh mask per sample at the curriculum's rate
     (:func:`mask_rate_schedule`) from the per-epoch generator of the training loop; the loss is
     reconstruction (CE or FL) + λ1 L1 + β KL on the clean input, with L2 as weight decay. At the
     end of every ``cycle_epochs`` cycle the mean loss is compared with the best so far: a
@@ -677,7 +681,9 @@ def train_tile(  # noqa: PLR0913 - the paper's training controls
         children = _offspring(genotypes, hp, genetic_map)
         gt = np.concatenate([gt, children], axis=1)
         n_offspring = children.shape[1]
-    presence = np.unique(allele_presence(gt), axis=0)  # distinct training diplotypes
+    presence = allele_presence(gt)
+    if hp.deduplicate:
+        presence = np.unique(presence, axis=0)  # distinct training rows, as the authors' code
     alpha = focal_alpha(presence) if hp.loss == "FL" else None
 
     schedule = mask_rate_schedule(n_variants, hp)

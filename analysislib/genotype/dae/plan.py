@@ -131,6 +131,15 @@ def _same_variants(stored: pd.DataFrame, wanted: pd.DataFrame) -> bool:
         for c in ("chrom", "pos", "ref", "alt"))
 
 
+def _with_defaults(hparams: Any) -> Any:
+    """Stored hyperparameters with the fields added since they were written at their defaults
+    (``hparams`` itself if it is not a valid set)."""
+    try:
+        return DAEHyperparameters.from_dict(hparams).to_dict()
+    except (InvalidArgumentError, TypeError, AttributeError):
+        return hparams
+
+
 def _existing_tile(out: Path, tile_id: str, wanted: pd.DataFrame, hparams: dict[str, Any], *,
                    epochs: int | None, unit: str) -> dict[str, Any] | None:
     """The manifest entry of a complete, matching tile already in ``out``, or None to train it.
@@ -157,7 +166,7 @@ def _existing_tile(out: Path, tile_id: str, wanted: pd.DataFrame, hparams: dict[
         raise BundleError(config_path, "this tile was trained on other variants; train into a new "
                           "folder or pass resume=False to retrain every tile")
     training = config.get("training", {})
-    if (config.get("hparams") != hparams or training.get("epochs_requested") != epochs
+    if (_with_defaults(config.get("hparams")) != hparams or training.get("epochs_requested") != epochs
             or training.get("unit", "genotype") != unit):
         raise BundleError(config_path, "this tile was trained with other hyperparameters, epochs or "
                           "training rows (unit); train into a new folder or pass resume=False to "
