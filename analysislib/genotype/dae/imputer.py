@@ -63,8 +63,8 @@ __all__ = ["DAE_PRESETS", "DAEImputer"]
 #: * the authors' de-duplication of training rows discards how often each haplotype occurs,
 #:   and tiles of a few dozen variants repeat many (a median of 396 distinct haplotypes among
 #:   900 on 53-variant windows): keeping every row raised the full chr22 panel, haplotype
-#:   rows, from 0.825 / 0.689 to 0.838 / 0.699 (Minimac4 0.839 / 0.712; 0.831 / 0.689 at the
-#:   same number of optimizer steps, for keeping the rows doubles the batches per epoch) and a
+#:   rows, from 0.825 / 0.689 to 0.838 / 0.699 (Minimac4 0.839 / 0.712; 0.831 / 0.689 with one
+#:   batch per epoch, for keeping the rows doubles the batches of a 450-sample panel) and a
 #:   230-sample panel from 0.844 / 0.695 to 0.853 / 0.701 (one batch per epoch either way).
 _FAST_HPARAMS = {"batch_size": 512, "learning_rate": 1e-2, "n_layers": 2, "size_ratio": 1.0,
                  "min_mask": 0.5, "max_mask": 0.9, "deduplicate": False}
