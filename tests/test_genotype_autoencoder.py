@@ -32,6 +32,7 @@ from analysislib.genotype.autoencoder import (
     train_tile,
     validation_r2,
 )
+from analysislib.genotype.dae.hyperparameters import stored_hyperparameters
 from analysislib.genotype.dae.model import SparseDenoisingAutoencoder
 from analysislib.genotype.encoding import allele_presence
 from analysislib.genotype.metrics import aggregate_r2, allele_count, per_variant_r2
@@ -84,6 +85,8 @@ def test_hyperparameters_round_trip_through_json_and_refuse_bad_values():
     # hyperparameters written before a field existed read with its default
     older = {k: v for k, v in hp.to_dict().items() if k != "deduplicate"}
     assert DAEHyperparameters.from_dict(older) == hp and hp.deduplicate is True
+    assert stored_hyperparameters(older) == hp.to_dict()  # what resumed runs compare
+    assert stored_hyperparameters({"n_layer": 4}) == {"n_layer": 4}  # not a valid set: as stored
 
 
 # --------------------------------------------------------------------------- model

@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from analysislib.errors import CheckpointError, InvalidArgumentError
-from analysislib.genotype.dae.hyperparameters import DAEHyperparameters
+from analysislib.genotype.dae.hyperparameters import DAEHyperparameters, stored_hyperparameters
 from analysislib.genotype.dae.losses import (
     _kl_from_hidden,
     focal_alpha,
@@ -550,9 +550,7 @@ def _check_resume_metadata(directory: Any, metadata: Mapping[str, Any]) -> None:
         raise CheckpointError(f"{latest}: not a checkpoint of {MODEL_NAME} "
                               f"(model {saved.get('model')!r}); use another checkpoint_dir")
     ignore = {"max_epochs"}
-    old_hp, new_hp = saved.get("hparams", {}), metadata["hparams"]
-    with contextlib.suppress(InvalidArgumentError, TypeError, AttributeError):
-        old_hp = DAEHyperparameters.from_dict(old_hp).to_dict()  # fields added since: defaults
+    old_hp, new_hp = stored_hyperparameters(saved.get("hparams", {})), metadata["hparams"]
     changed = sorted(k for k in set(old_hp) | set(new_hp)
                      if k not in ignore and old_hp.get(k) != new_hp.get(k))
     if changed:
@@ -589,9 +587,10 @@ def train_tile(  # noqa: PLR0913 - the paper's training controls
     """Train one tile's sparse denoising autoencoder (Dias et al. 2022, Methods).
 
     Training set: the allele presence of ``genotypes`` plus ``hparams.offspring`` offspring,
-    de-duplicated unless ``hparams.deduplicate`` is False. Every epoch draws a fresh mask per sample at the curriculum's rate
-    (:func:`mask_rate_schedule`) from the per-epoch generator of the training loop; the loss is
-    reconstruction (CE or FL) + λ1 L1 + β KL on the clean input, with L2 as weight decay. At the
+    de-duplicated unless ``hparams.deduplicate`` is False. Every epoch draws a fresh mask per
+    sample at the curriculum's rate (:func:`mask_rate_schedule`) from the per-epoch generator of
+    the training loop; the loss is reconstruction (CE or FL) + λ1 L1 + β KL on the clean input,
+    with L2 as weight decay. At the
     end of every ``cycle_epochs`` cycle the mean loss is compared with the best so far: a
     checkpoint is written, the learning rate is multiplied by ``decay_rate``, and training stops
     after ``patience`` cycles without improvement, keeping the best cycle's weights.

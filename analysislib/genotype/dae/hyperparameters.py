@@ -16,7 +16,7 @@ import numpy as np
 from analysislib.errors import InvalidArgumentError
 
 __all__ = ["ACTIVATIONS", "LOSSES", "OPTIMIZERS", "DAEHyperparameters", "layer_sizes",
-           "masking_for_typed_fraction"]
+           "masking_for_typed_fraction", "stored_hyperparameters"]
 
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leakyrelu", "softplus")
@@ -177,6 +177,16 @@ class DAEHyperparameters:
     def replace(self, **changes: Any) -> DAEHyperparameters:
         """A copy with some fields changed (validated)."""
         return type(self).from_dict({**self.to_dict(), **changes})
+
+
+def stored_hyperparameters(values: Any) -> Any:
+    """Hyperparameters as a bundle or checkpoint stored them, with fields added since at their
+    defaults (so a tile trained before a field existed still matches); ``values`` unchanged if
+    they are not a valid set."""
+    try:
+        return DAEHyperparameters.from_dict(values).to_dict()
+    except (InvalidArgumentError, TypeError, AttributeError):
+        return values
 
 
 #: Span of the masking curriculum around the untyped share ``1 - typed_fraction`` of the targets'

@@ -39,7 +39,7 @@ from analysislib.genotype.dae.bundle import (
     write_tile,
 )
 from analysislib.genotype.dae.contigs import _contig_length_map, _contig_names
-from analysislib.genotype.dae.hyperparameters import DAEHyperparameters
+from analysislib.genotype.dae.hyperparameters import DAEHyperparameters, stored_hyperparameters
 from analysislib.genotype.encoding import haplotype_rows
 from analysislib.genotype.imputer import warn_if_unphased
 from analysislib.io.checksum import sha256_of
@@ -131,15 +131,6 @@ def _same_variants(stored: pd.DataFrame, wanted: pd.DataFrame) -> bool:
         for c in ("chrom", "pos", "ref", "alt"))
 
 
-def _with_defaults(hparams: Any) -> Any:
-    """Stored hyperparameters with the fields added since they were written at their defaults
-    (``hparams`` itself if it is not a valid set)."""
-    try:
-        return DAEHyperparameters.from_dict(hparams).to_dict()
-    except (InvalidArgumentError, TypeError, AttributeError):
-        return hparams
-
-
 def _existing_tile(out: Path, tile_id: str, wanted: pd.DataFrame, hparams: dict[str, Any], *,
                    epochs: int | None, unit: str) -> dict[str, Any] | None:
     """The manifest entry of a complete, matching tile already in ``out``, or None to train it.
@@ -166,7 +157,7 @@ def _existing_tile(out: Path, tile_id: str, wanted: pd.DataFrame, hparams: dict[
         raise BundleError(config_path, "this tile was trained on other variants; train into a new "
                           "folder or pass resume=False to retrain every tile")
     training = config.get("training", {})
-    if (_with_defaults(config.get("hparams")) != hparams or training.get("epochs_requested") != epochs
+    if (stored_hyperparameters(config.get("hparams")) != hparams or training.get("epochs_requested") != epochs
             or training.get("unit", "genotype") != unit):
         raise BundleError(config_path, "this tile was trained with other hyperparameters, epochs or "
                           "training rows (unit); train into a new folder or pass resume=False to "
