@@ -684,8 +684,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="seed of the sample or track split (gwas: of the simulation and training)")
     evaluation.add_argument("--threads", type=int,
                             help="threads for the imputer (Beagle/Minimac4 threads, torch threads "
-                                 "of biunet/scda training, autoencoder threads; the "
-                                 "allele-frequency floor runs on one)")
+                                 "of biunet/scda training; for the autoencoder, as many "
+                                 "single-threaded training workers and the inference threads; "
+                                 "the allele-frequency floor runs on one)")
     evaluation.add_argument("-p", "--parameter", action="append", default=[],
                             metavar="NAME=VALUE", help="imputer parameter; repeatable")
     evaluation.add_argument("--results", default=None, help="results store folder")

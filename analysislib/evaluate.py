@@ -82,8 +82,11 @@ def thread_parameters(name: str, threads: int | None) -> dict[str, int]:
     """The keyword that gives imputer ``name`` a thread count: ``{"threads": n}`` or similar.
 
     Every imputer with a thread setting calls it ``threads`` (CPU threads of one process; torch
-    threads for the deep models). An imputer with no thread setting (the allele-frequency floor) runs on one
-    thread, so ``threads=1`` asks nothing of it and more is refused. ``None`` returns ``{}``.
+    threads for the deep models). An imputer that also trains in worker processes (``jobs``: the
+    autoencoder, hundreds of small tile models) gets one single-threaded worker per thread, which
+    trains faster than one process of several torch threads and gives the same weights. An imputer
+    with no thread setting (the allele-frequency floor) runs on one thread, so ``threads=1`` asks
+    nothing of it and more is refused. ``None`` returns ``{}``.
 
     Raises
     ------
@@ -96,7 +99,8 @@ def thread_parameters(name: str, threads: int | None) -> dict[str, int]:
         raise InvalidArgumentError(f"threads must be a whole number of at least 1, got {threads}")
     names, _ = IMPUTERS.keywords(name)
     if "threads" in names:
-        return {"threads": int(threads)}
+        workers = {"jobs": int(threads)} if "jobs" in names and threads > 1 else {}
+        return {"threads": int(threads), **workers}
     if threads == 1:
         return {}
     raise InvalidArgumentError(f"method {name!r} runs on one thread and has no thread setting; "

@@ -87,8 +87,8 @@ def _load(dataset: str, variants: int | None):
 
 def _method_parameters(method: str, preset: str, threads: int, scenario: str | None = None, *,
                        array_agnostic: bool = False, dae_unit: str = "haplotype") -> dict[str, Any]:
-    """Preset for the deep models, each imputer's own thread keyword (for the autoencoder, more
-    than one thread means as many training worker processes), the autoencoder's training rows
+    """Preset for the deep models, each imputer's own thread keywords (for the autoencoder, more
+    than one thread also means as many training worker processes), the autoencoder's training rows
     (``dae_unit``) and its ``typed_fraction`` (the scenario's share of typed sites, unless
     ``array_agnostic``)."""
     from analysislib.evaluate import thread_parameters
@@ -101,11 +101,7 @@ def _method_parameters(method: str, preset: str, threads: int, scenario: str | N
         if harness is not None and harness.kind == "typed_fraction":
             parameters["typed_fraction"] = 1 / harness.keep_every
     # The floor has no thread setting: it runs on one thread whatever --threads says.
-    if method == "dae" and threads > 1:
-        # Hundreds of small tile models: one single-threaded worker process per CPU trains them
-        # faster than one process of several torch threads (the weights are the same).
-        parameters["jobs"] = threads
-    elif thread_parameters(method, 1):
+    if thread_parameters(method, 1):
         parameters.update(thread_parameters(method, threads))
     return parameters
 

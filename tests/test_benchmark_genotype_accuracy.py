@@ -48,16 +48,16 @@ def test_scenarios_run_the_methods_of_issue_12(benchmark):
     assert benchmark._method_parameters("biunet", "standard", 2) == {"preset": "standard",
                                                                       "threads": 2}
     # the autoencoder's tiles train in one worker process per thread
-    assert benchmark._method_parameters("dae", "quick", 2) == {"preset": "quick", "jobs": 2,
-                                                                "unit": "haplotype"}
+    assert benchmark._method_parameters("dae", "quick", 2) == {"preset": "quick", "threads": 2,
+                                                                "jobs": 2, "unit": "haplotype"}
     assert benchmark._method_parameters("dae", "quick", 1) == {"preset": "quick", "threads": 1,
                                                                 "unit": "haplotype"}
     # trained for the scenario's density on haplotype rows, or as the paper trains
     assert benchmark._method_parameters("dae", "quick", 2, "typed_1in3") == {
-        "preset": "quick", "jobs": 2, "unit": "haplotype", "typed_fraction": 1 / 3}
+        "preset": "quick", "threads": 2, "jobs": 2, "unit": "haplotype", "typed_fraction": 1 / 3}
     assert benchmark._method_parameters("dae", "quick", 2, "typed_1in3", array_agnostic=True,
-                                        dae_unit="genotype") == {"preset": "quick", "jobs": 2,
-                                                                 "unit": "genotype"}
+                                        dae_unit="genotype") == {"preset": "quick", "threads": 2,
+                                                                 "jobs": 2, "unit": "genotype"}
     assert benchmark._method_parameters("beagle", "quick", 2) == {"threads": 2}
     assert benchmark._method_parameters("allele_frequency", "quick", 2) == {}
 

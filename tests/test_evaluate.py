@@ -140,7 +140,8 @@ def test_thread_parameters_name_each_imputers_keyword():
 
     assert thread_parameters("beagle", 3) == {"threads": 3}
     assert thread_parameters("minimac4", 2) == {"threads": 2}
-    assert thread_parameters("dae", 2) == {"threads": 2}
+    assert thread_parameters("dae", 2) == {"threads": 2, "jobs": 2}  # one training worker per thread
+    assert thread_parameters("dae", 1) == {"threads": 1}
     assert thread_parameters("biunet", 2) == {"threads": 2}
     assert thread_parameters("scda", 1) == {"threads": 1}
     assert thread_parameters("allele_frequency", 1) == {}

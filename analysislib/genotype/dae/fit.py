@@ -590,10 +590,10 @@ def train_tile(  # noqa: PLR0913 - the paper's training controls
     de-duplicated unless ``hparams.deduplicate`` is False. Every epoch draws a fresh mask per
     sample at the curriculum's rate (:func:`mask_rate_schedule`) from the per-epoch generator of
     the training loop; the loss is reconstruction (CE or FL) + λ1 L1 + β KL on the clean input,
-    with L2 as weight decay. At the
-    end of every ``cycle_epochs`` cycle the mean loss is compared with the best so far: a
-    checkpoint is written, the learning rate is multiplied by ``decay_rate``, and training stops
-    after ``patience`` cycles without improvement, keeping the best cycle's weights.
+    with L2 as weight decay. At the end of every ``cycle_epochs`` cycle the mean loss is compared
+    with the best so far: a checkpoint is written, the learning rate is multiplied by
+    ``decay_rate``, and training stops after ``patience`` cycles without improvement, keeping the
+    best cycle's weights.
 
     Parameters
     ----------
