@@ -272,6 +272,7 @@ def _train_settings(args: argparse.Namespace) -> dict:
             "tiling": dict(preset["tiling"]),
             "models_per_tile": (args.models_per_tile if args.models_per_tile is not None
                                 else preset["models_per_tile"]),
+            "ensemble_layout": "offset",  # an ensemble's models on offset tiles (train_bundle)
             "unit": args.unit}
 
 
@@ -349,6 +350,9 @@ def _check_resumable(out, state: str, record: dict, force: bool) -> bool:
         if isinstance(stored.get("settings"), dict):  # older records: one model per tile, genotype rows
             stored["settings"].setdefault("models_per_tile", 1)
             stored["settings"].setdefault("unit", "genotype")
+            # older ensembles repeated each tile's span; one model per tile has no layout to differ
+            older_layout = "repeated" if stored["settings"]["models_per_tile"] > 1 else "offset"
+            stored["settings"].setdefault("ensemble_layout", older_layout)
         differs = [key for key in ("reference_sha256", "settings") if stored.get(key) != record[key]]
     except (OSError, UnicodeDecodeError, ValueError, AttributeError) as err:
         if not force:
@@ -417,7 +421,7 @@ def _train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from analysislib.errors import InputFormatError
-    from analysislib.genotype.dae import TILES_DIR, train_bundle
+    from analysislib.genotype.dae import TILES_DIR, offset_tiles, train_bundle
     from analysislib.io.atomic import atomic_output
     from analysislib.io.checksum import sha256_of
     from analysislib.runtime import RunOptions
@@ -439,7 +443,9 @@ def _train(args: argparse.Namespace) -> int:
         tiling = tile_genome(reference, **settings["tiling"])
     except ValueError as err:
         raise InputFormatError(reference_path, f"cannot tile the panel into LD tiles ({err})") from None
-    n_tiles = len(tiling.tiles) * settings["models_per_tile"]  # a tile's ensemble: tiles of their own
+    # a tile's ensemble: tiles of their own, on offset spans
+    n_tiles = len(offset_tiles(tiling.tiles["first_variant"].to_numpy(), tiling.tiles["last_variant"].to_numpy(),
+                               reference["variant_contig"].values, settings["models_per_tile"])[0])
     with contextlib.ExitStack() as stack:
         client = stack.enter_context(_connect_scheduler(args.scheduler)) if args.scheduler else None
         stack.enter_context(_training_lock(out))
@@ -457,7 +463,7 @@ def _train(args: argparse.Namespace) -> int:
             with atomic_output(out / TRAIN_RECORD_NAME) as tmp:
                 tmp.write_text(json.dumps(record, indent=1) + "\n")
         models = settings["models_per_tile"]
-        ensemble = f" ({len(tiling.tiles)} x {models} models)" if models > 1 else ""
+        ensemble = f" ({len(tiling.tiles)} LD tiles, {models} models over each variant)" if models > 1 else ""
         print(f"training {n_tiles} tiles{ensemble} of {reference.sizes['variants']} variants, "
               f"{reference.sizes['samples']} samples ({settings['preset']} preset) into {out}",
               file=sys.stderr)
@@ -704,8 +710,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="epochs per tile (default: the preset's; full trains to early stopping)")
     train.add_argument("--seed", type=int, default=0, help="seed of weights and masks (default 0)")
     train.add_argument("--models-per-tile", type=int, default=None, metavar="K",
-                       help="independently seeded models per tile, averaged when imputing (default: "
-                            "the preset's: 2 for quick, 3 for standard, 1 for full)")
+                       help="independently seeded models over each variant, model k on the LD tiles "
+                            "offset by (k-1)/K of a tile, averaged when imputing (default: the "
+                            "preset's: 2 for quick, 3 for standard, 1 for full)")
     train.add_argument("--typed-fraction", type=float, default=None, metavar="F",
                        help="share of the panel's sites the targets will have typed (e.g. 0.33): train "
                             "for that density (more accurate there, less on sparser arrays; default: "

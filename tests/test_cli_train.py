@@ -69,7 +69,7 @@ def test_train_then_impute_is_the_panel_free_workflow(reference, trained, tmp_pa
     from analysislib.io.vcf import read_vcf
 
     bundle = load_bundle(trained)
-    # the quick preset: two models per LD tile, the second stored as a tile of its own
+    # the quick preset: two models over each variant, the second on offset tiles of its own
     assert list(bundle.tiles["contig"]) == ["21", "21", "22", "22"]
     assert bundle.manifest["training"]["models_per_tile"] == 2
     assert len(bundle.variants) == reference["n_variants"]
@@ -139,6 +139,7 @@ def test_a_run_recorded_before_ensembles_resumes_as_one_model_per_tile(reference
     record = json.loads((out / "analysislib-train.json").read_text())
     assert record["settings"].pop("models_per_tile") == 1
     assert record["settings"].pop("unit") == "genotype"  # records before haplotype rows: genotype rows
+    assert record["settings"].pop("ensemble_layout") == "offset"  # no layout with one model per tile
     (out / "analysislib-train.json").write_text(json.dumps(record))
     assert main(["train", str(reference["reference"]), "--out", str(out), *one_model]) == 0
     assert "resuming the interrupted run" in capsys.readouterr().err
@@ -160,6 +161,12 @@ def test_interrupted_run_of_other_settings_is_refused(reference, trained, tmp_pa
     shutil.copy(reference["target"], other)
     assert main(["train", str(other), "--out", str(out), "--epochs", "20"]) == 1
     assert "another reference" in _one_error_line(capsys)
+    # a run of two models per tile recorded before the second moved to offset tiles
+    record = json.loads((out / TRAIN_RECORD_NAME).read_text())
+    record["settings"].pop("ensemble_layout")
+    (out / TRAIN_RECORD_NAME).write_text(json.dumps(record))
+    assert main([*args, "--epochs", "20"]) == 1
+    assert "(ensemble_layout 'repeated' there, 'offset' now)" in _one_error_line(capsys)
     assert not (out / "manifest.json").exists()  # nothing was touched
 
 

@@ -540,26 +540,69 @@ def test_dae_imputer_takes_n_jobs_for_one_release():
     assert imputer.jobs == 3 and imputer.parameters()["jobs"] == 3
 
 
+def _spans(*columns: np.ndarray) -> list[tuple[int, ...]]:
+    return list(zip(*(c.tolist() for c in columns), strict=True))
+
+
+def test_offset_tiles_move_each_model_s_edges_inside_the_others():
+    from analysislib.genotype.dae import offset_tiles
+
+    # two contigs: tiles 0-39, 30-69, 60-99 on the first, 100-149 on the second
+    contigs = np.array([0] * 100 + [1] * 50)
+    first, last = np.array([0, 30, 60, 100]), np.array([39, 69, 99, 149])
+    a, b, rows, models = offset_tiles(first, last, contigs, 1)
+    assert a.tolist() == first.tolist() and b.tolist() == last.tolist() and models.tolist() == [1] * 4
+    a, b, rows, models = offset_tiles(first, last, contigs, 2)
+    # ordered by input tile, then model; model 2 cuts at mid-tile (0+20, 30+20, 60+20), from the
+    # contig's first variant to its last, never across contigs
+    assert rows.tolist() == [0, 0, 1, 1, 2, 2, 3, 3] and models.tolist() == [1, 2] * 4
+    assert _spans(a[models == 2], b[models == 2]) == [(0, 49), (50, 79), (80, 99), (100, 149)]
+    a, b, rows, models = offset_tiles(first, last, contigs, 3)
+    third = _spans(a[models == 3], b[models == 3])
+    assert third == [(0, 55), (56, 85), (86, 99), (100, 149)]  # cuts at 2/3 of each tile
+    for k in (2, 3):  # every model covers every tiled variant exactly once here
+        covered = np.concatenate([np.arange(x, y + 1) for x, y in _spans(a[models == k], b[models == k])])
+        assert np.array_equal(np.sort(covered), np.arange(150))
+    # a cut that would go backwards (a short tile nested in a long one) stays at the one before it;
+    # a tile left empty is dropped
+    a, b, _, models = offset_tiles(np.array([0, 5]), np.array([99, 9]), np.zeros(100, int), 2)
+    assert _spans(a[models == 2], b[models == 2]) == [(0, 49), (50, 99)]
+    a, b, rows, models = offset_tiles(np.array([0, 1, 1, 3]), np.array([9, 2, 2, 9]), np.zeros(10, int), 2)
+    assert _spans(a[models == 2], b[models == 2], rows[models == 2]) == [
+        (0, 4, 0), (5, 5, 2), (6, 9, 3)]
+
+
 def test_models_per_tile_train_an_ensemble_that_inference_averages(panel: xr.Dataset, tmp_path: Path):
+    from analysislib.genotype.dae import offset_tiles
     from analysislib.training import derive_seed
 
     tiles = tile_table(panel.sizes["variants"])
     single = train_bundle(panel, tiles, FAST, tmp_path / "single", epochs=2, options=RunOptions(progress=False))
     bundle = train_bundle(panel, tiles, FAST, tmp_path / "ensemble", epochs=2, models_per_tile=2, options=RunOptions(progress=False))
     assert bundle.manifest["training"]["models_per_tile"] == 2 and len(bundle.tiles) == 6
+    assert bundle.manifest["training"]["ensemble_layout"] == "offset"
     ids = bundle.tiles["id"].tolist()
-    assert ids[0::2] == single.tiles["id"].tolist() and ids[1::2] == [f"{i}_m2" for i in ids[0::2]]
-    assert [m.tolist() for m in bundle.members[0::2]] == [m.tolist() for m in bundle.members[1::2]]
+    assert ids[0::2] == single.tiles["id"].tolist() and all(i.endswith("_m2") for i in ids[1::2])
+    # model 2 runs on the offset tiles, so its edges fall inside model 1's tiles
+    a, b, _, models = offset_tiles(tiles["first_variant"].to_numpy(), tiles["last_variant"].to_numpy(),
+                                   np.zeros(panel.sizes["variants"], int), 2)
+    assert [m.tolist() for m in bundle.members[1::2]] == [list(range(x, y + 1)) for x, y in _spans(a[models == 2], b[models == 2])]
+    assert [m.tolist() for m in bundle.members[0::2]] == [m.tolist() for m in single.members]
     # model 1 of each tile is the single model (same seed); model 2 has a seed of its own
     assert bundle.hyperparameters(0) == FAST and bundle.hyperparameters(1).seed == derive_seed(5, dae.ENSEMBLE_STREAM, 2)
     x = np.random.default_rng(1).integers(0, 2, (4, 2 * len(bundle.members[2]))).astype(np.float32)
     np.testing.assert_array_equal(bundle.predict(2, x), single.predict(1, x))
-    assert np.abs(bundle.predict(3, x) - bundle.predict(2, x)).max() > 1e-3
-    # the two models of a tile share its overlap weights equally
-    for row in range(3):
-        np.testing.assert_allclose(bundle.overlap_weights()[2 * row], single.overlap_weights()[row] / 2, rtol=1e-6)
-        np.testing.assert_array_equal(bundle.overlap_weights()[2 * row], bundle.overlap_weights()[2 * row + 1])
-    # a variant held by one tile takes the mean of that tile's two models
+    # each variant's weights over the tiles that hold it sum to 1, and a variant at a model-1 tile
+    # edge takes more from the model-2 tile around it
+    weights = np.zeros(panel.sizes["variants"])
+    for member, w in zip(bundle.members, bundle.overlap_weights(), strict=True):
+        np.add.at(weights, member, w)
+    np.testing.assert_allclose(weights, 1, rtol=1e-6)
+    edge = int(tiles["last_variant"][0])
+    held = [(row, int(np.flatnonzero(m == edge)[0])) for row, m in enumerate(bundle.members) if edge in m]
+    by_model = {row % 2: bundle.overlap_weights()[row][i] for row, i in held}
+    assert by_model[1] > by_model[0]
+    # inference averages the models: a variant differs from the single model's imputation
     typed = panel.isel(variants=slice(0, None, 3))
     both = impute_dataset(bundle, typed)["call_dosage"].values
     firsts = impute_dataset(single, typed)["call_dosage"].values

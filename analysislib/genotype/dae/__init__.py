@@ -19,7 +19,8 @@ pipeline as one portable artefact and one call, a module per concept:
   :func:`load_bundle`, :class:`Bundle`) and the rule for overlapping tiles
   (:data:`OVERLAP_RULE`);
 * :mod:`~analysislib.genotype.dae.plan`: training every tile into a bundle
-  (:func:`train_bundle`, on a process pool or a ``dask.distributed`` cluster, resumable);
+  (:func:`train_bundle`, on a process pool or a ``dask.distributed`` cluster, resumable) and
+  the offset tiles of an ensemble's models (:func:`offset_tiles`);
 * :mod:`~analysislib.genotype.dae.mapping`: matching input variants to the bundle's
   (:func:`map_variants`);
 * :mod:`~analysislib.genotype.dae.inference` and :mod:`~analysislib.genotype.dae.streaming`:
@@ -74,7 +75,7 @@ from analysislib.genotype.dae.inference import impute_dataset
 from analysislib.genotype.dae.mapping import StrandPolicy as StrandPolicy
 from analysislib.genotype.dae.mapping import VariantMapping, map_variants
 from analysislib.genotype.dae.plan import ENSEMBLE_STREAM as ENSEMBLE_STREAM
-from analysislib.genotype.dae.plan import plan_tile_tasks, train_bundle
+from analysislib.genotype.dae.plan import offset_tiles, plan_tile_tasks, train_bundle
 from analysislib.genotype.dae.streaming import (
     CHUNK_GENOTYPES,
     DEFAULT_BATCH_SAMPLES,
@@ -106,6 +107,7 @@ __all__ = [
     "load_bundle",
     "map_variants",
     "normalise_contig",
+    "offset_tiles",
     "plan_stream",
     "plan_tile_tasks",
     "save_bundle",

@@ -56,13 +56,60 @@ if TYPE_CHECKING:
     import pandas as pd
     import xarray as xr
 
-__all__ = ["ENSEMBLE_STREAM", "plan_tile_tasks", "train_bundle"]
+__all__ = ["ENSEMBLE_STREAM", "offset_tiles", "plan_tile_tasks", "train_bundle"]
 
 logger = logging.getLogger(__name__)
 
 
 #: ``derive_seed`` stream of the seeds of a tile's extra ensemble models (``models_per_tile``).
 ENSEMBLE_STREAM = 21
+
+
+def offset_tiles(first: np.ndarray, last: np.ndarray, contigs: np.ndarray, models: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The tiles of each model of a ``models``-member ensemble over tiles ``first``..``last``.
+
+    Model 1 has the tiles as given. Model ``k > 1`` cuts each contig at the points
+    ``first[i] + ⌊(k − 1) · size[i] / models⌋`` (tile ``i``'s start moved into it by that share of
+    its size): its tile ``i`` runs from tile ``i``'s cut point to just before tile ``i + 1``'s, the
+    first from the contig's first tiled variant and the last to its last. Every member covers the
+    variants the tiles cover, and with two members a tile edge falls about mid-tile of the other.
+    ``contigs`` holds each variant's contig.
+
+    Returns
+    -------
+    tuple
+        ``(first, last, tile, model)``: inclusive variant ranges, the input row each starts in
+        and the model number (1-based), ordered by input tile and then model; tiles a cut leaves
+        empty are dropped.
+    """
+    first, last = np.asarray(first, dtype=np.int64), np.asarray(last, dtype=np.int64)
+    out: list[tuple[int, int, int, int]] = [(int(a), int(b), row, 1)
+                                            for row, (a, b) in enumerate(zip(first, last, strict=True))]
+    tile_contigs = np.asarray(contigs)[first]
+    for k in range(2, models + 1):
+        for contig in dict.fromkeys(tile_contigs.tolist()):
+            rows = np.flatnonzero(tile_contigs == contig)
+            rows = rows[np.argsort(first[rows], kind="stable")]
+            cuts = first[rows] + ((k - 1) * (last[rows] - first[rows] + 1)) // models
+            cuts = np.maximum.accumulate(cuts)
+            cuts[0] = first[rows].min()
+            ends = np.append(cuts[1:] - 1, last[rows].max())
+            out.extend((int(a), int(b), int(row), k)
+                       for row, a, b in zip(rows, cuts, ends, strict=True) if b >= a)
+    out.sort(key=lambda item: (item[2], item[3]))
+    columns = np.array(out, dtype=np.int64).reshape(-1, 4)
+    return columns[:, 0], columns[:, 1], columns[:, 2], columns[:, 3]
+
+
+def _unique_ids(ids: list[str]) -> list[str]:
+    """``ids`` with a repeated one (identical spans, rare) suffixed ``_2``, ``_3``, ..."""
+    seen: dict[str, int] = {}
+    unique = []
+    for tile_id in ids:
+        seen[tile_id] = seen.get(tile_id, 0) + 1
+        unique.append(tile_id if seen[tile_id] == 1 else f"{tile_id}_{seen[tile_id]}")
+    return unique
 
 
 def plan_tile_tasks(costs: Sequence[float], n_workers: int = 1, tiles_per_task: int | None = None
@@ -309,11 +356,14 @@ def train_bundle(
         Keep tiles already in ``out_dir`` whose variants, hyperparameters and epochs match
         (a tile trained differently raises :class:`BundleError`); False retrains all tiles.
     models_per_tile
-        Independently seeded models per tile (an ensemble). Model ``k > 1`` of a tile is stored as a
-        tile of its own with the same variants, id ``<tile id>_m<k>`` and hyperparameter seed
-        ``derive_seed(seed, ENSEMBLE_STREAM, k)``; inference averages them by
-        :data:`~analysislib.genotype.dae.bundle.OVERLAP_RULE` (equal weights: same variants). 1
-        (default) is one model per tile.
+        Models covering each variant (an ensemble; 1, the default, is one model per tile). Model
+        ``k > 1`` is trained on the tiles offset by (k − 1) / ``models_per_tile`` of a tile
+        (:func:`offset_tiles`), so that a variant near the edge of its tile sits inside another
+        model's; each is stored as a tile of its own with id ``<its span's id>_m<k>``, the
+        hyperparameters of the tile it starts in and seed ``derive_seed(seed, ENSEMBLE_STREAM,
+        k)``. Inference averages the models by
+        :data:`~analysislib.genotype.dae.bundle.OVERLAP_RULE`, which weighs each by the variant's
+        distance to its tile's edge.
     unit
         What one training row is (:data:`~analysislib.genotype.dae.bundle.UNITS`):
         ``"genotype"`` (default, the paper's: a sample's unphased genotypes) or ``"haplotype"``
@@ -379,22 +429,22 @@ def train_bundle(
     if spans_contigs.any():
         t = int(np.flatnonzero(spans_contigs)[0])
         raise InvalidArgumentError(f"tile {t} spans contigs {contigs[first[t]]} and {contigs[last[t]]}")
-    ids = [tile_id_for(contigs[a], positions[a], positions[b]) for a, b in zip(first, last, strict=True)]
-    seen: dict[str, int] = {}
-    for i, tile_id in enumerate(ids):  # identical spans (rare): make the ids unique
-        seen[tile_id] = seen.get(tile_id, 0) + 1
-        if seen[tile_id] > 1:
-            ids[i] = f"{tile_id}_{seen[tile_id]}"
+    ids = _unique_ids([tile_id_for(contigs[a], positions[a], positions[b])
+                       for a, b in zip(first, last, strict=True)])
     numbers = table["tile"].tolist() if "tile" in table else list(range(len(table)))
     chosen = _hparams_for(hparams, ids, numbers)
     if models_per_tile > 1:  # the ensemble's extra models as tiles of their own, after their tile
         from analysislib.training import derive_seed
 
-        first, last = np.repeat(first, models_per_tile), np.repeat(last, models_per_tile)
-        models = range(1, models_per_tile + 1)
-        ids = [tile_id if k == 1 else f"{tile_id}_m{k}" for tile_id in ids for k in models]
-        chosen = [hp if k == 1 else replace(hp, seed=derive_seed(hp.seed, ENSEMBLE_STREAM, k))
-                  for hp in chosen for k in models]
+        member_first, member_last, base, member = offset_tiles(first, last, contigs, models_per_tile)
+        ids = _unique_ids([ids[row] if k == 1 else
+                           f"{tile_id_for(contigs[a], positions[a], positions[b])}_m{k}"
+                           for row, k, a, b in zip(base, member, member_first, member_last, strict=True)])
+        chosen = [chosen[row] if k == 1 else
+                  replace(chosen[row], seed=derive_seed(chosen[row].seed, ENSEMBLE_STREAM, int(k)))
+                  for row, k in zip(base, member, strict=True)]
+        first, last = member_first, member_last
+    ids = _unique_ids(ids)
 
     alt_freq = np.nan_to_num(np.asarray(alt_allele_frequency(reference).values, dtype=np.float64))
     calls = reference["call_genotype"].data  # NumPy or dask: sliced one tile at a time
@@ -483,5 +533,6 @@ def train_bundle(
                    contig_lengths=_contig_length_map(reference), genome_build=genome_build, unit=unit,
                    extra={"training": {"epochs_requested": epochs, "n_tiles": len(ids),
                                        "models_per_tile": int(models_per_tile),
+                                       "ensemble_layout": "offset",  # see offset_tiles
                                        "tiles_reused": reused, "tiling": tiling_params}})
     return load_bundle(out)
