@@ -444,7 +444,6 @@ def train_bundle(
                   replace(chosen[row], seed=derive_seed(chosen[row].seed, ENSEMBLE_STREAM, int(k)))
                   for row, k in zip(base, member, strict=True)]
         first, last = member_first, member_last
-    ids = _unique_ids(ids)
 
     alt_freq = np.nan_to_num(np.asarray(alt_allele_frequency(reference).values, dtype=np.float64))
     calls = reference["call_genotype"].data  # NumPy or dask: sliced one tile at a time
