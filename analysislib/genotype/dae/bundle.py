@@ -704,8 +704,8 @@ class Bundle:
         if self._packed is None:
             with self._packed_lock:
                 if self._packed is None:
-                    try:
-                        flat = np.load(path, allow_pickle=False)
+                    try:  # mapped, not read: pages come from the page cache as tiles need them
+                        flat = np.asarray(np.load(path, mmap_mode="r", allow_pickle=False))
                     except (OSError, ValueError, EOFError) as err:
                         raise BundleError(path, f"unreadable packed weights ({err})") from None
                     size = int(self.manifest["packed_weights"]["size"])
