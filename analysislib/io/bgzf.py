@@ -84,9 +84,9 @@ def _reference_index(beg: np.ndarray, end: np.ndarray, start: np.ndarray, stop: 
     run_stops = np.r_[run_starts[1:], len(bins)] - 1
     run_bins = bins[run_starts]
     order = np.argsort(run_bins, kind="stable")  # by bin, file order within a bin
-    parts = [struct.pack("<i", len(np.unique(run_bins)) + 1)]
     sorted_bins = run_bins[order]
     edges = np.r_[np.flatnonzero(np.r_[True, sorted_bins[1:] != sorted_bins[:-1]]), len(order)]
+    parts = [struct.pack("<i", len(edges))]  # distinct bins + the pseudo-bin
     chunks = np.stack([start[run_starts[order]], stop[run_stops[order]]], axis=1).astype("<u8").tobytes()
     for lo, hi in itertools.pairwise(edges.tolist()):
         parts.append(struct.pack("<Ii", int(sorted_bins[lo]), hi - lo) + chunks[16 * lo:16 * hi])
