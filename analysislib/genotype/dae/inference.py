@@ -24,7 +24,7 @@ Speed
 Inference cost is a few matrix products per tile; everything else (reading, mapping, decoding,
 writing) is vectorised over variants and samples. Importing torch takes longer than imputing a
 chromosome of array data, so inference runs the packed weights through
-:func:`~analysislib.genotype.dae.forward.numpy_forward` (one file read for all tiles, the
+:func:`~analysislib.genotype.dae.forward.numpy_forward` (one file, memory-mapped, for all tiles; the
 matrix products in NumPy's BLAS, results equal to torch's to float32 rounding) and
 ``analysislib impute`` never imports torch; it reads the VCF into NumPy arrays
 (:func:`~analysislib.io.vcf.read_vcf_arrays`), so xarray and dask are not imported either, and
