@@ -636,6 +636,10 @@ def test_packed_weights_run_without_torch_and_match_it(panel: xr.Dataset, tmp_pa
         a * b + b for t in manifest["tiles"] for a, b in itertools.pairwise(t["packed"]["widths"]))
     x = np.random.default_rng(2).integers(0, 2, (9, 2 * entry_n(manifest, 2))).astype(np.float32)
     np.testing.assert_allclose(bundle.predict(2, x), bundle.predict(2, x, engine="torch"), rtol=1e-5, atol=2e-6)
+    # The layers are read-only views of the mapped file (inference never writes into them).
+    (weight, bias), *_ = bundle.packed_layers(1)[0]
+    assert not weight.flags.writeable and not bias.flags.writeable
+    np.testing.assert_array_equal(weight.ravel(), state["encoder.0.weight"].numpy().ravel())
     typed = panel.isel(variants=slice(0, None, 3))
     fast, slow = (impute_dataset(bundle, typed, engine=e, threads=2) for e in ("numpy", "torch"))
     np.testing.assert_allclose(fast["call_genotype_probability"].values, slow["call_genotype_probability"].values,
