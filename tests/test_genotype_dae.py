@@ -881,6 +881,14 @@ def test_plan_stream_bounds_the_genotypes_held():
     plan = plan_stream(tiles, 5000)
     assert plan.genotypes_held <= dae.CHUNK_GENOTYPES + 55 * 5000 and len(plan.chunks) == 13
     assert plan.batch_genotypes == plan.max_chunk_variants * dae.DEFAULT_BATCH_SAMPLES
+    # Two threads: two chunks imputed and one written at a time share the same text budget.
+    side = plan_stream(tiles, 5000, side_by_side=2)
+    assert side.chunks_held == 3 and len(side.chunks) == 39
+    assert side.genotypes_held <= dae.CHUNK_GENOTYPES + 3 * 55 * 5000
+    assert side.batch_genotypes == 2 * side.max_chunk_variants * dae.DEFAULT_BATCH_SAMPLES
+    # With few samples, still a chunk per thread where the tiles allow.
+    assert plan_stream(tiles, 50, side_by_side=2).chunks == ((0, 5225), (5225, 10_450), (10_450, 10_490))
+    assert plan_stream(tiles, 50).chunks == ((0, 10_490),)
     with pytest.raises(ValueError, match="at least 1"):
         plan_stream(supplier, 5, batch_samples=0)
 

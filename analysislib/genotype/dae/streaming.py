@@ -49,8 +49,9 @@ __all__ = [
 
 #: Default samples per batch of :func:`impute_vcf` (``analysislib impute --batch-samples``).
 DEFAULT_BATCH_SAMPLES = 1000
-#: Output genotypes (variants x samples) per region chunk of :func:`impute_vcf`: a chunk's
-#: text (about 20 bytes a genotype) is held until it is written.
+#: Output genotypes (variants x samples) that :func:`impute_vcf` holds at once as text (about
+#: 20 bytes a genotype) before writing them: one region chunk, or the chunks side by side on
+#: threads together (:func:`plan_stream`).
 CHUNK_GENOTYPES = 2**22
 
 
@@ -62,12 +63,19 @@ class StreamPlan:
     changes (:data:`~analysislib.genotype.dae.bundle.OVERLAP_RULE`), so that few tiles reach into
     two chunks; one that does runs in both and adds to each chunk's variants only. Within a chunk
     the samples go ``batch_samples`` at a time through the models and the text formatter; the
-    chunk's text is then written and dropped.
+    chunk's text is then written and dropped. ``side_by_side`` chunks are imputed at once (one per
+    thread); with more than one, one more chunk's text can be held while it is written.
     """
 
     n_samples: int
     batch_samples: int
     chunks: tuple[tuple[int, int], ...]
+    side_by_side: int = 1
+
+    @property
+    def chunks_held(self) -> int:
+        """Chunks whose text can be held at once: those imputed side by side, and one being written."""
+        return 1 if self.side_by_side == 1 else self.side_by_side + 1
 
     @property
     def max_chunk_variants(self) -> int:
@@ -76,18 +84,23 @@ class StreamPlan:
 
     @property
     def genotypes_held(self) -> int:
-        """Output genotypes held at once as text (the largest chunk, every sample)."""
-        return self.max_chunk_variants * self.n_samples
+        """Output genotypes held at once as text at most (:attr:`chunks_held` of the largest
+        chunk, every sample)."""
+        return self.chunks_held * self.max_chunk_variants * self.n_samples
 
     @property
     def batch_genotypes(self) -> int:
-        """Genotypes decoded at once in floating point (the largest chunk, one sample batch)."""
-        return self.max_chunk_variants * min(self.batch_samples, self.n_samples)
+        """Genotypes decoded at once in floating point (one sample batch of the largest chunk,
+        in each chunk imputed side by side)."""
+        return self.side_by_side * self.max_chunk_variants * min(self.batch_samples, self.n_samples)
 
 
 def plan_stream(supplier: Sequence[int], n_samples: int, *, batch_samples: int = DEFAULT_BATCH_SAMPLES,
-                chunk_genotypes: int = CHUNK_GENOTYPES) -> StreamPlan:
-    """Cut output variants into region chunks of about ``chunk_genotypes`` genotypes.
+                chunk_genotypes: int = CHUNK_GENOTYPES, side_by_side: int = 1) -> StreamPlan:
+    """Cut output variants into region chunks that together hold about ``chunk_genotypes`` genotypes.
+
+    With ``side_by_side`` chunks imputed at once, :attr:`StreamPlan.chunks_held` chunks share
+    ``chunk_genotypes``, and there are at least ``side_by_side`` chunks where the tiles allow.
 
     Parameters
     ----------
@@ -99,13 +112,17 @@ def plan_stream(supplier: Sequence[int], n_samples: int, *, batch_samples: int =
     batch_samples
         Samples per batch.
     chunk_genotypes
-        Variants x samples per chunk; a chunk holds at least one tile's variants.
+        Variants x samples held as text at once; a chunk holds at least one tile's variants.
+    side_by_side
+        Chunks imputed at once (threads).
     """
-    if batch_samples < 1 or chunk_genotypes < 1 or n_samples < 1:
-        raise InvalidArgumentError("batch_samples, chunk_genotypes and n_samples must be at least 1")
+    if batch_samples < 1 or chunk_genotypes < 1 or n_samples < 1 or side_by_side < 1:
+        raise InvalidArgumentError("batch_samples, chunk_genotypes, n_samples and side_by_side must be "
+                                   "at least 1")
     supplier = np.asarray(supplier)
     ends = np.r_[np.flatnonzero(np.diff(supplier) != 0) + 1, len(supplier)] if len(supplier) else []
-    target = max(1, chunk_genotypes // n_samples)
+    held = StreamPlan(1, 1, (), side_by_side).chunks_held
+    target = max(1, min(chunk_genotypes // held // n_samples, len(supplier) // side_by_side))
     chunks, start, last = [], 0, 0
     for end in ends:
         if end - start > target and last > start:
@@ -114,7 +131,7 @@ def plan_stream(supplier: Sequence[int], n_samples: int, *, batch_samples: int =
         last = int(end)
     if last > start:
         chunks.append((start, last))
-    return StreamPlan(int(n_samples), int(batch_samples), tuple(chunks))
+    return StreamPlan(int(n_samples), int(batch_samples), tuple(chunks), int(side_by_side))
 
 
 @dataclass
@@ -257,11 +274,13 @@ def _record_prefixes(bundle: Bundle, keep: np.ndarray, contig_names: Mapping[str
 
 def _ordered_results(works: Iterator[_ChunkWork], compute: Any, *, client: Any, bundle: Bundle,
                      verify: bool, window: int, settings: dict[str, Any]) -> Iterator[bytes]:
-    """Each chunk's text in chunk order: computed here, or on ``client`` with ``window`` in flight.
+    """Each chunk's text in chunk order: computed here, or on ``client``, ``window`` chunks in flight.
 
-    Here, with ``settings["threads"]`` above 1 and the NumPy engine, chunks run side by side on that many threads
-    (NumPy releases the GIL in its array operations). The engine's thread limit is process-wide,
-    so it is set to one thread once around them, not per chunk.
+    Here, with ``settings["threads"]`` above 1 and the NumPy engine, chunks run side by side on that
+    many threads (NumPy releases the GIL in its array operations), ``window`` of them submitted
+    at once (:attr:`StreamPlan.chunks_held`: while the caller writes one chunk, every thread has
+    another). The engine's thread limit is process-wide, so it is set to one thread once around
+    them, not per chunk.
     """
     threads = settings.get("threads") or 1
     if client is None and (threads == 1 or settings["engine"] != "numpy"):  # torch threads inside
@@ -275,7 +294,7 @@ def _ordered_results(works: Iterator[_ChunkWork], compute: Any, *, client: Any, 
             try:
                 for work in works:
                     running.append(pool.submit(_impute_chunk, bundle, work, **as_set))
-                    if len(running) >= 2 * threads:
+                    if len(running) >= window:
                         yield running.pop(0).result()
                 while running:
                     yield running.pop(0).result()
@@ -320,8 +339,8 @@ class ImputeReport:
             self.mapping.summary(),
             *([f"  {self.n_tiles_untyped} tiles had no typed variant (imputed from the model alone)"]
               if self.n_tiles_untyped else []),
-            *([(f"  {len(self.plan.chunks)} region chunks, samples in batches of "
-               f"{min(self.plan.batch_samples, self.n_samples)}")] if self.plan is not None else []),
+            *([(f"  {len(self.plan.chunks)} region chunks ({self.plan.side_by_side} at a time), samples "
+               f"in batches of {min(self.plan.batch_samples, self.n_samples)}")] if self.plan is not None else []),
             "time: " + ", ".join(f"{k} {v:.2f} s" for k, v in s.items()),
         ])
 
@@ -359,10 +378,10 @@ def impute_vcf(
 ) -> ImputeReport:
     """Impute a VCF/BCF file with a model bundle and write GT:DS:GP as bgzipped, indexed VCF.
 
-    The output is streamed: region chunks of about ``chunk_genotypes`` output genotypes are
-    imputed ``batch_samples`` samples at a time, formatted and written before the next chunk
-    starts (:func:`plan_stream`), so the memory for outputs is bounded by the chunk, not the
-    cohort. The typed input genotypes (2 bytes each) are read whole. The text is the same as
+    The output is streamed: region chunks are imputed ``batch_samples`` samples at a time,
+    formatted and written in order, the text held at once staying near ``chunk_genotypes``
+    output genotypes (:func:`plan_stream`), so the memory for outputs is bounded by the chunks,
+    not the cohort. The typed input genotypes (2 bytes each) are read whole. The text is the same as
     ``write_vcf(impute_dataset(...))`` writes, whatever the batch and chunk sizes.
 
     Parameters
@@ -390,7 +409,8 @@ def impute_vcf(
     batch_samples
         Samples per batch through the models and the formatter.
     chunk_genotypes
-        Output variants x samples per region chunk.
+        Output variants x samples held as text at once: one region chunk, or with ``threads``
+        above 1 (NumPy engine) the ``threads + 1`` chunks in flight together (:func:`plan_stream`).
     client
         A ``dask.distributed`` client: chunks are imputed on its workers (each loads the
         bundle from its folder once, so the folder must be reachable from the workers) and
@@ -449,10 +469,11 @@ def impute_vcf(
                          [lengths[c] for c in names] if lengths and all(c in lengths for c in names) else None,
                          ("GT", "DS", "GP"), sample_ids)
     prefixes = _record_prefixes(bundle, keep, contig_names)
-    if threads > 1 and client is None and engine == "numpy":  # a chunk per thread (_ordered_results)
-        chunk_genotypes = min(chunk_genotypes, max(1, len(keep) * n_samples // threads))
+    # Chunks side by side, a chunk per thread (_ordered_results); on a cluster the workers hold them.
+    side_by_side = threads if threads > 1 and client is None and engine == "numpy" else 1
     supplier = bundle._variant("tile")[keep]
-    plan = plan_stream(supplier, n_samples, batch_samples=batch_samples, chunk_genotypes=chunk_genotypes)
+    plan = plan_stream(supplier, n_samples, batch_samples=batch_samples, chunk_genotypes=chunk_genotypes,
+                       side_by_side=side_by_side)
     needed = _tiles_on(bundle, covered)
     typed_out = np.zeros(len(keep), dtype=bool)
     typed_out[typed_rows] = True
@@ -461,7 +482,7 @@ def impute_vcf(
     works = (_chunk_work(bundle, chunk, local=local, typed_rows=typed_rows, typed_in=typed_in,
                          phased_in=phased_in, prefixes=prefixes)
              for chunk in plan.chunks)
-    window = 2 * max(1, len(client.nthreads())) if client is not None else 1
+    window = 2 * max(1, len(client.nthreads())) if client is not None else plan.chunks_held
     results = _ordered_results(works, lambda work: _impute_chunk(bundle, work, **settings),
                                client=client, bundle=bundle, verify=verify, window=window,
                                settings=settings)
