@@ -74,8 +74,8 @@ class StreamPlan:
 
     @property
     def chunks_held(self) -> int:
-        """Chunks whose text can be held at once: those imputed side by side, and one being written."""
-        return 1 if self.side_by_side == 1 else self.side_by_side + 1
+        """Chunks whose text can be held at once (:func:`_chunks_held`)."""
+        return _chunks_held(self.side_by_side)
 
     @property
     def max_chunk_variants(self) -> int:
@@ -93,6 +93,11 @@ class StreamPlan:
         """Genotypes decoded at once in floating point (one sample batch of the largest chunk,
         in each chunk imputed side by side)."""
         return self.side_by_side * self.max_chunk_variants * min(self.batch_samples, self.n_samples)
+
+
+def _chunks_held(side_by_side: int) -> int:
+    """Chunks held at once: those imputed side by side and, with more than one, one being written."""
+    return 1 if side_by_side == 1 else side_by_side + 1
 
 
 def plan_stream(supplier: Sequence[int], n_samples: int, *, batch_samples: int = DEFAULT_BATCH_SAMPLES,
@@ -121,8 +126,8 @@ def plan_stream(supplier: Sequence[int], n_samples: int, *, batch_samples: int =
                                    "at least 1")
     supplier = np.asarray(supplier)
     ends = np.r_[np.flatnonzero(np.diff(supplier) != 0) + 1, len(supplier)] if len(supplier) else []
-    held = StreamPlan(1, 1, (), side_by_side).chunks_held
-    target = max(1, min(chunk_genotypes // held // n_samples, len(supplier) // side_by_side))
+    target = max(1, min(chunk_genotypes // _chunks_held(side_by_side) // n_samples,
+                        len(supplier) // side_by_side))
     chunks, start, last = [], 0, 0
     for end in ends:
         if end - start > target and last > start:
@@ -339,8 +344,10 @@ class ImputeReport:
             self.mapping.summary(),
             *([f"  {self.n_tiles_untyped} tiles had no typed variant (imputed from the model alone)"]
               if self.n_tiles_untyped else []),
-            *([(f"  {len(self.plan.chunks)} region chunks ({self.plan.side_by_side} at a time), samples "
-               f"in batches of {min(self.plan.batch_samples, self.n_samples)}")] if self.plan is not None else []),
+            *([(f"  {len(self.plan.chunks)} region chunks"
+                + (f" ({self.plan.side_by_side} at a time)" if self.plan.side_by_side > 1 else "")
+                + f", samples in batches of {min(self.plan.batch_samples, self.n_samples)}")]
+              if self.plan is not None else []),
             "time: " + ", ".join(f"{k} {v:.2f} s" for k, v in s.items()),
         ])
 
