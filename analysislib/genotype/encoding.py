@@ -65,9 +65,18 @@ def genotype_probabilities_from_presence(presence: Any, eps: float = 1e-12) -> n
     p = np.asarray(presence, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] % 2:
         raise InvalidArgumentError(f"expected (samples, 2 * variants) presence outputs, got shape {p.shape}")
-    p_ref, p_alt = p[:, 0::2], p[:, 1::2]
-    raw = np.stack([p_ref * (1 - p_alt), p_ref * p_alt, (1 - p_ref) * p_alt], axis=2)
-    total = (raw[..., 0] + raw[..., 1] + raw[..., 2])[..., None]  # = raw.sum(axis=2), faster
+    return _probabilities_from_allele_pairs(p[:, 0::2], p[:, 1::2], eps)
+
+
+def _probabilities_from_allele_pairs(p_ref: np.ndarray, p_alt: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Normalised genotype probabilities ``(..., 3)`` from REF and ALT presence of any one shape.
+
+    The arithmetic of :func:`genotype_probabilities_from_presence`, for callers whose outputs are
+    laid out otherwise (e.g. variants first): ``P(0/0) ∝ p_ref (1 - p_alt)``,
+    ``P(0/1) ∝ p_ref p_alt``, ``P(1/1) ∝ (1 - p_ref) p_alt``, uniform where all three are ~0.
+    """
+    raw = np.stack([p_ref * (1 - p_alt), p_ref * p_alt, (1 - p_ref) * p_alt], axis=-1)
+    total = (raw[..., 0] + raw[..., 1] + raw[..., 2])[..., None]  # = raw.sum(axis=-1), faster
     uniform = np.full_like(raw, 1 / 3)
     return np.where(total > eps, raw / np.maximum(total, eps), uniform)
 
@@ -109,10 +118,19 @@ def genotype_probabilities_from_haplotype_presence(presence: Any, eps: float = 1
     if p.ndim != 2 or p.shape[0] % 2:
         raise InvalidArgumentError(f"expected (2 * samples, 2 * variants) haplotype-row outputs, got shape {p.shape}")
     hom = genotype_probabilities_from_presence(p, eps)
-    alt = hom[..., 1] / 2 + hom[..., 2]
-    first, second = alt[0::2], alt[1::2]
-    return np.stack([(1 - first) * (1 - second), first * (1 - second) + (1 - first) * second,
-                     first * second], axis=2)
+    return _probabilities_from_haplotype_pairs(hom[0::2], hom[1::2])
+
+
+def _probabilities_from_haplotype_pairs(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Genotype probabilities ``(..., 3)`` of samples from their two haplotypes' ``(..., 3)`` rows.
+
+    The arithmetic of :func:`genotype_probabilities_from_haplotype_presence` for any layout:
+    each haplotype's ALT probability is ``P(0/1) / 2 + P(1/1)`` of its row, and the two are
+    taken as independent.
+    """
+    a = first[..., 1] / 2 + first[..., 2]
+    b = second[..., 1] / 2 + second[..., 2]
+    return np.stack([(1 - a) * (1 - b), a * (1 - b) + (1 - a) * b, a * b], axis=-1)
 
 
 def dosage_from_probabilities(gp: Any) -> np.ndarray:

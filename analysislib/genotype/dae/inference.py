@@ -236,8 +236,8 @@ def impute_dataset(
                      **_work_needed(typed, np.arange(n_out)))
     gp = np.empty((n_out, n_samples, 3), dtype=np.float32)
     for start in range(0, n_out, _DECODE_BLOCK):  # bounded float64 temporaries
-        block = raw[:, start:start + _DECODE_BLOCK]
-        gp[start:start + block.shape[1]] = _decode_rows(bundle, block).transpose(1, 0, 2)
+        block = raw[start:start + _DECODE_BLOCK]
+        gp[start:start + len(block)] = _decode_rows(bundle, block)
 
     hard = (typed > 0).sum(axis=2)
     gp[called] = np.eye(3, dtype=np.float32)[hard[called]]
@@ -297,20 +297,24 @@ def _warn_if_phase_needed(bundle: Bundle, calls: np.ndarray, phased: np.ndarray,
 
 
 def _decode_rows(bundle: Bundle, raw: np.ndarray) -> np.ndarray:
-    """Genotype probabilities ``(samples, variants, 3)`` (float64) from outputs ``(rows, variants, 2)``.
+    """Genotype probabilities ``(variants, samples, 3)`` (float64) from outputs ``(variants, rows, 2)``.
 
     The rows are samples, or each sample's two haplotypes for a bundle trained on haplotype rows
-    (:attr:`Bundle.unit`).
+    (:attr:`Bundle.unit`). The numbers are those of
+    :func:`~analysislib.genotype.encoding.genotype_probabilities_from_presence` and
+    :func:`~analysislib.genotype.encoding.genotype_probabilities_from_haplotype_presence`,
+    variants first.
     """
     from analysislib.genotype.encoding import (
-        genotype_probabilities_from_haplotype_presence,
-        genotype_probabilities_from_presence,
+        _probabilities_from_allele_pairs,
+        _probabilities_from_haplotype_pairs,
     )
 
-    flat = raw.reshape(raw.shape[0], -1)
+    p = np.asarray(raw, dtype=np.float64)
+    gp = _probabilities_from_allele_pairs(p[..., 0], p[..., 1])
     if bundle.unit == "haplotype":
-        return genotype_probabilities_from_haplotype_presence(flat)
-    return genotype_probabilities_from_presence(flat)
+        return _probabilities_from_haplotype_pairs(gp[:, 0::2], gp[:, 1::2])
+    return gp
 
 
 #: A tile's part in a region chunk (or in the whole output, :func:`impute_dataset`): tile row, its
@@ -333,7 +337,7 @@ def _work_needed(calls: np.ndarray, out_rows: np.ndarray) -> dict[str, np.ndarra
 def _run_tiles(bundle: Bundle, tiles: list[_ChunkTile], presence: np.ndarray, n_var: int, *, engine: str,
                threads: int | None, typed: np.ndarray, wanted: np.ndarray,
                batch_size: int = 4096) -> np.ndarray:
-    """Sigmoid outputs ``(samples, n_var, 2)`` of ``tiles`` for presence ``(samples, span, 2)``.
+    """Sigmoid outputs ``(n_var, samples, 2)`` of ``tiles`` for presence ``(samples, span, 2)``.
 
     Tiles run side by side on threads (:func:`_thread_split`) and are summed with their
     :data:`~analysislib.genotype.dae.bundle.OVERLAP_RULE` weights in the order given, so the sums
@@ -348,7 +352,7 @@ def _run_tiles(bundle: Bundle, tiles: list[_ChunkTile], presence: np.ndarray, n_
     input, not of a sample batch, so every batching does the same arithmetic.
     """
     size = presence.shape[0]
-    raw = np.zeros((size, n_var, 2), dtype=np.float32)
+    raw = np.zeros((n_var, size, 2), dtype=np.float32)  # variants first: a tile adds whole rows
     plans = []  # per tile: its typed members, their input columns, wanted outputs and where they go
     for row, inputs, sources, targets, weight in tiles:
         keep_in = typed[inputs]
@@ -368,5 +372,5 @@ def _run_tiles(bundle: Bundle, tiles: list[_ChunkTile], presence: np.ndarray, n_
     with _engine_threads(engine, per_worker), concurrent.futures.ThreadPoolExecutor(workers) as pool:
         outputs = map(run_tile, plans) if workers == 1 else pool.map(run_tile, plans)
         for (*_, targets, weight), out in zip(plans, outputs, strict=True):
-            raw[:, targets] += weight[:, None] * out.reshape(size, -1, 2)
+            raw[targets] += weight[:, None, None] * out.reshape(size, -1, 2).transpose(1, 0, 2)
     return raw

@@ -211,7 +211,7 @@ def _impute_chunk(bundle: Bundle, work: _ChunkWork, *, batch_samples: int, engin
         step = max(1, _FORMAT_BLOCK_CALLS // size)  # variants decoded and formatted at a time
         for start in range(0, n_var, step):
             block = slice(start, min(start + step, n_var))
-            lines += _decode_and_format(bundle, raw[:, block], batch[rows_out[block]],
+            lines += _decode_and_format(bundle, raw[block], batch[rows_out[block]],
                                         work.phased[rows_out[block], first:last], decimals,
                                         line_end=last == n_samples)
         columns.append(lines)
@@ -227,7 +227,7 @@ def _decode_and_format(bundle: Bundle, raw: np.ndarray, typed: np.ndarray, phase
                        decimals: int, *, line_end: bool) -> list[bytes]:
     """Sample columns of some variants as text, one bytes object per variant.
 
-    ``raw`` holds the sigmoid outputs ``(rows, variants, 2)`` (rows: samples, or their haplotypes,
+    ``raw`` holds the sigmoid outputs ``(variants, rows, 2)`` (rows: samples, or their haplotypes,
     :func:`~analysislib.genotype.dae.inference._decode_rows`), ``typed`` the input calls
     ``(variants, samples, 2)`` (-1 untyped) and ``phased`` their phase. The numbers are those of
     :func:`~analysislib.genotype.dae.inference.impute_dataset` followed by
@@ -236,7 +236,7 @@ def _decode_and_format(bundle: Bundle, raw: np.ndarray, typed: np.ndarray, phase
     """
     from analysislib.io.vcf import _format_calls, _normalise_gp
 
-    gp = _decode_rows(bundle, raw).transpose(1, 0, 2).astype(np.float32)
+    gp = _decode_rows(bundle, raw).astype(np.float32)
     called = (typed[..., 0] >= 0) & (typed[..., 1] >= 0)
     alt_count = (typed[..., 0] > 0).astype(np.int8) + (typed[..., 1] > 0)
     gp[called] = np.eye(3, dtype=np.float32)[alt_count[called]]
