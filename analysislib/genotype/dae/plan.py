@@ -93,7 +93,7 @@ def offset_tiles(first: np.ndarray, last: np.ndarray, contigs: np.ndarray, model
             rows = rows[np.argsort(first[rows], kind="stable")]
             cuts = first[rows] + ((k - 1) * (last[rows] - first[rows] + 1)) // models
             cuts = np.maximum.accumulate(cuts)
-            cuts[0] = first[rows].min()
+            cuts[0] = first[rows[0]]  # the contig's first tiled variant (rows sorted by start)
             ends = np.append(cuts[1:] - 1, last[rows].max())
             out.extend((int(a), int(b), int(row), k)
                        for row, a, b in zip(rows, cuts, ends, strict=True) if b >= a)

@@ -278,23 +278,24 @@ def _record_prefixes(bundle: Bundle, keep: np.ndarray, contig_names: Mapping[str
 
 
 def _ordered_results(works: Iterator[_ChunkWork], compute: Any, *, client: Any, bundle: Bundle,
-                     verify: bool, window: int, settings: dict[str, Any]) -> Iterator[bytes]:
+                     verify: bool, side_by_side: int, window: int, settings: dict[str, Any]
+                     ) -> Iterator[bytes]:
     """Each chunk's text in chunk order: computed here, or on ``client``, ``window`` chunks in flight.
 
-    Here, with ``settings["threads"]`` above 1 and the NumPy engine, chunks run side by side on that
-    many threads (NumPy releases the GIL in its array operations), ``window`` of them submitted
-    at once (:attr:`StreamPlan.chunks_held`: while the caller writes one chunk, every thread has
+    Here, with ``side_by_side`` above 1 (:attr:`StreamPlan.side_by_side`), chunks run on that many
+    threads (NumPy releases the GIL in its array operations), ``window`` of them submitted at
+    once (:attr:`StreamPlan.chunks_held`: while the caller writes one chunk, every thread has
     another). The engine's thread limit is process-wide, so it is set to one thread once around
     them, not per chunk.
     """
-    threads = settings.get("threads") or 1
-    if client is None and (threads == 1 or settings["engine"] != "numpy"):  # torch threads inside
+    if client is None and side_by_side == 1:  # one chunk at a time, its tiles on the threads given
         for work in works:
             yield compute(work)
         return
     if client is None:
         as_set = {**settings, "threads": None}  # tiles in turn, at the limit set here
-        with _engine_threads(settings["engine"], 1), concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        with _engine_threads(settings["engine"], 1), \
+                concurrent.futures.ThreadPoolExecutor(side_by_side) as pool:
             running: list[concurrent.futures.Future[bytes]] = []
             try:
                 for work in works:
@@ -476,7 +477,8 @@ def impute_vcf(
                          [lengths[c] for c in names] if lengths and all(c in lengths for c in names) else None,
                          ("GT", "DS", "GP"), sample_ids)
     prefixes = _record_prefixes(bundle, keep, contig_names)
-    # Chunks side by side, a chunk per thread (_ordered_results); on a cluster the workers hold them.
+    # Chunks side by side, a chunk per thread, with the NumPy engine (torch runs its own threads
+    # inside a chunk); on a cluster the workers hold them.
     side_by_side = threads if threads > 1 and client is None and engine == "numpy" else 1
     supplier = bundle._variant("tile")[keep]
     plan = plan_stream(supplier, n_samples, batch_samples=batch_samples, chunk_genotypes=chunk_genotypes,
@@ -491,8 +493,8 @@ def impute_vcf(
              for chunk in plan.chunks)
     window = 2 * max(1, len(client.nthreads())) if client is not None else plan.chunks_held
     results = _ordered_results(works, lambda work: _impute_chunk(bundle, work, **settings),
-                               client=client, bundle=bundle, verify=verify, window=window,
-                               settings=settings)
+                               client=client, bundle=bundle, verify=verify,
+                               side_by_side=plan.side_by_side, window=window, settings=settings)
     seconds["impute"] = seconds["write"] = 0.0
     with records_output(out_vcf, header, compress_level=compress_level, threads=threads) as write:
         for _ in plan.chunks:
