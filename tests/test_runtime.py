@@ -123,3 +123,36 @@ def test_torch_threads_sets_and_restores():
     with pytest.raises(InvalidArgumentError), torch_threads(0):
         pass
     assert torch.get_num_threads() == before
+
+
+_MALLINFO_PROBE = """
+import ctypes, sys
+from analysislib.runtime import keep_freed_memory
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+                 "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+block = bytearray(16 << 20)
+print(libc.mallinfo2().hblkhd)  # bytes of blocks that malloc mapped on their own
+"""
+
+
+@pytest.mark.skipif(not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc"),
+                    reason="glibc's malloc only")
+def test_keep_freed_memory_serves_large_arrays_from_the_heap():
+    import subprocess
+    import sys
+
+    def mapped_bytes(mode: str) -> int:
+        done = subprocess.run([sys.executable, "-c", _MALLINFO_PROBE, mode], capture_output=True,
+                              text=True, check=True)
+        return int(done.stdout)
+
+    assert mapped_bytes("default") >= 16 << 20  # glibc maps a fresh 16 MiB block on its own
+    assert mapped_bytes("keep") < 16 << 20  # now it comes from the heap, which keeps freed memory
