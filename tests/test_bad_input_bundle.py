@@ -273,9 +273,13 @@ def test_variant_tables_read_at_once_or_one_by_one_alike(pristine, tmp_path, fli
     (bundle / "tiles/t1.variants.tsv").write_bytes(bytes(data[:None if cut is None else cut % len(data)]))
     manifest = json.loads((bundle / "manifest.json").read_text())
     tiles, rank = dae_bundle._tile_columns(manifest["tiles"]), {c: i for i, c in enumerate(manifest["contigs"])}
-    at_once = dae_bundle._tile_rows_at_once(bundle, tiles, rank)
     try:
-        one_by_one = dae_bundle._tile_rows(bundle, tiles, rank)
+        texts = dae_bundle._read_tile_tables(bundle, tiles, None)
+    except BundleError:  # not text: neither way parses it
+        return
+    at_once = dae_bundle._tile_rows_at_once(texts, tiles, rank)
+    try:
+        one_by_one = dae_bundle._tile_rows(bundle, texts, tiles, rank)
     except (ValueError, OverflowError):  # BundleError or other: not to be read at once either
         one_by_one = None
     if at_once is None:
@@ -370,6 +374,18 @@ def test_damaged_tile_weights_are_named_when_first_read(bundle):
     with pytest.raises(BundleError) as info:
         load_bundle(bundle, verify=False).predict(1, X, engine="torch")
     assert _named(info.value, bundle).startswith(f"{path}: unreadable tile weights (")
+
+
+def test_damaged_tile_configuration_is_caught_when_first_read(bundle, expected):
+    # Inference never reads the tile configurations: load_bundle leaves them to tile_config.
+    path = bundle / "tiles/t0.json"
+    path.write_text(path.read_text().replace("{", "{ ", 1))  # valid JSON, other bytes
+    loaded = load_bundle(bundle)
+    np.testing.assert_array_equal(loaded.predict(0, X), expected["predictions"][0])
+    with pytest.raises(BundleChecksumError) as info:
+        loaded.tile_config(0)
+    assert _named(info.value, bundle).startswith(f"{path}: corrupt bundle file: manifest.json records")
+    assert load_bundle(bundle, verify=False).tile_config(0)["hparams"]  # unverified: read as it is
 
 
 def test_tile_weights_of_another_shape_are_named(bundle):

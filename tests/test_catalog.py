@@ -137,3 +137,22 @@ def test_hash_of_a_file_changed_just_now_is_not_memoised(tmp_path):
     path.write_bytes(b"fresh")
     assert sha256_of(path) == hashlib.sha256(b"fresh").hexdigest()
     assert not any(key[0] == str(path.resolve()) for key in checksum._VERIFIED)
+
+
+def test_read_with_sha256_gives_the_bytes_and_shares_the_memo(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from analysislib.io import checksum
+
+    path = tmp_path / "table.tsv"
+    data = b"chrom\tpos\n" + b"22\t1\n" * 300_000  # more than one read block
+    path.write_bytes(data)
+    os.utime(path, ns=(10**18, 10**18))
+    now = time.time_ns
+    monkeypatch.setattr(checksum.time, "time_ns", lambda: now() + 10 * 10**9)
+    digest = hashlib.sha256(data).hexdigest()
+    assert checksum.read_with_sha256(path) == (data, digest)
+    assert any(key[0] == str(path.resolve()) for key in checksum._VERIFIED)
+    assert sha256_of(path) == digest  # memoised by the read
+    assert checksum.read_with_sha256(path) == (data, digest)  # memo hit: the bytes are still read

@@ -25,6 +25,7 @@ tile shape. A variant in several tiles takes their weighted mean (:data:`OVERLAP
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import itertools
 import json
@@ -45,7 +46,7 @@ from analysislib.genotype.dae.contigs import _contig_length_map, infer_genome_bu
 from analysislib.genotype.dae.forward import linear_layers, numpy_forward
 from analysislib.genotype.dae.hyperparameters import ACTIVATIONS, DAEHyperparameters
 from analysislib.io.atomic import atomic_output
-from analysislib.io.checksum import sha256_of
+from analysislib.io.checksum import read_with_sha256, sha256_of
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -193,14 +194,11 @@ def _typed_columns(cells: list[str], names: list[str]) -> dict[str, np.ndarray]:
     return columns
 
 
-def _variants_columns(path: Path) -> dict[str, np.ndarray]:
-    """Columns of a tile variant table as arrays; errors name the file and line."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise BundleError(path, "incomplete bundle: the tile variant table is missing") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise BundleError(path, f"unreadable tile variant table ({err})") from None
+def _variants_columns(path: Path, text: str | None = None) -> dict[str, np.ndarray]:
+    """Columns of a tile variant table as arrays (``text``: the file's text, if already read);
+    errors name the file and line."""
+    if text is None:
+        text = _decoded_table(path, _read_table_bytes(path))
     lines = text.rstrip("\n").split("\n")
     header = lines[0].split("\t")
     if tuple(header[:5]) != VARIANT_COLUMNS[:5]:
@@ -217,6 +215,31 @@ def _variants_columns(path: Path) -> dict[str, np.ndarray]:
     except ValueError as err:
         raise BundleError(path, f"non-numeric pos or alt_freq ({err})") from None
     return {name: columns[name] for name in VARIANT_COLUMNS}
+
+
+def _read_table_bytes(path: Path, expected: str | None = None) -> bytes:
+    """The bytes of a tile variant table, checked against sha256 ``expected`` if given; a missing
+    or unreadable file is a named BundleError, a changed one a BundleChecksumError."""
+    try:
+        if expected is None:
+            return path.read_bytes()
+        data, actual = read_with_sha256(path)
+    except FileNotFoundError:
+        raise BundleError(path, "incomplete bundle: the tile variant table is missing") from None
+    except OSError as err:
+        raise BundleError(path, f"unreadable tile variant table ({err})") from None
+    if actual != expected:
+        raise BundleChecksumError(path, expected, actual)
+    return data
+
+
+def _decoded_table(path: Path, data: bytes) -> str:
+    """A tile variant table's text, as ``Path.read_text`` decodes it (UTF-8, universal newlines)."""
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as err:
+        raise BundleError(path, f"unreadable tile variant table ({err})") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
 def _read_variants_tsv(path: Path) -> pd.DataFrame:
@@ -608,10 +631,19 @@ class Bundle:
         """The training-data summary (see :func:`training_data_summary`)."""
         return dict(self.manifest.get("training_data") or {})
 
+    def _verify_deferred(self, rel: str) -> None:
+        """Check a file that :func:`load_bundle` left to be checked when first read (if present)."""
+        path = self.path / rel
+        if rel in self._deferred and path.is_file():
+            _verify_file(path, self.manifest["files"][rel])
+            self._deferred.discard(rel)
+
     def tile_config(self, tile: int) -> dict[str, Any]:
         """The parsed ``tiles/<id>.json`` of tile row ``tile``."""
         if tile not in self._configs:
-            path = self.path / self._tile("config")[tile]
+            rel = self._tile("config")[tile]
+            path = self.path / rel
+            self._verify_deferred(rel)
             try:
                 self._configs[tile] = json.loads(path.read_text())
             except FileNotFoundError:
@@ -637,11 +669,7 @@ class Bundle:
 
         rel = self._tile("weights")[tile]
         path = self.path / rel
-        if rel in self._deferred and path.is_file():
-            actual = sha256_of(path)
-            if actual != self.manifest["files"][rel]:
-                raise BundleChecksumError(path, self.manifest["files"][rel], actual)
-            self._deferred.discard(rel)
+        self._verify_deferred(rel)
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError:
@@ -835,9 +863,10 @@ def load_bundle(path: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
         Bundle folder written by :func:`~analysislib.genotype.dae.plan.train_bundle` or
         :func:`save_bundle`.
     verify
-        Recompute the sha256 of every file and compare with the manifest. In bundles with
-        packed weights the per-tile ``.pt`` files, which inference does not read, are checked
-        when first read (:meth:`Bundle.load_weights`) instead.
+        Recompute the sha256 of every file and compare with the manifest. Files that
+        inference does not read are checked when first read instead: the tile configurations
+        (:meth:`Bundle.tile_config`) and, in bundles with packed weights, the per-tile ``.pt``
+        files (:meth:`Bundle.load_weights`).
 
     Returns
     -------
@@ -862,33 +891,53 @@ def load_bundle(path: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
         for rel in tiles[kind]:
             if rel not in files:
                 raise BundleError(root / MANIFEST_NAME, f"{rel} has no sha256 in 'files'")
-    # With packed weights, inference never reads the per-tile .pt files: they are checked when
-    # first read (Bundle.load_weights) instead of here, which halves the hashing.
-    deferred = set(tiles["weights"]) if verify and "packed_weights" in manifest else set()
+    # Files that inference does not read are checked when first read instead of here: the tile
+    # configurations (Bundle.tile_config) and, with packed weights, the per-tile .pt files
+    # (Bundle.load_weights). The variant tables are checked as they are read, below.
+    deferred = set(tiles["config"]) if verify else set()
+    if verify and "packed_weights" in manifest:
+        deferred |= set(tiles["weights"])
+    checked_when_read = set(tiles["variants"])
+    # The packed weights (68 MB for chr22) are hashed on a second thread while the tables are
+    # parsed; hashlib and file reads release the GIL.
+    described = manifest.get("packed_weights")
+    packed_rel = described.get("file") if isinstance(described, Mapping) else None
     base, listings = os.fspath(root), {}
-    for rel, expected in files.items():
-        file = os.path.join(base, rel)
-        if not _is_file(file, listings):
-            raise BundleError(root / rel, "incomplete bundle: this file, listed in manifest.json, is missing")
-        if verify and rel not in deferred:
-            actual = sha256_of(file)
-            if actual != expected:
-                raise BundleChecksumError(root / rel, expected, actual)
-    if "packed_weights" in manifest:
-        _check_packed(root, manifest, tiles)
-    elif "packed" in tiles:  # a damaged 'packed_weights' key would silently switch engines
-        raise BundleError(root / MANIFEST_NAME, "the tiles have 'packed' entries but the manifest has "
-                          "no 'packed_weights'")
-    contig_rank = {c: i for i, c in enumerate(manifest["contigs"])}
-    rows = _tile_rows_at_once(root, tiles, contig_rank)
-    if rows is None:
-        rows = _tile_rows(root, tiles, contig_rank)
+    with concurrent.futures.ThreadPoolExecutor(1) as background:
+        pending = []
+        for rel, expected in files.items():
+            file = os.path.join(base, rel)
+            if not _is_file(file, listings):
+                raise BundleError(root / rel, "incomplete bundle: this file, listed in manifest.json, is missing")
+            if verify and rel == packed_rel:
+                pending.append(background.submit(_verify_file, root / rel, expected))
+            elif verify and rel not in deferred and rel not in checked_when_read:
+                _verify_file(root / rel, expected)
+        if "packed_weights" in manifest:
+            _check_packed(root, manifest, tiles)
+        elif "packed" in tiles:  # a damaged 'packed_weights' key would silently switch engines
+            raise BundleError(root / MANIFEST_NAME, "the tiles have 'packed' entries but the manifest has "
+                              "no 'packed_weights'")
+        contig_rank = {c: i for i, c in enumerate(manifest["contigs"])}
+        texts = _read_tile_tables(root, tiles, files if verify else None)
+        rows = _tile_rows_at_once(texts, tiles, contig_rank)
+        if rows is None:
+            rows = _tile_rows(root, texts, tiles, contig_rank)
+        for check in pending:
+            check.result()
     variants, members = _union_of_tiles(rows, len(manifest["tiles"]))
     if "first_position" not in tiles:
         tiles["first_position"] = np.array([variants["pos"][m[0]] for m in members], dtype=np.int64)
         tiles["last_position"] = np.array([variants["pos"][m[-1]] for m in members], dtype=np.int64)
     return Bundle(root, manifest, None, None, members, _deferred=deferred, _tiles_columns=tiles,
                   _variants_columns=variants)
+
+
+def _verify_file(path: Path, expected: str) -> None:
+    """BundleChecksumError unless the file's sha256 is ``expected``."""
+    actual = sha256_of(path)
+    if actual != expected:
+        raise BundleChecksumError(path, expected, actual)
 
 
 def _is_file(path: str, listings: dict[str, dict[str, os.DirEntry[str]]]) -> bool:
@@ -906,21 +955,26 @@ def _is_file(path: str, listings: dict[str, dict[str, os.DirEntry[str]]]) -> boo
     return entry.is_file()
 
 
-def _tile_rows_at_once(root: Path, tiles: Mapping[str, np.ndarray], contig_rank: Mapping[str, int]
+def _read_tile_tables(root: Path, tiles: Mapping[str, np.ndarray], files: Mapping[str, str] | None
+                      ) -> list[str]:
+    """The text of every tile variant table, each file read once and, given the manifest's
+    ``files``, checked against its sha256 (all before any is parsed)."""
+    texts = []
+    for rel in tiles["variants"]:
+        path = root / rel
+        texts.append(_decoded_table(path, _read_table_bytes(path, None if files is None else files[rel])))
+    return texts
+
+
+def _tile_rows_at_once(texts: Sequence[str], tiles: Mapping[str, np.ndarray], contig_rank: Mapping[str, int]
                        ) -> dict[str, np.ndarray] | None:
     """:func:`_tile_rows` with every tile variant table parsed as one; None if any check fails.
 
     Takes tables with one header and passes only when every check of :func:`_tile_rows` would;
-    otherwise :func:`_tile_rows` reads them one by one and names the first bad table.
+    otherwise :func:`_tile_rows` parses them one by one and names the first bad table.
     """
-    base = os.fspath(root)
     header, bodies = None, []
-    for rel in tiles["variants"]:
-        try:
-            with open(os.path.join(base, rel)) as handle:  # as Path.read_text
-                text = handle.read()
-        except (OSError, UnicodeDecodeError, TypeError):
-            return None
+    for text in texts:
         head, _, body = text.rstrip("\n").partition("\n")
         if header is None:
             header = head
@@ -952,16 +1006,17 @@ def _tile_rows_at_once(root: Path, tiles: Mapping[str, np.ndarray], contig_rank:
             "rank": np.repeat(np.array([contig_rank[c] for c in contigs], dtype=np.int64), counts)}
 
 
-def _tile_rows(root: Path, tiles: Mapping[str, np.ndarray], contig_rank: Mapping[str, int]
+def _tile_rows(root: Path, texts: Sequence[str], tiles: Mapping[str, np.ndarray], contig_rank: Mapping[str, int]
                ) -> dict[str, np.ndarray]:
     """One entry per (tile, variant): the variant columns plus ``row``, ``within``, ``edge``, ``rank``.
 
-    Reads each tile's variant table and checks it against the manifest (variant count, contig).
+    Parses each tile's variant table (``texts``, in tile order) and checks it against the
+    manifest (variant count, contig); errors name the file under ``root``.
     """
     parts: dict[str, list[np.ndarray]] = {name: [] for name in (*VARIANT_COLUMNS, "row", "within", "edge", "rank")}
-    for row, (rel, contig, n) in enumerate(zip(tiles["variants"], tiles["contig"], tiles["n_variants"],
-                                               strict=True)):
-        columns = _variants_columns(root / rel)
+    for row, (rel, text, contig, n) in enumerate(zip(tiles["variants"], texts, tiles["contig"], tiles["n_variants"],
+                                                     strict=True)):
+        columns = _variants_columns(root / rel, text)
         count = len(columns["pos"])
         if count != int(n) or count == 0:
             raise BundleError(root / rel, f"{count} variants; the manifest says {n}")
