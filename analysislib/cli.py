@@ -255,7 +255,7 @@ _TRAIN_LOCK_NAME = ".analysislib-train.lock"
 def _train_settings(args: argparse.Namespace) -> dict:
     """Preset, epochs, hyperparameters and tiling of a ``train`` run (what shapes the weights)."""
     from analysislib.genotype.dae import DAE_PRESETS
-    from analysislib.genotype.dae.hyperparameters import masking_for_typed_fraction
+    from analysislib.genotype.dae.imputer import _with_typed_masking
 
     name = DAE_PRESETS.canonical(args.preset)  # PresetError (one error line) for an unknown name
     for option, value, least in (("--threads", args.threads, 1), ("--jobs", args.jobs, 1),
@@ -267,10 +267,11 @@ def _train_settings(args: argparse.Namespace) -> dict:
         raise InvalidArgumentError("--jobs sets local worker processes; with --scheduler the cluster's "
                          "workers train the tiles, so leave --jobs out")
     preset = DAE_PRESETS[name]
-    masking = {} if args.typed_fraction is None else masking_for_typed_fraction(args.typed_fraction)
+    hparams = (preset["hparams"] if args.typed_fraction is None
+               else _with_typed_masking(preset["hparams"], None, args.typed_fraction))
     return {"preset": name,
             "epochs": args.epochs if args.epochs is not None else preset["epochs"],
-            "hparams": {**preset["hparams"], **masking, "seed": args.seed},
+            "hparams": {**hparams, "seed": args.seed},
             "tiling": dict(preset["tiling"]),
             "models_per_tile": (args.models_per_tile if args.models_per_tile is not None
                                 else preset["models_per_tile"]),
