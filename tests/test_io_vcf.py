@@ -401,6 +401,14 @@ def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where no file can be made")
+def test_an_output_that_cannot_be_made_is_named_not_its_temporary() -> None:
+    target = Path("/proc/analysislib-out.vcf.gz")
+    with pytest.raises(OSError) as info:
+        write_vcf(imputed_dataset(), target)
+    assert str(info.value).endswith(f"cannot write a file there (No such file or directory): '{target}'")
+
+
 def test_write_rejects_unsorted_and_bad_names(tmp_path: Path) -> None:
     ds = imputed_dataset()
     ds["variant_contig"][:] = 0

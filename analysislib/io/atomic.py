@@ -41,7 +41,10 @@ def atomic_output(path: str | os.PathLike[str], companions: tuple[str, ...] = ()
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(final.suffixes) if keep_suffix else ""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{suffix}", dir=final.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{suffix}", dir=final.parent)
+    except OSError as err:  # name the file asked for, not the temporary
+        raise type(err)(err.errno, f"cannot write a file there ({err.strerror})", os.fspath(final)) from None
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
