@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import shutil
 
 import numpy as np
@@ -90,6 +91,43 @@ def test_index_answers_every_query_as_tabix_does(tmp_path, threads, level):
     with pysam.TabixFile(str(ours)) as tbx:
         assert tbx.contigs == ["1", "2"]
         assert sum(1 for _ in tbx.fetch("1")) + sum(1 for _ in tbx.fetch("2")) == len(lines)
+
+
+def _sites(line: bytes) -> tuple[bytes, int, int]:
+    """CHROM, 0-based start and end of a record line (end from REF or INFO/END), by hand."""
+    fields = line.split(b"\t")
+    beg = int(fields[1]) - 1
+    end = beg + len(fields[3])
+    for item in fields[7].split(b";"):
+        if item.startswith(b"END="):
+            end = max(end, int(item[4:]))
+    return fields[0], beg, end
+
+
+def test_records_with_known_sites_give_the_same_file_and_index(tmp_path):
+    lines = _records(np.random.default_rng(5), 2000)
+    parsed, given = tmp_path / "parsed.vcf.gz", tmp_path / "given.vcf.gz"
+    with BgzfVcfWriter(parsed, threads=2) as writer:
+        writer.write(HEADER + b"".join(lines))
+    cuts = [0, 1, 700, 701, len(lines)]  # pieces of whole lines, one of a single line
+    with BgzfVcfWriter(given, threads=2) as writer:
+        writer.write(HEADER)
+        for a, b in itertools.pairwise(cuts):
+            chroms, beg, end = zip(*map(_sites, lines[a:b]), strict=True)
+            writer.write_records(b"".join(lines[a:b]), list(chroms), np.array(beg), np.array(end),
+                                 np.array([len(line) for line in lines[a:b]]))
+    assert given.read_bytes() == parsed.read_bytes()
+    assert (tmp_path / "given.vcf.gz.tbi").read_bytes() == (tmp_path / "parsed.vcf.gz.tbi").read_bytes()
+
+
+def test_records_with_known_sites_must_be_whole_lines(tmp_path):
+    line = b"1\t5\t.\tA\tG\t.\t.\t.\tGT\t0|1\n"
+    with BgzfVcfWriter(tmp_path / "x.vcf.gz") as writer:
+        writer.write(HEADER)
+        with pytest.raises(ValueError, match="whole lines with one site each"):
+            writer.write_records(line + line, [b"1"], np.array([4]), np.array([5]), np.array([len(line)]))
+        with pytest.raises(ValueError, match="end in a newline"):
+            writer.write_records(line[:-1] + b"\t", [b"1"], np.array([4]), np.array([5]), np.array([len(line)]))
 
 
 def test_a_last_line_without_newline_is_written_as_given(tmp_path):

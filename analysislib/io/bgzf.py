@@ -151,6 +151,30 @@ class BgzfVcfWriter:
         if cut:
             self._lines(data[:cut])
 
+    def write_records(self, text: bytes, chroms: list[bytes], beg: np.ndarray, end: np.ndarray,
+                      lengths: np.ndarray) -> None:
+        """Append whole record lines whose sites the caller knows, so they are not parsed again.
+
+        ``text`` is ``len(lengths)`` record lines of ``lengths`` bytes each, every one ending in a
+        newline; ``chroms``, ``beg`` and ``end`` are each record's CHROM and 0-based start and
+        end, as :meth:`write` would parse them (end from REF, or INFO/END). The index is the one
+        :meth:`write` builds from the same text. Call after the header, between whole lines.
+        """
+        lengths = np.asarray(lengths, dtype=np.int64)
+        ends = np.cumsum(lengths)
+        beg, end = np.asarray(beg, dtype=np.int64), np.asarray(end, dtype=np.int64)
+        if self._partial or not len(text) or ends[-1] != len(text) or not (
+                len(chroms) == len(beg) == len(end) == len(lengths)) or (beg < 0).any() or (end <= beg).any():
+            raise InvalidArgumentError(f"{self.path}: write_records needs whole lines with one site each")
+        if (np.frombuffer(text, dtype=np.uint8)[ends - 1] != 10).any():
+            raise InvalidArgumentError(f"{self.path}: write_records needs lines that end in a newline")
+        base = self._pending_start + len(self._pending)
+        self._pending += text
+        self._in_header = False
+        self._record_no += len(lengths)
+        self._sites.append((list(chroms), beg, end, ends - lengths + base, ends + base))
+        self._flush(final=False)
+
     def _lines(self, data: bytes, final: bool = False) -> None:
         """Queue whole lines for compression and note where each record is."""
         base = self._pending_start + len(self._pending)

@@ -1706,8 +1706,11 @@ def records_output(path: str | os.PathLike[str], header: bytes, *, compress_leve
                    threads: int = 1) -> Iterator[Any]:
     """Write a VCF from its header and record text, atomically, with its index.
 
-    Yields a function that appends record lines (bytes). ``.vcf.gz`` is bgzipped (``threads``
-    blocks compressed at once) and gets a ``.tbi`` built as it is written
+    Yields a function ``write(text, sites=None)`` that appends record lines (bytes). ``sites``,
+    if given, is ``(chroms, beg, end, lengths)`` of whole record lines
+    (:meth:`~analysislib.io.bgzf.BgzfVcfWriter.write_records`), so a ``.vcf.gz`` index is built
+    without parsing the text again; other formats ignore it. ``.vcf.gz`` is bgzipped
+    (``threads`` blocks compressed at once) and gets a ``.tbi`` built as it is written
     (:class:`~analysislib.io.bgzf.BgzfVcfWriter`), ``.bcf`` is converted by htslib and gets a
     ``.csi``, ``.vcf`` is plain text. Records must be sorted (contigs contiguous, positions
     ascending) for the indexed formats. The
@@ -1725,17 +1728,17 @@ def records_output(path: str | os.PathLike[str], header: bytes, *, compress_leve
         if kind == "vcf":
             with open(tmp, "wb") as out:
                 out.write(header)
-                yield out.write
+                yield lambda text, sites=None: out.write(text)
         elif kind == "vcf.gz":  # bgzipped with the .tbi built while writing
-            with BgzfVcfWriter(tmp, level=compress_level, threads=threads) as out:
-                out.write(header)
-                yield out.write
+            with BgzfVcfWriter(tmp, level=compress_level, threads=threads) as bgzf:
+                bgzf.write(header)
+                yield lambda text, sites=None: bgzf.write(text) if sites is None else bgzf.write_records(text, *sites)
         else:
             with tempfile.TemporaryDirectory(dir=tmp.parent, prefix=f".{path.name}.") as scratch:
                 text_path = Path(scratch) / "records.vcf"
                 with open(text_path, "wb") as out:
                     out.write(header)
-                    yield out.write
+                    yield lambda text, sites=None: out.write(text)
                 with _quiet_htslib(), pysam.VariantFile(str(text_path)) as source, \
                         pysam.VariantFile(str(tmp), f"wb{compress_level}", header=source.header) as target:
                     for record in source:

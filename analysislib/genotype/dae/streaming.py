@@ -188,9 +188,14 @@ def _chunk_work(bundle: Bundle, chunk: tuple[int, int], *, local: np.ndarray,
     return _ChunkWork(start, stop, lo, prefixes[start:stop], tiles, typed, phased)
 
 
+#: A chunk's record lines and the length of each (:func:`_impute_chunk`).
+_ChunkText = tuple[bytes, np.ndarray]
+
+
 def _impute_chunk(bundle: Bundle, work: _ChunkWork, *, batch_samples: int, engine: str,
-                  threads: int | None, decimals: int) -> bytes:
-    """The VCF record lines (GT:DS:GP) of one region chunk, samples ``batch_samples`` at a time.
+                  threads: int | None, decimals: int) -> _ChunkText:
+    """The VCF record lines (GT:DS:GP) of one region chunk, samples ``batch_samples`` at a time,
+    and each line's length in bytes.
 
     Per sample the numbers are those of :func:`~analysislib.genotype.dae.inference.impute_dataset`
     followed by :func:`~analysislib.io.vcf.write_vcf`: the same decoding, hard calls for typed
@@ -216,8 +221,10 @@ def _impute_chunk(bundle: Bundle, work: _ChunkWork, *, batch_samples: int, engin
                                         line_end=last == n_samples)
         columns.append(lines)
     if len(columns) == 1:
-        return b"".join(prefix + text for prefix, text in zip(work.prefixes, columns[0], strict=True))
-    return b"".join(prefix + b"".join(texts) for prefix, *texts in zip(work.prefixes, *columns, strict=True))
+        records = [prefix + text for prefix, text in zip(work.prefixes, columns[0], strict=True)]
+    else:
+        records = [prefix + b"".join(texts) for prefix, *texts in zip(work.prefixes, *columns, strict=True)]
+    return b"".join(records), np.fromiter(map(len, records), dtype=np.int64, count=len(records))
 
 
 _FORMAT_BLOCK_CALLS = 2**16  # calls decoded and formatted at a time (temporaries stay in cache)
@@ -259,7 +266,7 @@ _worker_bundles: dict[tuple[str, bool], Bundle] = {}
 _worker_lock = threading.Lock()
 
 
-def _impute_chunk_on_worker(bundle_path: str, verify: bool, work: _ChunkWork, **settings: Any) -> bytes:
+def _impute_chunk_on_worker(bundle_path: str, verify: bool, work: _ChunkWork, **settings: Any) -> _ChunkText:
     """:func:`_impute_chunk` on a dask worker: the bundle is loaded once per worker process."""
     with _worker_lock:
         key = (bundle_path, verify)
@@ -277,9 +284,20 @@ def _record_prefixes(bundle: Bundle, keep: np.ndarray, contig_names: Mapping[str
                                      column("alt")[keep].tolist(), strict=True)]
 
 
+def _record_sites(bundle: Bundle, keep: np.ndarray, contig_names: Mapping[str, str]
+                  ) -> tuple[list[bytes], np.ndarray, np.ndarray]:
+    """CHROM, 0-based start and end of every output record (end from REF: INFO is empty), for
+    :meth:`~analysislib.io.bgzf.BgzfVcfWriter.write_records`."""
+    column = bundle._variant
+    names = {c: name.encode() for c, name in contig_names.items()}
+    beg = column("pos")[keep].astype(np.int64) - 1
+    ref_lengths = np.fromiter(map(len, column("ref")[keep].tolist()), dtype=np.int64, count=len(keep))
+    return [names[c] for c in column("contig")[keep].tolist()], beg, beg + np.maximum(ref_lengths, 1)
+
+
 def _ordered_results(works: Iterator[_ChunkWork], compute: Any, *, client: Any, bundle: Bundle,
                      verify: bool, side_by_side: int, window: int, settings: dict[str, Any]
-                     ) -> Iterator[bytes]:
+                     ) -> Iterator[_ChunkText]:
     """Each chunk's text in chunk order: computed here, or on ``client``, ``window`` chunks in flight.
 
     Here, with ``side_by_side`` above 1 (:attr:`StreamPlan.side_by_side`), chunks run on that many
@@ -296,7 +314,7 @@ def _ordered_results(works: Iterator[_ChunkWork], compute: Any, *, client: Any, 
         as_set = {**settings, "threads": None}  # tiles in turn, at the limit set here
         with _engine_threads(settings["engine"], 1), \
                 concurrent.futures.ThreadPoolExecutor(side_by_side) as pool:
-            running: list[concurrent.futures.Future[bytes]] = []
+            running: list[concurrent.futures.Future[_ChunkText]] = []
             try:
                 for work in works:
                     running.append(pool.submit(_impute_chunk, bundle, work, **as_set))
@@ -477,6 +495,7 @@ def impute_vcf(
                          [lengths[c] for c in names] if lengths and all(c in lengths for c in names) else None,
                          ("GT", "DS", "GP"), sample_ids)
     prefixes = _record_prefixes(bundle, keep, contig_names)
+    chroms, begs, ends = _record_sites(bundle, keep, contig_names)
     # Chunks side by side, a chunk per thread, with the NumPy engine (torch runs its own threads
     # inside a chunk); on a cluster the workers hold them.
     side_by_side = threads if threads > 1 and client is None and engine == "numpy" else 1
@@ -497,11 +516,11 @@ def impute_vcf(
                                side_by_side=plan.side_by_side, window=window, settings=settings)
     seconds["impute"] = seconds["write"] = 0.0
     with records_output(out_vcf, header, compress_level=compress_level, threads=threads) as write:
-        for _ in plan.chunks:
-            text = next(results)
+        for start, stop in plan.chunks:
+            text, lengths = next(results)
             now = time.perf_counter()
             seconds["impute"] += now - mark
-            write(text)
+            write(text, (chroms[start:stop], begs[start:stop], ends[start:stop], lengths))
             mark = time.perf_counter()
             seconds["write"] += mark - now
     now = time.perf_counter()
