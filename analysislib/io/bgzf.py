@@ -171,9 +171,14 @@ class BgzfVcfWriter:
         base = self._pending_start + len(self._pending)
         self._pending += text
         self._in_header = False
-        self._record_no += len(lengths)
-        self._sites.append((list(chroms), beg, end, ends - lengths + base, ends + base))
+        self._note_sites(list(chroms), beg, end, ends - lengths + base, ends + base)
         self._flush(final=False)
+
+    def _note_sites(self, chroms: list[bytes], beg: np.ndarray, end: np.ndarray, ustart: np.ndarray,
+                    ustop: np.ndarray) -> None:
+        """Keep the index entries of records just queued (uncompressed start and stop of each)."""
+        self._record_no += len(beg)
+        self._sites.append((chroms, beg, end, ustart, ustop))
 
     def _lines(self, data: bytes, final: bool = False) -> None:
         """Queue whole lines for compression and note where each record is."""
@@ -192,11 +197,11 @@ class BgzfVcfWriter:
             else:
                 starts = ends = starts[:0]
         if len(starts):
-            self._parse_sites(data, buf, starts, ends, base)
+            self._note_sites(*self._parse_sites(data, buf, starts, ends), starts + base, ends + base)
         self._flush(final=False)
 
-    def _parse_sites(self, data: bytes, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray,
-                     base: int) -> None:
+    def _parse_sites(self, data: bytes, buf: np.ndarray, starts: np.ndarray, ends: np.ndarray
+                     ) -> tuple[list[bytes], np.ndarray, np.ndarray]:
         """CHROM, 0-based start and end (REF length or INFO/END) of record lines, vectorised."""
         n = len(starts)
         cells = starts[:, None] + np.arange(_FIELDS_WINDOW)
@@ -222,8 +227,7 @@ class BgzfVcfWriter:
         chroms = [data[s:s + t] for s, t in zip(starts.tolist(), tabs[:, 0].tolist(), strict=True)]
         for i in np.flatnonzero(~fast).tolist():
             chroms[i], beg[i], end[i] = self._parse_site_slowly(data[starts[i]:ends[i]], self._record_no + i + 1)
-        self._record_no += n
-        self._sites.append((chroms, beg, end, starts + base, ends + base))
+        return chroms, beg, end
 
     def _parse_site_slowly(self, line: bytes, record_no: int) -> tuple[bytes, int, int]:
         fields = line.rstrip(b"\n").split(b"\t", 8)

@@ -1690,6 +1690,11 @@ def write_vcf(
     return path
 
 
+def _text_only(write: Any) -> Any:
+    """:func:`records_output`'s ``write(text, sites=None)`` for a format whose index needs no sites."""
+    return lambda text, sites=None: write(text)
+
+
 def _output_kind(path: Path) -> tuple[str, tuple[str, ...]]:
     name = path.name
     if name.endswith((".vcf.gz", ".vcf.bgz")):
@@ -1728,17 +1733,24 @@ def records_output(path: str | os.PathLike[str], header: bytes, *, compress_leve
         if kind == "vcf":
             with open(tmp, "wb") as out:
                 out.write(header)
-                yield lambda text, sites=None: out.write(text)
+                yield _text_only(out.write)
         elif kind == "vcf.gz":  # bgzipped with the .tbi built while writing
             with BgzfVcfWriter(tmp, level=compress_level, threads=threads) as bgzf:
                 bgzf.write(header)
-                yield lambda text, sites=None: bgzf.write(text) if sites is None else bgzf.write_records(text, *sites)
+
+                def write(text: bytes, sites: tuple[Any, ...] | None = None) -> None:
+                    if sites is None:
+                        bgzf.write(text)
+                    else:
+                        bgzf.write_records(text, *sites)
+
+                yield write
         else:
             with tempfile.TemporaryDirectory(dir=tmp.parent, prefix=f".{path.name}.") as scratch:
                 text_path = Path(scratch) / "records.vcf"
                 with open(text_path, "wb") as out:
                     out.write(header)
-                    yield lambda text, sites=None: out.write(text)
+                    yield _text_only(out.write)
                 with _quiet_htslib(), pysam.VariantFile(str(text_path)) as source, \
                         pysam.VariantFile(str(tmp), f"wb{compress_level}", header=source.header) as target:
                     for record in source:

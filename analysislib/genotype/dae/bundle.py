@@ -228,8 +228,7 @@ def _read_table_bytes(path: Path, expected: str | None = None) -> bytes:
         raise BundleError(path, "incomplete bundle: the tile variant table is missing") from None
     except OSError as err:
         raise BundleError(path, f"unreadable tile variant table ({err})") from None
-    if actual != expected:
-        raise BundleChecksumError(path, expected, actual)
+    _verify_file(path, expected, actual)
     return data
 
 
@@ -904,13 +903,13 @@ def load_bundle(path: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
     packed_rel = described.get("file") if isinstance(described, Mapping) else None
     base, listings = os.fspath(root), {}
     with concurrent.futures.ThreadPoolExecutor(1) as background:
-        pending = []
+        weights_check = None
         for rel, expected in files.items():
             file = os.path.join(base, rel)
             if not _is_file(file, listings):
                 raise BundleError(root / rel, "incomplete bundle: this file, listed in manifest.json, is missing")
             if verify and rel == packed_rel:
-                pending.append(background.submit(_verify_file, root / rel, expected))
+                weights_check = background.submit(_verify_file, root / rel, expected)
             elif verify and rel not in deferred and rel not in checked_when_read:
                 _verify_file(root / rel, expected)
         if "packed_weights" in manifest:
@@ -923,8 +922,8 @@ def load_bundle(path: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
         rows = _tile_rows_at_once(texts, tiles, contig_rank)
         if rows is None:
             rows = _tile_rows(root, texts, tiles, contig_rank)
-        for check in pending:
-            check.result()
+        if weights_check is not None:
+            weights_check.result()
     variants, members = _union_of_tiles(rows, len(manifest["tiles"]))
     if "first_position" not in tiles:
         tiles["first_position"] = np.array([variants["pos"][m[0]] for m in members], dtype=np.int64)
@@ -933,9 +932,10 @@ def load_bundle(path: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
                   _variants_columns=variants)
 
 
-def _verify_file(path: Path, expected: str) -> None:
-    """BundleChecksumError unless the file's sha256 is ``expected``."""
-    actual = sha256_of(path)
+def _verify_file(path: Path, expected: str, actual: str | None = None) -> None:
+    """BundleChecksumError unless the file's sha256 (``actual``, if already computed) is ``expected``."""
+    if actual is None:
+        actual = sha256_of(path)
     if actual != expected:
         raise BundleChecksumError(path, expected, actual)
 
