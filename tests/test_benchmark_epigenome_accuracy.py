@@ -338,3 +338,14 @@ def test_chromimpute_fold(benchmark, simulated):
     assert [r["assay"] for r in records] == _hidden("H3K4me3+H3K27me3")
     assert all(r["fit_seconds"] > 0 and r["predict_seconds"] > 0 for r in records)
     assert all(r["pearson"] is not None and r["pearson"] > 0 for r in records)
+
+
+def test_kept_mark_agreement_rows_per_fold_and_kept_mark(benchmark, simulated):
+    from analysislib.epigenome.tensor import cross_cell_agreement
+
+    cells = [str(c) for c in simulated["cell"].values]
+    table = benchmark.kept_mark_agreement(simulated, cells[:2], ["H3K4me3", "H3K4me3+H3K27me3"])
+    assert list(table.index) == [(c, m) for c in cells[:2] for m in ("H3K4me3", "H3K27me3")]
+    expected = cross_cell_agreement(simulated, cells[1]).loc["H3K27me3"]
+    assert table.loc[(cells[1], "H3K27me3"), "cell_r"] == pytest.approx(expected["cell_r"])
+    assert table.loc[(cells[1], "H3K27me3"), "others_r"] == pytest.approx(expected["others_r"])

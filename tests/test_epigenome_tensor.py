@@ -9,6 +9,7 @@ import xarray as xr
 
 from analysislib.epigenome.tensor import (
     create_signal_dataset,
+    cross_cell_agreement,
     cross_mark_correlation,
     hide_tracks,
     observed_tracks,
@@ -186,3 +187,35 @@ def test_cross_mark_correlation_averages_over_cells_where_both_are_observed():
     assert corr.loc["b", "c"] == pytest.approx(-1.0)
     np.testing.assert_allclose(np.diag(corr.values), 1.0)
     assert (corr.values == corr.values.T).all()
+
+
+def test_cross_cell_agreement_compares_a_cell_with_the_others_mean():
+    rng = np.random.default_rng(1)
+    shared = rng.random(400)
+    others = [shared + rng.normal(0, s, 400) for s in (0.3, 0.5, 0.8)]
+    average_like = 2 * np.mean(others, axis=0)               # exactly twice the others' mean
+    unrelated = rng.random(400)
+    signal = np.stack([np.stack([average_like, unrelated]), *[np.stack([o, o]) for o in others]])
+    observed = np.ones((4, 2), dtype=bool)
+    observed[1, 1] = False                                   # only two others have mark b
+    ds = create_signal_dataset(signal.astype(np.float32), cells=["new", "c1", "c2", "c3"],
+                               assays=["a", "b"], observed=observed, scale="arcsinh")
+    table = cross_cell_agreement(ds, "new")
+    row = table.loc["a"]
+    assert row["cell_r"] == pytest.approx(1.0) and row["cell_slope"] == pytest.approx(2.0)
+    # Each other cell type against the mean of the remaining two, by hand.
+    expected = [np.corrcoef(others[i], np.mean([others[j] for j in range(3) if j != i], axis=0))[0, 1]
+                for i in range(3)]
+    assert row["others_r"] == pytest.approx(np.mean(expected), rel=1e-5)
+    assert row["others_r"] < row["cell_r"] and row["n_others"] == 3
+    assert table.loc["b", "n_others"] == 2 and abs(table.loc["b", "cell_r"]) < 0.2
+    # A cell type that is one of the others' sources agrees less with the rest.
+    assert cross_cell_agreement(ds, "c3").loc["a", "cell_r"] < 1.0
+
+
+def test_cross_cell_agreement_refuses_an_unknown_cell_type():
+    ds = create_signal_dataset(np.ones((2, 1, 5), dtype=np.float32), cells=["x", "y"], assays=["a"],
+                               scale="arcsinh")
+    with pytest.raises(ValueError, match="'z' is not in the dataset"):
+        cross_cell_agreement(ds, "z")
+    assert cross_cell_agreement(ds, "x").empty              # one other cell type: no mean to compare
