@@ -219,3 +219,11 @@ def test_cross_cell_agreement_refuses_an_unknown_cell_type():
     with pytest.raises(ValueError, match="'z' is not in the dataset"):
         cross_cell_agreement(ds, "z")
     assert cross_cell_agreement(ds, "x").empty              # one other cell type: no mean to compare
+
+
+def test_cross_cell_agreement_is_undefined_for_constant_tracks():
+    signal = np.ones((3, 1, 20), dtype=np.float32)
+    signal[0, 0] = np.arange(20)
+    ds = create_signal_dataset(signal, cells=["x", "y", "z"], assays=["a"], scale="arcsinh")
+    row = cross_cell_agreement(ds, "x").loc["a"]
+    assert np.isnan(row["cell_r"]) and np.isnan(row["others_r"]) and row["n_others"] == 2
