@@ -426,9 +426,10 @@ def _planted(ds: xr.Dataset) -> tuple[xr.Dataset, int, int]:
 LEARNING = SegmentModelConfig(depth=5, channels=16, kernel_size=7, dropout=0.0, segment_length=None,
                               overlap=0, epochs=2000, batch_size=96, learning_rate=3e-3, patience=None,
                               loss="ce", unit="haplotype")
-# SCDA as published (three levels, genotype rows, every position scored), full batches.
-SCDA_LEARNING = LEARNING.replace(model="scda", depth=3, kernel_size=5, positional=False, loss_on="all",
-                                 unit="genotype", batch_size=48, epochs=5000)
+# SCDA's published three levels, trained as its presets are (haplotype rows, masked genotypes
+# scored), full batches.
+SCDA_LEARNING = LEARNING.replace(model="scda", depth=3, kernel_size=5, positional=False, batch_size=96,
+                                 epochs=5000)
 
 
 @pytest.mark.slow
@@ -455,17 +456,20 @@ def test_segment_models_learn_memorise_ld_and_monomorphic_sites(model: str, data
     dosage = out["call_dosage"].values
     ld_r2 = np.corrcoef(dosage[ld_site], allele_count(target["call_genotype"].values)[ld_site])[0, 1] ** 2
     # The result depends on float rounding (CPU model, torch threads) and seed. BiU-Net's figures
-    # are above; SCDA memorised 1.000 / 0.997 / 1.000 with LD r² 0.77 / 0.94 / 0.85 (seeds 0-2;
-    # 400 epochs at batch 16: memorised 0.92), and on another AMD EPYC (AVX2) 1.000 / 0.997 with
-    # LD r² 0.61 / 0.76 (seeds 0-1). Without skip connections SCDA reconstructs each site from a
-    # quarter-resolution code, so it does not copy the typed neighbour for one or two of the 16
-    # targets (each costs about 0.2 of r²), as the BiU-Net paper argues; its bound only checks
-    # that it learns the LD at all. The published dropout of 0.25 lifted LD r² to 0.75 / 0.92 but
-    # memorised 0.978 / 0.984 (10,000 epochs: 0.997 / 0.984).
-    assert memorised >= 0.99, memorised
-    assert ld_r2 >= (0.99 if model == "biunet" else 0.5), ld_r2
+    # are above. SCDA on the published genotype rows, every position scored, memorised 1.000 /
+    # 0.997 / 1.000 but imputed the LD site with r² 0.77 / 0.94 / 0.85 (seeds 0-2; 0.61 / 0.76 on
+    # an AMD EPYC with AVX2): without skip connections it rebuilds each site from a
+    # quarter-resolution code, and for one or two of the 16 targets it followed the wider context
+    # of a memorised genotype pair instead of the typed neighbour. Trained as its presets now are
+    # it gave r² 1.000 / 1.000 / 0.9999 and memorised 0.987 / 0.994 / 0.991 (that AMD EPYC; every
+    # position scored: 0.984 / 0.981 / 0.975, and 0.984 after 10,000 epochs). A haplotype is less
+    # distinctive than a pair, and SCDA's three levels of kernel 5 see about 30 SNPs either side
+    # where BiU-Net's five of kernel 7 see the whole row: with ±16 SNPs, 14 of the 634 hidden
+    # entries are ambiguous (the comment above LEARNING).
+    assert memorised >= (0.99 if model == "biunet" else 0.98), memorised
+    assert ld_r2 >= 0.99, ld_r2
     called_major = (allele_count(out["call_genotype"].values)[mono] == 2).mean()
-    assert called_major >= (1.0 if model == "biunet" else 0.8), called_major
+    assert called_major == 1.0, called_major
 
 
 @pytest.mark.slow
