@@ -75,10 +75,21 @@ def _probabilities_from_allele_pairs(p_ref: np.ndarray, p_alt: np.ndarray, eps: 
     laid out otherwise (e.g. variants first): ``P(0/0) ∝ p_ref (1 - p_alt)``,
     ``P(0/1) ∝ p_ref p_alt``, ``P(1/1) ∝ (1 - p_ref) p_alt``, uniform where all three are ~0.
     """
-    raw = np.stack([p_ref * (1 - p_alt), p_ref * p_alt, (1 - p_ref) * p_alt], axis=-1)
-    total = (raw[..., 0] + raw[..., 1] + raw[..., 2])[..., None]  # = raw.sum(axis=-1), faster
-    uniform = np.full_like(raw, 1 / 3)
-    return np.where(total > eps, raw / np.maximum(total, eps), uniform)
+    return np.stack(_allele_pair_columns(p_ref, p_alt, eps), axis=-1)
+
+
+def _allele_pair_columns(p_ref: np.ndarray, p_alt: np.ndarray, eps: float = 1e-12) -> list[np.ndarray]:
+    """:func:`_probabilities_from_allele_pairs` as three arrays ``P(0/0), P(0/1), P(1/1)``.
+
+    Whole-array operations on each: for large blocks about twice as fast as on a stacked last
+    axis of length 3, with the same numbers.
+    """
+    q_ref, q_alt = 1 - p_ref, 1 - p_alt
+    raw = [p_ref * q_alt, p_ref * p_alt, q_ref * p_alt]
+    total = raw[0] + raw[1] + raw[2]
+    flat = ~(total > eps)  # all three ~0: uniform
+    total = np.maximum(total, eps)
+    return [np.where(flat, 1 / 3, column / total) for column in raw]
 
 
 def haplotype_rows(call_genotype: Any) -> np.ndarray:
@@ -128,9 +139,16 @@ def _probabilities_from_haplotype_pairs(first: np.ndarray, second: np.ndarray) -
     each haplotype's ALT probability is ``P(0/1) / 2 + P(1/1)`` of its row, and the two are
     taken as independent.
     """
-    a = first[..., 1] / 2 + first[..., 2]
-    b = second[..., 1] / 2 + second[..., 2]
-    return np.stack([(1 - a) * (1 - b), a * (1 - b) + (1 - a) * b, a * b], axis=-1)
+    return np.stack(_haplotype_pair_columns([first[..., g] for g in range(3)],
+                                            [second[..., g] for g in range(3)]), axis=-1)
+
+
+def _haplotype_pair_columns(first: list[np.ndarray], second: list[np.ndarray]) -> list[np.ndarray]:
+    """:func:`_probabilities_from_haplotype_pairs` on the three arrays of each haplotype's
+    probabilities (:func:`_allele_pair_columns`), returning three arrays."""
+    a = first[1] / 2 + first[2]
+    b = second[1] / 2 + second[2]
+    return [(1 - a) * (1 - b), a * (1 - b) + (1 - a) * b, a * b]
 
 
 def dosage_from_probabilities(gp: Any) -> np.ndarray:

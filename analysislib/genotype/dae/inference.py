@@ -305,16 +305,18 @@ def _decode_rows(bundle: Bundle, raw: np.ndarray) -> np.ndarray:
     :func:`~analysislib.genotype.encoding.genotype_probabilities_from_haplotype_presence`,
     variants first.
     """
-    from analysislib.genotype.encoding import (
-        _probabilities_from_allele_pairs,
-        _probabilities_from_haplotype_pairs,
-    )
+    return np.stack(_decode_columns(bundle, raw), axis=-1)
+
+
+def _decode_columns(bundle: Bundle, raw: np.ndarray) -> list[np.ndarray]:
+    """:func:`_decode_rows` as three float64 arrays ``(variants, samples)``: P(0/0), P(0/1), P(1/1)."""
+    from analysislib.genotype.encoding import _allele_pair_columns, _haplotype_pair_columns
 
     p = np.asarray(raw, dtype=np.float64)
-    gp = _probabilities_from_allele_pairs(p[..., 0], p[..., 1])
+    columns = _allele_pair_columns(p[..., 0], p[..., 1])
     if bundle.unit == "haplotype":
-        return _probabilities_from_haplotype_pairs(gp[:, 0::2], gp[:, 1::2])
-    return gp
+        return _haplotype_pair_columns([c[:, 0::2] for c in columns], [c[:, 1::2] for c in columns])
+    return columns
 
 
 #: A tile's part in a region chunk (or in the whole output, :func:`impute_dataset`): tile row, its
