@@ -968,6 +968,28 @@ def test_a_failure_midway_leaves_no_output(streamed, tmp_path: Path, monkeypatch
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.vcf.gz"]  # no temporary left
 
 
+def test_changed_weights_found_while_imputing_leave_no_output(streamed, tmp_path: Path):
+    """The packed weights are hashed while the targets are imputed; a mismatch ends the run with
+    BundleChecksumError before any output appears, and an older output is kept."""
+    from analysislib.errors import BundleChecksumError
+
+    source, in_vcf, memory = streamed
+    bundle = Path(shutil.copytree(source, tmp_path / "bundle"))
+    data = bytearray((bundle / "weights.npy").read_bytes())
+    data[-5] ^= 0x01  # the last weight's low bits: the run itself goes through
+    (bundle / "weights.npy").write_bytes(bytes(data))
+    out = tmp_path / "out" / "old.vcf.gz"
+    out.parent.mkdir()
+    out.write_bytes(b"previous run")
+    for threads in (1, 2):
+        with pytest.raises(BundleChecksumError, match=r"weights\.npy: corrupt bundle file"):
+            impute_vcf(bundle, in_vcf, out, threads=threads)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["old.vcf.gz"]
+    assert out.read_bytes() == b"previous run"
+    impute_vcf(bundle, in_vcf, tmp_path / "unverified.vcf", verify=False)  # read as it is
+    assert (tmp_path / "unverified.vcf").read_bytes().count(b"\n") == memory.count(b"\n")
+
+
 def test_cli_impute_batches_and_refuses_bad_settings(streamed, tmp_path: Path, capsys):
     bundle, in_vcf, memory = streamed
     assert main(["impute", "--models", str(bundle), str(in_vcf), str(tmp_path / "cli.vcf"),

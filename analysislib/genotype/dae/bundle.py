@@ -879,6 +879,23 @@ def load_bundle(path: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
     BundleChecksumError
         A file's sha256 differs from the manifest's (the message gives both).
     """
+    with concurrent.futures.ThreadPoolExecutor(1) as background:
+        bundle, weights_check = _open_bundle(path, verify=verify, background=background)
+        if weights_check is not None:
+            weights_check.result()
+    return bundle
+
+
+def _open_bundle(path: str | os.PathLike[str], *, verify: bool,
+                 background: concurrent.futures.Executor) -> tuple[Bundle, concurrent.futures.Future[None] | None]:
+    """:func:`load_bundle`, with the packed weights' sha256 check left running on ``background``.
+
+    Returns the bundle and that check (None without ``verify`` or packed weights): its
+    ``result()`` raises :class:`~analysislib.errors.BundleChecksumError` if the weights changed.
+    The weights are then in use before the check ends, so a caller must wait for it before
+    anything it computed leaves (:func:`~analysislib.genotype.dae.streaming.impute_vcf` does,
+    before its output file appears).
+    """
     root = Path(path)
     manifest = _read_manifest(root)
     files: dict[str, str] = manifest["files"]
@@ -898,38 +915,37 @@ def load_bundle(path: str | os.PathLike[str], *, verify: bool = True) -> Bundle:
         deferred |= set(tiles["weights"])
     checked_when_read = set(tiles["variants"])
     # The packed weights (68 MB for chr22) are hashed on a second thread while the tables are
-    # parsed; hashlib and file reads release the GIL.
+    # parsed (and, in impute_vcf, while the targets are read and imputed); hashlib and file
+    # reads release the GIL.
     described = manifest.get("packed_weights")
     packed_rel = described.get("file") if isinstance(described, Mapping) else None
     base, listings = os.fspath(root), {}
-    with concurrent.futures.ThreadPoolExecutor(1) as background:
-        weights_check = None
-        for rel, expected in files.items():
-            file = os.path.join(base, rel)
-            if not _is_file(file, listings):
-                raise BundleError(root / rel, "incomplete bundle: this file, listed in manifest.json, is missing")
-            if verify and rel == packed_rel:
-                weights_check = background.submit(_verify_file, root / rel, expected)
-            elif verify and rel not in deferred and rel not in checked_when_read:
-                _verify_file(root / rel, expected)
-        if "packed_weights" in manifest:
-            _check_packed(root, manifest, tiles)
-        elif "packed" in tiles:  # a damaged 'packed_weights' key would silently switch engines
-            raise BundleError(root / MANIFEST_NAME, "the tiles have 'packed' entries but the manifest has "
-                              "no 'packed_weights'")
-        contig_rank = {c: i for i, c in enumerate(manifest["contigs"])}
-        texts = _read_tile_tables(root, tiles, files if verify else None)
-        rows = _tile_rows_at_once(texts, tiles, contig_rank)
-        if rows is None:
-            rows = _tile_rows(root, texts, tiles, contig_rank)
-        if weights_check is not None:
-            weights_check.result()
+    weights_check = None
+    for rel, expected in files.items():
+        file = os.path.join(base, rel)
+        if not _is_file(file, listings):
+            raise BundleError(root / rel, "incomplete bundle: this file, listed in manifest.json, is missing")
+        if verify and rel == packed_rel:
+            weights_check = background.submit(_verify_file, root / rel, expected)
+        elif verify and rel not in deferred and rel not in checked_when_read:
+            _verify_file(root / rel, expected)
+    if "packed_weights" in manifest:
+        _check_packed(root, manifest, tiles)
+    elif "packed" in tiles:  # a damaged 'packed_weights' key would silently switch engines
+        raise BundleError(root / MANIFEST_NAME, "the tiles have 'packed' entries but the manifest has "
+                          "no 'packed_weights'")
+    contig_rank = {c: i for i, c in enumerate(manifest["contigs"])}
+    texts = _read_tile_tables(root, tiles, files if verify else None)
+    rows = _tile_rows_at_once(texts, tiles, contig_rank)
+    if rows is None:
+        rows = _tile_rows(root, texts, tiles, contig_rank)
     variants, members = _union_of_tiles(rows, len(manifest["tiles"]))
     if "first_position" not in tiles:
         tiles["first_position"] = np.array([variants["pos"][m[0]] for m in members], dtype=np.int64)
         tiles["last_position"] = np.array([variants["pos"][m[-1]] for m in members], dtype=np.int64)
-    return Bundle(root, manifest, None, None, members, _deferred=deferred, _tiles_columns=tiles,
-                  _variants_columns=variants)
+    bundle = Bundle(root, manifest, None, None, members, _deferred=deferred, _tiles_columns=tiles,
+                    _variants_columns=variants)
+    return bundle, weights_check
 
 
 def _verify_file(path: Path, expected: str, actual: str | None = None) -> None:

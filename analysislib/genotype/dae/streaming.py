@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from analysislib.errors import InputFormatError, InvalidArgumentError
-from analysislib.genotype.dae.bundle import Bundle, load_bundle
+from analysislib.genotype.dae.bundle import Bundle, _open_bundle, load_bundle
 from analysislib.genotype.dae.inference import (
     _check_engine,
     _ChunkTile,
@@ -423,7 +423,9 @@ def impute_vcf(
     strand_ambiguous
         See :func:`~analysislib.genotype.dae.mapping.map_variants`.
     verify
-        Check every bundle file's sha256 when loading from a folder.
+        Check every bundle file's sha256 when loading from a folder. The packed weights are
+        checked on a second thread while the targets are read and imputed; if they do not match,
+        :class:`~analysislib.errors.BundleChecksumError` is raised and no output is written.
     decimals, compress_level
         Passed to :func:`~analysislib.io.vcf.write_vcf`. Level 1 (default) deflates with ISA-L,
         about 10x faster than htslib's default 6 for a file about 15% larger; ``bcftools view
@@ -458,72 +460,79 @@ def impute_vcf(
         raise InvalidArgumentError("batch_samples must be at least 1")
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    if not isinstance(bundle, Bundle):
-        bundle = load_bundle(bundle, verify=verify)
-    engine = _check_engine(bundle, engine)
-    seconds["load bundle"] = time.perf_counter() - started
-    mark = time.perf_counter()
-    target = read_vcf_arrays(in_vcf, multiallelic="split", fields=("GT",))  # no xarray, no dask
-    seconds["read"] = time.perf_counter() - mark
-    mark = time.perf_counter()
-    where = str(in_vcf)
-    n_samples = len(target.sample_id)
-    if target.call_genotype.shape[2] != 2:
-        raise InputFormatError(where, f"ploidy {target.call_genotype.shape[2]}; the autoencoder imputes "
-                               "diploid genotypes")
-    if n_samples == 0:
-        raise InputFormatError(where, "no samples to impute")
-    contigs = np.asarray(target.contigs, dtype=object)
-    mapping = _map_sites(bundle, contigs[target.variant_contig].astype(str), target.variant_position,
-                         target.variant_allele,
-                         dict(zip(target.contigs, target.attrs.get("contig_lengths") or [], strict=False)),
-                         strand_ambiguous=strand_ambiguous, where=where)
-    covered, keep, local = _covered_variants(bundle, mapping)
-    typed_in = target.call_genotype[mapping.input_index]
-    typed_in = np.where(mapping.flip[:, None, None] & (typed_in >= 0), 1 - typed_in, typed_in).astype(np.int8)
-    phased_in = target.call_genotype_phased[mapping.input_index]
-    _warn_if_phase_needed(bundle, typed_in, phased_in, where)
-    typed_rows = local[mapping.bundle_index]
-    sample_ids = target.sample_id
-    del target
-    names = [c for c in bundle.contigs if c in covered]
-    inverse = {dst: src for src, dst in mapping.contig_map.items()}
-    contig_names = {c: inverse.get(c, c) for c in names}
-    lengths = bundle.contig_lengths
-    header = header_text([contig_names[c] for c in names],
-                         [lengths[c] for c in names] if lengths and all(c in lengths for c in names) else None,
-                         ("GT", "DS", "GP"), sample_ids)
-    prefixes = _record_prefixes(bundle, keep, contig_names)
-    chroms, begs, ends = _record_sites(bundle, keep, contig_names)
-    # Chunks side by side, a chunk per thread, with the NumPy engine (torch runs its own threads
-    # inside a chunk); on a cluster the workers hold them.
-    side_by_side = threads if threads > 1 and client is None and engine == "numpy" else 1
-    supplier = bundle._variant("tile")[keep]
-    plan = plan_stream(supplier, n_samples, batch_samples=batch_samples, chunk_genotypes=chunk_genotypes,
-                       side_by_side=side_by_side)
-    needed = _tiles_on(bundle, covered)
-    typed_out = np.zeros(len(keep), dtype=bool)
-    typed_out[typed_rows] = True
-    untyped_tiles = sum(not typed_out[local[bundle.members[row]]].any() for row in needed)
-    settings = {"batch_samples": batch_samples, "engine": engine, "threads": threads, "decimals": decimals}
-    works = (_chunk_work(bundle, chunk, local=local, typed_rows=typed_rows, typed_in=typed_in,
-                         phased_in=phased_in, prefixes=prefixes)
-             for chunk in plan.chunks)
-    window = 2 * max(1, len(client.nthreads())) if client is not None else plan.chunks_held
-    results = _ordered_results(works, lambda work: _impute_chunk(bundle, work, **settings),
-                               client=client, bundle=bundle, verify=verify,
-                               side_by_side=plan.side_by_side, window=window, settings=settings)
-    seconds["impute"] = seconds["write"] = 0.0
-    with records_output(out_vcf, header, compress_level=compress_level, threads=threads) as write:
-        for start, stop in plan.chunks:
-            text, lengths = next(results)
-            now = time.perf_counter()
-            seconds["impute"] += now - mark
-            write(text, (chroms[start:stop], begs[start:stop], ends[start:stop], lengths))
-            mark = time.perf_counter()
-            seconds["write"] += mark - now
-    now = time.perf_counter()
-    seconds["write"] += now - mark  # bgzf end and index
-    seconds["total"] = now - started
-    return ImputeReport(Path(out_vcf), mapping, n_samples, len(keep), len(needed), int(untyped_tiles),
-                        threads, seconds, plan)
+    # The packed weights' sha256 runs on a second thread while the targets are read and imputed
+    # (a process's first check of a 68 MB file takes about 0.05 s); the output appears only once
+    # it has matched.
+    with concurrent.futures.ThreadPoolExecutor(1) as background:
+        weights_check = None
+        if not isinstance(bundle, Bundle):
+            bundle, weights_check = _open_bundle(bundle, verify=verify, background=background)
+        engine = _check_engine(bundle, engine)
+        seconds["load bundle"] = time.perf_counter() - started
+        mark = time.perf_counter()
+        target = read_vcf_arrays(in_vcf, multiallelic="split", fields=("GT",))  # no xarray, no dask
+        seconds["read"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        where = str(in_vcf)
+        n_samples = len(target.sample_id)
+        if target.call_genotype.shape[2] != 2:
+            raise InputFormatError(where, f"ploidy {target.call_genotype.shape[2]}; the autoencoder imputes "
+                                   "diploid genotypes")
+        if n_samples == 0:
+            raise InputFormatError(where, "no samples to impute")
+        contigs = np.asarray(target.contigs, dtype=object)
+        mapping = _map_sites(bundle, contigs[target.variant_contig].astype(str), target.variant_position,
+                             target.variant_allele,
+                             dict(zip(target.contigs, target.attrs.get("contig_lengths") or [], strict=False)),
+                             strand_ambiguous=strand_ambiguous, where=where)
+        covered, keep, local = _covered_variants(bundle, mapping)
+        typed_in = target.call_genotype[mapping.input_index]
+        typed_in = np.where(mapping.flip[:, None, None] & (typed_in >= 0), 1 - typed_in, typed_in).astype(np.int8)
+        phased_in = target.call_genotype_phased[mapping.input_index]
+        _warn_if_phase_needed(bundle, typed_in, phased_in, where)
+        typed_rows = local[mapping.bundle_index]
+        sample_ids = target.sample_id
+        del target
+        names = [c for c in bundle.contigs if c in covered]
+        inverse = {dst: src for src, dst in mapping.contig_map.items()}
+        contig_names = {c: inverse.get(c, c) for c in names}
+        lengths = bundle.contig_lengths
+        header = header_text([contig_names[c] for c in names],
+                             [lengths[c] for c in names] if lengths and all(c in lengths for c in names) else None,
+                             ("GT", "DS", "GP"), sample_ids)
+        prefixes = _record_prefixes(bundle, keep, contig_names)
+        chroms, begs, ends = _record_sites(bundle, keep, contig_names)
+        # Chunks side by side, a chunk per thread, with the NumPy engine (torch runs its own threads
+        # inside a chunk); on a cluster the workers hold them.
+        side_by_side = threads if threads > 1 and client is None and engine == "numpy" else 1
+        supplier = bundle._variant("tile")[keep]
+        plan = plan_stream(supplier, n_samples, batch_samples=batch_samples, chunk_genotypes=chunk_genotypes,
+                           side_by_side=side_by_side)
+        needed = _tiles_on(bundle, covered)
+        typed_out = np.zeros(len(keep), dtype=bool)
+        typed_out[typed_rows] = True
+        untyped_tiles = sum(not typed_out[local[bundle.members[row]]].any() for row in needed)
+        settings = {"batch_samples": batch_samples, "engine": engine, "threads": threads, "decimals": decimals}
+        works = (_chunk_work(bundle, chunk, local=local, typed_rows=typed_rows, typed_in=typed_in,
+                             phased_in=phased_in, prefixes=prefixes)
+                 for chunk in plan.chunks)
+        window = 2 * max(1, len(client.nthreads())) if client is not None else plan.chunks_held
+        results = _ordered_results(works, lambda work: _impute_chunk(bundle, work, **settings),
+                                   client=client, bundle=bundle, verify=verify,
+                                   side_by_side=plan.side_by_side, window=window, settings=settings)
+        seconds["impute"] = seconds["write"] = 0.0
+        with records_output(out_vcf, header, compress_level=compress_level, threads=threads) as write:
+            for start, stop in plan.chunks:
+                text, lengths = next(results)
+                now = time.perf_counter()
+                seconds["impute"] += now - mark
+                write(text, (chroms[start:stop], begs[start:stop], ends[start:stop], lengths))
+                mark = time.perf_counter()
+                seconds["write"] += mark - now
+            if weights_check is not None:
+                weights_check.result()  # raises BundleChecksumError: no output is left
+        now = time.perf_counter()
+        seconds["write"] += now - mark  # bgzf end and index
+        seconds["total"] = now - started
+        return ImputeReport(Path(out_vcf), mapping, n_samples, len(keep), len(needed), int(untyped_tiles),
+                            threads, seconds, plan)
