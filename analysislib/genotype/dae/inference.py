@@ -233,7 +233,7 @@ def impute_dataset(
               weights[row]) for row in needed]
     # sigmoid outputs, allele presence
     raw = _run_tiles(bundle, tiles, presence, n_out, engine=engine, threads=threads, batch_size=batch_size,
-                     **_work_needed(typed, np.arange(n_out)))
+                     **_work_needed(typed))
     gp = np.empty((n_out, n_samples, 3), dtype=np.float32)
     for start in range(0, n_out, _DECODE_BLOCK):  # bounded float64 temporaries
         block = raw[start:start + _DECODE_BLOCK]
@@ -326,14 +326,11 @@ def _decode_columns(bundle: Bundle, raw: np.ndarray) -> list[np.ndarray]:
 _ChunkTile = tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
-def _work_needed(calls: np.ndarray, out_rows: np.ndarray) -> dict[str, np.ndarray]:
-    """The ``typed`` and ``wanted`` masks of :func:`_run_tiles` from every sample's input calls.
-
-    ``calls`` are int8 ``(span, samples, 2)`` (-1 where uncalled) and ``out_rows`` the span row
-    of each output variant.
-    """
+def _work_needed(calls: np.ndarray) -> dict[str, np.ndarray]:
+    """The ``typed`` and ``wanted`` masks of :func:`_run_tiles` from every sample's input calls
+    ``(span, samples, 2)`` (int8, -1 where uncalled), per span row."""
     known = calls >= 0
-    return {"typed": known.any(axis=(1, 2)), "wanted": ~known[out_rows].all(axis=(1, 2))}
+    return {"typed": known.any(axis=(1, 2)), "wanted": ~known.all(axis=(1, 2))}
 
 
 def _run_tiles(bundle: Bundle, tiles: list[_ChunkTile], presence: np.ndarray, n_var: int, *, engine: str,
@@ -349,30 +346,35 @@ def _run_tiles(bundle: Bundle, tiles: list[_ChunkTile], presence: np.ndarray, n_
     Only the work that can change the result is done (:meth:`Bundle.predict`'s ``inputs`` and
     ``outputs``): a tile's first layer reads only its members that are ``typed`` (per span row:
     some sample has a call there; elsewhere every input is 0), and outputs are computed only
-    for ``wanted`` variants (per output variant: some sample lacks a call; the others are all
-    replaced by the input calls and stay 0 here). Both masks are properties of the whole
-    input, not of a sample batch, so every batching does the same arithmetic.
+    for ``wanted`` members (per span row: some sample lacks a call; the others are all replaced
+    by the input calls and stay 0 here). Both masks are properties of the whole input, not of a
+    sample batch, and a tile computes every wanted member even when only some of them are
+    ``targets`` (a tile reaching into two region chunks): BLAS may round a product differently
+    with another number of output columns, so each tile does the same arithmetic whatever the
+    batching and the chunks.
     """
     size = presence.shape[0]
     raw = np.zeros((n_var, size, 2), dtype=np.float32)  # variants first: a tile adds whole rows
-    plans = []  # per tile: its typed members, their input columns, wanted outputs and where they go
+    plans = []  # per tile: its typed members, their input columns, wanted outputs, which go where
     for row, inputs, sources, targets, weight in tiles:
         keep_in = typed[inputs]
-        keep_out = wanted[targets]
-        chosen = sources[keep_out]
+        computed = np.flatnonzero(wanted[inputs])  # tile outputs run, whatever the chunk
+        keep_out = wanted[inputs[sources]]
+        picked = np.searchsorted(computed, sources[keep_out])  # the targets' among them
         plans.append((row, inputs[keep_in], np.flatnonzero(np.repeat(keep_in, 2)),
-                      np.stack([2 * chosen, 2 * chosen + 1], axis=1).ravel(), targets[keep_out],
-                      weight[keep_out]))
-    plans = [plan for plan in plans if len(plan[4])]  # tiles with nothing wanted do not run
+                      (2 * computed[:, None] + np.arange(2)).ravel(),
+                      None if len(picked) == len(computed) else picked, targets[keep_out], weight[keep_out]))
+    plans = [plan for plan in plans if len(plan[5])]  # tiles with nothing wanted do not run
 
     def run_tile(plan: tuple[Any, ...]) -> np.ndarray:
-        row, members, in_cols, out_cols = plan[:4]
-        return bundle.predict(row, presence[:, members].reshape(size, -1), batch_size=batch_size,
-                              engine=engine, inputs=in_cols, outputs=out_cols)
+        row, members, in_cols, out_cols, picked = plan[:5]
+        out = bundle.predict(row, presence[:, members].reshape(size, -1), batch_size=batch_size,
+                             engine=engine, inputs=in_cols, outputs=out_cols).reshape(size, -1, 2)
+        return out if picked is None else out[:, picked]
 
     workers, per_worker = _thread_split(threads, [size * 2 * len(t[1]) ** 2 for t in tiles])
     with _engine_threads(engine, per_worker), concurrent.futures.ThreadPoolExecutor(workers) as pool:
         outputs = map(run_tile, plans) if workers == 1 else pool.map(run_tile, plans)
         for (*_, targets, weight), out in zip(plans, outputs, strict=True):
-            raw[targets] += weight[:, None, None] * out.reshape(size, -1, 2).transpose(1, 0, 2)
+            raw[targets] += weight[:, None, None] * out.transpose(1, 0, 2)
     return raw

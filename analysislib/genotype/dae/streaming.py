@@ -5,7 +5,9 @@ output variants into region chunks (:func:`plan_stream`, :class:`StreamPlan`) an
 chunk ``batch_samples`` samples at a time, here (chunks side by side on threads) or on a
 ``dask.distributed`` cluster, writing GT:DS:GP with bgzip and tabix into one atomically renamed
 file, each chunk before the next. The text is the one ``write_vcf(impute_dataset(...))``
-writes, whatever the batch and chunk sizes. :class:`ImputeReport` says what was done and how
+writes, whatever the chunk sizes and thread count; with batches of fewer samples than the
+cohort, a few DS/GP values can move by one unit of the last decimal (BLAS sums the products in
+an order that depends on the number of rows). :class:`ImputeReport` says what was done and how
 long each stage took.
 """
 
@@ -204,7 +206,7 @@ def _impute_chunk(bundle: Bundle, work: _ChunkWork, *, batch_samples: int, engin
     n_var = work.stop - work.start
     rows_out = np.arange(work.start, work.stop) - work.span_start  # chunk variants in the span
     n_samples = work.typed.shape[1]
-    needed = _work_needed(work.typed, rows_out)
+    needed = _work_needed(work.typed)
     columns: list[list[bytes]] = []
     for first in range(0, n_samples, batch_samples):
         last = min(first + batch_samples, n_samples)
@@ -407,7 +409,8 @@ def impute_vcf(
     formatted and written in order, the text held at once staying near ``chunk_genotypes``
     output genotypes (:func:`plan_stream`), so the memory for outputs is bounded by the chunks,
     not the cohort. The typed input genotypes (2 bytes each) are read whole. The text is the same as
-    ``write_vcf(impute_dataset(...))`` writes, whatever the batch and chunk sizes.
+    ``write_vcf(impute_dataset(...))`` writes, whatever the chunk sizes (sample batches: see
+    the module docstring).
 
     Parameters
     ----------
