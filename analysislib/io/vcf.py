@@ -1381,15 +1381,16 @@ def _format_calls(gt: np.ndarray, phased: np.ndarray, ds: np.ndarray | None,
     """Sample columns of a block of variants, one bytes object per variant.
 
     ``gp`` is ``(variants, samples, G)``, or a list of G arrays ``(variants, samples)``, one per
-    genotype (:func:`_normalised_columns`). Each call becomes a fixed-width byte row with a keep-mask; dropping the masked bytes leaves
-    the exact text, calls separated by tabs and lines ended by a newline (by a tab when
-    ``line_end`` is False: more sample columns follow, as when samples come in batches).
+    genotype (:func:`_normalised_columns`). Each call becomes a fixed-width byte row with a
+    keep-mask; dropping the masked bytes leaves the exact text, calls separated by tabs and lines
+    ended by a newline (by a tab when ``line_end`` is False: more sample columns follow, as when
+    samples come in batches).
     """
+    gp = _gp_columns(gp)
     fast = _format_calls_packed(gt, phased, ds, gp, decimals=decimals, allele_width=allele_width,
                                 line_end=line_end)
     if fast is not None:
         return fast
-    gp = _gp_columns(gp)
     n_var, n_samples, ploidy = gt.shape
     shape = (n_var, n_samples)
     parts: list[tuple[np.ndarray, np.ndarray]] = []
@@ -1446,8 +1447,9 @@ def _packed_table(separator: str, decimals: int, width: int) -> np.ndarray:
     return _packed_tables[key]
 
 
-def _format_calls_packed(gt: np.ndarray, phased: np.ndarray, ds: np.ndarray | None, gp: np.ndarray | None,
-                         *, decimals: int, allele_width: int, line_end: bool
+def _format_calls_packed(gt: np.ndarray, phased: np.ndarray, ds: np.ndarray | None,
+                         gp: np.ndarray | list[np.ndarray] | None, *, decimals: int, allele_width: int,
+                         line_end: bool
                          ) -> list[bytes] | None:
     """:func:`_format_calls` for one-digit alleles and short numbers; None where it does not apply.
 
