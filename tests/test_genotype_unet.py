@@ -153,6 +153,9 @@ def test_config_validation():
         SegmentModelConfig(lam=1.5)
     with pytest.raises(ValueError, match="unit must be 'genotype' or 'haplotype'"):
         SegmentModelConfig(unit="diploid")  # type: ignore[arg-type]
+    for bad in ({"lr_step_at": 0.0}, {"lr_step_at": 1.0}, {"lr_step_factor": 0.0}, {"lr_step_factor": 1.5}):
+        with pytest.raises(ValueError, match="lr_step"):
+            SegmentModelConfig(**bad)
     assert BIUNET_PRESETS["full"].unit == "genotype"  # the paper's rows
     assert BIUNET_PRESETS["full"].segment_length == 128 and BIUNET_PRESETS["full"].overlap == 16
 
@@ -238,7 +241,8 @@ def test_training_resumes_exactly_from_checkpoints(tmp_path: Path, monkeypatch: 
     from analysislib.genotype import unet_training
 
     panel = _panel(16, 12)  # 48 SNPs -> 2 segments of 32; 32 items -> 2 batches per epoch
-    straight = train_segment_model(panel, TINY, options=CPU_QUIET)
+    config = TINY.replace(lr_step_at=0.5)  # the learning rate falls tenfold after epoch 2
+    straight = train_segment_model(panel, config, options=CPU_QUIET)
     real, calls = unet_training._batch_loss, []
 
     def interrupted(*args, **kwargs):
@@ -249,15 +253,17 @@ def test_training_resumes_exactly_from_checkpoints(tmp_path: Path, monkeypatch: 
 
     monkeypatch.setattr(unet_training, "_batch_loss", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train_segment_model(panel, TINY, checkpoint_dir=tmp_path, options=CPU_QUIET)
+        train_segment_model(panel, config, checkpoint_dir=tmp_path, options=CPU_QUIET)
     monkeypatch.setattr(unet_training, "_batch_loss", real)
-    resumed = train_segment_model(panel, TINY, checkpoint_dir=tmp_path, options=CPU_QUIET)
+    resumed = train_segment_model(panel, config, checkpoint_dir=tmp_path, options=CPU_QUIET)
     assert resumed.details["resumed_from"].endswith("biunet_000002.pt")
     assert resumed.epochs_completed == 3
     for name, value in straight.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[name], value, rtol=0, atol=0)
     history = straight.history
     assert history["mask_rate"].tolist() == pytest.approx([0.05, 0.15, 0.25])
+    assert history["lr"].tolist() == pytest.approx([3e-3, 3e-3, 3e-4])
+    assert resumed.history["lr"].tolist() == pytest.approx([3e-3, 3e-3, 3e-4])
     assert {"loss", "focal", "dosage"} <= set(history.columns)
     assert straight.segments_seen == 3 * 16 * SegmentLayout(48, 32, 8).n_segments
 

@@ -406,6 +406,10 @@ def train_segment_model(
     model = wrap_ddp(build_model(config, segs.layout), run_device)
     inner = getattr(model, "module", model)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    lr_step = None
+    if config.lr_step_at is not None:
+        lr_step = torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, milestones=[max(1, round(config.lr_step_at * config.epochs))], gamma=config.lr_step_factor)
     schedule = linear_curriculum(config.mask_start, config.mask_end, max(1, config.epochs))
     tokens = torch.from_numpy(np.ascontiguousarray(segs.tokens))
     positional = torch.from_numpy(np.ascontiguousarray(segs.positional))
@@ -456,6 +460,7 @@ def train_segment_model(
             checkpoint_dir=checkpoint_dir, resume=resume, cycle_length=1,
             validate=validate,
             early_stopping=EarlyStopping(patience=config.patience if val is not None else None),
+            scheduler=lr_step, scheduler_interval="epoch",
             amp=amp, keep_last=1, restore_best=val is not None, on_epoch_end=epoch_end,
             metadata={"model": config.model, "config": config.to_dict(),
                       "layout": segs.layout.to_dict()},
