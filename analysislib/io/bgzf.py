@@ -119,6 +119,9 @@ class BgzfVcfWriter:
     level
         Compression level 0-9. Levels 1-3 use ISA-L's level 1 (about 4x faster than zlib's
         level 1 and about 5% smaller); 0 and 4-9 use zlib at that level, as htslib does.
+        ISA-L may deflate the same text in different, equivalent ways from one run to the next
+        (the text is the same; compare files by their text, not their bytes); zlib's levels
+        give the same bytes every time.
     threads
         Members deflated at once.
     """
