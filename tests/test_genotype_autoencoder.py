@@ -232,6 +232,38 @@ def test_mask_presence_masks_exactly_round_v_rate_variants_per_sample():
     assert (mask_count(10, 0.25), mask_count(10, 0.15), mask_count(60, 55 / 60)) == (2, 2, 55)
 
 
+def test_masked_variants_are_each_rows_smallest_uniform_draws():
+    """The mask holds each row's k smallest uniform draws: the set a full sort picks when no two
+    draws tie at the cut."""
+    from analysislib.genotype.dae.fit import _variant_mask
+
+    for n_variants, rate in [(40, 0.65), (7, 0.3), (150, 0.9)]:
+        k = mask_count(n_variants, rate)
+        noise = torch.rand((60, n_variants), generator=torch.Generator().manual_seed(3))
+        expected = torch.zeros((60, n_variants), dtype=torch.bool).scatter_(1, noise.argsort(dim=1)[:, :k], True)
+        assert torch.equal(_variant_mask(60, n_variants, rate, torch.Generator().manual_seed(3)), expected)
+
+
+def test_optimizers_update_all_tensors_at_once_with_the_loops_weights(monkeypatch):
+    """fit's optimizers use the multi-tensor (foreach) update: the weights are those of the
+    per-tensor loop, bit for bit."""
+    import analysislib.genotype.dae.fit as fit_module
+
+    gt = np.random.default_rng(2).integers(0, 2, size=(12, 40, 2)).astype(np.int8)
+    for optimizer in ("adam", "rmsprop", "sgd", "adagrad", "adadelta"):
+        hp = DAEHyperparameters(optimizer=optimizer, batch_size=16, learning_rate=1e-2, n_layers=2,
+                                cycle_epochs=5, seed=4)
+        together = train_tile(gt, hp, epochs=6, patience=None).model.state_dict()
+        with monkeypatch.context() as patched:
+            loop = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD,
+                    "adagrad": torch.optim.Adagrad, "adadelta": torch.optim.Adadelta}[optimizer]
+            patched.setattr(fit_module, "_make_optimizer",
+                            lambda params, h, loop=loop: loop(params, lr=h.learning_rate, weight_decay=h.l2,
+                                                              foreach=False))
+            one_by_one = train_tile(gt, hp, epochs=6, patience=None).model.state_dict()
+        assert all(torch.equal(together[key], one_by_one[key]) for key in together), optimizer
+
+
 def test_masking_curriculum_runs_from_80_percent_to_all_but_five():
     hp = DAEHyperparameters(cycle_epochs=5)
     schedule = mask_rate_schedule(100, hp)

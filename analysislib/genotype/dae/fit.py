@@ -113,7 +113,10 @@ def _variant_mask(n_samples: int, n_variants: int, rate: float,
     if k == n_variants:
         return mask.fill_(True)
     noise = torch.rand((n_samples, n_variants), generator=generator)
-    chosen = noise.argsort(dim=1)[:, :k]
+    # The k smallest draws of each row, unsorted: a third of a full argsort's time at tile widths
+    # (argsort was a tenth of a training run). The set is argsort's first k unless two draws tie
+    # at the cut, where either choice is as uniform.
+    chosen = noise.topk(k, dim=1, largest=False, sorted=False).indices
     return mask.scatter_(1, chosen, True)
 
 
@@ -504,7 +507,10 @@ def _make_optimizer(parameters: Any, hparams: DAEHyperparameters) -> torch.optim
         "adagrad": torch.optim.Adagrad,
         "adadelta": torch.optim.Adadelta,
     }[hparams.optimizer]
-    return factory(parameters, lr=hparams.learning_rate, weight_decay=hparams.l2)
+    # foreach: one update over all of a tile's tensors per step instead of a loop over them (the
+    # default on CUDA only). Bit-identical weights on the CPU, and a sixth less training time for
+    # a tile of 54 variants.
+    return factory(parameters, lr=hparams.learning_rate, weight_decay=hparams.l2, foreach=True)
 
 
 def _offspring(genotypes: Any, hparams: DAEHyperparameters, genetic_map: Any) -> np.ndarray:
