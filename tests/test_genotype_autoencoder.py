@@ -249,17 +249,21 @@ def test_optimizers_update_all_tensors_at_once_with_the_loops_weights(monkeypatc
     per-tensor loop, bit for bit."""
     import analysislib.genotype.dae.fit as fit_module
 
+    make_optimizer = fit_module._make_optimizer
+
+    def one_tensor_at_a_time(parameters, hparams):
+        optimizer = make_optimizer(parameters, hparams)
+        for group in optimizer.param_groups:
+            group["foreach"] = False
+        return optimizer
+
     gt = np.random.default_rng(2).integers(0, 2, size=(12, 40, 2)).astype(np.int8)
     for optimizer in ("adam", "rmsprop", "sgd", "adagrad", "adadelta"):
         hp = DAEHyperparameters(optimizer=optimizer, batch_size=16, learning_rate=1e-2, n_layers=2,
                                 cycle_epochs=5, seed=4)
         together = train_tile(gt, hp, epochs=6, patience=None).model.state_dict()
         with monkeypatch.context() as patched:
-            loop = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop, "sgd": torch.optim.SGD,
-                    "adagrad": torch.optim.Adagrad, "adadelta": torch.optim.Adadelta}[optimizer]
-            patched.setattr(fit_module, "_make_optimizer",
-                            lambda params, h, loop=loop: loop(params, lr=h.learning_rate, weight_decay=h.l2,
-                                                              foreach=False))
+            patched.setattr(fit_module, "_make_optimizer", one_tensor_at_a_time)
             one_by_one = train_tile(gt, hp, epochs=6, patience=None).model.state_dict()
         assert all(torch.equal(together[key], one_by_one[key]) for key in together), optimizer
 
