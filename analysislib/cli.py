@@ -404,6 +404,21 @@ def _read_reference(path):
     return reference
 
 
+def _typed_sites_flags(reference, path):
+    """Bool per reference variant, true at the sites of the VCF/BCF at ``path`` (``train --typed-sites``)."""
+    from analysislib.errors import InputFormatError
+    from analysislib.genotype.dae.plan import _typed_flags
+    from analysislib.io.vcf import read_vcf
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such VCF/BCF file of typed sites")
+    sites = read_vcf(path, multiallelic="split", fields=("GT",))
+    try:
+        return _typed_flags(reference, sites)
+    except ValueError as err:
+        raise InputFormatError(path, str(err)) from None
+
+
 def _connect_scheduler(address: str):
     """A ``dask.distributed`` client of ``address``, or ValueError in one line."""
     try:
@@ -438,6 +453,15 @@ def _train(args: argparse.Namespace) -> int:
     if state != "run":  # refuse before the (possibly long) read of the reference
         _check_resumable(out, state, {}, args.force)
     reference = _read_reference(reference_path)
+    typed = None
+    if args.typed_sites is not None:
+        typed = _typed_sites_flags(reference, Path(args.typed_sites))
+        settings["typed_sites"] = {"file": str(Path(args.typed_sites).resolve()),
+                                   "sha256": sha256_of(Path(args.typed_sites)), "matched": int(typed.sum())}
+        if args.typed_fraction is None:  # centre the curriculum on the share the targets lack
+            from analysislib.genotype.dae.imputer import _with_typed_masking
+
+            settings["hparams"] = _with_typed_masking(settings["hparams"], None, float(typed.mean()))
     record = {"format": _TRAIN_RECORD_FORMAT, "format_version": 1,
               "reference": str(reference_path.resolve()),
               "reference_sha256": sha256_of(reference_path), "settings": settings}
@@ -476,7 +500,7 @@ def _train(args: argparse.Namespace) -> int:
             bundle = train_bundle(reference, tiling, settings["hparams"], out,
                                   epochs=settings["epochs"], resume=True,
                                   models_per_tile=settings["models_per_tile"], unit=settings["unit"],
-                                  options=options)
+                                  typed_sites=typed, options=options)
         except KeyboardInterrupt:
             done = len(list((out / TILES_DIR).glob("*.json")))
             print(f"error: {out}: interrupted; {done} of {n_tiles} tiles are kept: run the same "
@@ -720,6 +744,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="share of the panel's sites the targets will have typed (e.g. 0.33): train "
                             "for that density (more accurate there, less on sparser arrays; default: "
                             "any density)")
+    train.add_argument("--typed-sites", default=None, metavar="VCF",
+                       help="VCF/BCF whose sites the targets will have typed (the targets or their "
+                            "array): train for them, masking the other sites first, and, without "
+                            "--typed-fraction, for their share (more accurate on that array, much "
+                            "less on others; default: any array)")
     train.add_argument("--unit", choices=("genotype", "haplotype"), default="genotype",
                        help="training rows: each sample's genotypes (default, the paper's; for "
                             "unphased targets) or each of its two haplotypes (more accurate; the "

@@ -15,10 +15,12 @@ Scenarios and the methods each runs:
   floor.
 
 The deep models use the preset given by ``--preset``. In ``typed_1in3`` the autoencoder is trained
-for the scenario's density, as a user who knows the array would train it: ``typed_fraction=1/3``
-(:class:`~analysislib.genotype.dae.DAEImputer`; its masking curriculum is centred on the untyped
-share); ``--array-agnostic`` trains it for any density instead (the preset's curriculum, as Dias et
-al. train). It is also trained on haplotype rows (``unit="haplotype"``: each of a sample's two
+for the targets' array, as a user who holds the target VCF would train it
+(``--dae-trained-for sites``, the default): ``typed_sites`` are the scenario's typed sites, which
+its training masks hide last, and ``typed_fraction=1/3`` centres its masking curriculum on the
+untyped share (:class:`~analysislib.genotype.dae.DAEImputer`). ``--dae-trained-for density`` gives
+only the share, and ``any`` (or ``--array-agnostic``) neither: the preset's curriculum, for any
+array, as Dias et al. train. It is also trained on haplotype rows (``unit="haplotype"``: each of a sample's two
 haplotypes a row of its own), since the targets are phased 1000 Genomes calls, as Minimac4 needs;
 ``--dae-unit genotype`` gives the paper's rows (a sample's unphased genotypes). Each (scenario,
 method) pair runs in a fresh
@@ -86,18 +88,18 @@ def _load(dataset: str, variants: int | None):
 
 
 def _method_parameters(method: str, preset: str, threads: int, scenario: str | None = None, *,
-                       array_agnostic: bool = False, dae_unit: str = "haplotype") -> dict[str, Any]:
+                       dae_trained_for: str = "sites", dae_unit: str = "haplotype") -> dict[str, Any]:
     """Preset for the deep models, each imputer's own thread keywords (for the autoencoder, more
     than one thread also means as many training worker processes), the autoencoder's training rows
     (``dae_unit``) and its ``typed_fraction`` (the scenario's share of typed sites, unless
-    ``array_agnostic``)."""
+    ``dae_trained_for`` is ``"any"``; :func:`run_one` adds the sites themselves for ``"sites"``)."""
     from analysislib.evaluate import thread_parameters
     from analysislib.genotype.masking import parse_scenario
 
     parameters: dict[str, Any] = {"preset": preset} if method in DEEP else {}
     if method == "dae":
         parameters["unit"] = dae_unit
-        harness = None if scenario is None or array_agnostic else parse_scenario(SCENARIOS[scenario][0])
+        harness = None if scenario is None or dae_trained_for == "any" else parse_scenario(SCENARIOS[scenario][0])
         if harness is not None and harness.kind == "typed_fraction":
             parameters["typed_fraction"] = 1 / harness.keep_every
     # The floor has no thread setting: it runs on one thread whatever --threads says.
@@ -119,7 +121,9 @@ def _peak_rss_mb() -> float:
 def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     """Evaluate one method on one scenario through the harness; the summary rows as a dict.
 
-    ``spec`` holds ``dataset, variants, scenario, method, parameters, store``. Returns
+    ``spec`` holds ``dataset, variants, scenario, method, parameters, store`` and optionally
+    ``typed_sites`` (true: the autoencoder is trained for the scenario's typed sites, those the
+    harness keeps in the targets). Returns
     ``{"rows": [...], "fit_seconds", "impute_seconds", "peak_memory_mb", "n_reference",
     "n_targets"}`` with one row per stratum (``"all"``, then the MAF bins).
     """
@@ -129,9 +133,17 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     from analysislib.results import ResultsStore
 
     ds, label = _load(spec["dataset"], spec["variants"])
+    parameters = dict(spec["parameters"])
+    if spec.get("typed_sites"):
+        from analysislib.evaluate import harness_split
+        from analysislib.genotype.masking import apply_scenario, parse_scenario
+
+        reference, truth = harness_split(ds, target_fraction=TARGET_FRACTION, seed=SPLIT_SEED)
+        scenario = parse_scenario(SCENARIOS[spec["scenario"]][0])
+        parameters["typed_sites"] = apply_scenario(truth, scenario, reference=reference).typed_sites
     result = evaluate(spec["method"], ds, SCENARIOS[spec["scenario"]][0],
                       target_fraction=TARGET_FRACTION, seed=SPLIT_SEED,
-                      method_parameters=spec["parameters"], store=ResultsStore(spec["store"]),
+                      method_parameters=parameters, store=ResultsStore(spec["store"]),
                       dataset_label=label)
     table = result.headline(list(METRICS))
     run = result.rows.iloc[0]
@@ -210,6 +222,7 @@ def _records(results: dict[tuple[str, str], dict[str, Any]], preset: str) -> lis
                 "harness_scenario": SCENARIOS[scenario][0],
                 "n_reference": result["n_reference"], "n_targets": result["n_targets"],
                 "typed_fraction": result.get("typed_fraction"), "unit": result.get("unit"),
+                "trained_for_sites": result.get("trained_for_sites"),
             })
     return records
 
@@ -276,9 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=None, metavar="DIR",
                         help="also keep the harness's rows in this results store "
                              "(default: a temporary store)")
+    parser.add_argument("--dae-trained-for", choices=("sites", "density", "any"), default="sites",
+                        help="train the autoencoder for the scenario's typed sites and their share "
+                             "(default), for their share only, or for any array (the preset's "
+                             "masking curriculum, as Dias et al.)")
     parser.add_argument("--array-agnostic", action="store_true",
-                        help="train the autoencoder for any array density (the preset's masking "
-                             "curriculum) instead of for the scenario's share of typed sites")
+                        help="the same as --dae-trained-for any")
     parser.add_argument("--dae-unit", choices=("haplotype", "genotype"), default="haplotype",
                         help="the autoencoder's training rows: each haplotype (default; the targets "
                              "are phased) or each sample's genotypes (the paper's)")
@@ -290,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--variants must be at least 1")
     if args.threads < 1:
         parser.error("--threads must be at least 1")
+    if args.array_agnostic:
+        if args.dae_trained_for not in ("sites", "any"):
+            parser.error("--array-agnostic is --dae-trained-for any; give one of them")
+        args.dae_trained_for = "any"
     pairs = [(s, m) for s in args.scenarios for m in SCENARIOS[s][1] if m in args.methods]
     if not pairs:
         parser.error("none of --methods runs in the chosen --scenarios")
@@ -302,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{method}: {err}")
 
     from analysislib.external import tool_version
+    from analysislib.genotype.masking import parse_scenario
 
     ds, label = _load(args.dataset, args.variants)
     tools = []
@@ -310,8 +331,9 @@ def main(argv: list[str] | None = None) -> int:
             tools.append(tool_version(tool))
     dae_training = ""
     if any(m == "dae" for _, m in pairs):
-        density = "any array density" if args.array_agnostic else "the typed share of the scenario"
-        dae_training = f"autoencoder trained on {args.dae_unit} rows for {density}; "
+        trained_for = {"sites": "the scenario's typed sites", "density": "the scenario's typed share",
+                       "any": "any array"}[args.dae_trained_for]
+        dae_training = f"autoencoder trained on {args.dae_unit} rows for {trained_for}; "
     print("  ".join([str(datetime.date.today()), platform.machine(), f"{os.cpu_count()} CPUs",
                      f"Python {platform.python_version()}", *tools]))
     print(f"{label}: {ds.sizes['samples']} samples x {ds.sizes['variants']} SNPs; "
@@ -329,13 +351,16 @@ def main(argv: list[str] | None = None) -> int:
             spec = {"dataset": args.dataset, "variants": args.variants, "scenario": scenario,
                     "method": method, "store": str(store),
                     "parameters": _method_parameters(method, args.preset, args.threads, scenario,
-                                                     array_agnostic=args.array_agnostic,
-                                                     dae_unit=args.dae_unit)}
+                                                     dae_trained_for=args.dae_trained_for,
+                                                     dae_unit=args.dae_unit),
+                    "typed_sites": method == "dae" and args.dae_trained_for == "sites"
+                    and parse_scenario(SCENARIOS[scenario][0]).kind == "typed_fraction"}
             print(f"running {method} on {scenario} ...")
             started = time.perf_counter()
             result = run_one(spec) if args.in_process else _run_isolated(spec, scratch)
             results[(scenario, method)] = {**result,
                                            "typed_fraction": spec["parameters"].get("typed_fraction"),
+                                           "trained_for_sites": bool(spec["typed_sites"]),
                                            "unit": spec["parameters"].get("unit")}
             if "error" in result:
                 print(f"  FAILED: {result['error']}")

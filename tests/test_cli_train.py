@@ -234,6 +234,35 @@ def test_typed_fraction_sets_the_masking_curriculum_of_the_run(reference, tmp_pa
     assert record["settings"]["hparams"]["max_mask"] == 0.8
 
 
+def test_typed_sites_train_for_the_targets_array(reference, tmp_path, capsys):
+    """--typed-sites TARGETS: the tiles mask the targets' untyped sites first, the curriculum is
+    centred on their share and the bundle records the sites; a file with none of the panel's
+    sites is one error line."""
+    out = tmp_path / "bundle"
+    assert main(["train", str(reference["reference"]), "--out", str(out), "--typed-sites",
+                 str(reference["target"]), *EPOCHS]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    n_typed = len(range(0, reference["n_variants"], 3))
+    assert sum(map(len, manifest["typed_sites"].values())) == n_typed
+    record = json.loads((out / TRAIN_RECORD_NAME).read_text())
+    assert record["settings"]["typed_sites"]["matched"] == n_typed
+    share = 1 - n_typed / reference["n_variants"]  # masking_for_typed_fraction: u - 0.10 to u + 0.05
+    assert record["settings"]["hparams"]["min_mask"] == pytest.approx(share - 0.10, abs=1e-4)
+    for tile in manifest["tiles"]:
+        config = json.loads((out / tile["config"]).read_text())
+        assert config["training"]["untyped"]  # every tile has sites off the array
+    imputed = tmp_path / "imputed.vcf.gz"
+    assert main(["impute", "--models", str(out), str(reference["target"]), str(imputed)]) == 0
+    assert "not among the" not in capsys.readouterr().err
+    elsewhere = tmp_path / "elsewhere.vcf"
+    elsewhere.write_text("##fileformat=VCFv4.2\n##contig=<ID=5>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER"
+                         "\tINFO\tFORMAT\tS1\n5\t100\t.\tA\tG\t.\tPASS\t.\tGT\t0|1\n")
+    assert main(["train", str(reference["reference"]), "--out", str(tmp_path / "x"), "--typed-sites",
+                 str(elsewhere), *EPOCHS]) == 1
+    err = _one_error_line(capsys)
+    assert str(elsewhere) in err and "none of typed_sites is a site of the reference panel" in err
+
+
 def test_unit_haplotype_trains_on_haplotype_rows_and_impute_follows(reference, tmp_path, capsys):
     out = tmp_path / "bundle"
     assert main(["train", str(reference["reference"]), "--out", str(out), "--unit", "haplotype",

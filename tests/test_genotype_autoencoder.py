@@ -14,7 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from analysislib.errors import CheckpointError
+from analysislib.errors import CheckpointError, InvalidArgumentError
 from analysislib.genotype.autoencoder import (
     DAEHyperparameters,
     focal_alpha,
@@ -242,6 +242,32 @@ def test_masked_variants_are_each_rows_smallest_uniform_draws():
         noise = torch.rand((60, n_variants), generator=torch.Generator().manual_seed(3))
         expected = torch.zeros((60, n_variants), dtype=torch.bool).scatter_(1, noise.argsort(dim=1)[:, :k], True)
         assert torch.equal(_variant_mask(60, n_variants, rate, torch.Generator().manual_seed(3)), expected)
+
+
+def test_masks_take_the_untyped_sites_first():
+    """With ``first`` (the targets' untyped sites) every row's mask is drawn from them while the
+    rate covers fewer, then holds all of them and a uniform choice of the others."""
+    from analysislib.genotype.dae.fit import _variant_mask
+
+    first = np.zeros(30, dtype=bool)
+    first[[1, 2, 4, 5, 7, 8, 10, 11, 13, 14, 16, 17, 19, 20]] = True  # 14 of 30
+    flags = torch.from_numpy(first)
+    below = _variant_mask(200, 30, 0.3, torch.Generator().manual_seed(0), flags)  # 9 of the 14
+    assert below.sum(dim=1).tolist() == [9] * 200 and not below[:, ~flags].any()
+    assert below[:, flags].float().mean(dim=0).min() > 0.45  # each of them drawn, about 9/14 of rows
+    above = _variant_mask(200, 30, 0.7, torch.Generator().manual_seed(0), flags)  # 21: all 14 and 7 more
+    assert above.sum(dim=1).tolist() == [21] * 200 and above[:, flags].all()
+    assert above[:, ~flags].float().mean(dim=0).min() > 0.25  # about 7/16 of rows each
+    # without first: the uniform masks of before, from the same draws
+    assert torch.equal(_variant_mask(50, 30, 0.3, torch.Generator().manual_seed(1)),
+                       _variant_mask(50, 30, 0.3, torch.Generator().manual_seed(1), None))
+    gt = np.random.default_rng(5).integers(0, 2, size=(30, 8, 2)).astype(np.int8)
+    presence = torch.from_numpy(allele_presence(gt))
+    masked = mask_presence(presence, 0.3, torch.Generator().manual_seed(2), first=first)
+    hidden = (masked.reshape(8, 30, 2) == 0).all(dim=2)
+    assert not hidden[:, ~flags].any()
+    with pytest.raises(InvalidArgumentError, match="first must be a bool array of 30 variants"):
+        mask_presence(presence, 0.3, first=first[:10])
 
 
 def test_optimizers_update_all_tensors_at_once_with_the_loops_weights(monkeypatch):

@@ -510,6 +510,68 @@ def test_haplotype_rows_train_twice_the_rows_and_impute_each_haplotype(
     assert "heterozygous calls of" in caplog.text and "are unphased" in caplog.text
 
 
+def test_a_bundle_trained_for_typed_sites_reads_only_those(
+        panel: xr.Dataset, tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """train_bundle(typed_sites=...) masks the other sites first, records the sites, refuses to
+    resume with other sites, and inference keeps target calls elsewhere out of the inputs."""
+    n = panel.sizes["variants"]
+    typed = np.arange(n) % 3 == 0
+    tiles = tile_table(n)
+    quiet = RunOptions(progress=False)
+    bundle = train_bundle(panel, tiles, FAST, tmp_path / "array", epochs=2, typed_sites=typed, options=quiet)
+    np.testing.assert_array_equal(bundle.typed_sites, typed)
+    assert sum(map(len, bundle.manifest["typed_sites"].values())) == typed.sum()
+    first = int(tiles["first_variant"][1])
+    untyped = bundle.tile_config(1)["training"]["untyped"]
+    assert untyped == np.flatnonzero(~typed[first:int(tiles["last_variant"][1]) + 1]).tolist()
+    assert load_bundle(bundle.path).typed_sites is not None
+    # the same sites as a Dataset or as (contig, position) pairs; none of the panel's: refused
+    as_pairs = list(zip(dae_plan_contigs(panel)[typed], panel["variant_position"].values[typed], strict=True))
+    from analysislib.genotype.dae.plan import _typed_flags
+
+    np.testing.assert_array_equal(_typed_flags(panel, panel.isel(variants=typed)), typed)
+    np.testing.assert_array_equal(_typed_flags(panel, as_pairs), typed)
+    with pytest.raises(InvalidArgumentError, match="none of typed_sites is a site of the reference"):
+        _typed_flags(panel, [("chrX", 5)])
+    with pytest.raises(InvalidArgumentError, match="one value per reference variant"):
+        _typed_flags(panel, typed[:5])
+    with pytest.raises(BundleError, match="typed sites"):  # no resuming with other sites
+        train_bundle(panel, tiles, FAST, tmp_path / "array", epochs=2, typed_sites=~typed, options=quiet)
+    assert train_bundle(panel, tiles, FAST, tmp_path / "any", epochs=1, options=quiet).typed_sites is None
+
+    # Targets typing one more site than the array: its calls stay in the output but are not read.
+    on_array = panel.isel(variants=np.flatnonzero(typed))
+    extra = int(np.flatnonzero(~typed)[4])
+    more = panel.isel(variants=np.flatnonzero(typed | (np.arange(n) == extra)))
+    with caplog.at_level("WARNING", logger="analysislib.genotype"):
+        expected = impute_dataset(bundle, on_array)
+    assert not caplog.records
+    with caplog.at_level("WARNING", logger="analysislib.genotype"):
+        got = impute_dataset(bundle, more)
+    assert "1 of the" in caplog.text and "not among the" in caplog.text
+    np.testing.assert_array_equal(got["call_genotype"].values[extra], panel["call_genotype"].values[extra])
+    others = np.arange(n) != extra
+    np.testing.assert_allclose(got["call_genotype_probability"].values[others],  # summation order aside
+                               expected["call_genotype_probability"].values[others], atol=1e-6)
+    # streamed: the same
+    write_vcf(more, tmp_path / "more.vcf.gz")
+    write_vcf(impute_dataset(bundle, read_vcf(tmp_path / "more.vcf.gz", multiallelic="split", fields=("GT",))),
+              tmp_path / "memory.vcf", fields=("GT", "DS", "GP"))
+    impute_vcf(bundle.path, tmp_path / "more.vcf.gz", tmp_path / "streamed.vcf")
+    assert (tmp_path / "streamed.vcf").read_bytes() == (tmp_path / "memory.vcf").read_bytes()
+    # targets lacking most of the array's sites: warned
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="analysislib.genotype"):
+        impute_dataset(bundle, panel.isel(variants=np.flatnonzero(typed)[:5]))
+    assert "sites this bundle was trained to read, so it imputes less accurately" in caplog.text
+
+
+def dae_plan_contigs(ds: xr.Dataset) -> np.ndarray:
+    from analysislib.genotype.dae.contigs import _contig_names
+
+    return _contig_names(ds)
+
+
 class _Stop(Exception):
     """Ends a call once the value under test has arrived (no training)."""
 

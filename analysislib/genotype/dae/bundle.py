@@ -611,6 +611,26 @@ class Bundle:
         return str(self.manifest.get("unit", "genotype"))
 
     @property
+    def typed_sites(self) -> np.ndarray | None:
+        """Bool per variant of :attr:`variants`: the sites the bundle was trained to read typed
+        (``train_bundle(typed_sites=...)``), or None for a bundle trained for any array.
+
+        Inference reads target calls only at these sites; calls elsewhere are kept in the output
+        but not given to the networks, whose inputs there were never trained.
+        """
+        record = self.manifest.get("typed_sites")
+        if record is None:
+            return None
+        if "_typed_sites" not in self.__dict__:
+            contigs, positions = self._variant("contig"), self._variant("pos")
+            flags = np.zeros(len(positions), dtype=bool)
+            for contig, sites in record.items():
+                on_contig = np.flatnonzero(contigs == contig)
+                flags[on_contig] = np.isin(positions[on_contig], np.asarray(sites, dtype=np.int64))
+            self.__dict__["_typed_sites"] = flags
+        return self.__dict__["_typed_sites"]
+
+    @property
     def contigs(self) -> list[str]:
         """Contig names of the bundle, in genome order."""
         return list(self.manifest["contigs"])

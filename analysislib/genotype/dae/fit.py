@@ -102,8 +102,9 @@ def mask_count(n_variants: int, rate: float) -> int:
 
 
 def _variant_mask(n_samples: int, n_variants: int, rate: float,
-                  generator: torch.Generator | None) -> torch.Tensor:
-    """Bool ``(samples, variants)``: exactly :func:`mask_count` True per row, uniformly chosen."""
+                  generator: torch.Generator | None, first: torch.Tensor | None = None) -> torch.Tensor:
+    """Bool ``(samples, variants)``: exactly :func:`mask_count` True per row, uniformly chosen,
+    from the variants flagged in ``first`` (bool ``(variants,)``) before any other."""
     import torch
 
     k = mask_count(n_variants, rate)
@@ -113,6 +114,8 @@ def _variant_mask(n_samples: int, n_variants: int, rate: float,
     if k == n_variants:
         return mask.fill_(True)
     noise = torch.rand((n_samples, n_variants), generator=generator)
+    if first is not None:  # draws in [-1, 0) for them: every row's k smallest start with them
+        noise[:, first] -= 1.0
     # The k smallest draws of each row, unsorted: a third of a full argsort's time at tile widths
     # (argsort was a tenth of a training run). The set is argsort's first k unless two draws tie
     # at the cut, where either choice is as uniform.
@@ -120,7 +123,8 @@ def _variant_mask(n_samples: int, n_variants: int, rate: float,
     return mask.scatter_(1, chosen, True)
 
 
-def mask_presence(presence: Any, rate: float, generator: torch.Generator | None = None) -> Any:
+def mask_presence(presence: Any, rate: float, generator: torch.Generator | None = None, *,
+                  first: Any = None) -> Any:
     """Set exactly ``round(V * rate)`` randomly chosen variants of every sample to ``[0, 0]``.
 
     Parameters
@@ -132,6 +136,10 @@ def mask_presence(presence: Any, rate: float, generator: torch.Generator | None 
     generator
         CPU ``torch.Generator`` for the choice (the training step uses the per-epoch generator of
         :class:`~analysislib.training.StepContext`, so a resumed run draws the same masks).
+    first
+        Optional bool ``(V,)``: variants chosen before any other (uniformly among them while
+        the rate covers fewer, then all of them and a uniform choice of the rest). Training for
+        known targets passes their untyped sites (``train_tile(untyped=...)``).
 
     Returns
     -------
@@ -145,7 +153,13 @@ def mask_presence(presence: Any, rate: float, generator: torch.Generator | None 
     if x.ndim != 2 or x.shape[1] % 2:
         raise InvalidArgumentError(f"expected (samples, 2 * variants) presence, got shape {tuple(x.shape)}")
     n_samples, n_variants = x.shape[0], x.shape[1] // 2
-    keep = ~_variant_mask(n_samples, n_variants, rate, generator).to(x.device)
+    if first is not None:
+        first = (first.bool().cpu() if isinstance(first, torch.Tensor)
+                 else torch.from_numpy(np.asarray(first, dtype=bool)))
+        if first.shape != (n_variants,):
+            raise InvalidArgumentError(f"first must be a bool array of {n_variants} variants, got shape "
+                                       f"{tuple(first.shape)}")
+    keep = ~_variant_mask(n_samples, n_variants, rate, generator, first).to(x.device)
     out = (x.reshape(n_samples, n_variants, 2) * keep.unsqueeze(-1).to(x.dtype)).reshape(x.shape)
     return out.numpy() if as_numpy else out
 
@@ -563,7 +577,7 @@ def _check_resume_metadata(directory: Any, metadata: Mapping[str, Any]) -> None:
         detail = ", ".join(f"{k}: {old_hp.get(k)!r} -> {new_hp.get(k)!r}" for k in changed)
         raise CheckpointError(f"{latest}: checkpoint was trained with other hyperparameters "
                               f"({detail}); use another checkpoint_dir or resume=False")
-    for key in ("n_variants", "training_sha256"):
+    for key in ("n_variants", "training_sha256", "untyped"):
         if saved.get(key) != metadata[key]:
             raise CheckpointError(f"{latest}: checkpoint was trained on other data ({key} "
                                   f"{saved.get(key)!r}, now {metadata[key]!r}); use another "
@@ -587,6 +601,7 @@ def train_tile(  # noqa: PLR0913 - the paper's training controls
     amp: bool = False,
     amp_dtype: torch.dtype | None = None,
     genetic_map: Any = None,
+    untyped: Any = None,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
     options: RunOptions | None = None,
 ) -> TrainedTile:
@@ -636,6 +651,12 @@ def train_tile(  # noqa: PLR0913 - the paper's training controls
     genetic_map
         Genetic positions (cM per variant, or an ``msprime.RateMap`` with a Dataset) for
         offspring formation when ``genotypes`` is an array.
+    untyped
+        Optional bool ``(variants,)``: the sites the targets will lack, when they are known (for
+        example the sites off the targets' array). Every training mask then takes them before
+        any other (:func:`mask_presence`'s ``first``): at a rate below their share, a random
+        subset of them, above it all of them and random typed sites besides. None (default):
+        uniform masks, for targets of any array, as Dias et al. train.
     on_epoch_end
         Called with each epoch's history record (after this module's fields are added).
     options
@@ -686,6 +707,12 @@ def train_tile(  # noqa: PLR0913 - the paper's training controls
         children = _offspring(genotypes, hp, genetic_map)
         gt = np.concatenate([gt, children], axis=1)
         n_offspring = children.shape[1]
+    first = None
+    if untyped is not None:
+        first = np.asarray(untyped)
+        if first.dtype != bool or first.shape != (n_variants,):
+            raise InvalidArgumentError(f"untyped must be a bool array of the tile's {n_variants} variants, "
+                                       f"got dtype {first.dtype} and shape {first.shape}")
     presence = allele_presence(gt)
     if hp.deduplicate:
         presence = np.unique(presence, axis=0)  # distinct training rows, as the authors' code
@@ -720,6 +747,7 @@ def train_tile(  # noqa: PLR0913 - the paper's training controls
     if 0 < hp.decay_rate < 1:
         scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=hp.decay_rate)
     data = torch.from_numpy(presence).to(run_device)
+    mask_first = None if first is None else torch.from_numpy(first)
     alpha_t = torch.from_numpy(alpha).to(run_device) if alpha is not None else None
 
     def make_loader(epoch: int, generator: torch.Generator) -> _EpochBatches:
@@ -728,7 +756,7 @@ def train_tile(  # noqa: PLR0913 - the paper's training controls
         return _EpochBatches(data, hp.batch_size, generator, get_rank(), get_world_size())
 
     def train_step(net: torch.nn.Module, batch: torch.Tensor, ctx: Any) -> dict[str, torch.Tensor]:
-        masked = mask_presence(batch, rate_at(ctx.epoch), ctx.generator)
+        masked = mask_presence(batch, rate_at(ctx.epoch), ctx.generator, first=mask_first)
         if hp.beta > 0:
             logits, hidden = net(masked, return_logits=True, sparsity_input=batch)
         else:
@@ -771,6 +799,7 @@ def train_tile(  # noqa: PLR0913 - the paper's training controls
         "n_variants": n_variants,
         "hparams": hp.to_dict(),
         "training_sha256": array_checksum(presence),
+        "untyped": None if first is None else np.flatnonzero(first).tolist(),
     }
     if checkpoint_dir is not None and resume:
         _check_resume_metadata(checkpoint_dir, metadata)

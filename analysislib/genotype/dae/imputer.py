@@ -25,7 +25,7 @@ from analysislib.genotype.dae.bundle import Bundle, check_unit, load_bundle
 from analysislib.genotype.dae.hyperparameters import DAEHyperparameters, masking_for_typed_fraction
 from analysislib.genotype.dae.inference import impute_dataset
 from analysislib.genotype.dae.mapping import StrandPolicy
-from analysislib.genotype.dae.plan import _check_settings, _is_per_tile, train_bundle
+from analysislib.genotype.dae.plan import _check_settings, _is_per_tile, _typed_flags, train_bundle
 from analysislib.genotype.imputer import GenotypeImputer, ImputationRun, sites_key
 from analysislib.presets import Presets
 from analysislib.results.provenance import peak_memory_mb
@@ -156,6 +156,13 @@ class DAEImputer(GenotypeImputer):
         share they lack (:func:`~analysislib.genotype.dae.hyperparameters.masking_for_typed_fraction`),
         which is more accurate at that density and less so on much sparser arrays. None (the
         default) keeps the preset's array-agnostic curriculum.
+    typed_sites
+        The sites the targets will have typed, if known: the target panel itself, an array's
+        site list as a genotype Dataset, ``(contig, position)`` pairs or a bool array over the
+        reference's variants (see :func:`train_bundle`). Training then masks the other sites
+        first, and, unless ``typed_fraction`` is given, centres the curriculum on their share of
+        the reference's sites. The bundle is then made for that array; None (the default) trains
+        for any array, as Dias et al. do.
     unit
         What one training row is (:data:`~analysislib.genotype.dae.bundle.UNITS`):
         ``"genotype"`` (default; the paper's, for unphased targets) or ``"haplotype"``, each of
@@ -187,6 +194,7 @@ class DAEImputer(GenotypeImputer):
         name: str = "dae",
         models_per_tile: int | None = None,
         typed_fraction: float | None = None,
+        typed_sites: Any = None,
         unit: str = "genotype",
     ) -> None:
         super().__init__()
@@ -208,6 +216,9 @@ class DAEImputer(GenotypeImputer):
         if typed_fraction is not None:
             hparams = _with_typed_masking(hparams, given, typed_fraction)
         self.typed_fraction = None if typed_fraction is None else float(typed_fraction)
+        self.typed_sites = typed_sites
+        self.n_typed_sites: int | None = None  # set by fit
+        self._given_hparams = given
         self.hparams = hparams
         self.tiling = {**DAE_PRESETS[preset]["tiling"], **dict(tiling or {})}
         self.models_per_tile = int(models_per_tile if models_per_tile is not None
@@ -239,6 +250,7 @@ class DAEImputer(GenotypeImputer):
                   if len(hp) <= 40 else None)
         return {"preset": self.preset, "epochs": self.epochs, "tiling": dict(self.tiling),
                 "models_per_tile": self.models_per_tile, "typed_fraction": self.typed_fraction,
+                "typed_sites": self.n_typed_sites,
                 "unit": self.bundle.unit if self.bundle is not None else self.unit,
                 "hparams": hp if isinstance(hp, Mapping) and (per_tile or len(hp) < 40) else None,
                 "hparams_per_tile": per_tile,
@@ -269,11 +281,17 @@ class DAEImputer(GenotypeImputer):
         else:
             folder = self.bundle_dir
         tiling = tile_genome(reference, **self.tiling)
-        self.bundle = train_bundle(reference, tiling, self.hparams, folder, epochs=self.epochs,
+        hparams, typed = self.hparams, None
+        if self.typed_sites is not None:
+            typed = _typed_flags(reference, self.typed_sites)
+            self.n_typed_sites = int(typed.sum())
+            if self.typed_fraction is None:
+                hparams = _with_typed_masking(hparams, self._given_hparams, float(typed.mean()))
+        self.bundle = train_bundle(reference, tiling, hparams, folder, epochs=self.epochs,
                                    tiles_per_task=self.tiles_per_task,
                                    validation_fraction=self.validation_fraction,
                                    models_per_tile=self.models_per_tile, unit=self.unit,
-                                   options=self.options)
+                                   typed_sites=typed, options=self.options)
         self._fit_details = {"fit_seconds": time.perf_counter() - started, "trained": True,
                              "n_tiles": len(self.bundle.members), "bundle": str(folder)}
         return self

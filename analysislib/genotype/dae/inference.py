@@ -41,6 +41,7 @@ import concurrent.futures
 import contextlib
 import functools
 import json
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -57,6 +58,8 @@ if TYPE_CHECKING:
     import xarray as xr
 
 __all__ = ["impute_dataset"]
+
+logger = logging.getLogger(__name__)
 
 _SMALL_TILE_WORK = 5e7  # multiply-adds per tile below which threads do not pay (see _thread_split)
 _DECODE_BLOCK = 65536  # variants decoded at a time
@@ -224,6 +227,9 @@ def impute_dataset(
                  if "call_genotype_phased" in target else np.zeros(gt_in.shape[:2], dtype=bool))
     _warn_if_phase_needed(bundle, gt_in, phased_in, where)
     presence = _input_rows(bundle, typed)
+    unread = _unread_rows(bundle, keep, local[mapping.bundle_index], where)
+    if unread is not None:
+        presence[:, unread] = 0
     called = (typed >= 0).all(axis=2)
 
     needed = _tiles_on(bundle, covered)
@@ -286,6 +292,31 @@ def _input_rows(bundle: Bundle, typed: np.ndarray) -> np.ndarray:
     if bundle.unit == "haplotype":
         return allele_presence(haplotype_rows(typed)).reshape(2 * n_samples, n_var, 2)
     return allele_presence(typed).reshape(n_samples, n_var, 2)
+
+
+def _unread_rows(bundle: Bundle, keep: np.ndarray, typed_rows: np.ndarray, where: str) -> np.ndarray | None:
+    """Bool over the output rows (bundle variants ``keep``): typed target sites that a bundle trained
+    for one array's sites (:attr:`Bundle.typed_sites`) never learnt to read. Their calls are kept
+    in the output but left out of the networks' inputs. Warns when the targets type such sites or
+    lack more than a tenth of the bundle's. None when nothing is left out.
+    """
+    trained = bundle.typed_sites
+    if trained is None:
+        return None
+    readable = trained[keep]
+    typed = np.zeros(len(keep), dtype=bool)
+    typed[typed_rows] = True
+    unread = typed & ~readable
+    lacking = int((readable & ~typed).sum())
+    if unread.any():
+        logger.warning("%s: %d of the %d typed sites are not among the %d sites this bundle was trained "
+                       "to read (it was trained for another array); their calls are kept but not used "
+                       "to impute", where, int(unread.sum()), int(typed.sum()), int(readable.sum()))
+    if lacking > 0.1 * readable.sum():
+        logger.warning("%s: lacks %d of the %d sites this bundle was trained to read, so it imputes "
+                       "less accurately than on that array; train for these targets' sites "
+                       "(typed_sites / --typed-sites) or for any array", where, lacking, int(readable.sum()))
+    return unread if unread.any() else None
 
 
 def _warn_if_phase_needed(bundle: Bundle, calls: np.ndarray, phased: np.ndarray, where: str) -> None:

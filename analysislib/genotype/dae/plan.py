@@ -179,7 +179,7 @@ def _same_variants(stored: pd.DataFrame, wanted: pd.DataFrame) -> bool:
 
 
 def _existing_tile(out: Path, tile_id: str, wanted: pd.DataFrame, hparams: dict[str, Any], *,
-                   epochs: int | None, unit: str) -> dict[str, Any] | None:
+                   epochs: int | None, unit: str, untyped: list[int] | None = None) -> dict[str, Any] | None:
     """The manifest entry of a complete, matching tile already in ``out``, or None to train it.
 
     Raises
@@ -205,12 +205,61 @@ def _existing_tile(out: Path, tile_id: str, wanted: pd.DataFrame, hparams: dict[
                           "folder or pass resume=False to retrain every tile")
     training = config.get("training", {})
     if (stored_hyperparameters(config.get("hparams")) != hparams or training.get("epochs_requested") != epochs
-            or training.get("unit", "genotype") != unit):
-        raise BundleError(config_path, "this tile was trained with other hyperparameters, epochs or "
-                          "training rows (unit); train into a new folder or pass resume=False to "
-                          "retrain every tile")
+            or training.get("unit", "genotype") != unit or training.get("untyped") != untyped):
+        raise BundleError(config_path, "this tile was trained with other hyperparameters, epochs, "
+                          "training rows (unit) or typed sites; train into a new folder or pass "
+                          "resume=False to retrain every tile")
     return {k: config[k] for k in ("id", "contig", "n_variants", "first_position", "last_position",
                                    "weights", "variants", "config")}
+
+
+def _untyped_flags(item: dict[str, Any]) -> np.ndarray | None:
+    """A task item's untyped sites (tile-local indices) as the bool mask ``train_tile`` takes."""
+    if item["untyped"] is None:
+        return None
+    flags = np.zeros(item["last"] - item["first"] + 1, dtype=bool)
+    flags[item["untyped"]] = True
+    return flags
+
+
+def _typed_flags(reference: xr.Dataset, typed_sites: Any) -> np.ndarray:
+    """Bool per reference variant, true at the sites of ``typed_sites`` (see :func:`train_bundle`)."""
+    import xarray as xr
+
+    n_variants = reference.sizes["variants"]
+    if isinstance(typed_sites, np.ndarray) and typed_sites.dtype == bool:
+        if typed_sites.shape != (n_variants,):
+            raise InvalidArgumentError(f"typed_sites as a bool array needs one value per reference variant "
+                                       f"({n_variants}), got shape {typed_sites.shape}")
+        flags = typed_sites.copy()
+    else:
+        if isinstance(typed_sites, xr.Dataset):
+            variables.validate(typed_sites, ["variant_contig", "variant_position"])
+            pairs = zip(_contig_names(typed_sites), np.asarray(typed_sites["variant_position"].values),
+                        strict=True)
+        else:
+            pairs = typed_sites
+        try:
+            wanted = {(str(contig), int(position)) for contig, position in pairs}
+        except (TypeError, ValueError):
+            raise InvalidArgumentError("typed_sites must be a bool array over the reference's variants, a "
+                                       "genotype Dataset or (contig, position) pairs") from None
+        contigs = _contig_names(reference).astype(str)
+        positions = np.asarray(reference["variant_position"].values, dtype=np.int64)
+        flags = np.fromiter(((c, int(p)) in wanted for c, p in zip(contigs, positions, strict=True)),
+                            dtype=bool, count=n_variants)
+    if not flags.any():
+        raise InvalidArgumentError("none of typed_sites is a site of the reference panel; check the "
+                                   "contig names (e.g. 22 against chr22) and the genome build")
+    return flags
+
+
+def _sites_by_contig(contigs: np.ndarray, positions: np.ndarray, flags: np.ndarray) -> dict[str, list[int]]:
+    """The flagged sites as contig -> positions (the manifest's ``typed_sites``)."""
+    out: dict[str, list[int]] = {}
+    for contig, position in zip(contigs[flags], positions[flags], strict=True):
+        out.setdefault(str(contig), []).append(int(position))
+    return out
 
 
 def _train_task(task: dict[str, Any]) -> list[dict[str, Any]]:
@@ -230,11 +279,12 @@ def _train_task(task: dict[str, Any]) -> list[dict[str, Any]]:
             try:
                 trained = train_tile(item["genotypes"], hparams, epochs=task["epochs"],
                                      validation=item["validation"], checkpoint_dir=checkpoints,
-                                     genetic_map=item["genetic_map"],
+                                     genetic_map=item["genetic_map"], untyped=_untyped_flags(item),
                                      options=options.replace(threads=None))
             except Exception as err:
                 raise RuntimeError(f"training tile {item['tile_id']} failed: {type(err).__name__}: {err}") from err
             training = {**trained.summary(), "epochs_requested": task["epochs"], "unit": task["unit"],
+                        "untyped": item["untyped"],
                         "seconds": time.perf_counter() - started,
                         "n_reference_samples": int(item["genotypes"].shape[1]),
                         "n_validation_samples": 0 if item["validation"] is None else int(item["validation"].shape[1])}
@@ -311,7 +361,7 @@ def _hparams_for(hparams: Any, tile_ids: Sequence[str], tile_numbers: Sequence[A
 
 @renamed_keywords(n_jobs="jobs", threads_per_job="threads")
 @options_from_keywords("jobs", "client", "threads", "device", "progress")
-def train_bundle(
+def train_bundle(  # noqa: PLR0913 - training settings and the targets' sites as keywords
     reference: xr.Dataset,
     tiles: pd.DataFrame | Mapping[str, Any] | Any | None = None,
     hparams: DAEHyperparameters | Mapping[Any, Any] | None = None,
@@ -324,6 +374,7 @@ def train_bundle(
     resume: bool = True,
     models_per_tile: int = 1,
     unit: str = "genotype",
+    typed_sites: Any = None,
     options: RunOptions | None = None,
 ) -> Bundle:
     """Train one autoencoder per tile (or an ensemble of ``models_per_tile``) and write the bundle.
@@ -369,6 +420,14 @@ def train_bundle(
         ``"genotype"`` (default, the paper's: a sample's unphased genotypes) or ``"haplotype"``
         (each of a sample's two haplotypes a homozygous pseudo-sample, twice the rows; the
         targets' typed calls must then be phased). Recorded in the manifest; inference follows it.
+    typed_sites
+        The sites the targets will have typed, when known: a bool array over the reference's
+        variants, a genotype Dataset (the targets themselves or an array's site list; matched by
+        contig and position) or ``(contig, position)`` pairs. Training masks then take the other
+        sites first (``train_tile(untyped=...)``), so each network learns the problem it will be
+        given. The bundle is then made for that array: on other sites it is less accurate than
+        one trained with None (the default, the paper's training for any array). The count of
+        typed sites is recorded in the manifest.
     options
         Run-time options (:class:`~analysislib.runtime.RunOptions`; None: the defaults).
         ``jobs``: worker processes when no ``client`` is given (1 trains in this process).
@@ -429,6 +488,7 @@ def train_bundle(
     if spans_contigs.any():
         t = int(np.flatnonzero(spans_contigs)[0])
         raise InvalidArgumentError(f"tile {t} spans contigs {contigs[first[t]]} and {contigs[last[t]]}")
+    typed = None if typed_sites is None else _typed_flags(reference, typed_sites)
     ids = _unique_ids([tile_id_for(contigs[a], positions[a], positions[b])
                        for a, b in zip(first, last, strict=True)])
     numbers = table["tile"].tolist() if "tile" in table else list(range(len(table)))
@@ -463,14 +523,15 @@ def train_bundle(
     pending_rows: list[int] = []
     for row, (tile_id, a, b, hp) in enumerate(zip(ids, first, last, chosen, strict=True)):
         variants_table = _tile_variant_table(reference, int(a), int(b), contigs, alt_freq)
+        untyped = None if typed is None else np.flatnonzero(~typed[a:b + 1]).tolist()
         if resume:
             entries[row] = _existing_tile(out, tile_id, variants_table, hp.to_dict(), epochs=epochs,
-                                          unit=unit)
+                                          unit=unit, untyped=untyped)
             if entries[row] is not None:
                 continue
         pending_rows.append(row)
         pending.append({"tile_id": tile_id, "hparams": hp.to_dict(), "variants": variants_table,
-                        "first": int(a), "last": int(b)})
+                        "first": int(a), "last": int(b), "untyped": untyped})
     reused = len(ids) - len(pending)
     if reused:
         logger.info("%s: %d of %d tiles already trained; training %d", out, reused, len(ids), len(pending))
@@ -533,5 +594,6 @@ def train_bundle(
                    extra={"training": {"epochs_requested": epochs, "n_tiles": len(ids),
                                        "models_per_tile": int(models_per_tile),
                                        "ensemble_layout": "offset",  # see offset_tiles
-                                       "tiles_reused": reused, "tiling": tiling_params}})
+                                       "tiles_reused": reused, "tiling": tiling_params},
+                          "typed_sites": None if typed is None else _sites_by_contig(contigs, positions, typed)})
     return load_bundle(out)

@@ -35,6 +35,7 @@ from analysislib.genotype.dae.inference import (
     _input_rows,
     _run_tiles,
     _tiles_on,
+    _unread_rows,
     _warn_if_phase_needed,
     _work_needed,
 )
@@ -157,11 +158,12 @@ class _ChunkWork:
     tiles: list[_ChunkTile]
     typed: np.ndarray  # int8 (span, samples, 2), -1 untyped
     phased: np.ndarray  # bool (span, samples)
+    unread: np.ndarray | None = None  # bool (span,): typed calls kept out of the inputs (_unread_rows)
 
 
 def _chunk_work(bundle: Bundle, chunk: tuple[int, int], *, local: np.ndarray,
                 typed_rows: np.ndarray, typed_in: np.ndarray, phased_in: np.ndarray,
-                prefixes: list[bytes]) -> _ChunkWork:
+                prefixes: list[bytes], unread: np.ndarray | None = None) -> _ChunkWork:
     """Gather what :func:`_impute_chunk` needs for output variants ``chunk`` (driver side).
 
     Every tile holding a variant of the chunk runs, in tile order; a tile that reaches past the
@@ -187,7 +189,8 @@ def _chunk_work(bundle: Bundle, chunk: tuple[int, int], *, local: np.ndarray,
     typed[typed_rows[inside] - lo] = typed_in[inside]
     phased = np.zeros((hi - lo, n_samples), dtype=bool)
     phased[typed_rows[inside] - lo] = phased_in[inside]
-    return _ChunkWork(start, stop, lo, prefixes[start:stop], tiles, typed, phased)
+    return _ChunkWork(start, stop, lo, prefixes[start:stop], tiles, typed, phased,
+                      None if unread is None or not unread[lo:hi].any() else unread[lo:hi])
 
 
 #: A chunk's record lines and the length of each (:func:`_impute_chunk`).
@@ -213,6 +216,8 @@ def _impute_chunk(bundle: Bundle, work: _ChunkWork, *, batch_samples: int, engin
         size = last - first
         batch = work.typed[:, first:last]
         presence = _input_rows(bundle, batch)
+        if work.unread is not None:
+            presence[:, work.unread] = 0
         raw = _run_tiles(bundle, work.tiles, presence, n_var, engine=engine, threads=threads, **needed)
         lines: list[bytes] = []
         step = max(1, _FORMAT_BLOCK_CALLS // size)  # variants decoded and formatted at a time
@@ -494,6 +499,7 @@ def impute_vcf(
         phased_in = target.call_genotype_phased[mapping.input_index]
         _warn_if_phase_needed(bundle, typed_in, phased_in, where)
         typed_rows = local[mapping.bundle_index]
+        unread = _unread_rows(bundle, keep, typed_rows, where)
         sample_ids = target.sample_id
         del target
         names = [c for c in bundle.contigs if c in covered]
@@ -517,7 +523,7 @@ def impute_vcf(
         untyped_tiles = sum(not typed_out[local[bundle.members[row]]].any() for row in needed)
         settings = {"batch_samples": batch_samples, "engine": engine, "threads": threads, "decimals": decimals}
         works = (_chunk_work(bundle, chunk, local=local, typed_rows=typed_rows, typed_in=typed_in,
-                             phased_in=phased_in, prefixes=prefixes)
+                             phased_in=phased_in, prefixes=prefixes, unread=unread)
                  for chunk in plan.chunks)
         window = 2 * max(1, len(client.nthreads())) if client is not None else plan.chunks_held
         results = _ordered_results(works, lambda work: _impute_chunk(bundle, work, **settings),
