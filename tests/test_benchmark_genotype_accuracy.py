@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "genotype_accuracy.py"
@@ -55,11 +56,37 @@ def test_scenarios_run_the_methods_of_issue_12(benchmark):
     # trained for the scenario's density on haplotype rows, or as the paper trains
     assert benchmark._method_parameters("dae", "quick", 2, "typed_1in3") == {
         "preset": "quick", "threads": 2, "jobs": 2, "unit": "haplotype", "typed_fraction": 1 / 3}
-    assert benchmark._method_parameters("dae", "quick", 2, "typed_1in3", array_agnostic=True,
+    assert benchmark._method_parameters("dae", "quick", 2, "typed_1in3", dae_trained_for="density") == {
+        "preset": "quick", "threads": 2, "jobs": 2, "unit": "haplotype", "typed_fraction": 1 / 3}
+    assert benchmark._method_parameters("dae", "quick", 2, "typed_1in3", dae_trained_for="any",
                                         dae_unit="genotype") == {"preset": "quick", "threads": 2,
                                                                  "jobs": 2, "unit": "genotype"}
     assert benchmark._method_parameters("beagle", "quick", 2) == {"threads": 2}
     assert benchmark._method_parameters("allele_frequency", "quick", 2) == {}
+
+
+def test_the_autoencoder_is_trained_for_the_sites_the_harness_keeps_typed(benchmark, tiny_vcf, tmp_path,
+                                                                         monkeypatch):
+    """With ``typed_sites`` in the spec, run_one gives the autoencoder the scenario's typed sites:
+    those the harness keeps in the targets (one in three, from the first)."""
+    import analysislib.evaluate
+
+    class Stop(Exception):
+        pass
+
+    def capture(method, ds, scenario, **kwargs):
+        raise Stop(kwargs["method_parameters"], ds.sizes["variants"])
+
+    monkeypatch.setattr(analysislib.evaluate, "evaluate", capture)
+    spec = {"dataset": str(tiny_vcf), "variants": 30, "scenario": "typed_1in3", "method": "dae",
+            "store": str(tmp_path), "parameters": {"preset": "quick"}}
+    with pytest.raises(Stop) as stopped:
+        benchmark.run_one({**spec, "typed_sites": True})
+    parameters, n_variants = stopped.value.args
+    np.testing.assert_array_equal(parameters["typed_sites"], np.arange(n_variants) % 3 == 0)
+    with pytest.raises(Stop) as stopped:
+        benchmark.run_one(spec)
+    assert "typed_sites" not in stopped.value.args[0]
 
 
 def test_floor_only_run_writes_the_json_rows(benchmark, tiny_vcf, tmp_path, capsys):

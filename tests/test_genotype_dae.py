@@ -559,11 +559,17 @@ def test_a_bundle_trained_for_typed_sites_reads_only_those(
               tmp_path / "memory.vcf", fields=("GT", "DS", "GP"))
     impute_vcf(bundle.path, tmp_path / "more.vcf.gz", tmp_path / "streamed.vcf")
     assert (tmp_path / "streamed.vcf").read_bytes() == (tmp_path / "memory.vcf").read_bytes()
-    # targets lacking most of the array's sites: warned
+    # a region of the array: silent; a fifth of its sites missing: warned; most of them: refused
     caplog.clear()
+    on_sites = np.flatnonzero(typed)
     with caplog.at_level("WARNING", logger="analysislib.genotype"):
-        impute_dataset(bundle, panel.isel(variants=np.flatnonzero(typed)[:5]))
-    assert "sites this bundle was trained to read, so it imputes less accurately" in caplog.text
+        impute_dataset(bundle, panel.isel(variants=on_sites[:20]))
+    assert not caplog.records
+    with caplog.at_level("WARNING", logger="analysislib.genotype"):
+        impute_dataset(bundle, panel.isel(variants=on_sites[np.arange(len(on_sites)) % 5 != 2]))
+    assert "sites (in its span) that this bundle was trained to read, so it imputes less accurately" in caplog.text
+    with pytest.raises(InputFormatError, match="it was trained for another array"):
+        impute_dataset(bundle, panel.isel(variants=np.flatnonzero(np.arange(n) % 3 == 1)))
 
 
 def dae_plan_contigs(ds: xr.Dataset) -> np.ndarray:

@@ -294,28 +294,45 @@ def _input_rows(bundle: Bundle, typed: np.ndarray) -> np.ndarray:
     return allele_presence(typed).reshape(n_samples, n_var, 2)
 
 
+#: Share of a typed-sites bundle's sites (:attr:`Bundle.typed_sites`) that targets may lack, between
+#: their first and last typed site, before imputing warns (training hides up to about a sixth of
+#: them at its highest masking rate) and before it is refused (with most of them missing the
+#: networks see inputs they were never trained on, and did worse than the allele-frequency floor).
+LACKING_WARN, LACKING_REFUSE = 0.1, 0.5
+
+
 def _unread_rows(bundle: Bundle, keep: np.ndarray, typed_rows: np.ndarray, where: str) -> np.ndarray | None:
     """Bool over the output rows (bundle variants ``keep``): typed target sites that a bundle trained
     for one array's sites (:attr:`Bundle.typed_sites`) never learnt to read. Their calls are kept
-    in the output but left out of the networks' inputs. Warns when the targets type such sites or
-    lack more than a tenth of the bundle's. None when nothing is left out.
+    in the output but left out of the networks' inputs, with a warning. None when nothing is left out.
+
+    Raises
+    ------
+    InputFormatError
+        When the targets lack more than :data:`LACKING_REFUSE` of the bundle's sites between their
+        first and last typed site (a warning above :data:`LACKING_WARN`).
     """
     trained = bundle.typed_sites
-    if trained is None:
+    if trained is None or len(typed_rows) == 0:
         return None
     readable = trained[keep]
     typed = np.zeros(len(keep), dtype=bool)
     typed[typed_rows] = True
     unread = typed & ~readable
-    lacking = int((readable & ~typed).sum())
+    span = slice(int(typed_rows.min()), int(typed_rows.max()) + 1)
+    wanted = int(readable[span].sum())
+    lacking = int((readable[span] & ~typed[span]).sum())
+    if lacking > LACKING_REFUSE * wanted:
+        raise InputFormatError(where, f"types {wanted - lacking} of the {wanted} sites (in its span) that "
+                               "this bundle was trained to read: it was trained for another array; train "
+                               "for these targets (typed_sites, --typed-sites) or for any array")
+    if lacking > LACKING_WARN * wanted:
+        logger.warning("%s: lacks %d of the %d sites (in its span) that this bundle was trained to read, "
+                       "so it imputes less accurately than on that array", where, lacking, wanted)
     if unread.any():
-        logger.warning("%s: %d of the %d typed sites are not among the %d sites this bundle was trained "
-                       "to read (it was trained for another array); their calls are kept but not used "
-                       "to impute", where, int(unread.sum()), int(typed.sum()), int(readable.sum()))
-    if lacking > 0.1 * readable.sum():
-        logger.warning("%s: lacks %d of the %d sites this bundle was trained to read, so it imputes "
-                       "less accurately than on that array; train for these targets' sites "
-                       "(typed_sites / --typed-sites) or for any array", where, lacking, int(readable.sum()))
+        logger.warning("%s: %d of the %d typed sites are not among the sites this bundle was trained to "
+                       "read; their calls are kept but not used to impute", where, int(unread.sum()),
+                       int(typed.sum()))
     return unread if unread.any() else None
 
 
