@@ -254,6 +254,15 @@ def test_typed_sites_train_for_the_targets_array(reference, tmp_path, capsys):
     imputed = tmp_path / "imputed.vcf.gz"
     assert main(["impute", "--models", str(out), str(reference["target"]), str(imputed)]) == 0
     assert "not among the" not in capsys.readouterr().err
+    from analysislib.io.vcf import read_vcf, write_vcf
+
+    panel = read_vcf(reference["reference"], fields=("GT",))
+    other_array = tmp_path / "other_array.vcf.gz"  # the second site of every three
+    write_vcf(panel.isel(variants=slice(1, None, 3), samples=slice(0, 6)), other_array)
+    assert main(["impute", "--models", str(out), str(other_array), str(tmp_path / "no.vcf.gz")]) == 1
+    err = _one_error_line(capsys)
+    assert str(other_array) in err and "it was trained for another array" in err
+    assert not (tmp_path / "no.vcf.gz").exists()
     elsewhere = tmp_path / "elsewhere.vcf"
     elsewhere.write_text("##fileformat=VCFv4.2\n##contig=<ID=5>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER"
                          "\tINFO\tFORMAT\tS1\n5\t100\t.\tA\tG\t.\tPASS\t.\tGT\t0|1\n")

@@ -295,9 +295,10 @@ def _input_rows(bundle: Bundle, typed: np.ndarray) -> np.ndarray:
 
 
 #: Share of a typed-sites bundle's sites (:attr:`Bundle.typed_sites`) that targets may lack, between
-#: their first and last typed site, before imputing warns (training hides up to about a sixth of
-#: them at its highest masking rate) and before it is refused (with most of them missing the
-#: networks see inputs they were never trained on, and did worse than the allele-frequency floor).
+#: their first and last typed site, before imputing warns (at its highest masking rate training
+#: hides up to about 15 % of them, with one site in three typed) and before it is refused (with
+#: most of them missing the networks see inputs they were never trained on, and did worse than the
+#: allele-frequency floor).
 LACKING_WARN, LACKING_REFUSE = 0.1, 0.5
 
 

@@ -426,8 +426,9 @@ def train_bundle(  # noqa: PLR0913 - training settings and the targets' sites as
         contig and position) or ``(contig, position)`` pairs. Training masks then take the other
         sites first (``train_tile(untyped=...)``), so each network learns the problem it will be
         given. The bundle is then made for that array: on other sites it is less accurate than
-        one trained with None (the default, the paper's training for any array). The count of
-        typed sites is recorded in the manifest.
+        one trained with None (the default, the paper's training for any array). The sites are
+        recorded in the manifest (:attr:`Bundle.typed_sites`), and inference reads target calls
+        only there.
     options
         Run-time options (:class:`~analysislib.runtime.RunOptions`; None: the defaults).
         ``jobs``: worker processes when no ``client`` is given (1 trains in this process).
