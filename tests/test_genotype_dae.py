@@ -572,6 +572,28 @@ def test_a_bundle_trained_for_typed_sites_reads_only_those(
         impute_dataset(bundle, panel.isel(variants=np.flatnonzero(np.arange(n) % 3 == 1)))
 
 
+def test_dae_imputer_trained_for_typed_sites_centres_the_curriculum_unless_told_otherwise(
+        panel: xr.Dataset, monkeypatch: pytest.MonkeyPatch):
+    from analysislib.genotype.dae import imputer as dae_imputer
+    from analysislib.genotype.dae.hyperparameters import masking_for_typed_fraction
+
+    def stop(reference, tiling, hparams, folder, **kwargs):
+        raise _Stop(hparams, kwargs["typed_sites"])
+
+    monkeypatch.setattr(dae_imputer, "train_bundle", stop)
+    typed = np.arange(panel.sizes["variants"]) % 4 == 0
+    for settings, expected in [({}, masking_for_typed_fraction(float(typed.mean()))),
+                               ({"typed_fraction": 0.5}, masking_for_typed_fraction(0.5)),
+                               ({"hparams": {"max_mask": 0.6}}, {"min_mask": 0.5, "max_mask": 0.6})]:
+        imputer = DAEImputer(typed_sites=panel.isel(variants=typed), progress=False, **settings)
+        with pytest.raises(_Stop) as stopped:
+            imputer.fit(panel)
+        hparams, flags = stopped.value.args
+        assert {k: hparams[k] for k in ("min_mask", "max_mask")} == expected
+        np.testing.assert_array_equal(flags, typed)
+        assert imputer.parameters()["typed_sites"] == typed.sum()
+
+
 def dae_plan_contigs(ds: xr.Dataset) -> np.ndarray:
     from analysislib.genotype.dae.contigs import _contig_names
 

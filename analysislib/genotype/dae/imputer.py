@@ -160,9 +160,10 @@ class DAEImputer(GenotypeImputer):
         The sites the targets will have typed, if known: the target panel itself, an array's
         site list as a genotype Dataset, ``(contig, position)`` pairs or a bool array over the
         reference's variants (see :func:`train_bundle`). Training then masks the other sites
-        first, and, unless ``typed_fraction`` is given, centres the curriculum on their share of
-        the reference's sites. The bundle is then made for that array; None (the default) trains
-        for any array, as Dias et al. do.
+        first, and, unless ``typed_fraction`` is given or ``hparams`` set ``min_mask`` or
+        ``max_mask`` (or per tile), centres the curriculum on their share of the reference's
+        sites. The bundle is then made for that array; None (the default) trains for any array,
+        as Dias et al. do.
     unit
         What one training row is (:data:`~analysislib.genotype.dae.bundle.UNITS`):
         ``"genotype"`` (default; the paper's, for unphased targets) or ``"haplotype"``, each of
@@ -285,8 +286,11 @@ class DAEImputer(GenotypeImputer):
         if self.typed_sites is not None:
             typed = _typed_flags(reference, self.typed_sites)
             self.n_typed_sites = int(typed.sum())
-            if self.typed_fraction is None:
-                hparams = _with_typed_masking(hparams, self._given_hparams, float(typed.mean()))
+            given = self._given_hparams
+            own_curriculum = isinstance(given, Mapping) and (_is_per_tile(given)
+                                                              or bool({"min_mask", "max_mask"} & set(given)))
+            if self.typed_fraction is None and not own_curriculum:
+                hparams = _with_typed_masking(hparams, given, float(typed.mean()))
         self.bundle = train_bundle(reference, tiling, hparams, folder, epochs=self.epochs,
                                    tiles_per_task=self.tiles_per_task,
                                    validation_fraction=self.validation_fraction,
