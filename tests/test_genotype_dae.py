@@ -526,8 +526,10 @@ def test_a_bundle_trained_for_typed_sites_reads_only_those(
     assert untyped == np.flatnonzero(~typed[first:int(tiles["last_variant"][1]) + 1]).tolist()
     assert load_bundle(bundle.path).typed_sites is not None
     # the same sites as a Dataset or as (contig, position) pairs; none of the panel's: refused
-    as_pairs = list(zip(dae_plan_contigs(panel)[typed], panel["variant_position"].values[typed], strict=True))
+    from analysislib.genotype.dae.contigs import _contig_names
     from analysislib.genotype.dae.plan import _typed_flags
+
+    as_pairs = list(zip(_contig_names(panel)[typed], panel["variant_position"].values[typed], strict=True))
 
     np.testing.assert_array_equal(_typed_flags(panel, panel.isel(variants=typed)), typed)
     np.testing.assert_array_equal(_typed_flags(panel, as_pairs), typed)
@@ -592,12 +594,6 @@ def test_dae_imputer_trained_for_typed_sites_centres_the_curriculum_unless_told_
         assert {k: hparams[k] for k in ("min_mask", "max_mask")} == expected
         np.testing.assert_array_equal(flags, typed)
         assert imputer.parameters()["typed_sites"] == typed.sum()
-
-
-def dae_plan_contigs(ds: xr.Dataset) -> np.ndarray:
-    from analysislib.genotype.dae.contigs import _contig_names
-
-    return _contig_names(ds)
 
 
 class _Stop(Exception):
