@@ -572,6 +572,7 @@ class Bundle:
     _tiles_columns: dict[str, np.ndarray] | None = field(default=None, repr=False, compare=False)
     _variants_columns: dict[str, np.ndarray] | None = field(default=None, repr=False, compare=False)
     _overlap_weights: list[np.ndarray] | None = field(default=None, repr=False, compare=False)
+    _typed_site_flags: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def _columns(self, table: str) -> dict[str, np.ndarray]:
         """The NumPy columns of ``"tiles"`` or ``"variants"`` (taken from the DataFrame if assigned)."""
@@ -621,14 +622,14 @@ class Bundle:
         record = self.manifest.get("typed_sites")
         if record is None:
             return None
-        if "_typed_sites" not in self.__dict__:
+        if self._typed_site_flags is None:
             contigs, positions = self._variant("contig"), self._variant("pos")
             flags = np.zeros(len(positions), dtype=bool)
             for contig, sites in record.items():
                 on_contig = np.flatnonzero(contigs == contig)
                 flags[on_contig] = np.isin(positions[on_contig], np.asarray(sites, dtype=np.int64))
-            self.__dict__["_typed_sites"] = flags
-        return self.__dict__["_typed_sites"]
+            self._typed_site_flags = flags
+        return self._typed_site_flags
 
     @property
     def contigs(self) -> list[str]:

@@ -91,17 +91,25 @@ DAE_PRESETS: Presets[dict[str, Any]] = Presets("autoencoder", {
 })
 
 
+_CURRICULUM_KEYS = frozenset({"min_mask", "max_mask"})
+
+
+def _sets_own_curriculum(given: Any) -> bool:
+    """True when the user's hyperparameters set the masking curriculum (per tile, or min/max_mask)."""
+    return isinstance(given, Mapping) and (_is_per_tile(given) or bool(_CURRICULUM_KEYS & set(given)))
+
+
 def _with_typed_masking(hparams: Any, given: Any, typed_fraction: float) -> Any:
     """``hparams`` (the preset's with the user's ``given`` over them) with the masking curriculum of
     :func:`masking_for_typed_fraction`."""
     masking = masking_for_typed_fraction(typed_fraction)
     if isinstance(hparams, DAEHyperparameters):
         return hparams.replace(**masking)
-    if _is_per_tile(hparams):
-        raise InvalidArgumentError("typed_fraction sets one masking curriculum for every tile; with per-tile "
-                                   "hyperparameters set min_mask and max_mask in each tile's instead")
-    clash = sorted(set(masking) & set(given or {}))
-    if clash:
+    if _sets_own_curriculum(given):
+        if _is_per_tile(given):
+            raise InvalidArgumentError("typed_fraction sets one masking curriculum for every tile; with per-tile "
+                                       "hyperparameters set min_mask and max_mask in each tile's instead")
+        clash = sorted(_CURRICULUM_KEYS & set(given))
         raise InvalidArgumentError(f"typed_fraction sets min_mask and max_mask; leave {clash} out of hparams")
     return {**hparams, **masking}
 
@@ -287,9 +295,7 @@ class DAEImputer(GenotypeImputer):
             typed = _typed_flags(reference, self.typed_sites)
             self.n_typed_sites = int(typed.sum())
             given = self._given_hparams
-            own_curriculum = isinstance(given, Mapping) and (_is_per_tile(given)
-                                                              or bool({"min_mask", "max_mask"} & set(given)))
-            if self.typed_fraction is None and not own_curriculum:
+            if self.typed_fraction is None and not _sets_own_curriculum(given):
                 hparams = _with_typed_masking(hparams, given, float(typed.mean()))
         self.bundle = train_bundle(reference, tiling, hparams, folder, epochs=self.epochs,
                                    tiles_per_task=self.tiles_per_task,
