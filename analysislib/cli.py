@@ -412,7 +412,7 @@ def _typed_sites_flags(reference, path):
 
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such VCF/BCF file of typed sites")
-    sites = read_vcf(path, multiallelic="split", fields=("GT",))
+    sites = read_vcf(path, multiallelic="split", fields=("GT",), samples=[])  # the sites only, no calls
     try:
         return _typed_flags(reference, sites)
     except ValueError as err:
@@ -746,7 +746,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "any density)")
     train.add_argument("--typed-sites", default=None, metavar="VCF",
                        help="VCF/BCF whose sites the targets will have typed (the targets or their "
-                            "array): train for them, masking the other sites first, and, without "
+                            "array; sites-only is enough): train for them, masking the other sites first, and, without "
                             "--typed-fraction, for their share (more accurate on that array, much "
                             "less on others; default: any array)")
     train.add_argument("--unit", choices=("genotype", "haplotype"), default="genotype",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from analysislib.cli import TRAIN_RECORD_NAME, main
+from analysislib.cli import TRAIN_RECORD_NAME, _typed_sites_flags, main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -263,6 +264,12 @@ def test_typed_sites_train_for_the_targets_array(reference, tmp_path, capsys):
     err = _one_error_line(capsys)
     assert str(other_array) in err and "it was trained for another array" in err
     assert not (tmp_path / "no.vcf.gz").exists()
+    sites_only = tmp_path / "sites_only.vcf"  # the target's first eight columns: no samples
+    with gzip.open(reference["target"], "rt") as text:
+        sites_only.write_text("".join("\t".join(line.rstrip("\n").split("\t")[:8]) + "\n"
+                                      for line in text if not line.startswith("##FORMAT")))
+    flags = _typed_sites_flags(panel, sites_only)
+    assert flags.sum() == n_typed and np.array_equal(np.flatnonzero(flags), np.arange(0, reference["n_variants"], 3))
     elsewhere = tmp_path / "elsewhere.vcf"
     elsewhere.write_text("##fileformat=VCFv4.2\n##contig=<ID=5>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER"
                          "\tINFO\tFORMAT\tS1\n5\t100\t.\tA\tG\t.\tPASS\t.\tGT\t0|1\n")
