@@ -363,7 +363,10 @@ class SegmentModelConfig:
 #: learning rate then falls tenfold for the last third (``lr_step_at``): on the first 2,000
 #: chr22 SNPs aggregate r² 0.847 -> 0.855 (seed 0; a step at 80 %: 0.855) and 0.843 -> 0.848
 #: (seed 1), one torch thread; at ``quick``'s 10 epochs the same step gave 0.834 -> 0.837 with
-#: a lower accuracy (0.925 -> 0.922), so ``quick`` keeps a constant rate.
+#: a lower accuracy (0.925 -> 0.922), so ``quick`` keeps a constant rate. Neither stores its
+#: training panel: on hidden entries of its own training haplotypes ``standard`` is barely more
+#: accurate than on new targets, and a lookup of the nearest reference haplotype within ±8 SNPs
+#: beats it on the targets (``benchmarks/biunet_capacity.py``; BENCHMARKS.md).
 _SMALL_BIUNET = SegmentModelConfig(depth=4, channels=16, dropout=0.0, batch_size=128,
                                    learning_rate=8e-3, patience=None, loss="ce", unit="haplotype")
 BIUNET_PRESETS: Presets[SegmentModelConfig] = Presets("BiU-Net", {
