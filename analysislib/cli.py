@@ -746,9 +746,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "any density)")
     train.add_argument("--typed-sites", default=None, metavar="VCF",
                        help="VCF/BCF whose sites the targets will have typed (the targets or their "
-                            "array; sites-only is enough): train for them, masking the other sites first, and, without "
-                            "--typed-fraction, for their share (more accurate on that array, much "
-                            "less on others; default: any array)")
+                            "array; sites-only is enough): train for them, masking the other sites "
+                            "first, and, without --typed-fraction, for their share (more accurate "
+                            "on that array, much less on others; default: any array)")
     train.add_argument("--unit", choices=("genotype", "haplotype"), default="genotype",
                        help="training rows: each sample's genotypes (default, the paper's; for "
                             "unphased targets) or each of its two haplotypes (more accurate; the "
