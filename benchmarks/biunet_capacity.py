@@ -1,9 +1,10 @@
 """Diagnostic: does BiU-Net hold its training panel, and is the answer within a short window of it?
 
 Same data and split as ``genotype_accuracy.py`` (real chr22 array panel, 450 reference and 50
-target samples, cut to the first ``--variants`` SNPs). 5 % of the genotypes are hidden at random
-(NumPy seed 1) twice: in the targets, and in the first 100 reference samples, which the network
-was trained on. On each set it reports the accuracy of the called ALT count (BiU-Net's called
+target samples, cut to the first ``--variants`` SNPs). The benchmark's ``random_05`` scenario
+(:func:`~analysislib.genotype.masking.apply_scenario`: 5 % of the called genotypes, masking seed
+1) hides genotypes twice: in the targets, and in the first 100 reference samples, which the
+network was trained on. On each set it reports the accuracy of the called ALT count (BiU-Net's called
 genotype; the lookup's rounded dosage) and the r² of the ALT dosage, pooled over the hidden
 entries, for
 
@@ -36,12 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import genotype_accuracy  # the accuracy benchmark's data, split and loader
 
-HIDDEN_FRACTION, MASK_SEED, TRAINED_SAMPLES = 0.05, 1, 100
-
-
-def hide_at_random(genotypes: np.ndarray) -> np.ndarray:
-    """(variants, samples) bool: the entries hidden (both alleles), seeded as the report says."""
-    return np.random.default_rng(MASK_SEED).random(genotypes.shape[:2]) < HIDDEN_FRACTION
+SCENARIO, TRAINED_SAMPLES = "random_05", 100
 
 
 def nearest_haplotype_dosage(reference: np.ndarray, genotypes: np.ndarray, hidden: np.ndarray,
@@ -83,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from analysislib.evaluate import harness_split
+    from analysislib.genotype.masking import apply_scenario, parse_scenario
     from analysislib.genotype.unet import BiUNetImputer
 
     ds, _ = genotype_accuracy._load("1kg_chr22_array500", args.variants)
@@ -90,8 +87,10 @@ def main(argv: list[str] | None = None) -> int:
                                        seed=genotype_accuracy.SPLIT_SEED)
     reference, targets = reference.compute(), targets.compute()
     panels = {"training haplotypes": reference.isel(samples=slice(0, TRAINED_SAMPLES)), "targets": targets}
+    scenario = parse_scenario(genotype_accuracy.SCENARIOS[SCENARIO][0])
+    masked = {name: apply_scenario(panel, scenario) for name, panel in panels.items()}
     truth = {name: panel["call_genotype"].values for name, panel in panels.items()}
-    hidden = {name: hide_at_random(gt) for name, gt in truth.items()}
+    hidden = {name: masked[name].score_mask for name in panels}
     rows: list[dict[str, Any]] = []
 
     def report(model: str, dosages: dict[str, np.ndarray], fit_seconds: float,
@@ -112,10 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         imputer = BiUNetImputer(preset=preset, device="cpu", progress=False, threads=args.threads).fit(reference)
         fit_seconds = time.perf_counter() - started
         dosages, calls = {}, {}
-        for name, panel in panels.items():
-            given = truth[name].copy()
-            given[hidden[name]] = -1
-            imputed = imputer.impute(panel.assign(call_genotype=(panel["call_genotype"].dims, given)))
+        for name in panels:
+            imputed = imputer.impute(masked[name].target)
             dosages[name] = imputed["call_dosage"].values
             calls[name] = imputed["call_genotype"].values.sum(axis=-1)
         report(f"BiU-Net {preset}", dosages, fit_seconds, calls)
