@@ -1,10 +1,14 @@
-"""Shared fixtures: the offline data mirror, and a guard that keeps tests off the network."""
+"""Shared fixtures: the offline data mirror, a guard that keeps tests off the network, and a loader
+for the scripts of ``benchmarks/``."""
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -76,3 +80,18 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def benchmark_script() -> Callable[[str], ModuleType]:
+    """Import a script of ``benchmarks/`` (a folder of scripts, not a package) by its stem:
+    ``benchmark_script("genotype_accuracy")``."""
+
+    def load(stem: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(f"{stem}_benchmark",
+                                                      PROJECT_ROOT / "benchmarks" / f"{stem}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

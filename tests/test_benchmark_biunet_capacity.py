@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "biunet_capacity.py"
-
 
 @pytest.fixture(scope="module")
-def capacity():
-    spec = importlib.util.spec_from_file_location("biunet_capacity_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def capacity(benchmark_script):
+    return benchmark_script("biunet_capacity")
 
 
 def test_the_lookup_copies_the_nearest_reference_haplotype_and_averages_ties(capacity):

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from analysislib.epigenome.chromimpute import chromimpute_available
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "epigenome_accuracy.py"
 REQUIRED = {"method", "fold", "kept", "assay", "seed", "pearson", "mse", "peak_precision",
             "peak_recall", "fit_seconds", "predict_seconds"}
 MARKS = ["H3K27me3", "H3K36me3", "H3K4me1", "H3K4me3", "H3K9me3"]  # the catalog's order
@@ -23,11 +20,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def benchmark():
-    spec = importlib.util.spec_from_file_location("epigenome_accuracy_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def benchmark(benchmark_script):
+    return benchmark_script("epigenome_accuracy")
 
 
 @pytest.fixture(scope="module")

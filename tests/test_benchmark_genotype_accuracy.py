@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "genotype_accuracy.py"
 REQUIRED = {"method", "scenario", "preset", "maf_bin", "aggregate_r2", "r2", "accuracy",
             "fit_seconds", "impute_seconds"}
 
 
 @pytest.fixture(scope="module")
-def benchmark():
-    spec = importlib.util.spec_from_file_location("genotype_accuracy_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def benchmark(benchmark_script):
+    return benchmark_script("genotype_accuracy")
 
 
 @pytest.fixture(scope="module")
