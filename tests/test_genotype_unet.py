@@ -471,7 +471,10 @@ def test_segment_models_learn_memorise_ld_and_monomorphic_sites(model: str, data
     # position scored: 0.984 / 0.981 / 0.975, and 0.984 after 10,000 epochs). A haplotype is less
     # distinctive than a pair, and SCDA's three levels of kernel 5 see about 30 SNPs either side
     # where BiU-Net's five of kernel 7 see the whole row: with ±16 SNPs, 14 of the 634 hidden
-    # entries are ambiguous (the comment above LEARNING).
+    # entries are ambiguous (the comment above LEARNING). A tenfold learning-rate step for the last
+    # third (lr_step_at=2/3) raised SCDA's memorisation to 0.994 / 0.994 / 0.9905 (one torch thread,
+    # an AMD EPYC), but seed 2's LD site then got r² 0.92, so no setting tried passes both at 0.99
+    # on every seed, and SCDA's threshold stays 0.98.
     assert memorised >= (0.99 if model == "biunet" else 0.98), memorised
     assert ld_r2 >= 0.99, ld_r2
     called_major = (allele_count(out["call_genotype"].values)[mono] == 2).mean()
