@@ -63,7 +63,9 @@ def score(dosage: np.ndarray, genotypes: np.ndarray, hidden: np.ndarray,
           calls: np.ndarray | None = None) -> dict[str, float]:
     """Accuracy of the called ALT count (``calls``; None: the rounded dosage) and pooled r² of the
     ALT dosage, over the hidden entries."""
-    truth, estimate = genotypes.sum(axis=-1)[hidden], dosage[hidden]
+    from analysislib.genotype.metrics import allele_count
+
+    truth, estimate = allele_count(genotypes)[hidden], dosage[hidden]
     called = np.rint(estimate) if calls is None else calls[hidden]
     return {"accuracy": float((called == truth).mean()),
             "r2": float(np.corrcoef(estimate, truth)[0, 1] ** 2), "entries": int(hidden.sum())}
@@ -80,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from analysislib.evaluate import harness_split
     from analysislib.genotype.masking import apply_scenario, parse_scenario
+    from analysislib.genotype.metrics import allele_count
     from analysislib.genotype.unet import BiUNetImputer
 
     ds, _ = genotype_accuracy._load("1kg_chr22_array500", args.variants)
@@ -114,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in panels:
             imputed = imputer.impute(masked[name].target)
             dosages[name] = imputed["call_dosage"].values
-            calls[name] = imputed["call_genotype"].values.sum(axis=-1)
+            calls[name] = allele_count(imputed["call_genotype"].values)
         report(f"BiU-Net {preset}", dosages, fit_seconds, calls)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
