@@ -45,8 +45,9 @@ cell type per batch has all its tracks masked) is the ENTEx leave-one-tissue-out
 
 Training for a new, sparsely profiled cell type (our addition; the paper's test cell types keep
 several training tracks): with ``sparse_cell_fraction`` > 0, that fraction of the bins is masked
-as such a cell type instead (one training cell type keeps 1 to all but one of its marks, the rest
-of its marks are the targets, every other track is an input), and
+as such a cell type instead (one training cell type keeps as many of its marks as a sparse cell
+type of the data has, or 1 to all but one of them when no cell type is sparse; the rest of its
+marks are the targets, every other track is an input), and
 :meth:`EDICEImputer.fit` validates, by default, on the same problem at held-out bins
 (:func:`sparse_cell_validation`), which sets early stopping and the returned weights. With
 ``identity_min_marks``, a cell type seen through fewer marks than that at a bin gets no learned
@@ -139,10 +140,11 @@ class EDICEConfig:
         Clip the gradient norm (the TF code does not; the PyTorch port clips at 5).
     sparse_cell_fraction
         Fraction of training bins masked as a *sparsely profiled cell type* instead of by the
-        paper's random track masking: one training cell type keeps a random number (1 to all
-        but one) of its marks as inputs, its other marks are the targets and every other track
-        is an input. This is the test a new cell type with few marks poses (see
-        :func:`_sparse_cell_targets`). 0 gives the paper's masking.
+        paper's random track masking: one training cell type keeps as many of its marks as
+        the data's sparsely profiled cell types have (1 to all but one when none is sparse) as
+        inputs, its other marks are the targets and every other track is an input. This is the
+        test a new cell type with few marks poses (see :func:`_sparse_cell_targets`). 0 gives
+        the paper's masking.
     identity_min_marks
         A cell type with fewer observed input marks than this at a bin is known by its signal
         alone: its learned global embedding is not added. A cell type profiled in one or two
@@ -538,9 +540,12 @@ def _sparse_cell_targets(train_mask: np.ndarray, batch: int, n_targets: int, fra
     """Targets ``(batch, T)`` (flat track ids) and their weights: random and sparse-cell bins.
 
     A ``fraction`` of the bins is masked like a sparsely profiled cell type: one training cell
-    type with at least two marks is drawn, keeps ``k`` of its ``n`` marks as inputs (``k``
-    uniform in 1..n-1, the marks drawn at random) and has its other ``n - k`` marks as targets;
-    every other training track stays an input. The other bins get the paper's random masking
+    type with at least two marks is drawn, keeps ``k`` of its ``n`` marks as inputs (the marks
+    drawn at random) and has its other ``n - k`` marks as targets; every other training track
+    stays an input. ``k`` is the number of marks of one of ``train_mask``'s sparse cell types
+    (profiled, in fewer marks than the best-profiled one: the cell types to impute, as in
+    :func:`sparse_cell_validation`), drawn at random among them and at most ``n - 1``; with no
+    sparse cell type it is uniform in 1..n-1. The other bins get the paper's random masking
     (``n_targets`` random training tracks). Rows have different numbers of targets, so they are
     padded to the longest with repeats of a real target at weight 0.
     """
@@ -550,13 +555,19 @@ def _sparse_cell_targets(train_mask: np.ndarray, batch: int, n_targets: int, fra
     cell_of = flat // n_assays
     per_cell = np.bincount(cell_of.numpy(), minlength=train_mask.shape[0])
     eligible = torch.as_tensor(np.flatnonzero(per_cell >= 2))
+    profiled = per_cell[per_cell > 0]
+    sparse_marks = torch.as_tensor(np.unique(profiled[profiled < profiled.max()]) if len(profiled) else [])
     is_target = torch.rand(batch, n, generator=generator).argsort(dim=1).argsort(dim=1) < n_targets
     sparse = torch.rand(batch, generator=generator) < fraction
     if len(eligible) and bool(sparse.any()):
         chosen = eligible[torch.randint(len(eligible), (batch,), generator=generator)]
         in_cell = cell_of[None, :] == chosen[:, None]
         n_marks = in_cell.sum(dim=1)
-        keep = (torch.rand(batch, generator=generator) * (n_marks - 1)).long() + 1
+        if len(sparse_marks):  # as many marks as a cell type to impute has
+            drawn = sparse_marks[torch.randint(len(sparse_marks), (batch,), generator=generator)]
+            keep = torch.minimum(drawn, n_marks - 1)
+        else:
+            keep = (torch.rand(batch, generator=generator) * (n_marks - 1)).long() + 1
         scores = torch.where(in_cell, torch.rand(batch, n, generator=generator), 2.0)
         rank = scores.argsort(dim=1).argsort(dim=1)
         cell_targets = in_cell & (rank >= keep[:, None])
