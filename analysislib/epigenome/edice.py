@@ -543,9 +543,9 @@ def _sparse_cell_targets(train_mask: np.ndarray, batch: int, n_targets: int, fra
     type with at least two marks is drawn, keeps ``k`` of its ``n`` marks as inputs (the marks
     drawn at random) and has its other ``n - k`` marks as targets; every other training track
     stays an input. ``k`` is the number of marks of one of ``train_mask``'s sparse cell types
-    (profiled, in fewer marks than the best-profiled one: the cell types to impute, as in
-    :func:`sparse_cell_validation`), drawn at random among them and at most ``n - 1``; with no
-    sparse cell type it is uniform in 1..n-1. The other bins get the paper's random masking
+    (profiled, but in fewer marks than the best-profiled one: the cell types to impute), drawn
+    at random among their distinct counts and at most ``n - 1``; with no sparse cell type it is
+    uniform in 1..n-1. The other bins get the paper's random masking
     (``n_targets`` random training tracks). Rows have different numbers of targets, so they are
     padded to the longest with repeats of a real target at weight 0.
     """
