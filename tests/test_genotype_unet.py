@@ -486,27 +486,57 @@ def test_segment_models_learn_memorise_ld_and_monomorphic_sites(model: str, data
 def test_quick_preset_is_never_below_the_allele_frequency_floor_on_real_chr22(method: str, data_mirror: Path,
                                                                             tmp_path: Path):
     from analysislib.catalog import open_dataset
-    from analysislib.evaluate import evaluate
+    from analysislib.evaluate import evaluate, harness_split
+    from analysislib.genotype.masking import apply_scenario, parse_scenario
+    from analysislib.genotype.metrics import allele_count, assign_maf_bins, minor_allele_flip
+    from analysislib.genotype.stats import alt_allele_frequency, minor_allele_frequency
     from analysislib.results import ResultsStore
 
     panel = open_dataset("1kg_chr22_array500").isel(variants=slice(0, 1000)).compute()
     store = ResultsStore(tmp_path / "results")
-    runs = {name: evaluate(name, panel, "random_05_seed1", store=store, dataset_label="chr22_first1000",
-                           method_parameters=params).rows
-            for name, params in (("allele_frequency", {}),
-                                 (method, {"preset": "quick", "device": "cpu", "progress": False}))}
+    results = {name: evaluate(name, panel, "random_05_seed1", store=store, dataset_label="chr22_first1000",
+                              method_parameters=params)
+               for name, params in (("allele_frequency", {}),
+                                    (method, {"preset": "quick", "device": "cpu", "progress": False}))}
 
-    def table(rows: pd.DataFrame, metric: str) -> pd.Series:
+    def table(name: str, metric: str) -> pd.Series:
+        rows = results[name].rows
         keep = (rows.metric == metric) & rows.stratum_kind.isin(["all", "maf_bin"])
         return rows[keep].set_index("stratum")["value"]
 
     # accuracy within 0.5%: a bin holds ~300 masked genotypes here, so one error is 0.35%
-    for metric, slack in (("aggregate_r2", 0.0), ("genotype_accuracy", 0.005)):
-        floor, model = table(runs["allele_frequency"], metric), table(runs[method], metric)
-        assert len(floor) >= 4 and set(model.index) == set(floor.index)
-        below = {b: (model[b], floor[b]) for b in floor.index if model[b] < floor[b] - slack}
-        assert not below, f"{method} {metric} below the floor in bins {below}"
-    assert table(runs[method], "aggregate_r2")["all"] > table(runs["allele_frequency"], "aggregate_r2")["all"] + 0.2
+    floor, model = table("allele_frequency", "genotype_accuracy"), table(method, "genotype_accuracy")
+    assert len(floor) >= 4 and set(model.index) == set(floor.index)
+    below = {b: (model[b], floor[b]) for b in floor.index if model[b] < floor[b] - 0.005}
+    assert not below, f"{method} genotype_accuracy below the floor in bins {below}"
+
+    # Aggregate r² is a squared correlation, so it cannot tell a dosage that follows the truth from
+    # one that runs against it. In a rare bin that matters: among the first 1,000 SNPs, MAF
+    # 0.5-1 % holds 85 masked genotypes of which one carries the minor allele, and the floor,
+    # whose dosage there was below the bin's mean (r = -0.031), scored r² 0.00094 against SCDA's
+    # 0.00080 (r = +0.028) on an AMD EPYC. So each bin compares the signed correlation, recomputed
+    # here as the harness computes aggregate r² (minor-allele dosage, the reference's MAF bins);
+    # where the floor's is positive this is the comparison of aggregate r².
+    reference, truth = harness_split(panel, target_fraction=0.1, seed=0)
+    scored = apply_scenario(truth, parse_scenario("random_05_seed1"), reference=reference).score_mask
+    flip = minor_allele_flip(alt_allele_frequency(reference).values)[:, None]
+    bins = np.asarray(assign_maf_bins(minor_allele_frequency(reference).values))
+    count = allele_count(truth["call_genotype"].values)
+    truth_minor = np.where(flip, 2 - count, count)
+
+    def signed_r(name: str, label: str) -> float:
+        keep = (bins == label)[:, None] & scored
+        dosage = results[name].imputed["call_dosage"].values
+        x, y = np.where(flip, 2 - dosage, dosage)[keep], truth_minor[keep]
+        r = float(np.corrcoef(x, y)[0, 1]) if x.std() > 0 and y.std() > 0 else 0.0
+        assert r * r == pytest.approx(table(name, "aggregate_r2")[label], abs=1e-6)  # the harness's value
+        return r
+
+    labels = [b for b in table("allele_frequency", "aggregate_r2").index if b != "all"]
+    below = {b: (signed_r(method, b), signed_r("allele_frequency", b)) for b in labels
+             if signed_r(method, b) < signed_r("allele_frequency", b)}
+    assert not below, f"{method} aggregate correlation below the floor's in bins {below}"
+    assert table(method, "aggregate_r2")["all"] > table("allele_frequency", "aggregate_r2")["all"] + 0.2
 
 
 @pytest.mark.parametrize("imputer", [BiUNetImputer, SCDAImputer])
