@@ -457,6 +457,12 @@ def _subset(n_bins: int, size: int | None, seed: int, stream: int) -> np.ndarray
     return np.sort(rng.choice(n_bins, size=size, replace=False))
 
 
+def _sparse_cells(counts: np.ndarray) -> np.ndarray:
+    """Bool per cell type: profiled, but in fewer marks than the best-profiled one (the cell types
+    to impute), from each cell type's number of observed marks ``counts``."""
+    return (counts > 0) & (counts < counts.max(initial=0))
+
+
 def sparse_cell_validation(observed: np.ndarray) -> list[tuple[np.ndarray, list[tuple[int, int]]]]:
     """Validation problems that pose the test of a sparsely profiled cell type.
 
@@ -485,10 +491,10 @@ def sparse_cell_validation(observed: np.ndarray) -> list[tuple[np.ndarray, list[
     """
     observed = np.asarray(observed, dtype=bool)
     counts = observed.sum(axis=1)
-    profiled = counts[counts > 0]
-    if not len(profiled) or profiled.min() == counts.max():
+    sparse = _sparse_cells(counts)
+    if not sparse.any():
         return []
-    patterns = {tuple(observed[c]) for c in np.flatnonzero(counts == profiled.min())}
+    patterns = {tuple(observed[c]) for c in np.flatnonzero(counts == counts[sparse].min())}
     tasks = []
     for pattern in sorted(patterns):
         kept = np.array(pattern)
@@ -543,10 +549,9 @@ def _sparse_cell_targets(train_mask: np.ndarray, batch: int, n_targets: int, fra
     type with at least two marks is drawn, keeps ``k`` of its ``n`` marks as inputs (the marks
     drawn at random) and has its other ``n - k`` marks as targets; every other training track
     stays an input. ``k`` is the number of marks of one of ``train_mask``'s sparse cell types
-    (profiled, but in fewer marks than the best-profiled one: the cell types to impute), drawn
-    at random among their distinct counts and at most ``n - 1``; with no sparse cell type it is
-    uniform in 1..n-1. The other bins get the paper's random masking
-    (``n_targets`` random training tracks). Rows have different numbers of targets, so they are
+    (:func:`_sparse_cells`: the cell types to impute), drawn at random among their distinct
+    counts and at most ``n - 1``; with no sparse cell type it is uniform in 1..n-1. The other
+    bins get the paper's random masking (``n_targets`` random training tracks). Rows have different numbers of targets, so they are
     padded to the longest with repeats of a real target at weight 0.
     """
     flat = torch.as_tensor(np.flatnonzero(train_mask.ravel()))
@@ -555,8 +560,7 @@ def _sparse_cell_targets(train_mask: np.ndarray, batch: int, n_targets: int, fra
     cell_of = flat // n_assays
     per_cell = np.bincount(cell_of.numpy(), minlength=train_mask.shape[0])
     eligible = torch.as_tensor(np.flatnonzero(per_cell >= 2))
-    profiled = per_cell[per_cell > 0]
-    sparse_marks = torch.as_tensor(np.unique(profiled[profiled < profiled.max()]) if len(profiled) else [])
+    sparse_marks = torch.as_tensor(np.unique(per_cell[_sparse_cells(per_cell)]))
     is_target = torch.rand(batch, n, generator=generator).argsort(dim=1).argsort(dim=1) < n_targets
     sparse = torch.rand(batch, generator=generator) < fraction
     if len(eligible) and bool(sparse.any()):
