@@ -551,8 +551,9 @@ def _sparse_cell_targets(train_mask: np.ndarray, batch: int, n_targets: int, fra
     stays an input. ``k`` is the number of marks of one of ``train_mask``'s sparse cell types
     (:func:`_sparse_cells`: the cell types to impute), drawn at random among their distinct
     counts and at most ``n - 1``; with no sparse cell type it is uniform in 1..n-1. The other
-    bins get the paper's random masking (``n_targets`` random training tracks). Rows have different numbers of targets, so they are
-    padded to the longest with repeats of a real target at weight 0.
+    bins get the paper's random masking (``n_targets`` random training tracks). Rows have
+    different numbers of targets, so they are padded to the longest with repeats of a real
+    target at weight 0.
     """
     flat = torch.as_tensor(np.flatnonzero(train_mask.ravel()))
     n_assays = train_mask.shape[1]
