@@ -436,9 +436,9 @@ LEARNING = SegmentModelConfig(depth=5, channels=16, kernel_size=7, dropout=0.0, 
 # one level more than the published three. Three levels of kernel 5 see about ±28 SNPs, where 6 of
 # the 634 hidden entries stay ambiguous (above): they memorised 0.987 / 0.997 / 0.984 (seeds 0-2;
 # LD-site r² 1.000 / 1.000 / 0.986). Four levels see about ±60 SNPs: memorised 0.994 on seeds
-# 0-4, LD-site r² 1.000. Five memorised 1.000 but imputed the LD site with r² 0.78 (seed 0), six
-# (the paper's extended SCDA) stayed at the prior (0.70). One torch thread on a 2-CPU AMD EPYC
-# (AVX-512), 2026-12-07.
+# 0-4, LD-site r² 1.000. Five memorised 1.000 but imputed the LD site with r² 0.78 (seed 0); six
+# (the paper's extended SCDA) stayed at the prior on seeds 0 and 1 (0.70) and on seed 2 memorised
+# 0.997 with LD-site r² 0.96. One torch thread on a 2-CPU AMD EPYC (AVX-512), 2026-12-07.
 SCDA_LEARNING = LEARNING.replace(model="scda", depth=4, kernel_size=5, positional=False, batch_size=96,
                                  epochs=5000)
 
