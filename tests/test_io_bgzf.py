@@ -123,6 +123,33 @@ def test_records_with_known_sites_give_the_same_file_and_index(tmp_path):
     assert (tmp_path / "given.vcf.gz.tbi").read_bytes() == (tmp_path / "parsed.vcf.gz.tbi").read_bytes()
 
 
+def _member_sizes(path) -> list[int]:
+    """Uncompressed size of each BGZF member of a file, the EOF member last (ISIZE fields)."""
+    data, sizes, at = path.read_bytes(), [], 0
+    while at < len(data):
+        bsize = int.from_bytes(data[at + 16:at + 18], "little")
+        sizes.append(int.from_bytes(data[at + bsize - 3:at + bsize + 1], "little"))
+        at += bsize + 1
+    return sizes
+
+
+@settings(max_examples=25, deadline=None)
+@given(cuts=st.lists(st.integers(0, 5 * BLOCK_DATA), max_size=6), threads=st.sampled_from([1, 3]))
+def test_text_in_any_pieces_gives_full_members_and_the_same_text(tmp_path_factory, cuts, threads):
+    # Members are cut every BLOCK_DATA bytes of the text, whatever pieces it arrives in (pieces
+    # shorter than a block are held, longer ones deflated from views of the caller's bytes).
+    text = HEADER + b"".join(_records(np.random.default_rng(3), 400))
+    path = tmp_path_factory.mktemp("pieces") / "x.vcf.gz"
+    bounds = [0, *sorted(min(c, len(text)) for c in cuts), len(text)]
+    with BgzfVcfWriter(path, threads=threads) as writer:
+        for a, b in itertools.pairwise(bounds):
+            writer.write(text[a:b])
+    sizes = _member_sizes(path)
+    assert _text(path) == text
+    assert sizes[-1] == 0 and sizes[:-2] == [BLOCK_DATA] * (len(sizes) - 2)
+    assert sum(sizes) == len(text)
+
+
 def test_records_with_known_sites_must_be_whole_lines(tmp_path):
     line = b"1\t5\t.\tA\tG\t.\t.\t.\tGT\t0|1\n"
     with BgzfVcfWriter(tmp_path / "x.vcf.gz") as writer:

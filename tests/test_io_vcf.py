@@ -640,3 +640,25 @@ def test_packed_call_formatter_writes_the_general_formatters_text(monkeypatch: p
             cases += 1
             assert packed == lines
     assert cases >= 50
+
+
+def test_whole_record_lines_are_the_prefixes_then_the_formatters_text():
+    """_format_records: each prefix then its sample columns, as one text, with each line's length;
+    prefixes of any length, and the general path where the packed cells do not apply."""
+    from analysislib.io import vcf
+
+    rng = np.random.default_rng(8)
+    shape = (30, 5)
+    gp = rng.dirichlet([0.4, 0.4, 0.4], size=shape)
+    gp[rng.random(shape) < 0.1] = np.nan
+    ds = gp[..., 1] + 2 * gp[..., 2]
+    phased = rng.random(shape) < 0.5
+    prefixes = [f"22\t{100 + i}\t{'rs' * int(rng.integers(0, 30)) or '.'}\tA\tG\t.\t.\t.\tGT:DS:GP\t".encode()
+                for i in range(shape[0])]
+    for gt, width in ((rng.integers(-1, 2, (*shape, 2)).astype(np.int8), 1),  # packed cells
+                      (rng.integers(-1, 12, (*shape, 2)).astype(np.int8), 2)):  # two-digit alleles
+        text, lengths = vcf._format_records(prefixes, gt, phased, ds, gp, decimals=3, allele_width=width)
+        lines = vcf._format_calls(gt, phased, ds, gp, decimals=3, allele_width=width)
+        expected = [prefix + line for prefix, line in zip(prefixes, lines, strict=True)]
+        assert text == b"".join(expected)
+        assert lengths.tolist() == [len(line) for line in expected]

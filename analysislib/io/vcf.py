@@ -1453,11 +1453,27 @@ def _format_calls_packed(gt: np.ndarray, phased: np.ndarray, ds: np.ndarray | No
                          ) -> list[bytes] | None:
     """:func:`_format_calls` for one-digit alleles and short numbers; None where it does not apply.
 
+    Deleting the zero bytes of each variant's row of :func:`_packed_rows` (``bytes.translate``,
+    several times faster than a boolean mask here) leaves its text.
+    """
+    rows = _packed_rows(gt, phased, ds, gp, decimals=decimals, allele_width=allele_width, line_end=line_end)
+    if rows is None:
+        return None
+    flat, width = rows.tobytes(), rows.shape[1]
+    return [flat[start:start + width].translate(None, b"\0") for start in range(0, len(flat), width)]
+
+
+def _packed_rows(gt: np.ndarray, phased: np.ndarray, ds: np.ndarray | None,
+                 gp: np.ndarray | list[np.ndarray] | None, *, decimals: int, allele_width: int,
+                 line_end: bool, lead: int = 0) -> np.ndarray | None:
+    """One uint8 row per variant holding its sample columns' text with zero bytes between; None
+    for alleles of more than one digit or numbers too long (:func:`_format_calls_packed`).
+
     Each DS or GP value, with the ``:`` or ``,`` before it, is at most 8 bytes, so it is one
     uint64 looked up in a table (:func:`_packed_table`) and stored into an 8-byte slot of the
-    call's fixed-width row; padding bytes are zero, so deleting the zero bytes of each variant's
-    rows (``bytes.translate``, several times faster than a boolean mask here) leaves the text.
-    The text is the same as the general path's (the tables are made by it).
+    call's fixed-width cell; padding bytes are zero. Each row starts with ``lead`` zero bytes
+    (room for the record's first columns). The text is the same as the general path's of
+    :func:`_format_calls` (the tables are made by it).
     """
     gp = _gp_columns(gp)
     values: list[tuple[np.ndarray, str]] = []
@@ -1479,7 +1495,8 @@ def _format_calls_packed(gt: np.ndarray, phased: np.ndarray, ds: np.ndarray | No
     n_var, n_samples, ploidy = gt.shape
     gt_width = 2 * ploidy - 1
     row_width = gt_width + 8 * len(values) + 1
-    text = np.zeros((n_var, n_samples, row_width), np.uint8)
+    rows = np.zeros((n_var, lead + n_samples * row_width), np.uint8)
+    text = rows[:, lead:].reshape(n_var, n_samples, row_width)
     for h in range(ploidy):
         text[..., 2 * h] = np.where(gt[..., h] < 0, DOT, gt[..., h] + ZERO)
         if h:
@@ -1495,8 +1512,34 @@ def _format_calls_packed(gt: np.ndarray, phased: np.ndarray, ds: np.ndarray | No
     text[..., -1] = TAB
     if line_end:
         text[:, -1, -1] = NEWLINE
-    flat, width = text.tobytes(), n_samples * row_width
-    return [flat[start:start + width].translate(None, b"\0") for start in range(0, len(flat), width)]
+    return rows
+
+
+def _format_records(prefixes: Sequence[bytes], gt: np.ndarray, phased: np.ndarray, ds: np.ndarray | None,
+                    gp: np.ndarray | list[np.ndarray] | None, *, decimals: int, allele_width: int
+                    ) -> tuple[bytes, np.ndarray]:
+    """Whole record lines, each variant's ``prefixes`` entry (CHROM to FORMAT, tab-ended) then its
+    sample columns (:func:`_format_calls`), as one bytes object, and the length of each line.
+
+    Where the packed cells apply, the prefixes go into the rows' lead and one ``translate`` of
+    the whole block leaves every line at once (no bytes object per variant).
+    """
+    joined = b"".join(prefixes)
+    lead = max(map(len, prefixes), default=0)
+    rows = (None if b"\0" in joined or b"\n" in joined else
+            _packed_rows(gt, phased, ds, gp, decimals=decimals, allele_width=allele_width, line_end=True,
+                         lead=lead))
+    if rows is None:
+        records = [prefix + line for prefix, line in zip(
+            prefixes, _format_calls(gt, phased, ds, gp, decimals=decimals, allele_width=allele_width),
+            strict=True)]
+        return b"".join(records), np.fromiter(map(len, records), dtype=np.int64, count=len(records))
+    sizes = np.fromiter(map(len, prefixes), dtype=np.int64, count=len(prefixes))
+    starts = np.repeat(np.arange(len(prefixes)) * rows.shape[1] - np.cumsum(sizes) + sizes, sizes)
+    rows.reshape(-1)[starts + np.arange(len(joined))] = np.frombuffer(joined, dtype=np.uint8)
+    text = rows.tobytes().translate(None, b"\0")
+    ends = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == NEWLINE) + 1
+    return text, np.diff(ends, prepend=0)
 
 
 def _gp_columns(gp: np.ndarray | list[np.ndarray] | None) -> list[np.ndarray] | None:
@@ -1624,8 +1667,8 @@ def _vcf_lines(ds: xr.Dataset, fields: Sequence[str], decimals: int, block: int)
                 raise InvalidArgumentError("call_genotype_probability has negative values")
             probability = _normalised_columns(_gp_columns(probability))
         width = max(1, len(str(int(gt.max(initial=0)))))
-        lines = _format_calls(gt, phased, dosage, probability, decimals=decimals, allele_width=width)
-        yield b"".join(prefix + line for prefix, line in zip(prefixes, lines, strict=True))
+        yield _format_records(prefixes, gt, phased, dosage, probability, decimals=decimals,
+                              allele_width=width)[0]
 
 
 def write_vcf(

@@ -206,11 +206,15 @@ def _impute_chunk(bundle: Bundle, work: _ChunkWork, *, batch_samples: int, engin
     followed by :func:`~analysislib.io.vcf.write_vcf`: the same decoding, hard calls for typed
     genotypes, GP normalisation and rounding.
     """
+    from analysislib.io.vcf import _format_calls, _format_records
+
     n_var = work.stop - work.start
     rows_out = np.arange(work.start, work.stop) - work.span_start  # chunk variants in the span
     n_samples = work.typed.shape[1]
     needed = _work_needed(work.typed)
+    whole = batch_samples >= n_samples  # one batch: whole record lines straight from the formatter
     columns: list[list[bytes]] = []
+    pieces: list[tuple[bytes, np.ndarray]] = []
     for first in range(0, n_samples, batch_samples):
         last = min(first + batch_samples, n_samples)
         size = last - first
@@ -223,23 +227,27 @@ def _impute_chunk(bundle: Bundle, work: _ChunkWork, *, batch_samples: int, engin
         step = max(1, _FORMAT_BLOCK_CALLS // size)  # variants decoded and formatted at a time
         for start in range(0, n_var, step):
             block = slice(start, min(start + step, n_var))
-            lines += _decode_and_format(bundle, raw[block], batch[rows_out[block]],
-                                        work.phased[rows_out[block], first:last], decimals,
-                                        line_end=last == n_samples)
-        columns.append(lines)
-    if len(columns) == 1:
-        records = [prefix + text for prefix, text in zip(work.prefixes, columns[0], strict=True)]
-    else:
-        records = [prefix + b"".join(texts) for prefix, *texts in zip(work.prefixes, *columns, strict=True)]
+            calls = _decoded_calls(bundle, raw[block], batch[rows_out[block]],
+                                   work.phased[rows_out[block], first:last])
+            if whole:
+                pieces.append(_format_records(work.prefixes[block], *calls, decimals=decimals, allele_width=1))
+            else:
+                lines += _format_calls(*calls, decimals=decimals, allele_width=1, line_end=last == n_samples)
+        if not whole:
+            columns.append(lines)
+    if whole:
+        return b"".join(text for text, _ in pieces), np.concatenate([lengths for _, lengths in pieces])
+    records = [prefix + b"".join(texts) for prefix, *texts in zip(work.prefixes, *columns, strict=True)]
     return b"".join(records), np.fromiter(map(len, records), dtype=np.int64, count=len(records))
 
 
 _FORMAT_BLOCK_CALLS = 2**16  # calls decoded and formatted at a time (temporaries stay in cache)
 
 
-def _decode_and_format(bundle: Bundle, raw: np.ndarray, typed: np.ndarray, phased: np.ndarray,
-                       decimals: int, *, line_end: bool) -> list[bytes]:
-    """Sample columns of some variants as text, one bytes object per variant.
+def _decoded_calls(bundle: Bundle, raw: np.ndarray, typed: np.ndarray, phased: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+    """GT, phase, DS and GP of some variants' sample columns, as :func:`~analysislib.io.vcf._format_calls`
+    takes them.
 
     ``raw`` holds the sigmoid outputs ``(variants, rows, 2)`` (rows: samples, or their haplotypes,
     :func:`~analysislib.genotype.dae.inference._decode_rows`), ``typed`` the input calls
@@ -249,7 +257,7 @@ def _decode_and_format(bundle: Bundle, raw: np.ndarray, typed: np.ndarray, phase
     DS in float32, GP renormalised in float64. Each genotype's probabilities are a separate array
     throughout (no stacked axis of length 3), which halves the time of this step.
     """
-    from analysislib.io.vcf import _format_calls, _normalised_columns
+    from analysislib.io.vcf import _normalised_columns
 
     gp = [column.astype(np.float32) for column in _decode_columns(bundle, raw)]
     first, second = typed[..., 0], typed[..., 1]
@@ -263,9 +271,8 @@ def _decode_and_format(bundle: Bundle, raw: np.ndarray, typed: np.ndarray, phase
     genotypes = np.empty(typed.shape, dtype=np.int8)
     genotypes[..., 0] = np.where(called, first, (gp[2] > gp[0]) & (gp[2] > gp[1]))  # 1/1
     genotypes[..., 1] = np.where(called, second, (gp[1] > gp[0]) | (gp[2] > gp[0]))  # not 0/0
-    return _format_calls(genotypes, phased & called, dosage.astype(np.float64),
-                         _normalised_columns([column.astype(np.float64) for column in gp]),
-                         decimals=decimals, allele_width=1, line_end=line_end)
+    return (genotypes, phased & called, dosage.astype(np.float64),
+            _normalised_columns([column.astype(np.float64) for column in gp]))
 
 
 _worker_bundles: dict[tuple[str, bool], Bundle] = {}
